@@ -1,3 +1,7 @@
-//! Pitboss: a WebAssembly-plugin host for the rules of an iGaming CRM.
+//! Pitboss: a WebAssembly-plugin host for the rules of an iGaming CRM. The host owns what must never be
+//! wrong (events, profiles, consent and responsible-gambling enforcement, delivery, audit); per-brand
+//! rules run as sandboxed Wasm components (`plugins`).
+
+pub mod cli;
 pub mod model;
 pub mod plugins;

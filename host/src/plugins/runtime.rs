@@ -228,9 +228,14 @@ impl Runtime {
         Ok(component)
     }
 
+    /// The world, imports and exports of a component.
+    pub fn shape(&self, component: &Component) -> super::inspect::Shape {
+        super::inspect::shape(&self.engine, component)
+    }
+
     fn prepare(&self, digest: Digest, bytes: &[u8]) -> Result<Plugin, PluginError> {
         let component = self.component_for(digest, bytes)?;
-        let shape = super::inspect::shape(&self.engine, &component);
+        let shape = self.shape(&component);
         let (world, version) = shape.world.clone().ok_or_else(|| PluginError::UnknownWorld {
             exports: shape.exports.join(", "),
         })?;

@@ -1,0 +1,218 @@
+//! The `pitboss` command line. `plugin run`, `plugin test` and `plugin inspect` are the local tools a
+//! brand team uses before uploading a plugin.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use clap::{Args, Parser, Subcommand};
+use serde_json::json;
+
+use crate::plugins::{self, Limits, Runtime, RuntimeConfig, World};
+
+#[derive(Debug, Parser)]
+#[command(name = "pitboss", version, about = "Pitboss: a WebAssembly-plugin host for the rules of an iGaming CRM")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Work with rule plugins locally.
+    #[command(subcommand)]
+    Plugin(PluginCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PluginCommand {
+    /// Run a plugin once on a JSON input and print the decision with fuel, peak memory and duration.
+    Run(RunArgs),
+    /// Run a plugin against a decision table (a JSON array of cases) and report each case.
+    Test(TestArgs),
+    /// Print the world a component exports, its WIT package version and its imports.
+    Inspect {
+        /// The component (.wasm).
+        file: PathBuf,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// The component (.wasm).
+    #[arg(long)]
+    pub wasm: PathBuf,
+    /// The world the plugin must export.
+    #[arg(long, value_enum)]
+    pub world: World,
+    /// The input document (JSON): see README, "Plugin inputs".
+    #[arg(long)]
+    pub input: PathBuf,
+    #[command(flatten)]
+    pub limits: LimitArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct TestArgs {
+    /// The component (.wasm).
+    #[arg(long)]
+    pub wasm: PathBuf,
+    /// The world the plugin must export.
+    #[arg(long, value_enum)]
+    pub world: World,
+    /// The decision table (JSON array of `{name, input, expect | expect_error}`).
+    #[arg(long)]
+    pub table: PathBuf,
+    #[command(flatten)]
+    pub limits: LimitArgs,
+}
+
+/// Overrides of the world's default limits, each capped by the hard ceiling.
+#[derive(Debug, Args)]
+pub struct LimitArgs {
+    /// Fuel (Wasm instructions) per call.
+    #[arg(long)]
+    pub fuel: Option<u64>,
+    /// Linear memory per call, in MiB.
+    #[arg(long)]
+    pub memory_mib: Option<u64>,
+    /// Wall-clock deadline per call, in milliseconds.
+    #[arg(long)]
+    pub deadline_ms: Option<u64>,
+    /// Directory of the compiled-code cache (default: none, compile every time).
+    #[arg(long, env = "PITBOSS_CODE_CACHE")]
+    pub code_cache: Option<PathBuf>,
+}
+
+impl LimitArgs {
+    fn limits(&self, world: World) -> Limits {
+        let mut l = Limits::default_for(world);
+        if let Some(f) = self.fuel {
+            l.fuel = f;
+        }
+        if let Some(m) = self.memory_mib {
+            l.memory_bytes = m << 20;
+        }
+        if let Some(d) = self.deadline_ms {
+            l.deadline_ms = d;
+        }
+        l.clamped()
+    }
+
+    fn runtime(&self) -> anyhow::Result<Runtime> {
+        Runtime::new(RuntimeConfig { cache_dir: self.code_cache.clone(), ..RuntimeConfig::default() })
+    }
+}
+
+/// Runs a command; the exit code is 0 on success, 1 when the plugin or the input failed, 2 on usage or
+/// I/O errors.
+pub fn main(cli: Cli) -> ExitCode {
+    let result = match cli.command {
+        Command::Plugin(PluginCommand::Run(args)) => plugin_run(&args),
+        Command::Plugin(PluginCommand::Test(args)) => plugin_test(&args),
+        Command::Plugin(PluginCommand::Inspect { file }) => plugin_inspect(&file),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn print(value: &serde_json::Value) {
+    println!("{}", serde_json::to_string_pretty(value).expect("JSON"));
+}
+
+fn read(path: &Path) -> anyhow::Result<Vec<u8>> {
+    std::fs::read(path).with_context(|| format!("reading {}", path.display()))
+}
+
+/// Loads the plugin and checks its world; prints the error as JSON when that fails.
+fn load(rt: &Runtime, wasm: &Path, world: World) -> anyhow::Result<Result<std::sync::Arc<plugins::Plugin>, ExitCode>> {
+    let bytes = read(wasm)?;
+    Ok(match rt.load(&bytes) {
+        Ok(p) if p.world == world => Ok(p),
+        Ok(p) => Err(fail(&plugins::PluginError::WrongWorld { expected: world, found: p.world })),
+        Err(e) => Err(fail(&e)),
+    })
+}
+
+fn fail(e: &plugins::PluginError) -> ExitCode {
+    print(&json!({ "error": e }));
+    eprintln!("error: {e}");
+    ExitCode::from(1)
+}
+
+fn plugin_run(args: &RunArgs) -> anyhow::Result<ExitCode> {
+    let rt = args.limits.runtime()?;
+    let plugin = match load(&rt, &args.wasm, args.world)? {
+        Ok(p) => p,
+        Err(code) => return Ok(code),
+    };
+    let input: plugins::table::Input = serde_json::from_slice(&read(&args.input)?)
+        .with_context(|| format!("parsing {}", args.input.display()))?;
+    let run = plugins::table::run(&rt, &plugin, &input, args.limits.limits(args.world))?;
+    let plugin_info = json!({ "sha256": hex::encode(plugin.digest), "world": plugin.world, "wit_version": plugin.wit_version });
+    match run.outcome {
+        Ok(decision) => {
+            print(&json!({ "plugin": plugin_info, "decision": decision, "usage": run.usage, "logs": run.logs }));
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(e) => {
+            print(&json!({ "plugin": plugin_info, "error": e, "usage": run.usage, "logs": run.logs }));
+            eprintln!("error: {e}");
+            Ok(ExitCode::from(1))
+        }
+    }
+}
+
+fn plugin_test(args: &TestArgs) -> anyhow::Result<ExitCode> {
+    let rt = args.limits.runtime()?;
+    let plugin = match load(&rt, &args.wasm, args.world)? {
+        Ok(p) => p,
+        Err(code) => return Ok(code),
+    };
+    let cases: Vec<plugins::table::Case> = serde_json::from_slice(&read(&args.table)?)
+        .with_context(|| format!("parsing {}", args.table.display()))?;
+    let results = plugins::table::run_table(&rt, &plugin, &cases, args.limits.limits(args.world));
+    let failed = results.iter().filter(|r| !r.passed).count();
+    for r in &results {
+        match &r.mismatch {
+            None => eprintln!("ok    {}", r.name),
+            Some(m) => eprintln!("FAIL  {}: {m}", r.name),
+        }
+    }
+    eprintln!("{} cases, {} passed, {failed} failed", results.len(), results.len() - failed);
+    print(&json!({ "cases": results.len(), "failed": failed, "results": results }));
+    Ok(if failed == 0 && !results.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(1) })
+}
+
+fn plugin_inspect(file: &Path) -> anyhow::Result<ExitCode> {
+    let bytes = read(file)?;
+    let rt = Runtime::new(RuntimeConfig::default())?;
+    let component = match rt.component(&bytes) {
+        Ok(c) => c,
+        Err(e) => return Ok(fail(&e)),
+    };
+    let shape = rt.shape(&component);
+    let digest = sha2::Digest::finalize(<sha2::Sha256 as sha2::Digest>::new_with_prefix(&bytes));
+    let (world, version) = match &shape.world {
+        Some((w, v)) => (Some(w.name()), Some(v.as_str())),
+        None => (None, None),
+    };
+    let loadable = rt.load(&bytes).err();
+    print(&json!({
+        "sha256": hex::encode(digest),
+        "size_bytes": bytes.len(),
+        "world": world,
+        "package": world.map(|_| "pitboss:rules"),
+        "wit_version": version,
+        "imports": shape.imports,
+        "exports": shape.exports,
+        "runnable": loadable.is_none(),
+        "error": loadable,
+    }));
+    Ok(if world.is_some() { ExitCode::SUCCESS } else { ExitCode::from(1) })
+}

@@ -1,4 +1,5 @@
-//! Hostile test plugin: allocates until something stops it. Never shipped; the host's tests build it to check the limit holds.
+//! Hostile test plugin: allocates until something stops it (16 MiB at a time, untouched, so it is memory
+//! and not fuel that runs out). Never shipped; the host's tests build it to check the limit holds.
 
 use pitboss_sdk::prelude::*;
 
@@ -8,7 +9,9 @@ impl SegmentRule for Hostile {
     fn evaluate(_p: Profile, _event: Option<Event>) -> Result<Membership, RuleError> {
         let mut hoard: Vec<Vec<u8>> = Vec::new();
         loop {
-            hoard.push(core::hint::black_box(vec![1u8; 1 << 20]));
+            let mut chunk = Vec::with_capacity(16 << 20);
+            chunk.push(1u8);
+            hoard.push(core::hint::black_box(chunk));
         }
     }
 }

@@ -1,0 +1,63 @@
+//! Test helpers: the plugins are built from source (once per test process, and cargo itself skips the
+//! work when nothing changed), and runtimes are made the way the host makes them.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::{Arc, OnceLock};
+
+use pitboss::plugins::{Plugin, Runtime, RuntimeConfig};
+
+pub fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+}
+
+/// Builds every plugin of `plugins/` for wasm32-wasip2 (release) and returns their directory.
+pub fn plugins_dir() -> &'static Path {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let root = repo();
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let mut cmd = Command::new(cargo);
+        cmd.current_dir(root.join("plugins")).args(["build", "--release", "--quiet"]);
+        // The outer cargo's settings describe the host build, not this one.
+        for (k, _) in std::env::vars() {
+            if k.starts_with("CARGO_") && k != "CARGO_HOME" || k == "RUSTFLAGS" {
+                cmd.env_remove(k);
+            }
+        }
+        let status = cmd.status().expect("running cargo for plugins/");
+        assert!(status.success(), "building plugins/ failed (is the wasm32-wasip2 target installed?)");
+        root.join("target/wasm32-wasip2/release")
+    })
+}
+
+/// The bytes of a built plugin, by crate name (`dormant-depositor`, `hostile-trap`…).
+pub fn wasm(name: &str) -> Vec<u8> {
+    let file = plugins_dir().join(format!("{}.wasm", if name == "hostile-wrong-world" { name.to_string() } else { name.replace('-', "_") }));
+    std::fs::read(&file).unwrap_or_else(|e| panic!("{}: {e}", file.display()))
+}
+
+pub fn runtime() -> Runtime {
+    Runtime::new(RuntimeConfig::default()).expect("runtime")
+}
+
+pub fn load(rt: &Runtime, name: &str) -> Arc<Plugin> {
+    rt.load(&wasm(name)).unwrap_or_else(|e| panic!("loading {name}: {e}"))
+}
+
+/// A profile in the shape the reference article gives (§3.2): German, e-mail opt-in, dormant.
+pub fn profile(player_id: &str) -> pitboss::model::Profile {
+    serde_json::from_value(serde_json::json!({
+        "player_id": player_id, "brand_id": "A", "jurisdiction": "DE", "locale": "de-DE",
+        "time_zone": "Europe/Berlin", "currency": "EUR", "age_band": "26-34", "kyc": "verified",
+        "consents": {"channels": ["email", "push"], "products": ["casino"], "profiling": true},
+        "features": {"tenure_days": 186, "dep_count_30d": 0, "days_since_last_seen": 9,
+                     "churn_score": 0.62, "fav_providers": ["studio_x", "live_y"]}
+    }))
+    .unwrap()
+}
+
+pub fn now() -> jiff::Timestamp {
+    "2026-11-23T12:00:00Z".parse().unwrap()
+}

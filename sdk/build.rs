@@ -10,9 +10,11 @@ fn main() {
     println!("cargo:rerun-if-changed={}", wit.display());
     let wit = wit.display().to_string().replace('\\', "/");
     let mut out = String::new();
-    for (world, macro_name) in
-        [("segment", "__generate_segment"), ("bonus-rule", "__generate_bonus_rule"), ("offer-scorer", "__generate_offer_scorer")]
-    {
+    for (world, macro_name) in [
+        ("segment", "__generate_segment"),
+        ("bonus-rule", "__generate_bonus_rule"),
+        ("offer-scorer", "__generate_offer_scorer"),
+    ] {
         out.push_str(&format!(
             r#"
 #[doc(hidden)]

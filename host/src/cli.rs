@@ -11,7 +11,11 @@ use serde_json::json;
 use crate::plugins::{self, Limits, Runtime, RuntimeConfig, World};
 
 #[derive(Debug, Parser)]
-#[command(name = "pitboss", version, about = "Pitboss: a WebAssembly-plugin host for the rules of an iGaming CRM")]
+#[command(
+    name = "pitboss",
+    version,
+    about = "Pitboss: a WebAssembly-plugin host for the rules of an iGaming CRM"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -130,7 +134,11 @@ fn read(path: &Path) -> anyhow::Result<Vec<u8>> {
 }
 
 /// Loads the plugin and checks its world; prints the error as JSON when that fails.
-fn load(rt: &Runtime, wasm: &Path, world: World) -> anyhow::Result<Result<std::sync::Arc<plugins::Plugin>, ExitCode>> {
+fn load(
+    rt: &Runtime,
+    wasm: &Path,
+    world: World,
+) -> anyhow::Result<Result<std::sync::Arc<plugins::Plugin>, ExitCode>> {
     let bytes = read(wasm)?;
     Ok(match rt.load(&bytes) {
         Ok(p) if p.world == world => Ok(p),
@@ -157,7 +165,9 @@ fn plugin_run(args: &RunArgs) -> anyhow::Result<ExitCode> {
     let plugin_info = json!({ "sha256": hex::encode(plugin.digest), "world": plugin.world, "wit_version": plugin.wit_version });
     match run.outcome {
         Ok(decision) => {
-            print(&json!({ "plugin": plugin_info, "decision": decision, "usage": run.usage, "logs": run.logs }));
+            print(
+                &json!({ "plugin": plugin_info, "decision": decision, "usage": run.usage, "logs": run.logs }),
+            );
             Ok(ExitCode::SUCCESS)
         }
         Err(e) => {

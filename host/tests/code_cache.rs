@@ -18,7 +18,9 @@ fn decides(rt: &Runtime) {
 }
 
 fn cache_file(dir: &Path) -> std::path::PathBuf {
-    let digest = sha2::Digest::finalize(<sha2::Sha256 as sha2::Digest>::new_with_prefix(support::wasm("dormant-depositor")));
+    let digest = sha2::Digest::finalize(<sha2::Sha256 as sha2::Digest>::new_with_prefix(support::wasm(
+        "dormant-depositor",
+    )));
     dir.join(format!("{}.cwasm", hex::encode(digest)))
 }
 

@@ -41,7 +41,11 @@ fn hostile_plugins_fail_with_their_own_error_while_good_decisions_keep_succeedin
     let defaults = Limits::default_for(World::Segment);
     let cases: [(&str, Limits, &str); 7] = [
         ("hostile-infinite-loop", defaults, "out_of_fuel"),
-        ("hostile-infinite-loop", Limits { fuel: Limits::CEILING.fuel, deadline_ms: 30, ..defaults }, "deadline_exceeded"),
+        (
+            "hostile-infinite-loop",
+            Limits { fuel: Limits::CEILING.fuel, deadline_ms: 30, ..defaults },
+            "deadline_exceeded",
+        ),
         ("hostile-memory-bomb", defaults, "out_of_memory"),
         ("hostile-deep-recursion", defaults, "stack_overflow"),
         ("hostile-trap", defaults, "trap"),
@@ -67,7 +71,12 @@ fn hostile_plugins_fail_with_their_own_error_while_good_decisions_keep_succeedin
     }
     assert!(ok.load(Ordering::Relaxed) > 0);
     // The host is intact: the same runtime still decides.
-    let after = rt.segment(&good, &CallOptions::new(World::Segment, support::now()), &support::profile("after"), None);
+    let after = rt.segment(
+        &good,
+        &CallOptions::new(World::Segment, support::now()),
+        &support::profile("after"),
+        None,
+    );
     assert!(after.outcome.unwrap().member);
 }
 
@@ -136,8 +145,12 @@ fn components_that_are_not_pitboss_plugins_are_refused_with_the_reason() {
 fn a_plugin_called_as_another_world_is_refused() {
     let rt = support::runtime();
     let bonus = support::load(&rt, "wager-progress");
-    let run = rt.segment(&bonus, &CallOptions::new(World::Segment, support::now()), &support::profile("p"), None);
-    assert_eq!(run.outcome.unwrap_err(), PluginError::WrongWorld { expected: World::Segment, found: World::BonusRule });
+    let run =
+        rt.segment(&bonus, &CallOptions::new(World::Segment, support::now()), &support::profile("p"), None);
+    assert_eq!(
+        run.outcome.unwrap_err(),
+        PluginError::WrongWorld { expected: World::Segment, found: World::BonusRule }
+    );
     assert_eq!(run.usage.instances, 0);
 }
 
@@ -149,7 +162,11 @@ fn offers_beyond_the_economy_bounds_are_refused() {
         {"template_id": "cb", "kind": "cashback", "max_percent": 10, "max_cap_minor": 2000, "max_wager_multiplier": 5, "max_validity_hours": 48}
     ]))
     .unwrap();
-    let ctx = pitboss::model::OfferContext { intent: "reengage".into(), channel: pitboss::model::OfferChannel::Email, max_cost_minor: Some(1000) };
+    let ctx = pitboss::model::OfferContext {
+        intent: "reengage".into(),
+        channel: pitboss::model::OfferChannel::Email,
+        max_cost_minor: Some(1000),
+    };
     for (mode, needle) in [
         ("", ""),
         ("over-bounds", "percent 100 above the bound 10"),

@@ -68,7 +68,11 @@ fn uk_variant_never_proposes_more_than_10x_wagering() {
         {"template_id": "cb", "kind": "cashback", "max_percent": 10, "max_cap_minor": 2000, "max_wager_multiplier": 5, "max_validity_hours": 48}
     ]))
     .unwrap();
-    let ctx = pitboss::model::OfferContext { intent: "reengage".into(), channel: pitboss::model::OfferChannel::Email, max_cost_minor: None };
+    let ctx = pitboss::model::OfferContext {
+        intent: "reengage".into(),
+        channel: pitboss::model::OfferChannel::Email,
+        max_cost_minor: None,
+    };
     let opts = pitboss::plugins::CallOptions::new(World::OfferScorer, support::now());
     for churn in [0.0, 0.5, 0.95] {
         let mut profile = support::profile("p_uk");

@@ -169,7 +169,11 @@ pub trait SegmentRule {
 /// A bonus rule: what happens to the player's bonuses on an event.
 pub trait BonusRule {
     /// `bonuses` are the player's active bonuses.
-    fn evaluate(event: Event, profile: Profile, bonuses: Vec<BonusState>) -> Result<Vec<BonusAction>, RuleError>;
+    fn evaluate(
+        event: Event,
+        profile: Profile,
+        bonuses: Vec<BonusState>,
+    ) -> Result<Vec<BonusAction>, RuleError>;
 }
 
 /// An offer scorer: which offers to make, best first, with parameters within each template's bounds.

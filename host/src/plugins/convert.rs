@@ -351,7 +351,9 @@ impl WireSize for w::Event {
             | w::EventPayload::RgLimit(_)
             | w::EventPayload::RealityCheckMinutes(_)
             | w::EventPayload::SelfExclusion(_) => 0,
-            w::EventPayload::Session(s) => s.session_id.wire_size() + s.device.wire_size() + s.country.wire_size(),
+            w::EventPayload::Session(s) => {
+                s.session_id.wire_size() + s.device.wire_size() + s.country.wire_size()
+            }
             w::EventPayload::Bet(b) => {
                 b.bet_id.wire_size()
                     + b.stake.currency.wire_size()
@@ -360,7 +362,10 @@ impl WireSize for w::Event {
                     + b.category.wire_size()
             }
             w::EventPayload::Money(x) => {
-                x.reference.wire_size() + x.amount.currency.wire_size() + x.detail.wire_size() + x.reason_code.wire_size()
+                x.reference.wire_size()
+                    + x.amount.currency.wire_size()
+                    + x.detail.wire_size()
+                    + x.reason_code.wire_size()
             }
             w::EventPayload::Crm(c) => c.delivery_id.wire_size() + c.channel.wire_size(),
         };
@@ -398,7 +403,9 @@ impl WireSize for m::BonusAction {
             m::BonusAction::Grant { template, amount, reason, .. } => {
                 template.wire_size() + amount.currency.wire_size() + reason.wire_size()
             }
-            m::BonusAction::Progress { bonus_id, category, .. } => bonus_id.wire_size() + category.wire_size(),
+            m::BonusAction::Progress { bonus_id, category, .. } => {
+                bonus_id.wire_size() + category.wire_size()
+            }
             m::BonusAction::Complete { bonus_id, reason } | m::BonusAction::Forfeit { bonus_id, reason } => {
                 bonus_id.wire_size() + reason.wire_size()
             }

@@ -13,9 +13,7 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 use sha2::{Digest as _, Sha256};
 use wasmtime::component::{Component, Linker};
-use wasmtime::{
-    Config, Engine, Enabled, InstanceAllocationStrategy, PoolingAllocationConfig, Store, Trap,
-};
+use wasmtime::{Config, Enabled, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, Trap};
 
 use super::bindings::{bonus::BonusRulePre, offer::OfferScorerPre, segment::SegmentPre, wit};
 use super::cache::{DiskCache, Lookup};
@@ -40,8 +38,9 @@ const WASI_IMPORTS: [&str; 6] =
 pub struct RuntimeConfig {
     /// Where compiled code is kept across restarts; `None` keeps it in memory only.
     pub cache_dir: Option<PathBuf>,
-    /// How many compiled plugin versions stay in memory.
-    pub compiled_capacity: u64,
+    /// Bytes of compiled plugin versions kept in memory (estimated as 3× the component's size, which is
+    /// what compiled code takes here); the least used go first.
+    pub compiled_capacity_bytes: u64,
     /// Instances that may exist at once (the pooling allocator's size); more concurrent calls fail with
     /// `instantiate_failed` rather than exhaust the host.
     pub max_instances: u32,
@@ -49,7 +48,7 @@ pub struct RuntimeConfig {
 
 impl Default for RuntimeConfig {
     fn default() -> Self {
-        RuntimeConfig { cache_dir: None, compiled_capacity: 256, max_instances: 128 }
+        RuntimeConfig { cache_dir: None, compiled_capacity_bytes: 1 << 30, max_instances: 128 }
     }
 }
 
@@ -160,7 +159,12 @@ impl Runtime {
             _ticker: EpochTicker::start(engine.clone()),
             engine,
             linker,
-            compiled: moka::sync::Cache::new(config.compiled_capacity),
+            compiled: moka::sync::Cache::builder()
+                .weigher(|_, p: &Arc<Plugin>| {
+                    u32::try_from(p.size_bytes.div_ceil(1024) * 3).unwrap_or(u32::MAX)
+                })
+                .max_capacity(config.compiled_capacity_bytes / 1024)
+                .build(),
             disk,
             counters: Counters::default(),
         })
@@ -236,14 +240,12 @@ impl Runtime {
     fn prepare(&self, digest: Digest, bytes: &[u8]) -> Result<Plugin, PluginError> {
         let component = self.component_for(digest, bytes)?;
         let shape = self.shape(&component);
-        let (world, version) = shape.world.clone().ok_or_else(|| PluginError::UnknownWorld {
-            exports: shape.exports.join(", "),
-        })?;
+        let (world, version) = shape
+            .world
+            .clone()
+            .ok_or_else(|| PluginError::UnknownWorld { exports: shape.exports.join(", ") })?;
         if version != SUPPORTED_WIT_VERSION {
-            return Err(PluginError::UnsupportedVersion {
-                version,
-                supported: SUPPORTED_WIT_VERSION.into(),
-            });
+            return Err(PluginError::UnsupportedVersion { version, supported: SUPPORTED_WIT_VERSION.into() });
         }
         if let Some(import) = shape.imports.iter().find(|i| !import_allowed(i)) {
             return Err(PluginError::DisallowedImport { import: import.clone() });
@@ -277,7 +279,8 @@ impl Runtime {
         let input = profile.wire_size() + event.wire_size();
         self.execute(opts, input, |store| {
             let guest = pre.instantiate(&mut *store)?;
-            let answer = guest.pitboss_rules_segmentation().call_evaluate(&mut *store, &profile, event.as_ref())?;
+            let answer =
+                guest.pitboss_rules_segmentation().call_evaluate(&mut *store, &profile, event.as_ref())?;
             Ok(answer.map(convert::membership))
         })
         .and_then(|m| check_membership(&m).map(|()| m))
@@ -294,14 +297,19 @@ impl Runtime {
         let Pre::Segment(pre) = &plugin.pre else {
             return Run::failed(wrong_world(World::Segment, plugin), Usage::default());
         };
-        let mut total = Run { outcome: Ok(Vec::with_capacity(profiles.len())), usage: Usage::default(), logs: Vec::new() };
+        let mut total = Run {
+            outcome: Ok(Vec::with_capacity(profiles.len())),
+            usage: Usage::default(),
+            logs: Vec::new(),
+        };
         for chunk in profiles.chunks(BATCH_CHUNK) {
             let input: Vec<wit::Profile> = chunk.iter().map(convert::profile).collect();
             let size = input.wire_size();
             let run = self
                 .execute(opts, size, |store| {
                     let guest = pre.instantiate(&mut *store)?;
-                    let answer = guest.pitboss_rules_segmentation().call_evaluate_batch(&mut *store, &input)?;
+                    let answer =
+                        guest.pitboss_rules_segmentation().call_evaluate_batch(&mut *store, &input)?;
                     Ok(answer.map(|v| v.into_iter().map(convert::membership).collect::<Vec<_>>()))
                 })
                 .and_then(|ms: Vec<m::Membership>| {
@@ -357,8 +365,12 @@ impl Runtime {
         let input = w_event.wire_size() + w_profile.wire_size() + w_bonuses.wire_size();
         self.execute(opts, input, |store| {
             let guest = pre.instantiate(&mut *store)?;
-            let answer =
-                guest.pitboss_rules_bonus_rules().call_evaluate(&mut *store, &w_event, &w_profile, &w_bonuses)?;
+            let answer = guest.pitboss_rules_bonus_rules().call_evaluate(
+                &mut *store,
+                &w_event,
+                &w_profile,
+                &w_bonuses,
+            )?;
             Ok(answer)
         })
         .and_then(|actions| {
@@ -390,9 +402,12 @@ impl Runtime {
         let input = w_profile.wire_size() + w_candidates.wire_size() + w_context.wire_size();
         self.execute(opts, input, |store| {
             let guest = pre.instantiate(&mut *store)?;
-            let answer = guest
-                .pitboss_rules_offer_scoring()
-                .call_score(&mut *store, &w_profile, &w_candidates, &w_context)?;
+            let answer = guest.pitboss_rules_offer_scoring().call_score(
+                &mut *store,
+                &w_profile,
+                &w_candidates,
+                &w_context,
+            )?;
             Ok(answer.map(|v| v.into_iter().map(convert::ranked_offer).collect::<Vec<_>>()))
         })
         .and_then(|offers| {
@@ -418,12 +433,7 @@ impl Runtime {
             );
         }
         let started = Instant::now();
-        let state = PluginState::new(&limits, opts.now.as_millisecond(), opts.config.clone());
-        let mut store = Store::new(&self.engine, state);
-        store.limiter(|s| &mut s.limiter);
-        // Fuel is enabled on the engine, so this cannot fail.
-        let _ = store.set_fuel(limits.fuel);
-        store.set_epoch_deadline(limits.deadline_ms.div_ceil(EPOCH_TICK.as_millis() as u64) + 1);
+        let mut store = self.store(&limits, opts);
         let result = call(&mut store);
         usage.duration_ns = started.elapsed().as_nanos() as u64;
         usage.fuel = limits.fuel - store.get_fuel().unwrap_or(0);
@@ -444,6 +454,33 @@ impl Runtime {
             Err(e) => Err(classify(e, &limits, state.wasi.stderr())),
         };
         Run { outcome, usage, logs: state.log.entries }
+    }
+}
+
+impl Runtime {
+    /// A fresh store for one call, with its fuel, deadline and memory cap set.
+    fn store(&self, limits: &Limits, opts: &CallOptions) -> Store<PluginState> {
+        let state = PluginState::new(limits, opts.now.as_millisecond(), opts.config.clone());
+        let mut store = Store::new(&self.engine, state);
+        store.limiter(|s| &mut s.limiter);
+        // Fuel is enabled on the engine, so this cannot fail.
+        let _ = store.set_fuel(limits.fuel);
+        store.set_epoch_deadline(limits.deadline_ms.div_ceil(EPOCH_TICK.as_millis() as u64) + 1);
+        store
+    }
+
+    /// Creates a fresh store and instance of `plugin` and drops them without calling it: the fixed cost
+    /// of isolation, which benchmarks compare with a whole decision.
+    #[doc(hidden)]
+    pub fn instantiate_only(&self, plugin: &Plugin, opts: &CallOptions) -> Result<(), PluginError> {
+        let limits = opts.limits.clamped();
+        let mut store = self.store(&limits, opts);
+        let result = match &plugin.pre {
+            Pre::Segment(pre) => pre.instantiate(&mut store).map(drop),
+            Pre::BonusRule(pre) => pre.instantiate(&mut store).map(drop),
+            Pre::OfferScorer(pre) => pre.instantiate(&mut store).map(drop),
+        };
+        result.map_err(|e| classify(e, &limits, None))
     }
 }
 
@@ -476,7 +513,9 @@ impl WireSizeOut for Vec<wit::BonusAction> {
         // Converted after the size check; measure the converted form's strings the same way.
         self.iter()
             .map(|a| match a {
-                wit::BonusAction::Grant(g) => 48 + g.template.wire_size() + g.reason.wire_size() + g.amount.currency.wire_size(),
+                wit::BonusAction::Grant(g) => {
+                    48 + g.template.wire_size() + g.reason.wire_size() + g.amount.currency.wire_size()
+                }
                 wit::BonusAction::Progress(p) => 48 + p.bonus_id.wire_size() + p.category.wire_size(),
                 wit::BonusAction::Complete(c) | wit::BonusAction::Forfeit(c) => {
                     48 + c.bonus_id.wire_size() + c.reason.wire_size()
@@ -519,7 +558,9 @@ fn classify(e: wasmtime::Error, limits: &Limits, stderr: Option<String>) -> Plug
     for cause in e.chain() {
         if let Some(limit) = cause.downcast_ref::<LimitExceeded>() {
             return match limit {
-                LimitExceeded::Memory { limit_bytes } => PluginError::OutOfMemory { limit_bytes: *limit_bytes },
+                LimitExceeded::Memory { limit_bytes } => {
+                    PluginError::OutOfMemory { limit_bytes: *limit_bytes }
+                }
                 LimitExceeded::Log { limit_bytes } => PluginError::LogLimit { limit_bytes: *limit_bytes },
             };
         }
@@ -532,7 +573,8 @@ fn classify(e: wasmtime::Error, limits: &Limits, stderr: Option<String>) -> Plug
             let mut message = trap.to_string();
             if let Some(stderr) = stderr {
                 // A guest's panic message, when its toolchain wrote one.
-                let tail: String = stderr.chars().rev().take(2048).collect::<Vec<_>>().into_iter().rev().collect();
+                let tail: String =
+                    stderr.chars().rev().take(2048).collect::<Vec<_>>().into_iter().rev().collect();
                 message = format!("{message}; guest stderr: {}", tail.trim());
             }
             PluginError::Trap(message)

@@ -143,7 +143,10 @@ mod tests {
         assert!(matches(&json!({"member": true}), &actual, "d").is_ok());
         assert!(matches(&json!({"list": [{"a": 1}]}), &actual, "d").is_ok());
         assert!(matches(&json!({"score": 0.8}), &actual, "d").is_ok());
-        assert_eq!(matches(&json!({"member": false}), &actual, "d").unwrap_err(), "d.member: expected false, got true");
+        assert_eq!(
+            matches(&json!({"member": false}), &actual, "d").unwrap_err(),
+            "d.member: expected false, got true"
+        );
         assert!(matches(&json!({"list": []}), &actual, "d").is_err());
         assert!(matches(&json!({"nope": 1}), &actual, "d").is_err());
     }

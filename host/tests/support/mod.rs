@@ -34,7 +34,10 @@ pub fn plugins_dir() -> &'static Path {
 
 /// The bytes of a built plugin, by crate name (`dormant-depositor`, `hostile-trap`…).
 pub fn wasm(name: &str) -> Vec<u8> {
-    let file = plugins_dir().join(format!("{}.wasm", if name == "hostile-wrong-world" { name.to_string() } else { name.replace('-', "_") }));
+    let file = plugins_dir().join(format!(
+        "{}.wasm",
+        if name == "hostile-wrong-world" { name.to_string() } else { name.replace('-', "_") }
+    ));
     std::fs::read(&file).unwrap_or_else(|e| panic!("{}: {e}", file.display()))
 }
 

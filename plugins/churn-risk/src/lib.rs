@@ -9,7 +9,9 @@ impl SegmentRule for ChurnRisk {
     fn evaluate(p: Profile, _event: Option<Event>) -> Result<Membership, RuleError> {
         let threshold = match config("threshold") {
             None => 0.7,
-            Some(v) => v.parse::<f64>().map_err(|_| RuleError::BadConfig(format!("threshold `{v}` is not a number")))?,
+            Some(v) => v
+                .parse::<f64>()
+                .map_err(|_| RuleError::BadConfig(format!("threshold `{v}` is not a number")))?,
         };
         let f = &p.features;
         let m = if f.churn_score <= threshold {

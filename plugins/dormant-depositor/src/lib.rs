@@ -17,7 +17,10 @@ impl SegmentRule for DormantDepositor {
         } else if f.days_since_last_seen <= 7 {
             Membership::out(format!("last seen {} days ago", f.days_since_last_seen))
         } else {
-            Membership::member(format!("no deposit in 30 days, last seen {} days ago", f.days_since_last_seen))
+            Membership::member(format!(
+                "no deposit in 30 days, last seen {} days ago",
+                f.days_since_last_seen
+            ))
         })
     }
 }

@@ -9,7 +9,11 @@ use pitboss_sdk::prelude::*;
 struct NextBestOfferUk;
 
 impl OfferScorer for NextBestOfferUk {
-    fn score(p: Profile, candidates: Vec<OfferTemplate>, ctx: OfferContext) -> Result<Vec<RankedOffer>, RuleError> {
+    fn score(
+        p: Profile,
+        candidates: Vec<OfferTemplate>,
+        ctx: OfferContext,
+    ) -> Result<Vec<RankedOffer>, RuleError> {
         Ok(scoring::score(p, candidates, ctx, 10))
     }
 }

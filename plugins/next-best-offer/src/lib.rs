@@ -7,7 +7,11 @@ use pitboss_sdk::prelude::*;
 struct NextBestOffer;
 
 impl OfferScorer for NextBestOffer {
-    fn score(p: Profile, candidates: Vec<OfferTemplate>, ctx: OfferContext) -> Result<Vec<RankedOffer>, RuleError> {
+    fn score(
+        p: Profile,
+        candidates: Vec<OfferTemplate>,
+        ctx: OfferContext,
+    ) -> Result<Vec<RankedOffer>, RuleError> {
         Ok(scoring::score(p, candidates, ctx, 35))
     }
 }

@@ -5,7 +5,12 @@
 
 use pitboss_sdk::prelude::*;
 
-pub fn score(p: Profile, candidates: Vec<OfferTemplate>, ctx: OfferContext, max_wager: u32) -> Vec<RankedOffer> {
+pub fn score(
+    p: Profile,
+    candidates: Vec<OfferTemplate>,
+    ctx: OfferContext,
+    max_wager: u32,
+) -> Vec<RankedOffer> {
     let f = &p.features;
     let personal = p.consents.profiling;
     let churn = if personal { f.churn_score.clamp(0.0, 1.0) } else { 0.0 };

@@ -29,10 +29,8 @@ impl BonusRule for WagerProgress {
     fn evaluate(event: Event, _p: Profile, bonuses: Vec<BonusState>) -> Result<Vec<BonusAction>, RuleError> {
         let now = event.occurred_at;
         let mut actions = Vec::new();
-        let (active, expired): (Vec<_>, Vec<_>) = bonuses
-            .into_iter()
-            .filter(|b| b.status == BonusStatus::Active)
-            .partition(|b| b.expires_at > now);
+        let (active, expired): (Vec<_>, Vec<_>) =
+            bonuses.into_iter().filter(|b| b.status == BonusStatus::Active).partition(|b| b.expires_at > now);
         for b in expired {
             actions.push(BonusAction::Forfeit(Closing { bonus_id: b.bonus_id, reason: "expired".into() }));
         }

@@ -1,4 +1,5 @@
-//! Hostile test plugin: recurses without end. Never shipped; the host's tests build it to check the limit holds.
+//! Hostile test plugin: recurses without end. Never shipped; the host's tests build it to check that
+//! the Wasm stack limit holds.
 
 use pitboss_sdk::prelude::*;
 
@@ -13,12 +14,6 @@ impl SegmentRule for Hostile {
 #[inline(never)]
 fn dive(n: u64) -> u64 {
     if n == 0 { 0 } else { core::hint::black_box(dive(n - 1)).wrapping_add(n) }
-}
-
-#[allow(dead_code)]
-fn _unused() {
-    {
-    }
 }
 
 pitboss_sdk::export_segment!(Hostile);

@@ -7,7 +7,11 @@ use pitboss_sdk::prelude::*;
 struct Greedy;
 
 impl OfferScorer for Greedy {
-    fn score(_p: Profile, candidates: Vec<OfferTemplate>, ctx: OfferContext) -> Result<Vec<RankedOffer>, RuleError> {
+    fn score(
+        _p: Profile,
+        candidates: Vec<OfferTemplate>,
+        ctx: OfferContext,
+    ) -> Result<Vec<RankedOffer>, RuleError> {
         let mode = config("mode").unwrap_or_default();
         Ok(candidates
             .into_iter()

@@ -23,9 +23,29 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Run the host: the HTTP API, the bus consumers, on SQLite (default) or PostgreSQL.
+    Serve(crate::config::ServeArgs),
+    /// Manage API keys.
+    #[command(subcommand)]
+    Keys(KeysCommand),
     /// Work with rule plugins locally.
     #[command(subcommand)]
     Plugin(PluginCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum KeysCommand {
+    /// Create an API key and print it (once: only its hash is stored).
+    Create {
+        /// platform, operator, compliance, marketing, analyst or admin.
+        #[arg(long)]
+        role: crate::auth::Role,
+        /// A brand the key may act for (repeat for several).
+        #[arg(long = "brand", required = true)]
+        brands: Vec<String>,
+        #[command(flatten)]
+        db: crate::config::DbArgs,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -112,6 +132,19 @@ impl LimitArgs {
 /// I/O errors.
 pub fn main(cli: Cli) -> ExitCode {
     let result = match cli.command {
+        Command::Serve(args) => tokio_main(crate::server::serve(args)).map(|()| ExitCode::SUCCESS),
+        Command::Keys(KeysCommand::Create { role, brands, db }) => tokio_main(async move {
+            let db = crate::store::Db::open(&db.database_url).await?;
+            let (id, key) = crate::store::keys::create(&db, role, &brands).await?;
+            eprintln!(
+                "created {id} (role {}, brands {}); the key is shown once:",
+                role.as_str(),
+                brands.join(", ")
+            );
+            println!("{key}");
+            Ok(())
+        })
+        .map(|()| ExitCode::SUCCESS),
         Command::Plugin(PluginCommand::Run(args)) => plugin_run(&args),
         Command::Plugin(PluginCommand::Test(args)) => plugin_test(&args),
         Command::Plugin(PluginCommand::Inspect { file }) => plugin_inspect(&file),
@@ -123,6 +156,10 @@ pub fn main(cli: Cli) -> ExitCode {
             ExitCode::from(2)
         }
     }
+}
+
+fn tokio_main<T>(f: impl std::future::Future<Output = anyhow::Result<T>>) -> anyhow::Result<T> {
+    tokio::runtime::Builder::new_multi_thread().enable_all().build()?.block_on(f)
 }
 
 fn print(value: &serde_json::Value) {

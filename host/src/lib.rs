@@ -2,6 +2,14 @@
 //! wrong (events, profiles, consent and responsible-gambling enforcement, delivery, audit); per-brand
 //! rules run as sandboxed Wasm components (`plugins`).
 
+pub mod api;
+pub mod auth;
+pub mod bus;
 pub mod cli;
+pub mod config;
+pub mod events;
 pub mod model;
 pub mod plugins;
+pub mod profiles;
+pub mod server;
+pub mod store;

@@ -285,12 +285,22 @@ pub struct CrmInfo {
     pub channel: String,
 }
 
+/// The non-personal part of `player.registered` / `player.updated` (`None`: unchanged).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PlayerInfo {
+    pub jurisdiction: Option<String>,
+    pub locale: Option<String>,
+    pub time_zone: Option<String>,
+    pub currency: Option<String>,
+}
+
 /// What an event carries beyond its envelope, already validated.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum EventPayload {
     #[default]
     None,
+    Player(PlayerInfo),
     Session(SessionInfo),
     Bet(BetInfo),
     Money(MoneyMovement),

@@ -134,7 +134,8 @@ pub fn event(e: &m::Event) -> w::Event {
         T::CrmComplained => W::CrmComplained,
     };
     let payload = match &e.payload {
-        m::EventPayload::None => w::EventPayload::None,
+        // Plugins see the player's state in the profile.
+        m::EventPayload::None | m::EventPayload::Player(_) => w::EventPayload::None,
         m::EventPayload::Session(s) => w::EventPayload::Session(w::SessionInfo {
             session_id: s.session_id.clone(),
             device: s.device.clone(),

@@ -8,6 +8,8 @@ use std::sync::{Arc, OnceLock};
 
 use pitboss::plugins::{Plugin, Runtime, RuntimeConfig};
 
+pub mod server;
+
 pub fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
 }

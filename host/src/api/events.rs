@@ -1,0 +1,131 @@
+//! `POST /v1/events`: one event or a batch. 202 only once every event of the request is durably
+//! committed; a batch is all or nothing.
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use axum::{Json, Router};
+use serde_json::{Value, json};
+
+use super::{ApiError, AppState};
+use crate::auth::{Principal, Role};
+use crate::events::{self, FieldError, MAX_BATCH, ValidEvent};
+use crate::store::events::{AppendError, Stored, append};
+
+pub fn router() -> Router<AppState> {
+    Router::new().route("/v1/events", post(post_events))
+}
+
+fn rejected(e: &FieldError) -> Value {
+    json!({"code": e.code, "message": format!("{}: {}", if e.field.is_empty() { "event" } else { &e.field }, e.message), "field": e.field})
+}
+
+fn status_of(s: &Stored) -> Value {
+    match s {
+        Stored::Accepted { seq } => json!({"status": "accepted", "seq": seq}),
+        Stored::Duplicate { seq } => json!({"status": "duplicate", "seq": seq}),
+    }
+}
+
+async fn post_events(
+    State(state): State<AppState>,
+    principal: Principal,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    principal.require(&[Role::Platform])?;
+    let doc: Value = serde_json::from_slice(&body).map_err(|e| {
+        ApiError::new(StatusCode::BAD_REQUEST, "malformed_json", format!("the body is not JSON: {e}"))
+    })?;
+    let (items, batch) = match doc {
+        Value::Array(items) => (items, true),
+        other => (vec![other], false),
+    };
+    if items.is_empty() || items.len() > MAX_BATCH {
+        return Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "bad_batch_size",
+            format!("a batch holds 1 to {MAX_BATCH} events, not {}", items.len()),
+        ));
+    }
+    let checked: Vec<Result<ValidEvent, FieldError>> = items
+        .iter()
+        .map(|item| {
+            let e = events::validate(item)?;
+            if principal.may_see_brand(&e.brand_id) {
+                Ok(e)
+            } else {
+                Err(FieldError {
+                    code: "brand_not_allowed",
+                    field: "brand_id".into(),
+                    message: format!("this key may not post events of brand `{}`", e.brand_id),
+                })
+            }
+        })
+        .collect();
+    if checked.iter().any(Result::is_err) {
+        let code = |e: &FieldError| {
+            if e.code == "brand_not_allowed" {
+                StatusCode::FORBIDDEN
+            } else {
+                StatusCode::UNPROCESSABLE_ENTITY
+            }
+        };
+        if !batch {
+            let e = checked.into_iter().next().and_then(Result::err).expect("one item");
+            return Ok((code(&e), Json(json!({"error": rejected(&e)}))).into_response());
+        }
+        let results: Vec<Value> = checked
+            .iter()
+            .zip(&items)
+            .enumerate()
+            .map(|(index, (r, item))| match r {
+                Ok(_) => json!({"index": index, "event_id": item.get("event_id"), "status": "not_stored"}),
+                Err(e) => json!({"index": index, "event_id": item.get("event_id"), "status": "rejected", "error": rejected(e)}),
+            })
+            .collect();
+        let rejected_count = checked.iter().filter(|r| r.is_err()).count();
+        return Ok((
+            StatusCode::UNPROCESSABLE_ENTITY,
+            Json(json!({
+                "error": {"code": "invalid_batch", "message": format!("{rejected_count} of {} events are invalid; nothing was stored", items.len())},
+                "results": results,
+            })),
+        )
+            .into_response());
+    }
+    let valid: Vec<ValidEvent> = checked.into_iter().map(|r| r.expect("checked")).collect();
+    let stored = match append(&state.db, &state.contacts_key, &valid).await {
+        Ok(s) => s,
+        Err(AppendError::Conflict { index, seq }) => {
+            let mut err = ApiError::new(
+                StatusCode::CONFLICT,
+                "event_id_conflict",
+                format!(
+                    "event_id `{}` was already used (seq {seq}) for a different event; nothing was stored",
+                    valid[index].event.event_id
+                ),
+            );
+            err.field = Some(if batch { format!("[{index}].event_id") } else { "event_id".into() });
+            return Err(err);
+        }
+        Err(AppendError::Db(e)) => return Err(ApiError::internal(format!("{e:#}"))),
+    };
+    state.bus.notify();
+    let results: Vec<Value> = valid
+        .iter()
+        .zip(&stored)
+        .enumerate()
+        .map(|(index, (e, s))| {
+            let mut v = status_of(s);
+            v["event_id"] = json!(e.event.event_id);
+            if batch {
+                v["index"] = json!(index);
+            }
+            v
+        })
+        .collect();
+    let body = if batch { json!({"results": results}) } else { results.into_iter().next().expect("one") };
+    Ok((StatusCode::ACCEPTED, Json(body)).into_response())
+}

@@ -1,0 +1,82 @@
+//! The HTTP API (axum). Each module exposes `router()`; `app(state)` assembles them so tests can run the
+//! whole thing. Errors are JSON `{"error": {code, message, field?}}` with a stable code; internal
+//! details are logged, never sent.
+
+mod events;
+mod players;
+
+use axum::Json;
+use axum::Router;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+
+use std::sync::Arc;
+
+use crate::bus::Bus;
+use crate::profiles::ProfileCache;
+use crate::store::Db;
+use crate::store::contacts::ContactsKey;
+
+#[derive(Clone)]
+pub struct AppState {
+    pub db: Db,
+    pub contacts_key: ContactsKey,
+    pub bus: Arc<dyn Bus>,
+    pub profiles: ProfileCache,
+}
+
+pub fn app(state: AppState) -> Router {
+    Router::new()
+        .route("/healthz", axum::routing::get(|| async { Json(json!({"status": "ok"})) }))
+        .merge(events::router())
+        .merge(players::router())
+        .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint") })
+        .with_state(state)
+}
+
+#[derive(Debug)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub code: &'static str,
+    pub message: String,
+    pub field: Option<String>,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        ApiError { status, code, message: message.into(), field: None }
+    }
+
+    pub fn unauthorized(message: &str) -> Self {
+        Self::new(StatusCode::UNAUTHORIZED, "unauthorized", message)
+    }
+
+    pub fn forbidden(message: String) -> Self {
+        Self::new(StatusCode::FORBIDDEN, "forbidden", message)
+    }
+
+    pub fn not_found(what: &str) -> Self {
+        Self::new(StatusCode::NOT_FOUND, "not_found", format!("{what} not found"))
+    }
+
+    /// Logs the cause; the client only learns that it was on our side.
+    pub fn internal(e: impl std::fmt::Display) -> Self {
+        tracing::error!(error = %e, "internal error");
+        Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "internal error")
+    }
+
+    pub fn body(&self) -> serde_json::Value {
+        let mut e = json!({"code": self.code, "message": self.message});
+        if let Some(f) = &self.field {
+            e["field"] = json!(f);
+        }
+        json!({ "error": e })
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.status, Json(self.body())).into_response()
+    }
+}

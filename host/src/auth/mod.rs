@@ -1,0 +1,93 @@
+//! Who is calling: API keys with a role and the brands they may touch. No endpoint is open; a key of
+//! brand A sees nothing of brand B.
+
+use std::str::FromStr;
+
+use axum::extract::FromRequestParts;
+use axum::http::request::Parts;
+
+use crate::api::{ApiError, AppState};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    Platform,
+    Operator,
+    Compliance,
+    Marketing,
+    Analyst,
+    Admin,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Platform => "platform",
+            Role::Operator => "operator",
+            Role::Compliance => "compliance",
+            Role::Marketing => "marketing",
+            Role::Analyst => "analyst",
+            Role::Admin => "admin",
+        }
+    }
+}
+
+impl FromStr for Role {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        Ok(match s {
+            "platform" => Role::Platform,
+            "operator" => Role::Operator,
+            "compliance" => Role::Compliance,
+            "marketing" => Role::Marketing,
+            "analyst" => Role::Analyst,
+            "admin" => Role::Admin,
+            _ => {
+                return Err(format!(
+                    "unknown role `{s}` (platform, operator, compliance, marketing, analyst, admin)"
+                ));
+            }
+        })
+    }
+}
+
+/// The caller, as its key says.
+#[derive(Debug, Clone)]
+pub struct Principal {
+    pub key_id: String,
+    pub role: Role,
+    pub brands: Vec<String>,
+}
+
+impl Principal {
+    pub fn may_see_brand(&self, brand: &str) -> bool {
+        self.brands.iter().any(|b| b == brand)
+    }
+
+    pub fn require(&self, roles: &[Role]) -> Result<(), ApiError> {
+        if roles.contains(&self.role) {
+            Ok(())
+        } else {
+            Err(ApiError::forbidden(format!("role `{}` may not do this", self.role.as_str())))
+        }
+    }
+}
+
+impl FromRequestParts<AppState> for Principal {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let header = parts
+            .headers
+            .get(axum::http::header::AUTHORIZATION)
+            .ok_or_else(|| ApiError::unauthorized("missing `Authorization: Bearer KEY`"))?;
+        let key = header
+            .to_str()
+            .ok()
+            .and_then(|h| h.strip_prefix("Bearer "))
+            .ok_or_else(|| ApiError::unauthorized("the Authorization header must be `Bearer KEY`"))?;
+        crate::store::keys::lookup(&state.db, key.trim())
+            .await
+            .map_err(ApiError::internal)?
+            .ok_or_else(|| ApiError::unauthorized("unknown or revoked API key"))
+    }
+}

@@ -1,0 +1,33 @@
+//! How the server is configured: flags with environment fallbacks, laptop defaults (a SQLite file in the
+//! working directory, 127.0.0.1:8080).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::Args;
+
+#[derive(Debug, Clone, Args)]
+pub struct DbArgs {
+    /// `sqlite://FILE` (created and migrated on first start) or `postgres://…`.
+    #[arg(long, env = "DATABASE_URL", default_value = "sqlite://pitboss.db")]
+    pub database_url: String,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ServeArgs {
+    /// Address to listen on.
+    #[arg(long, env = "PITBOSS_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+    #[command(flatten)]
+    pub db: DbArgs,
+    /// AES-256 key for contacts at rest, 64 hex characters. Required unless --dev.
+    #[arg(long, env = "PITBOSS_CONTACTS_KEY", hide_env_values = true)]
+    pub contacts_key: Option<String>,
+    /// Development mode: without a contacts key, generate a throw-away one (contacts written with it are
+    /// unreadable after a restart).
+    #[arg(long)]
+    pub dev: bool,
+    /// Directory of the compiled-plugin cache.
+    #[arg(long, env = "PITBOSS_CODE_CACHE")]
+    pub code_cache: Option<PathBuf>,
+}

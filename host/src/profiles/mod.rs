@@ -1,0 +1,431 @@
+//! Player profiles (the CDP): state kept from the player's events by the `profiles` consumer, and the
+//! features computed from it at read time (windows such as "30 days" are relative to when the profile is
+//! read). Days are the player's own calendar days, in their time zone. The profile holds no personal data:
+//! the age band comes from the encrypted birth date, which never leaves the contacts store.
+
+use std::sync::Arc;
+
+use jiff::{Timestamp, tz::TimeZone};
+use serde::{Deserialize, Serialize};
+use sqlx::Row;
+
+use crate::bus::{Handler, LoggedEvent};
+use crate::model::{self as m, EventPayload, EventType as T};
+use crate::store::Db;
+use crate::store::contacts::{self, ContactsKey};
+
+pub const CONSUMER: &str = "profiles";
+
+const DAY_MS: i64 = 86_400_000;
+
+/// What the consumer keeps per player besides the daily aggregates.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+struct State {
+    registered_at: Option<i64>,
+    jurisdiction: String,
+    locale: String,
+    time_zone: String,
+    currency: String,
+    kyc: m::KycStatus,
+    self_excluded: bool,
+    self_excluded_until: Option<i64>,
+    exclusion_registers: Vec<m::ExclusionRegister>,
+    cooling_off_until: Option<i64>,
+    harm_flag: bool,
+    /// Local day (days since 1970-01-01 in the player's zone) of the last limit hit.
+    limit_hit_day: Option<i64>,
+    deposit_limit_daily_minor: Option<i64>,
+    loss_limit_daily_minor: Option<i64>,
+    last_seen_at: Option<i64>,
+    last_deposit_at: Option<i64>,
+    first_seen_at: Option<i64>,
+}
+
+fn local_day(ms: i64, tz: &str) -> i64 {
+    let tz = TimeZone::get(tz).unwrap_or(TimeZone::UTC);
+    let ts = Timestamp::from_millisecond(ms).unwrap_or(Timestamp::UNIX_EPOCH);
+    let date = ts.to_zoned_datetime(tz).date();
+    let epoch = jiff::civil::date(1970, 1, 1);
+    i64::from((date - epoch).get_days())
+}
+
+/// The consumer that keeps profiles up to date.
+pub struct ProfileUpdater {
+    pub cache: ProfileCache,
+}
+
+/// Profiles as last assembled, keyed by (brand, player); the consumer evicts a player when one of their
+/// events is applied, so a read never sees a state older than what was committed before it.
+pub type ProfileCache = Arc<moka::sync::Cache<(String, String), Arc<StoredProfile>>>;
+
+pub fn new_cache() -> ProfileCache {
+    Arc::new(
+        moka::sync::Cache::builder()
+            .max_capacity(100_000)
+            .time_to_live(std::time::Duration::from_secs(60))
+            .build(),
+    )
+}
+
+impl Handler for ProfileUpdater {
+    async fn handle(&self, conn: &mut sqlx::AnyConnection, e: &LoggedEvent) -> anyhow::Result<()> {
+        let row = sqlx::query("SELECT state FROM profiles WHERE brand_id = $1 AND player_id = $2")
+            .bind(&e.brand_id)
+            .bind(&e.player_id)
+            .fetch_optional(&mut *conn)
+            .await?;
+        let mut s: State = match row {
+            Some(r) => serde_json::from_str(&r.try_get::<String, _>("state")?)?,
+            None => State::default(),
+        };
+        let at = e.occurred_at;
+        s.first_seen_at = Some(s.first_seen_at.map_or(at, |f| f.min(at)));
+        let mut day = Day::default();
+        match (&e.event_type, &e.payload) {
+            (T::PlayerRegistered | T::PlayerUpdated, EventPayload::Player(p)) => {
+                if e.event_type == T::PlayerRegistered {
+                    s.registered_at = Some(at);
+                }
+                let set = |field: &mut String, v: &Option<String>| {
+                    if let Some(v) = v {
+                        field.clone_from(v);
+                    }
+                };
+                set(&mut s.jurisdiction, &p.jurisdiction);
+                set(&mut s.locale, &p.locale);
+                set(&mut s.time_zone, &p.time_zone);
+                set(&mut s.currency, &p.currency);
+            }
+            (T::SessionStarted, _) => {
+                day.sessions = 1;
+                s.last_seen_at = Some(s.last_seen_at.map_or(at, |l| l.max(at)));
+            }
+            (T::SessionEnded, _) => s.last_seen_at = Some(s.last_seen_at.map_or(at, |l| l.max(at))),
+            (T::BetPlaced, EventPayload::Bet(b)) => {
+                day.bets = 1;
+                day.stakes = b.stake.amount_minor;
+                s.last_seen_at = Some(s.last_seen_at.map_or(at, |l| l.max(at)));
+                for (kind, name) in [("provider", &b.provider), ("category", &b.category)] {
+                    if !name.is_empty() {
+                        add_stake(conn, e, kind, name, b.stake.amount_minor).await?;
+                    }
+                }
+            }
+            (T::BetSettled, EventPayload::Bet(b)) => day.wins = b.win_minor.unwrap_or(0),
+            (T::PaymentCaptured, EventPayload::Money(p)) => {
+                day.deposits = 1;
+                day.deposit_sum = p.amount.amount_minor;
+                s.last_deposit_at = Some(s.last_deposit_at.map_or(at, |l| l.max(at)));
+                s.last_seen_at = Some(s.last_seen_at.map_or(at, |l| l.max(at)));
+            }
+            (T::KycStatusChanged, EventPayload::Kyc(k)) => s.kyc = *k,
+            (T::RgLimitSet, EventPayload::RgLimit(l)) if l.period == m::LimitPeriod::Day => match l.kind {
+                m::LimitKind::Deposit => s.deposit_limit_daily_minor = l.amount_minor,
+                m::LimitKind::Loss => s.loss_limit_daily_minor = l.amount_minor,
+                _ => {}
+            },
+            (T::RgLimitHit, _) => s.limit_hit_day = Some(local_day(at, &s.time_zone)),
+            (T::SelfExclusionStarted, EventPayload::SelfExclusion(x)) => {
+                s.self_excluded = true;
+                s.self_excluded_until = x.until.map(|u| u.as_millisecond());
+                if !s.exclusion_registers.contains(&x.register) {
+                    s.exclusion_registers.push(x.register);
+                }
+            }
+            (T::SelfExclusionEnded, EventPayload::SelfExclusion(x)) => {
+                s.exclusion_registers.retain(|r| *r != x.register);
+                if s.exclusion_registers.is_empty() {
+                    s.self_excluded = false;
+                    s.self_excluded_until = None;
+                }
+            }
+            _ => {}
+        }
+        if day != Day::default() {
+            let d = local_day(at, &s.time_zone);
+            sqlx::query(
+                "INSERT INTO player_days (brand_id, player_id, day, deposits, deposit_sum, stakes, wins, bets, sessions)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+                 ON CONFLICT (brand_id, player_id, day) DO UPDATE SET
+                     deposits = player_days.deposits + excluded.deposits,
+                     deposit_sum = player_days.deposit_sum + excluded.deposit_sum,
+                     stakes = player_days.stakes + excluded.stakes,
+                     wins = player_days.wins + excluded.wins,
+                     bets = player_days.bets + excluded.bets,
+                     sessions = player_days.sessions + excluded.sessions",
+            )
+            .bind(&e.brand_id)
+            .bind(&e.player_id)
+            .bind(d)
+            .bind(day.deposits)
+            .bind(day.deposit_sum)
+            .bind(day.stakes)
+            .bind(day.wins)
+            .bind(day.bets)
+            .bind(day.sessions)
+            .execute(&mut *conn)
+            .await?;
+        }
+        sqlx::query(
+            "INSERT INTO profiles (brand_id, player_id, state, updated_seq) VALUES ($1, $2, $3, $4)
+             ON CONFLICT (brand_id, player_id) DO UPDATE SET state = excluded.state, updated_seq = excluded.updated_seq",
+        )
+        .bind(&e.brand_id)
+        .bind(&e.player_id)
+        .bind(serde_json::to_string(&s)?)
+        .bind(e.seq)
+        .execute(&mut *conn)
+        .await?;
+        Ok(())
+    }
+
+    fn committed(&self, events: &[LoggedEvent]) {
+        for e in events {
+            self.cache.invalidate(&(e.brand_id.clone(), e.player_id.clone()));
+        }
+    }
+}
+
+async fn add_stake(
+    conn: &mut sqlx::AnyConnection,
+    e: &LoggedEvent,
+    kind: &str,
+    name: &str,
+    stake: i64,
+) -> anyhow::Result<()> {
+    sqlx::query(
+        "INSERT INTO player_stakes (brand_id, player_id, kind, name, stake_sum) VALUES ($1, $2, $3, $4, $5)
+         ON CONFLICT (brand_id, player_id, kind, name) DO UPDATE SET stake_sum = player_stakes.stake_sum + excluded.stake_sum",
+    )
+    .bind(&e.brand_id)
+    .bind(&e.player_id)
+    .bind(kind)
+    .bind(name)
+    .bind(stake)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+#[derive(Debug, Default, PartialEq, Eq)]
+struct Day {
+    deposits: i64,
+    deposit_sum: i64,
+    stakes: i64,
+    wins: i64,
+    bets: i64,
+    sessions: i64,
+}
+
+/// What is stored for a player, ready to be turned into a profile at any moment.
+#[derive(Debug, Clone)]
+pub struct StoredProfile {
+    state: State,
+    /// (day, deposits, deposit_sum, stakes, wins, bets, sessions), last 30 days at load time and older
+    /// ones as one total for the average stake.
+    days: Vec<[i64; 7]>,
+    providers: Vec<(String, i64)>,
+    categories: Vec<(String, i64)>,
+    birth_date: Option<jiff::civil::Date>,
+    pub updated_seq: i64,
+}
+
+/// Loads what is stored for a player; `None` if no event of theirs was applied yet.
+pub async fn load(
+    db: &Db,
+    key: &ContactsKey,
+    brand: &str,
+    player: &str,
+) -> anyhow::Result<Option<StoredProfile>> {
+    let Some(row) =
+        sqlx::query("SELECT state, updated_seq FROM profiles WHERE brand_id = $1 AND player_id = $2")
+            .bind(brand)
+            .bind(player)
+            .fetch_optional(&db.pool)
+            .await?
+    else {
+        return Ok(None);
+    };
+    let state: State = serde_json::from_str(&row.try_get::<String, _>("state")?)?;
+    let updated_seq: i64 = row.try_get("updated_seq")?;
+    let days = sqlx::query(
+        "SELECT day, deposits, deposit_sum, stakes, wins, bets, sessions FROM player_days
+         WHERE brand_id = $1 AND player_id = $2 ORDER BY day",
+    )
+    .bind(brand)
+    .bind(player)
+    .fetch_all(&db.pool)
+    .await?
+    .into_iter()
+    .map(|r| -> Result<[i64; 7], sqlx::Error> {
+        Ok([
+            r.try_get("day")?,
+            r.try_get("deposits")?,
+            r.try_get("deposit_sum")?,
+            r.try_get("stakes")?,
+            r.try_get("wins")?,
+            r.try_get("bets")?,
+            r.try_get("sessions")?,
+        ])
+    })
+    .collect::<Result<Vec<_>, _>>()?;
+    let mut providers = Vec::new();
+    let mut categories = Vec::new();
+    for r in
+        sqlx::query("SELECT kind, name, stake_sum FROM player_stakes WHERE brand_id = $1 AND player_id = $2")
+            .bind(brand)
+            .bind(player)
+            .fetch_all(&db.pool)
+            .await?
+    {
+        let kind: String = r.try_get("kind")?;
+        let entry = (r.try_get::<String, _>("name")?, r.try_get::<i64, _>("stake_sum")?);
+        if kind == "provider" { providers.push(entry) } else { categories.push(entry) }
+    }
+    let birth_date = contacts::get(db, key, brand, player, "birth_date").await?.and_then(|d| d.parse().ok());
+    Ok(Some(StoredProfile { state, days, providers, categories, birth_date, updated_seq }))
+}
+
+/// A churn score in [0, 1] from recency, activity trend and deposit frequency: a logistic of documented
+/// inputs until an ML score is fed in (features.churn_inputs in the API response).
+fn churn_score(days_since_seen: u32, sessions_7d: u32, sessions_30d: u32, deps_30d: u32) -> f64 {
+    let weekly_avg = f64::from(sessions_30d) / 30.0 * 7.0;
+    let trend = if weekly_avg > 0.0 { f64::from(sessions_7d) / weekly_avg } else { 0.0 };
+    let z = -1.5 + 0.15 * f64::from(days_since_seen.min(60))
+        - 0.8 * trend.min(2.0)
+        - 0.3 * f64::from(deps_30d.min(5));
+    let s = 1.0 / (1.0 + (-z).exp());
+    (s * 1000.0).round() / 1000.0
+}
+
+fn age_band(birth: jiff::civil::Date, today: jiff::civil::Date) -> m::AgeBand {
+    let mut age = i32::from(today.year()) - i32::from(birth.year());
+    if (today.month(), today.day()) < (birth.month(), birth.day()) {
+        age -= 1;
+    }
+    match age {
+        ..18 => m::AgeBand::Unknown,
+        18..=20 => m::AgeBand::Age18To20,
+        21..=23 => m::AgeBand::Age21To23,
+        24..=25 => m::AgeBand::Age24To25,
+        26..=34 => m::AgeBand::Age26To34,
+        35..=54 => m::AgeBand::Age35To54,
+        _ => m::AgeBand::Age55Plus,
+    }
+}
+
+/// The profile as of `now`, with its RG status and consents as the host knows them.
+#[derive(Debug, Clone, Serialize)]
+pub struct ProfileView {
+    #[serde(flatten)]
+    pub profile: m::Profile,
+    pub last_seen_at: Option<Timestamp>,
+    pub last_deposit_at: Option<Timestamp>,
+    pub registered_at: Option<Timestamp>,
+    pub self_exclusion_registers: Vec<m::ExclusionRegister>,
+    pub churn_inputs: serde_json::Value,
+}
+
+impl StoredProfile {
+    pub fn at(&self, brand: &str, player: &str, now: Timestamp) -> ProfileView {
+        let s = &self.state;
+        let today = local_day(now.as_millisecond(), &s.time_zone);
+        let window = |n: i64, col: usize| -> i64 {
+            self.days.iter().filter(|d| d[0] > today - n && d[0] <= today).map(|d| d[col]).sum()
+        };
+        let ms_days =
+            |ms: i64| u32::try_from((now.as_millisecond() - ms).max(0) / DAY_MS).unwrap_or(u32::MAX);
+        let days_since_seen = s.last_seen_at.or(s.first_seen_at).map_or(0, ms_days);
+        let total_bets: i64 = self.days.iter().map(|d| d[5]).sum();
+        let total_stakes: i64 = self.days.iter().map(|d| d[3]).sum();
+        let (sessions_7d, sessions_30d, deps_30d) =
+            (window(7, 6) as u32, window(30, 6) as u32, window(30, 1) as u32);
+        let ranked = |v: &[(String, i64)]| {
+            let mut v = v.to_vec();
+            v.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+            v.into_iter().take(5).map(|(n, _)| n).collect::<Vec<_>>()
+        };
+        let tz = TimeZone::get(&s.time_zone).unwrap_or(TimeZone::UTC);
+        let features = m::Features {
+            tenure_days: s.registered_at.or(s.first_seen_at).map_or(0, ms_days),
+            dep_count_30d: deps_30d,
+            dep_sum_30d_minor: window(30, 2),
+            net_loss_today_minor: window(1, 3) - window(1, 4),
+            net_loss_7d_minor: window(7, 3) - window(7, 4),
+            net_loss_30d_minor: window(30, 3) - window(30, 4),
+            bets_7d: window(7, 5) as u32,
+            sessions_7d,
+            avg_stake_minor: if total_bets > 0 { total_stakes / total_bets } else { 0 },
+            days_since_last_deposit: s.last_deposit_at.map(ms_days),
+            days_since_last_seen: days_since_seen,
+            churn_score: churn_score(days_since_seen, sessions_7d, sessions_30d, deps_30d),
+            fav_providers: ranked(&self.providers),
+            fav_categories: ranked(&self.categories),
+        };
+        let ts = |ms: Option<i64>| ms.and_then(|v| Timestamp::from_millisecond(v).ok());
+        let excluded = s.self_excluded && s.self_excluded_until.is_none_or(|u| u > now.as_millisecond());
+        ProfileView {
+            profile: m::Profile {
+                player_id: player.to_string(),
+                brand_id: brand.to_string(),
+                jurisdiction: s.jurisdiction.clone(),
+                locale: s.locale.clone(),
+                time_zone: s.time_zone.clone(),
+                currency: s.currency.clone(),
+                age_band: self
+                    .birth_date
+                    .map_or(m::AgeBand::Unknown, |b| age_band(b, now.to_zoned_datetime(tz.clone()).date())),
+                kyc: s.kyc,
+                rg: m::RgStatus {
+                    self_excluded: excluded,
+                    self_excluded_until: if excluded { ts(s.self_excluded_until) } else { None },
+                    cooling_off: s.cooling_off_until.is_some_and(|u| u > now.as_millisecond()),
+                    harm_flag: s.harm_flag,
+                    limit_hit_today: s.limit_hit_day == Some(today),
+                    deposit_limit_daily_minor: s.deposit_limit_daily_minor,
+                    loss_limit_daily_minor: s.loss_limit_daily_minor,
+                },
+                consents: m::Consents::default(),
+                features,
+            },
+            last_seen_at: ts(s.last_seen_at),
+            last_deposit_at: ts(s.last_deposit_at),
+            registered_at: ts(s.registered_at),
+            self_exclusion_registers: if excluded { s.exclusion_registers.clone() } else { Vec::new() },
+            churn_inputs: serde_json::json!({
+                "days_since_last_seen": days_since_seen, "sessions_7d": sessions_7d,
+                "sessions_30d": sessions_30d, "dep_count_30d": deps_30d,
+            }),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn age_bands_turn_on_the_birthday() {
+        let b = jiff::civil::date(2002, 6, 15);
+        assert_eq!(age_band(b, jiff::civil::date(2026, 6, 14)), m::AgeBand::Age21To23);
+        assert_eq!(age_band(b, jiff::civil::date(2026, 6, 15)), m::AgeBand::Age24To25);
+        assert_eq!(
+            age_band(jiff::civil::date(2010, 1, 1), jiff::civil::date(2026, 6, 15)),
+            m::AgeBand::Unknown
+        );
+    }
+
+    #[test]
+    fn days_are_the_players_own() {
+        // 23:30 UTC on 23 Nov is already 24 Nov in Berlin.
+        let ms = "2026-11-23T23:30:00Z".parse::<Timestamp>().unwrap().as_millisecond();
+        assert_eq!(local_day(ms, "Europe/Berlin"), local_day(ms, "UTC") + 1);
+    }
+
+    #[test]
+    fn churn_rises_with_absence() {
+        assert!(churn_score(30, 0, 2, 0) > 0.9);
+        assert!(churn_score(1, 5, 20, 3) < 0.1);
+    }
+}

@@ -1,0 +1,80 @@
+//! `pitboss serve`: opens the database, starts the bus consumers and the HTTP API, and shuts down
+//! gracefully on SIGTERM/SIGINT — stops accepting, finishes the requests in flight, lets the consumers
+//! finish their batch.
+
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use tokio::sync::watch;
+
+use crate::api::{self, AppState};
+use crate::bus::EmbeddedBus;
+use crate::config::ServeArgs;
+use crate::profiles::{self, ProfileUpdater};
+use crate::store::Db;
+use crate::store::contacts::ContactsKey;
+
+pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let contacts_key = match (&args.contacts_key, args.dev) {
+        (Some(k), _) => ContactsKey::from_hex(k)?,
+        (None, true) => {
+            let (key, hex) = ContactsKey::generate();
+            eprintln!("--dev: contacts are encrypted with a throw-away key: {hex}");
+            eprintln!("       (set PITBOSS_CONTACTS_KEY to it to read them after a restart)");
+            key
+        }
+        (None, false) => anyhow::bail!(
+            "no contacts key: set PITBOSS_CONTACTS_KEY (64 hex characters, e.g. `openssl rand -hex 32`) or run with --dev"
+        ),
+    };
+    let db = Db::open(&args.db.database_url).await?;
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("binding {}", args.listen))?;
+    eprintln!(
+        "pitboss listening on http://{} ({})",
+        listener.local_addr()?,
+        crate::store::redact(&args.db.database_url)
+    );
+    run(db, contacts_key, listener, shutdown_signal()).await
+}
+
+/// Serves on `listener` until `shutdown` completes, then finishes what is in flight.
+pub async fn run(
+    db: Db,
+    contacts_key: ContactsKey,
+    listener: tokio::net::TcpListener,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let bus = Arc::new(EmbeddedBus::new(db.clone()));
+    let cache = profiles::new_cache();
+    let state = AppState { db, contacts_key, bus: bus.clone(), profiles: cache.clone() };
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let consumer = {
+        let bus = bus.clone();
+        tokio::spawn(async move { bus.run(profiles::CONSUMER, ProfileUpdater { cache }, stop_rx).await })
+    };
+    axum::serve(listener, api::app(state)).with_graceful_shutdown(shutdown).await?;
+    let _ = stop_tx.send(true);
+    consumer.await?;
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        if let Ok(mut s) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            s.recv().await;
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = term => {}
+    }
+    eprintln!("pitboss: shutting down");
+}

@@ -1,0 +1,130 @@
+//! Contacts — e-mail address, phone number, birth date — are personal data: kept apart from the
+//! pseudonymous profile, encrypted at rest with AES-256-GCM (a fresh nonce per value, the row's identity
+//! as associated data so a ciphertext cannot be moved to another player), never logged.
+
+use aes_gcm::aead::{Aead, KeyInit, Payload};
+use aes_gcm::{Aes256Gcm, Key, Nonce};
+use sqlx::Row;
+
+use super::{Db, now_ms};
+
+/// The key that encrypts contacts at rest.
+#[derive(Clone)]
+pub struct ContactsKey(Aes256Gcm);
+
+impl std::fmt::Debug for ContactsKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ContactsKey(…)")
+    }
+}
+
+impl ContactsKey {
+    /// From 64 hex characters (32 bytes).
+    pub fn from_hex(hex_key: &str) -> anyhow::Result<Self> {
+        let bytes = hex::decode(hex_key.trim())
+            .map_err(|_| anyhow::anyhow!("the contacts key must be 64 hex characters"))?;
+        anyhow::ensure!(bytes.len() == 32, "the contacts key must be 32 bytes (64 hex characters)");
+        let key =
+            Key::<Aes256Gcm>::try_from(bytes.as_slice()).map_err(|_| anyhow::anyhow!("bad key length"))?;
+        Ok(ContactsKey(Aes256Gcm::new(&key)))
+    }
+
+    /// A random key, printed by `serve --dev` and forgotten at exit.
+    pub fn generate() -> (Self, String) {
+        let mut bytes = [0u8; 32];
+        getrandom::fill(&mut bytes).expect("randomness");
+        let hex_key = hex::encode(bytes);
+        (Self::from_hex(&hex_key).expect("32 bytes"), hex_key)
+    }
+
+    fn seal(&self, aad: &str, plaintext: &str) -> (Vec<u8>, Vec<u8>) {
+        let mut nonce = [0u8; 12];
+        getrandom::fill(&mut nonce).expect("randomness");
+        let ct = self
+            .0
+            .encrypt(&Nonce::from(nonce), Payload { msg: plaintext.as_bytes(), aad: aad.as_bytes() })
+            .expect("AES-GCM encryption of a small value");
+        (nonce.to_vec(), ct)
+    }
+
+    fn open(&self, aad: &str, nonce: &[u8], ciphertext: &[u8]) -> anyhow::Result<String> {
+        let nonce = Nonce::try_from(nonce).map_err(|_| anyhow::anyhow!("bad nonce"))?;
+        let pt = self
+            .0
+            .decrypt(&nonce, Payload { msg: ciphertext, aad: aad.as_bytes() })
+            .map_err(|_| anyhow::anyhow!("a contact does not decrypt (wrong key or tampered row)"))?;
+        Ok(String::from_utf8(pt)?)
+    }
+}
+
+fn aad(brand: &str, player: &str, kind: &str) -> String {
+    format!("{brand}\u{0}{player}\u{0}{kind}")
+}
+
+/// Stores (or replaces) one contact value inside the caller's transaction.
+pub async fn upsert(
+    conn: &mut sqlx::AnyConnection,
+    key: &ContactsKey,
+    brand: &str,
+    player: &str,
+    kind: &str,
+    value: &str,
+) -> anyhow::Result<()> {
+    let (nonce, ct) = key.seal(&aad(brand, player, kind), value);
+    sqlx::query(
+        "INSERT INTO contacts (brand_id, player_id, kind, nonce, ciphertext, updated_at) VALUES ($1, $2, $3, $4, $5, $6)
+         ON CONFLICT (brand_id, player_id, kind) DO UPDATE SET nonce = excluded.nonce,
+             ciphertext = excluded.ciphertext, updated_at = excluded.updated_at",
+    )
+    .bind(brand)
+    .bind(player)
+    .bind(kind)
+    .bind(nonce)
+    .bind(ct)
+    .bind(now_ms())
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+/// A contact in clear, for delivery (never for plugins or logs).
+pub async fn get(
+    db: &Db,
+    key: &ContactsKey,
+    brand: &str,
+    player: &str,
+    kind: &str,
+) -> anyhow::Result<Option<String>> {
+    let row = sqlx::query(
+        "SELECT nonce, ciphertext FROM contacts WHERE brand_id = $1 AND player_id = $2 AND kind = $3",
+    )
+    .bind(brand)
+    .bind(player)
+    .bind(kind)
+    .fetch_optional(&db.pool)
+    .await?;
+    match row {
+        None => Ok(None),
+        Some(r) => {
+            let nonce: Vec<u8> = r.try_get("nonce")?;
+            let ct: Vec<u8> = r.try_get("ciphertext")?;
+            key.open(&aad(brand, player, kind), &nonce, &ct).map(Some)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sealed_values_open_only_with_their_key_and_row() {
+        let (key, _) = ContactsKey::generate();
+        let (nonce, ct) = key.seal(&aad("A", "p1", "email"), "alex@example.com");
+        assert!(!String::from_utf8_lossy(&ct).contains("alex"));
+        assert_eq!(key.open(&aad("A", "p1", "email"), &nonce, &ct).unwrap(), "alex@example.com");
+        assert!(key.open(&aad("A", "p2", "email"), &nonce, &ct).is_err(), "moved to another player");
+        let (other, _) = ContactsKey::generate();
+        assert!(other.open(&aad("A", "p1", "email"), &nonce, &ct).is_err(), "another key");
+    }
+}

@@ -1,0 +1,231 @@
+//! A real server for HTTP tests: on a fresh SQLite file or a fresh PostgreSQL database (one per test,
+//! dropped afterwards), listening on a free port, reached with a real HTTP client.
+//!
+//! PostgreSQL comes from `PITBOSS_TEST_POSTGRES` (default `postgres://postgres@127.0.0.1:5432/test`).
+//! Without it, PostgreSQL tests fail when `CI` is set and are skipped, loudly, otherwise.
+
+use std::time::Duration;
+
+use pitboss::auth::Role;
+use pitboss::store::Db;
+use pitboss::store::contacts::ContactsKey;
+use serde_json::Value;
+use tokio::sync::oneshot;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+pub fn postgres_admin_url() -> String {
+    std::env::var("PITBOSS_TEST_POSTGRES")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
+}
+
+/// A database of its own for one test.
+pub struct TestDb {
+    pub url: String,
+    pub backend: Backend,
+    pub sqlite_file: Option<std::path::PathBuf>,
+    _dir: Option<tempfile::TempDir>,
+    pg_name: Option<String>,
+}
+
+impl TestDb {
+    /// `None` when PostgreSQL is unreachable outside CI (the test is then skipped, and says so).
+    pub async fn new(backend: Backend) -> Option<TestDb> {
+        match backend {
+            Backend::Sqlite => {
+                let dir = tempfile::tempdir().unwrap();
+                let file = dir.path().join("pitboss.db");
+                Some(TestDb {
+                    url: format!("sqlite://{}", file.display()),
+                    backend,
+                    sqlite_file: Some(file),
+                    _dir: Some(dir),
+                    pg_name: None,
+                })
+            }
+            Backend::Postgres => {
+                let admin = postgres_admin_url();
+                sqlx::any::install_default_drivers();
+                let conn = sqlx::AnyPool::connect(&admin).await;
+                let pool = match conn {
+                    Ok(p) => p,
+                    Err(e) if std::env::var_os("CI").is_some() => {
+                        panic!("PostgreSQL at {admin} is required in CI: {e}")
+                    }
+                    Err(e) => {
+                        eprintln!(
+                            "SKIPPED (PostgreSQL unreachable at {admin}: {e}); set PITBOSS_TEST_POSTGRES to run it"
+                        );
+                        return None;
+                    }
+                };
+                let mut rnd = [0u8; 6];
+                getrandom::fill(&mut rnd).unwrap();
+                let name = format!("pitboss_t_{}", hex::encode(rnd));
+                sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+                    .execute(&pool)
+                    .await
+                    .unwrap();
+                pool.close().await;
+                let (base, _) = admin.rsplit_once('/').unwrap();
+                Some(TestDb {
+                    url: format!("{base}/{name}"),
+                    backend,
+                    sqlite_file: None,
+                    _dir: None,
+                    pg_name: Some(name),
+                })
+            }
+        }
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        if let Some(name) = self.pg_name.take() {
+            // Best effort, on a thread of its own: Drop cannot await.
+            let admin = postgres_admin_url();
+            let _ = std::thread::spawn(move || {
+                let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+                rt.block_on(async {
+                    if let Ok(pool) = sqlx::AnyPool::connect(&admin).await {
+                        let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
+                            "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+                        )))
+                        .execute(&pool)
+                        .await;
+                    }
+                });
+            })
+            .join();
+        }
+    }
+}
+
+pub struct TestServer {
+    pub base: String,
+    pub http: reqwest::Client,
+    pub db: Db,
+    pub test_db: TestDb,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+}
+
+impl TestServer {
+    pub async fn start(backend: Backend) -> Option<TestServer> {
+        let test_db = TestDb::new(backend).await?;
+        let db = Db::open(&test_db.url).await.expect("open test database");
+        let (key, _) = ContactsKey::generate();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(pitboss::server::run(db.clone(), key, listener, async move {
+            let _ = stopped.await;
+        }));
+        Some(TestServer {
+            base,
+            http: reqwest::Client::new(),
+            db,
+            test_db,
+            stop: Some(stop),
+            task: Some(task),
+        })
+    }
+
+    pub async fn key(&self, role: Role, brands: &[&str]) -> String {
+        let brands: Vec<String> = brands.iter().map(|b| b.to_string()).collect();
+        pitboss::store::keys::create(&self.db, role, &brands).await.unwrap().1
+    }
+
+    pub async fn post(&self, key: &str, path: &str, body: &Value) -> (u16, Value) {
+        let r =
+            self.http.post(format!("{}{path}", self.base)).bearer_auth(key).json(body).send().await.unwrap();
+        let status = r.status().as_u16();
+        (status, r.json().await.unwrap_or(Value::Null))
+    }
+
+    pub async fn post_raw(&self, key: &str, path: &str, body: &'static str) -> (u16, Value) {
+        let r =
+            self.http.post(format!("{}{path}", self.base)).bearer_auth(key).body(body).send().await.unwrap();
+        let status = r.status().as_u16();
+        (status, r.json().await.unwrap_or(Value::Null))
+    }
+
+    pub async fn get(&self, key: &str, path: &str) -> (u16, Value) {
+        let r = self.http.get(format!("{}{path}", self.base)).bearer_auth(key).send().await.unwrap();
+        let status = r.status().as_u16();
+        (status, r.json().await.unwrap_or(Value::Null))
+    }
+
+    /// Waits until the profile consumer has applied everything in the log.
+    pub async fn settled(&self) {
+        use sqlx::Row;
+        for _ in 0..500 {
+            let last: i64 = sqlx::query("SELECT COALESCE(MAX(seq), 0) AS m FROM events")
+                .fetch_one(&self.db.pool)
+                .await
+                .unwrap()
+                .try_get("m")
+                .unwrap();
+            let done: i64 = sqlx::query(
+                "SELECT COALESCE(MAX(position), 0) AS p FROM consumer_offsets WHERE consumer = 'profiles'",
+            )
+            .fetch_one(&self.db.pool)
+            .await
+            .unwrap()
+            .try_get("p")
+            .unwrap();
+            if done >= last {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("the profile consumer did not catch up");
+    }
+
+    pub async fn count(&self, sql: &'static str) -> i64 {
+        use sqlx::Row;
+        sqlx::query(sql).fetch_one(&self.db.pool).await.unwrap().try_get::<i64, _>(0).unwrap()
+    }
+
+    pub async fn stop(mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        if let Some(t) = self.task.take() {
+            t.await.unwrap().unwrap();
+        }
+    }
+}
+
+/// Runs an async test body on SQLite and on PostgreSQL: `both!(name, body_fn)`.
+#[macro_export]
+macro_rules! both {
+    ($name:ident, $body:ident) => {
+        mod $name {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn sqlite() {
+                if let Some(s) =
+                    $crate::support::server::TestServer::start($crate::support::server::Backend::Sqlite).await
+                {
+                    super::$body(&s).await;
+                    s.stop().await;
+                }
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn postgres() {
+                if let Some(s) =
+                    $crate::support::server::TestServer::start($crate::support::server::Backend::Postgres)
+                        .await
+                {
+                    super::$body(&s).await;
+                    s.stop().await;
+                }
+            }
+        }
+    };
+}

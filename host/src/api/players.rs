@@ -12,7 +12,10 @@ use crate::auth::{Principal, Role};
 use crate::profiles::{self, ProfileView};
 
 pub fn router() -> Router<AppState> {
-    Router::new().route("/v1/players/{player_id}", get(get_player))
+    Router::new()
+        .route("/v1/players/{player_id}", get(get_player).delete(erase_player))
+        .route("/v1/players/{player_id}/consents", axum::routing::put(put_consents))
+        .route("/v1/players/{player_id}/consents/history", get(consent_history))
 }
 
 #[derive(Debug, Deserialize)]
@@ -57,4 +60,124 @@ async fn get_player(
         }
     };
     Ok(Json(stored.at(&brand, &player_id, jiff::Timestamp::now())))
+}
+
+/// Does the brand have this player (any event of theirs)?
+async fn known(state: &AppState, brand: &str, player: &str) -> Result<bool, ApiError> {
+    sqlx::query("SELECT 1 AS one FROM events WHERE brand_id = $1 AND player_id = $2 LIMIT 1")
+        .bind(brand)
+        .bind(player)
+        .fetch_optional(&state.db.pool)
+        .await
+        .map(|r| r.is_some())
+        .map_err(ApiError::internal)
+}
+
+/// `PUT /v1/players/{id}/consents`: the preference centre. Items not named keep their state.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConsentChange {
+    #[serde(default)]
+    pub channels: std::collections::BTreeMap<String, bool>,
+    #[serde(default)]
+    pub products: std::collections::BTreeMap<String, bool>,
+    pub profiling: Option<bool>,
+    pub source: Option<String>,
+}
+
+const CHANNELS: [&str; 5] = ["email", "sms", "push", "in_app", "phone"];
+const PRODUCTS: [&str; 4] = ["casino", "sports", "poker", "bingo"];
+
+async fn put_consents(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path(player_id): Path<String>,
+    Query(q): Query<BrandQuery>,
+    body: axum::body::Bytes,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    principal.require(&[Role::Platform, Role::Admin])?;
+    let brand = brand_of(&principal, &q)?;
+    let change: ConsentChange = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_consents", format!("{e}")))?;
+    let mut items: Vec<(&str, String, bool)> = Vec::new();
+    for (scope, map, allowed) in
+        [("channel", &change.channels, &CHANNELS[..]), ("product", &change.products, &PRODUCTS[..])]
+    {
+        for (name, granted) in map {
+            if !allowed.contains(&name.as_str()) {
+                let mut e = ApiError::new(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "invalid_consents",
+                    format!("unknown {scope} `{name}` (one of {})", allowed.join(", ")),
+                );
+                e.field = Some(format!("{scope}s.{name}"));
+                return Err(e);
+            }
+            items.push((scope, name.clone(), *granted));
+        }
+    }
+    if let Some(p) = change.profiling {
+        items.push(("profiling", "profiling".into(), p));
+    }
+    if items.is_empty() {
+        return Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_consents",
+            "no consent to change",
+        ));
+    }
+    let source = change.source.unwrap_or_else(|| "preference_centre".into());
+    if source.is_empty() || source.len() > 64 {
+        return Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_consents",
+            "source: 1 to 64 characters",
+        ));
+    }
+    if !known(&state, &brand, &player_id).await? {
+        return Err(ApiError::not_found("player"));
+    }
+    let version = crate::store::consents::record(&state.db, &brand, &player_id, &items, &source)
+        .await
+        .map_err(|e| ApiError::internal(format!("{e:#}")))?;
+    state.profiles.invalidate(&(brand.clone(), player_id.clone()));
+    let history =
+        crate::store::consents::history(&state.db, &brand, &player_id).await.map_err(ApiError::internal)?;
+    let (current, _) = crate::store::consents::current(&history);
+    Ok(Json(serde_json::json!({"version": version, "consents": current})))
+}
+
+async fn consent_history(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path(player_id): Path<String>,
+    Query(q): Query<BrandQuery>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    principal.require(&[Role::Platform, Role::Marketing, Role::Compliance, Role::Admin])?;
+    let brand = brand_of(&principal, &q)?;
+    if !known(&state, &brand, &player_id).await? {
+        return Err(ApiError::not_found("player"));
+    }
+    let history =
+        crate::store::consents::history(&state.db, &brand, &player_id).await.map_err(ApiError::internal)?;
+    Ok(Json(serde_json::json!({"player_id": player_id, "history": history})))
+}
+
+/// `DELETE /v1/players/{id}`: right to erasure.
+async fn erase_player(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path(player_id): Path<String>,
+    Query(q): Query<BrandQuery>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    principal.require(&[Role::Platform, Role::Admin])?;
+    let brand = brand_of(&principal, &q)?;
+    let erased = crate::store::erasure::erase(&state.db, &brand, &player_id)
+        .await
+        .map_err(|e| ApiError::internal(format!("{e:#}")))?;
+    if !erased {
+        return Err(ApiError::not_found("player"));
+    }
+    state.profiles.invalidate(&(brand, player_id));
+    Ok(Json(serde_json::json!({"status": "erased"})))
 }

@@ -13,7 +13,7 @@ use sqlx::Row;
 use tokio::sync::{Notify, watch};
 
 use crate::model::{EventPayload, EventType};
-use crate::store::Db;
+use crate::store::{Backend, Db};
 
 /// The producer's side.
 pub trait Bus: Send + Sync {
@@ -79,15 +79,15 @@ impl EmbeddedBus {
     pub async fn drain<H: Handler>(&self, consumer: &str, handler: &H) -> anyhow::Result<usize> {
         let mut total = 0;
         loop {
-            let mut tx = self.db.pool.begin().await?;
-            let position: i64 = match sqlx::query("SELECT position FROM consumer_offsets WHERE consumer = $1")
-                .bind(consumer)
-                .fetch_optional(&mut *tx)
-                .await?
-            {
-                Some(r) => r.try_get("position")?,
-                None => 0,
-            };
+            let mut tx = self.db.begin_write().await?;
+            // On PostgreSQL the offset row is locked for the batch: erasure takes the same lock.
+            let lock = if self.db.backend == Backend::Postgres { " FOR UPDATE" } else { "" };
+            let sql = format!("SELECT position FROM consumer_offsets WHERE consumer = $1{lock}");
+            let position: i64 =
+                match sqlx::query(sqlx::AssertSqlSafe(sql)).bind(consumer).fetch_optional(&mut *tx).await? {
+                    Some(r) => r.try_get("position")?,
+                    None => 0,
+                };
             let rows = sqlx::query(
                 "SELECT seq, brand_id, player_id, event_type, occurred_at, payload FROM events
                  WHERE seq > $1 ORDER BY seq LIMIT $2",

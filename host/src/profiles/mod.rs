@@ -228,6 +228,8 @@ pub struct StoredProfile {
     providers: Vec<(String, i64)>,
     categories: Vec<(String, i64)>,
     birth_date: Option<jiff::civil::Date>,
+    consents: m::Consents,
+    consent_version: i64,
     pub updated_seq: i64,
 }
 
@@ -284,7 +286,18 @@ pub async fn load(
         if kind == "provider" { providers.push(entry) } else { categories.push(entry) }
     }
     let birth_date = contacts::get(db, key, brand, player, "birth_date").await?.and_then(|d| d.parse().ok());
-    Ok(Some(StoredProfile { state, days, providers, categories, birth_date, updated_seq }))
+    let (consents, consent_version) =
+        crate::store::consents::current(&crate::store::consents::history(db, brand, player).await?);
+    Ok(Some(StoredProfile {
+        state,
+        days,
+        providers,
+        categories,
+        birth_date,
+        consents,
+        consent_version,
+        updated_seq,
+    }))
 }
 
 /// A churn score in [0, 1] from recency, activity trend and deposit frequency: a logistic of documented
@@ -324,6 +337,8 @@ pub struct ProfileView {
     pub last_deposit_at: Option<Timestamp>,
     pub registered_at: Option<Timestamp>,
     pub self_exclusion_registers: Vec<m::ExclusionRegister>,
+    /// The consent version in force (0: none recorded).
+    pub consent_version: i64,
     pub churn_inputs: serde_json::Value,
 }
 
@@ -386,13 +401,14 @@ impl StoredProfile {
                     deposit_limit_daily_minor: s.deposit_limit_daily_minor,
                     loss_limit_daily_minor: s.loss_limit_daily_minor,
                 },
-                consents: m::Consents::default(),
+                consents: self.consents.clone(),
                 features,
             },
             last_seen_at: ts(s.last_seen_at),
             last_deposit_at: ts(s.last_deposit_at),
             registered_at: ts(s.registered_at),
             self_exclusion_registers: if excluded { s.exclusion_registers.clone() } else { Vec::new() },
+            consent_version: self.consent_version,
             churn_inputs: serde_json::json!({
                 "days_since_last_seen": days_since_seen, "sessions_7d": sessions_7d,
                 "sessions_30d": sessions_30d, "dep_count_30d": deps_30d,

@@ -34,7 +34,7 @@ impl From<sqlx::Error> for AppendError {
 
 /// Stores `events` in one transaction; the outcome of each, in order.
 pub async fn append(db: &Db, key: &ContactsKey, events: &[ValidEvent]) -> Result<Vec<Stored>, AppendError> {
-    let mut tx = db.pool.begin().await?;
+    let mut tx = db.begin_write().await?;
     let mut out = Vec::with_capacity(events.len());
     let received = now_ms();
     for e in events {

@@ -2,7 +2,9 @@
 //! schema and migration numbers (`migrations/sqlite`, `migrations/postgres`). Queries are written once,
 //! with `$n` placeholders, which both drivers accept.
 
+pub mod consents;
 pub mod contacts;
+pub mod erasure;
 pub mod events;
 pub mod keys;
 
@@ -47,6 +49,8 @@ impl Db {
                         sqlx::query("PRAGMA journal_mode = WAL").execute(&mut *conn).await?;
                         sqlx::query("PRAGMA busy_timeout = 10000").execute(&mut *conn).await?;
                         sqlx::query("PRAGMA foreign_keys = ON").execute(&mut *conn).await?;
+                        // Deleted content is overwritten, not left in free pages (erasure must mean it).
+                        sqlx::query("PRAGMA secure_delete = ON").execute(&mut *conn).await?;
                     }
                     Ok(())
                 })
@@ -60,6 +64,18 @@ impl Db {
         };
         migrator.run(&pool).await.context("running migrations")?;
         Ok(Db { pool, backend })
+    }
+}
+
+impl Db {
+    /// A transaction that will write. On SQLite it takes the write lock up front (`BEGIN IMMEDIATE`):
+    /// a transaction that reads first and writes later would otherwise fail with "database is locked"
+    /// instead of waiting when another writer is busy.
+    pub async fn begin_write(&self) -> Result<sqlx::Transaction<'static, sqlx::Any>, sqlx::Error> {
+        match self.backend {
+            Backend::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await,
+            Backend::Postgres => self.pool.begin().await,
+        }
     }
 }
 

@@ -117,6 +117,7 @@ pub struct TestServer {
 
 impl TestServer {
     pub async fn start(backend: Backend) -> Option<TestServer> {
+        let _ = tracing_subscriber::fmt().with_test_writer().with_env_filter("pitboss=info").try_init();
         let test_db = TestDb::new(backend).await?;
         let db = Db::open(&test_db.url).await.expect("open test database");
         let (key, _) = ContactsKey::generate();

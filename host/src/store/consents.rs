@@ -1,0 +1,123 @@
+//! Consents per channel and per product, plus profiling: versioned, never overwritten (§11: for each
+//! communication we can say under which consent version it went out).
+
+use serde::{Deserialize, Serialize};
+use sqlx::Row;
+
+use super::{Db, now_ms};
+use crate::model::{Channel, Consents, Product};
+
+/// One change of one item.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConsentRecord {
+    pub version: i64,
+    pub scope: String,
+    pub name: String,
+    pub granted: bool,
+    pub source: String,
+    pub recorded_at: jiff::Timestamp,
+}
+
+/// Writes a new version with `changes` (scope, name, granted); returns its number. Concurrent writers
+/// for one player each get their own version (a collision is retried).
+pub async fn record(
+    db: &Db,
+    brand: &str,
+    player: &str,
+    changes: &[(&str, String, bool)],
+    source: &str,
+) -> anyhow::Result<i64> {
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let mut tx = db.begin_write().await?;
+        let version: i64 = sqlx::query(
+            "SELECT COALESCE(MAX(version), 0) + 1 AS v FROM consents WHERE brand_id = $1 AND player_id = $2",
+        )
+        .bind(brand)
+        .bind(player)
+        .fetch_one(&mut *tx)
+        .await?
+        .try_get("v")?;
+        let now = now_ms();
+        let mut result = Ok(());
+        for (scope, name, granted) in changes {
+            if let Err(e) = sqlx::query(
+                "INSERT INTO consents (brand_id, player_id, version, scope, name, granted, source, recorded_at)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+            )
+            .bind(brand)
+            .bind(player)
+            .bind(version)
+            .bind(*scope)
+            .bind(name)
+            .bind(i64::from(*granted))
+            .bind(source)
+            .bind(now)
+            .execute(&mut *tx)
+            .await
+            {
+                result = Err(e);
+                break;
+            }
+        }
+        match result {
+            Ok(()) => {
+                tx.commit().await?;
+                return Ok(version);
+            }
+            Err(sqlx::Error::Database(e)) if e.is_unique_violation() && attempt < 5 => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+pub async fn history(db: &Db, brand: &str, player: &str) -> anyhow::Result<Vec<ConsentRecord>> {
+    let rows = sqlx::query(
+        "SELECT version, scope, name, granted, source, recorded_at FROM consents
+         WHERE brand_id = $1 AND player_id = $2 ORDER BY version, scope, name",
+    )
+    .bind(brand)
+    .bind(player)
+    .fetch_all(&db.pool)
+    .await?;
+    rows.into_iter()
+        .map(|r| {
+            Ok(ConsentRecord {
+                version: r.try_get("version")?,
+                scope: r.try_get("scope")?,
+                name: r.try_get("name")?,
+                granted: r.try_get::<i64, _>("granted")? != 0,
+                source: r.try_get("source")?,
+                recorded_at: jiff::Timestamp::from_millisecond(r.try_get("recorded_at")?)?,
+            })
+        })
+        .collect()
+}
+
+/// The consents in force: the latest record of each item.
+pub fn current(history: &[ConsentRecord]) -> (Consents, i64) {
+    let mut latest: std::collections::BTreeMap<(&str, &str), bool> = Default::default();
+    for r in history {
+        latest.insert((&r.scope, &r.name), r.granted);
+    }
+    let granted = |scope: &str| -> Vec<serde_json::Value> {
+        latest
+            .iter()
+            .filter(|((s, _), g)| *s == scope && **g)
+            .map(|((_, n), _)| serde_json::Value::String(n.to_string()))
+            .collect()
+    };
+    let consents = Consents {
+        channels: granted("channel")
+            .into_iter()
+            .filter_map(|v| serde_json::from_value::<Channel>(v).ok())
+            .collect(),
+        products: granted("product")
+            .into_iter()
+            .filter_map(|v| serde_json::from_value::<Product>(v).ok())
+            .collect(),
+        profiling: latest.get(&("profiling", "profiling")).copied().unwrap_or(false),
+    };
+    (consents, history.last().map_or(0, |r| r.version))
+}

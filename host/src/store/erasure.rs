@@ -1,0 +1,68 @@
+//! Right to erasure: the player's contacts (all their personal data) are deleted, and what must be kept
+//! — events, aggregates, consent history — is moved to a random pseudonym that nothing links back to the
+//! player id. One transaction; it holds the profile consumer's offset lock so that a consumer batch in
+//! flight cannot write the old id back.
+
+use super::{Backend, Db, now_ms};
+
+/// Erases a player; false if the brand never had such a player.
+pub async fn erase(db: &Db, brand: &str, player: &str) -> anyhow::Result<bool> {
+    let mut tx = db.begin_write().await?;
+    if db.backend == Backend::Postgres {
+        sqlx::query("SELECT position FROM consumer_offsets WHERE consumer = 'profiles' FOR UPDATE")
+            .fetch_optional(&mut *tx)
+            .await?;
+    }
+    let known = sqlx::query("SELECT 1 AS one FROM events WHERE brand_id = $1 AND player_id = $2 LIMIT 1")
+        .bind(brand)
+        .bind(player)
+        .fetch_optional(&mut *tx)
+        .await?
+        .is_some();
+    if !known {
+        return Ok(false);
+    }
+    let mut rnd = [0u8; 16];
+    getrandom::fill(&mut rnd).map_err(|e| anyhow::anyhow!("no randomness: {e}"))?;
+    let pseudonym = format!("erased_{}", hex::encode(rnd));
+    sqlx::query("DELETE FROM contacts WHERE brand_id = $1 AND player_id = $2")
+        .bind(brand)
+        .bind(player)
+        .execute(&mut *tx)
+        .await?;
+    for table in ["events", "profiles", "player_days", "player_stakes", "consents"] {
+        let sql = format!("UPDATE {table} SET player_id = $1 WHERE brand_id = $2 AND player_id = $3");
+        sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(&pseudonym)
+            .bind(brand)
+            .bind(player)
+            .execute(&mut *tx)
+            .await?;
+    }
+    // Trace ids may carry client-side identifiers: they go too.
+    sqlx::query("UPDATE events SET trace_id = NULL WHERE brand_id = $1 AND player_id = $2")
+        .bind(brand)
+        .bind(&pseudonym)
+        .execute(&mut *tx)
+        .await?;
+    tracing::info!(brand, erased_at = now_ms(), "player erased");
+    tx.commit().await?;
+    if db.backend == Backend::Sqlite {
+        // The old pages live on in the write-ahead log until a checkpoint copies the new ones over them.
+        let mut done = false;
+        for _ in 0..40 {
+            // (busy, log pages, checkpointed pages); an error or busy = 1 means a reader was in the way.
+            if let Ok(row) = sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)").fetch_one(&db.pool).await
+                && sqlx::Row::try_get::<i64, _>(&row, 0)? == 0
+            {
+                done = true;
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        if !done {
+            tracing::warn!("erasure committed, but the write-ahead log could not be checkpointed yet");
+        }
+    }
+    Ok(true)
+}

@@ -1,0 +1,143 @@
+//! Consents (versioned, never overwritten) and the right to erasure, over real HTTP, on SQLite and
+//! PostgreSQL.
+
+mod support;
+
+use pitboss::auth::Role;
+use serde_json::{Value, json};
+use support::server::TestServer;
+
+fn registered(player: &str) -> Value {
+    json!({"event_id": format!("reg_{player}"), "event_type": "player.registered", "player_id": player,
+           "brand_id": "A", "occurred_at": "2026-11-01T10:00:00Z", "trace_id": "tr_client_7",
+           "payload": {"jurisdiction": "GB", "locale": "en-GB", "time_zone": "Europe/London", "currency": "GBP",
+                       "email": "jo.bloggs@example.co.uk", "phone": "+447700900123", "birth_date": "2001-02-03"}})
+}
+
+async fn put(s: &TestServer, key: &str, path: &str, body: &Value) -> (u16, Value) {
+    let r = s.http.put(format!("{}{path}", s.base)).bearer_auth(key).json(body).send().await.unwrap();
+    (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
+}
+
+async fn consents_are_versioned_and_never_overwritten(s: &TestServer) {
+    let key = s.key(Role::Platform, &["A"]).await;
+    assert_eq!(s.post(&key, "/v1/events", &registered("p_c")).await.0, 202);
+    let (st, v1) = put(s, &key, "/v1/players/p_c/consents", &json!({"channels": {"email": true, "sms": true}, "products": {"casino": true}, "profiling": true, "source": "signup"})).await;
+    assert_eq!(st, 200, "{v1}");
+    assert_eq!(v1["version"], json!(1));
+    let (st, v2) = put(s, &key, "/v1/players/p_c/consents", &json!({"channels": {"sms": false}})).await;
+    assert_eq!(st, 200);
+    assert_eq!(v2["version"], json!(2));
+    assert_eq!(v2["consents"]["channels"], json!(["email"]));
+    assert_eq!(v2["consents"]["products"], json!(["casino"]));
+
+    let (st, h) = s.get(&key, "/v1/players/p_c/consents/history").await;
+    assert_eq!(st, 200);
+    let history = h["history"].as_array().unwrap();
+    assert_eq!(history.len(), 5, "{h}");
+    let sms: Vec<(i64, bool, &str)> = history
+        .iter()
+        .filter(|r| r["name"] == "sms")
+        .map(|r| {
+            (r["version"].as_i64().unwrap(), r["granted"].as_bool().unwrap(), r["source"].as_str().unwrap())
+        })
+        .collect();
+    assert_eq!(sms, [(1, true, "signup"), (2, false, "preference_centre")], "both versions kept");
+
+    s.settled().await;
+    let (_, p) = s.get(&key, "/v1/players/p_c").await;
+    assert_eq!(
+        p["consents"],
+        json!({"channels": ["email"], "products": ["casino"], "profiling": true}),
+        "{p}"
+    );
+    assert_eq!(p["consent_version"], json!(2));
+
+    for (body, field) in [
+        (json!({"channels": {"fax": true}}), Some("channels.fax")),
+        (json!({"products": {"lottery": true}}), Some("products.lottery")),
+        (json!({}), None),
+        (json!({"channels": {"email": "yes"}}), None),
+    ] {
+        let (st, e) = put(s, &key, "/v1/players/p_c/consents", &body).await;
+        assert_eq!((st, e["error"]["code"].as_str()), (422, Some("invalid_consents")), "{body}");
+        if let Some(f) = field {
+            assert_eq!(e["error"]["field"], json!(f));
+        }
+    }
+    let (st, _) = put(s, &key, "/v1/players/nobody/consents", &json!({"profiling": false})).await;
+    assert_eq!(st, 404);
+    let other = s.key(Role::Platform, &["B"]).await;
+    assert_eq!(put(s, &other, "/v1/players/p_c/consents", &json!({"profiling": false})).await.0, 404);
+    assert_eq!(s.get(&other, "/v1/players/p_c/consents/history").await.0, 404);
+    assert_eq!(s.count("SELECT COUNT(*) FROM consents").await, 5, "refused changes wrote nothing");
+}
+both!(consents_are_versioned_sqlite_and_postgres, consents_are_versioned_and_never_overwritten);
+
+async fn erasure_leaves_no_personal_data(s: &TestServer) {
+    let key = s.key(Role::Platform, &["A"]).await;
+    assert_eq!(s.post(&key, "/v1/events", &registered("p_e")).await.0, 202);
+    let dep = json!({"event_id": "dep_e", "event_type": "payment.captured", "player_id": "p_e", "brand_id": "A",
+                     "occurred_at": "2026-11-20T10:00:00Z", "payload": {"payment_id": "pay1", "amount_minor": 5000, "currency": "GBP"}});
+    assert_eq!(s.post(&key, "/v1/events", &dep).await.0, 202);
+    assert_eq!(put(s, &key, "/v1/players/p_e/consents", &json!({"channels": {"email": true}})).await.0, 200);
+    s.settled().await;
+    let deposits_before =
+        s.count("SELECT CAST(COALESCE(SUM(deposit_sum), 0) AS BIGINT) FROM player_days").await;
+    assert_eq!(s.get(&key, "/v1/players/p_e").await.0, 200);
+
+    let r = s.http.delete(format!("{}/v1/players/p_e", s.base)).bearer_auth(&key).send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    assert_eq!(s.get(&key, "/v1/players/p_e").await.0, 404);
+    let r = s.http.delete(format!("{}/v1/players/p_e", s.base)).bearer_auth(&key).send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 404, "already gone");
+
+    assert_eq!(s.count("SELECT COUNT(*) FROM contacts").await, 0);
+    // Pseudonymous aggregates remain, under an id that is not the player's.
+    assert_eq!(
+        s.count("SELECT CAST(COALESCE(SUM(deposit_sum), 0) AS BIGINT) FROM player_days").await,
+        deposits_before
+    );
+    assert_eq!(s.count("SELECT COUNT(*) FROM events").await, 2);
+    let needles = ["jo.bloggs@example.co.uk", "+447700900123", "2001-02-03", "p_e", "tr_client_7"];
+    match &s.test_db.sqlite_file {
+        Some(file) => {
+            // Every byte of the file and of its write-ahead log, as erasure left them.
+            for path in [file.clone(), file.with_extension("db-wal")] {
+                let bytes = std::fs::read(&path).unwrap_or_default();
+                for n in needles {
+                    let found = bytes.windows(n.len()).any(|w| w == n.as_bytes());
+                    // "p_e" is short; it must not appear as a player id (quoted or as a column value).
+                    assert!(
+                        !found || n == "p_e" && !bytes.windows(5).any(|w| w == b"\"p_e\""),
+                        "{n} in {}",
+                        path.display()
+                    );
+                }
+            }
+        }
+        None => {
+            for table in ["events", "profiles", "contacts", "player_days", "player_stakes", "consents"] {
+                let rows: Vec<String> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+                    "SELECT CAST(t AS TEXT) FROM (SELECT * FROM {table}) t"
+                )))
+                .fetch_all(&s.db.pool)
+                .await
+                .unwrap();
+                for n in needles {
+                    assert!(
+                        !rows.iter().any(|r| r.contains(&format!(",{n},")) || r.contains(n) && n != "p_e"),
+                        "{n} in {table}: {rows:?}"
+                    );
+                }
+            }
+        }
+    }
+    // A key of another brand cannot erase anything of brand A.
+    assert_eq!(s.post(&key, "/v1/events", &registered("p_keep")).await.0, 202);
+    let other = s.key(Role::Platform, &["B"]).await;
+    let r = s.http.delete(format!("{}/v1/players/p_keep", s.base)).bearer_auth(&other).send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 404);
+    assert_eq!(s.count("SELECT COUNT(*) FROM contacts").await, 3);
+}
+both!(erasure_leaves_no_personal_data_sqlite_and_postgres, erasure_leaves_no_personal_data);

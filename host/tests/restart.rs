@@ -55,12 +55,22 @@ fn stream() -> Vec<Value> {
             let at = (now - jiff::SignedDuration::from_hours(24 * (29 - i) + p)).to_string();
             let id = format!("{player}_{i:02}");
             let e = match i % 5 {
-                0 if i == 0 => json!({"event_type": "player.registered", "payload": {"jurisdiction": "DE", "locale": "de-DE", "time_zone": "Europe/Berlin", "currency": "EUR", "email": format!("{player}@example.com")}}),
+                0 if i == 0 => {
+                    json!({"event_type": "player.registered", "payload": {"jurisdiction": "DE", "locale": "de-DE", "time_zone": "Europe/Berlin", "currency": "EUR", "email": format!("{player}@example.com")}})
+                }
                 0 => json!({"event_type": "session.started", "payload": {"session_id": id}}),
-                1 => json!({"event_type": "payment.captured", "payload": {"payment_id": id, "amount_minor": 1000 + 10 * i + p, "currency": "EUR"}}),
-                2 => json!({"event_type": "bet.placed", "payload": {"bet_id": id, "stake_minor": 100 + i, "currency": "EUR", "provider": format!("prov_{}", p % 3), "category": "slots"}}),
-                3 => json!({"event_type": "bet.settled", "payload": {"bet_id": id, "stake_minor": 100 + i, "win_minor": 40 * (p % 4), "currency": "EUR", "category": "slots"}}),
-                _ => json!({"event_type": "rg.limit_set", "payload": {"kind": "deposit", "period": "day", "amount_minor": 10_000 + i, "currency": "EUR"}}),
+                1 => {
+                    json!({"event_type": "payment.captured", "payload": {"payment_id": id, "amount_minor": 1000 + 10 * i + p, "currency": "EUR"}})
+                }
+                2 => {
+                    json!({"event_type": "bet.placed", "payload": {"bet_id": id, "stake_minor": 100 + i, "currency": "EUR", "provider": format!("prov_{}", p % 3), "category": "slots"}})
+                }
+                3 => {
+                    json!({"event_type": "bet.settled", "payload": {"bet_id": id, "stake_minor": 100 + i, "win_minor": 40 * (p % 4), "currency": "EUR", "category": "slots"}})
+                }
+                _ => {
+                    json!({"event_type": "rg.limit_set", "payload": {"kind": "deposit", "period": "day", "amount_minor": 10_000 + i, "currency": "EUR"}})
+                }
             };
             let mut e = e;
             e["event_id"] = json!(id);
@@ -76,7 +86,13 @@ fn stream() -> Vec<Value> {
 async fn post_all(server: &Server, key: &str, batches: &[&[Value]]) {
     let http = reqwest::Client::new();
     for batch in batches {
-        let r = http.post(format!("{}/v1/events", server.base)).bearer_auth(key).json(batch).send().await.unwrap();
+        let r = http
+            .post(format!("{}/v1/events", server.base))
+            .bearer_auth(key)
+            .json(batch)
+            .send()
+            .await
+            .unwrap();
         assert_eq!(r.status().as_u16(), 202);
     }
 }
@@ -85,8 +101,18 @@ async fn settled(db_url: &str) {
     use sqlx::Row;
     let db = pitboss::store::Db::open(db_url).await.unwrap();
     for _ in 0..1000 {
-        let last: i64 = sqlx::query("SELECT COALESCE(MAX(seq), 0) FROM events").fetch_one(&db.pool).await.unwrap().try_get(0).unwrap();
-        let done: i64 = sqlx::query("SELECT COALESCE(MAX(position), 0) FROM consumer_offsets").fetch_one(&db.pool).await.unwrap().try_get(0).unwrap();
+        let last: i64 = sqlx::query("SELECT COALESCE(MAX(seq), 0) FROM events")
+            .fetch_one(&db.pool)
+            .await
+            .unwrap()
+            .try_get(0)
+            .unwrap();
+        let done: i64 = sqlx::query("SELECT COALESCE(MAX(position), 0) FROM consumer_offsets")
+            .fetch_one(&db.pool)
+            .await
+            .unwrap()
+            .try_get(0)
+            .unwrap();
         if last > 0 && done >= last {
             db.pool.close().await;
             return;
@@ -100,7 +126,8 @@ async fn profiles(server: &Server, key: &str) -> Vec<Value> {
     let http = reqwest::Client::new();
     let mut out = Vec::new();
     for p in 0..20 {
-        let r = http.get(format!("{}/v1/players/p_{p:02}", server.base)).bearer_auth(key).send().await.unwrap();
+        let r =
+            http.get(format!("{}/v1/players/p_{p:02}", server.base)).bearer_auth(key).send().await.unwrap();
         assert_eq!(r.status().as_u16(), 200);
         let v: Value = r.json().await.unwrap();
         out.push(v);

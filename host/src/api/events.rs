@@ -110,6 +110,18 @@ async fn post_events(
             err.field = Some(if batch { format!("[{index}].event_id") } else { "event_id".into() });
             return Err(err);
         }
+        Err(AppendError::Erased { index }) => {
+            let mut err = ApiError::new(
+                StatusCode::GONE,
+                "player_erased",
+                format!(
+                    "player `{}` was erased; their events are not accepted; nothing was stored",
+                    valid[index].player_id
+                ),
+            );
+            err.field = Some(if batch { format!("[{index}].player_id") } else { "player_id".into() });
+            return Err(err);
+        }
         Err(AppendError::Db(e)) => return Err(ApiError::internal(format!("{e:#}"))),
     };
     state.bus.notify();

@@ -1,9 +1,30 @@
-//! Right to erasure: the player's contacts (all their personal data) are deleted, and what must be kept
-//! — events, aggregates, consent history — is moved to a random pseudonym that nothing links back to the
-//! player id. One transaction; it holds the profile consumer's offset lock so that a consumer batch in
+//! Right to erasure: the player's contacts (all their personal data) are deleted; what must be kept —
+//! aggregates, consent history, the bare events — is moved to a random pseudonym that nothing links back
+//! to the player id; the events lose their payload, trace id and client event id (which may embed the
+//! player's id), and the player's hash goes on a list that refuses their events from then on. One transaction; it holds the profile consumer's offset lock so that a consumer batch in
 //! flight cannot write the old id back.
 
 use super::{Backend, Db, now_ms};
+
+/// How an erased player is remembered: never by their id.
+pub fn player_hash(brand: &str, player: &str) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(format!("{brand}\u{0}{player}").as_bytes()))
+}
+
+/// Whether a player was erased (their events are refused).
+pub async fn is_erased(
+    conn: &mut sqlx::AnyConnection,
+    brand: &str,
+    player: &str,
+) -> Result<bool, sqlx::Error> {
+    Ok(sqlx::query("SELECT 1 AS one FROM erased_players WHERE brand_id = $1 AND player_hash = $2")
+        .bind(brand)
+        .bind(player_hash(brand, player))
+        .fetch_optional(conn)
+        .await?
+        .is_some())
+}
 
 /// Erases a player; false if the brand never had such a player.
 pub async fn erase(db: &Db, brand: &str, player: &str) -> anyhow::Result<bool> {
@@ -39,10 +60,20 @@ pub async fn erase(db: &Db, brand: &str, player: &str) -> anyhow::Result<bool> {
             .execute(&mut *tx)
             .await?;
     }
-    // Trace ids may carry client-side identifiers: they go too.
-    sqlx::query("UPDATE events SET trace_id = NULL WHERE brand_id = $1 AND player_id = $2")
+    // Client-side identifiers (event ids, trace ids, payment and bet references) may embed the player's
+    // id: they go. The aggregates computed from the payloads stay in player_days / player_stakes.
+    sqlx::query(
+        "UPDATE events SET event_id = 'erased_' || CAST(seq AS TEXT), trace_id = NULL, payload = '\"none\"'
+         WHERE brand_id = $1 AND player_id = $2",
+    )
+    .bind(brand)
+    .bind(&pseudonym)
+    .execute(&mut *tx)
+    .await?;
+    sqlx::query("INSERT INTO erased_players (brand_id, player_hash, erased_at) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING")
         .bind(brand)
-        .bind(&pseudonym)
+        .bind(player_hash(brand, player))
+        .bind(now_ms())
         .execute(&mut *tx)
         .await?;
     tracing::info!(brand, erased_at = now_ms(), "player erased");

@@ -22,6 +22,9 @@ pub enum AppendError {
     /// Event `index` reuses an id with another body; nothing of the batch was written.
     #[error("event {index} reuses an event_id with a different body")]
     Conflict { index: usize, seq: i64 },
+    /// Event `index` is about a player who was erased; nothing of the batch was written.
+    #[error("event {index} is about an erased player")]
+    Erased { index: usize },
     #[error(transparent)]
     Db(#[from] anyhow::Error),
 }
@@ -37,7 +40,14 @@ pub async fn append(db: &Db, key: &ContactsKey, events: &[ValidEvent]) -> Result
     let mut tx = db.begin_write().await?;
     let mut out = Vec::with_capacity(events.len());
     let received = now_ms();
-    for e in events {
+    let mut checked: Vec<&str> = Vec::new();
+    for (index, e) in events.iter().enumerate() {
+        if !checked.contains(&e.player_id.as_str()) {
+            if super::erasure::is_erased(&mut tx, &e.brand_id, &e.player_id).await? {
+                return Err(AppendError::Erased { index });
+            }
+            checked.push(&e.player_id);
+        }
         let payload = serde_json::to_string(&e.event.payload).map_err(anyhow::Error::from)?;
         let inserted = sqlx::query(
             "INSERT INTO events (brand_id, event_id, player_id, event_type, occurred_at, received_at, trace_id, payload, body_hash)

@@ -193,6 +193,45 @@ impl TestServer {
         sqlx::query(sql).fetch_one(&self.db.pool).await.unwrap().try_get::<i64, _>(0).unwrap()
     }
 
+    /// Asserts that none of `needles` is stored anywhere: every byte of the SQLite file and its WAL, or
+    /// every row of every PostgreSQL table as text.
+    pub async fn assert_nowhere(&self, needles: &[&str]) {
+        match &self.test_db.sqlite_file {
+            Some(file) => {
+                for path in [file.clone(), file.with_extension("db-wal")] {
+                    let bytes = std::fs::read(&path).unwrap_or_default();
+                    for n in needles {
+                        assert!(
+                            !bytes.windows(n.len()).any(|w| w == n.as_bytes()),
+                            "{n} in {}",
+                            path.display()
+                        );
+                    }
+                }
+            }
+            None => {
+                let tables: Vec<String> = sqlx::query_scalar(
+                    "SELECT CAST(tablename AS TEXT) FROM pg_tables WHERE schemaname = 'public'",
+                )
+                .fetch_all(&self.db.pool)
+                .await
+                .unwrap();
+                assert!(tables.len() > 3);
+                for table in tables {
+                    let rows: Vec<String> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+                        "SELECT CAST(t AS TEXT) FROM (SELECT * FROM {table}) t"
+                    )))
+                    .fetch_all(&self.db.pool)
+                    .await
+                    .unwrap();
+                    for n in needles {
+                        assert!(!rows.iter().any(|r| r.contains(n)), "{n} in {table}");
+                    }
+                }
+            }
+        }
+    }
+
     pub async fn stop(mut self) {
         if let Some(s) = self.stop.take() {
             let _ = s.send(());

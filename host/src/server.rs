@@ -48,7 +48,8 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     let bus = Arc::new(EmbeddedBus::new(db.clone()));
     let cache = profiles::new_cache();
-    let state = AppState { db, contacts_key, bus: bus.clone(), profiles: cache.clone() };
+    let appender = crate::store::events::Appender::spawn(db.clone(), contacts_key.clone());
+    let state = AppState { db, contacts_key, bus: bus.clone(), profiles: cache.clone(), appender };
     let (stop_tx, stop_rx) = watch::channel(false);
     let consumer = {
         let bus = bus.clone();

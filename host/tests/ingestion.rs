@@ -342,3 +342,36 @@ async fn personal_data_is_stored_only_encrypted(s: &TestServer) {
     s.assert_nowhere(&["alex.muster@example.com", "+4915112345678", "1990-05-17"]).await;
 }
 both!(personal_data_is_stored_only_encrypted_sqlite_and_postgres, personal_data_is_stored_only_encrypted);
+
+async fn a_refused_request_does_not_touch_those_committed_with_it(s: &TestServer) {
+    let key = s.key(Role::Platform, &["A"]).await;
+    assert_eq!(
+        s.post(&key, "/v1/events", &deposit("taken", "p_g", "2026-11-20T10:00:00Z", 100)).await.0,
+        202
+    );
+    // Concurrent requests share group commits; the one reusing "taken" for another body must fail alone.
+    let mut bodies: Vec<Value> =
+        (0..40).map(|i| deposit(&format!("g{i}"), "p_g", "2026-11-20T11:00:00Z", 100 + i)).collect();
+    bodies.insert(
+        17,
+        json!([
+            deposit("g_ok", "p_g", "2026-11-20T11:00:00Z", 1),
+            deposit("taken", "p_g", "2026-11-20T10:00:00Z", 999)
+        ]),
+    );
+    let results = futures_join_all(bodies.iter().map(|b| s.post(&key, "/v1/events", b))).await;
+    let refused: Vec<usize> =
+        results.iter().enumerate().filter(|(_, (st, _))| *st != 202).map(|(i, _)| i).collect();
+    assert_eq!(refused, [17], "{results:?}");
+    assert_eq!(results[17].0, 409);
+    assert_eq!(results[17].1["error"]["field"], json!("[1].event_id"));
+    assert_eq!(
+        s.count("SELECT COUNT(*) FROM events").await,
+        41,
+        "the refused batch's first event was rolled back too"
+    );
+}
+both!(
+    a_refused_request_does_not_touch_those_committed_with_it_sqlite_and_postgres,
+    a_refused_request_does_not_touch_those_committed_with_it
+);

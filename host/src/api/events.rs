@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 use super::{ApiError, AppState};
 use crate::auth::{Principal, Role};
 use crate::events::{self, FieldError, MAX_BATCH, ValidEvent};
-use crate::store::events::{AppendError, Stored, append};
+use crate::store::events::{AppendError, Stored};
 
 pub fn router() -> Router<AppState> {
     Router::new().route("/v1/events", post(post_events))
@@ -96,7 +96,9 @@ async fn post_events(
             .into_response());
     }
     let valid: Vec<ValidEvent> = checked.into_iter().map(|r| r.expect("checked")).collect();
-    let stored = match append(&state.db, &state.contacts_key, &valid).await {
+    let ids: Vec<(String, String)> =
+        valid.iter().map(|e| (e.event.event_id.clone(), e.player_id.clone())).collect();
+    let stored = match state.appender.append(valid).await {
         Ok(s) => s,
         Err(AppendError::Conflict { index, seq }) => {
             let mut err = ApiError::new(
@@ -104,7 +106,7 @@ async fn post_events(
                 "event_id_conflict",
                 format!(
                     "event_id `{}` was already used (seq {seq}) for a different event; nothing was stored",
-                    valid[index].event.event_id
+                    ids[index].0
                 ),
             );
             err.field = Some(if batch { format!("[{index}].event_id") } else { "event_id".into() });
@@ -116,7 +118,7 @@ async fn post_events(
                 "player_erased",
                 format!(
                     "player `{}` was erased; their events are not accepted; nothing was stored",
-                    valid[index].player_id
+                    ids[index].1
                 ),
             );
             err.field = Some(if batch { format!("[{index}].player_id") } else { "player_id".into() });
@@ -125,13 +127,13 @@ async fn post_events(
         Err(AppendError::Db(e)) => return Err(ApiError::internal(format!("{e:#}"))),
     };
     state.bus.notify();
-    let results: Vec<Value> = valid
+    let results: Vec<Value> = ids
         .iter()
         .zip(&stored)
         .enumerate()
-        .map(|(index, (e, s))| {
+        .map(|(index, ((event_id, _), s))| {
             let mut v = status_of(s);
-            v["event_id"] = json!(e.event.event_id);
+            v["event_id"] = json!(event_id);
             if batch {
                 v["index"] = json!(index);
             }

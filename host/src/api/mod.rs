@@ -24,6 +24,7 @@ pub struct AppState {
     pub contacts_key: ContactsKey,
     pub bus: Arc<dyn Bus>,
     pub profiles: ProfileCache,
+    pub appender: crate::store::events::Appender,
 }
 
 pub fn app(state: AppState) -> Router {

@@ -1,8 +1,14 @@
-//! Writing the event log. A batch is one transaction: every event of it is durably committed, with its
-//! personal fields in the contacts store, before anyone is told it was accepted; or nothing is written.
-//! An event id seen before (per brand) is not stored again: its original outcome is returned.
+//! Writing the event log. A request's events are durably committed, with their personal fields in the
+//! contacts store, before anyone is told they were accepted; or none of them is written. An event id seen
+//! before (per brand) is not stored again: its original outcome is returned.
+//!
+//! Group commit: one writer task takes every request waiting at that moment and commits them in one
+//! transaction (each request in a savepoint of its own, so one request's refusal does not touch the
+//! others). A commit — an fsync on SQLite — then serves many requests, and writers never queue on the
+//! database's lock.
 
 use sqlx::Row;
+use tokio::sync::{mpsc, oneshot};
 
 use super::contacts::{self, ContactsKey};
 use super::{Db, now_ms};
@@ -35,15 +41,101 @@ impl From<sqlx::Error> for AppendError {
     }
 }
 
-/// Stores `events` in one transaction; the outcome of each, in order.
-pub async fn append(db: &Db, key: &ContactsKey, events: &[ValidEvent]) -> Result<Vec<Stored>, AppendError> {
+/// Most events one group commit takes.
+const GROUP_EVENTS: usize = 2_000;
+
+type Reply = oneshot::Sender<Result<Vec<Stored>, AppendError>>;
+
+/// The handle requests append through; cheap to clone.
+#[derive(Clone)]
+pub struct Appender {
+    jobs: mpsc::Sender<(Vec<ValidEvent>, Reply)>,
+}
+
+impl Appender {
+    /// Starts the writer task.
+    pub fn spawn(db: Db, key: ContactsKey) -> Self {
+        let (jobs, rx) = mpsc::channel(4096);
+        tokio::spawn(writer(db, key, rx));
+        Appender { jobs }
+    }
+
+    /// Stores `events` (all or none); the outcome of each, in order.
+    pub async fn append(&self, events: Vec<ValidEvent>) -> Result<Vec<Stored>, AppendError> {
+        let (reply, answer) = oneshot::channel();
+        self.jobs.send((events, reply)).await.map_err(|_| anyhow::anyhow!("the event writer stopped"))?;
+        answer.await.map_err(|_| anyhow::anyhow!("the event writer stopped"))?
+    }
+}
+
+async fn writer(db: Db, key: ContactsKey, mut rx: mpsc::Receiver<(Vec<ValidEvent>, Reply)>) {
+    while let Some(first) = rx.recv().await {
+        let mut size = first.0.len();
+        let mut group = vec![first];
+        while size < GROUP_EVENTS {
+            match rx.try_recv() {
+                Ok(job) => {
+                    size += job.0.len();
+                    group.push(job);
+                }
+                Err(_) => break,
+            }
+        }
+        match commit_group(&db, &key, &group).await {
+            Ok(results) => {
+                for ((_, reply), result) in group.into_iter().zip(results) {
+                    let _ = reply.send(result);
+                }
+            }
+            Err(e) => {
+                let message = format!("{e:#}");
+                for (_, reply) in group {
+                    let _ = reply.send(Err(AppendError::Db(anyhow::anyhow!("{message}"))));
+                }
+            }
+        }
+    }
+}
+
+/// One transaction for the whole group, a savepoint per request.
+async fn commit_group(
+    db: &Db,
+    key: &ContactsKey,
+    group: &[(Vec<ValidEvent>, Reply)],
+) -> anyhow::Result<Vec<Result<Vec<Stored>, AppendError>>> {
     let mut tx = db.begin_write().await?;
+    let mut results = Vec::with_capacity(group.len());
+    for (events, _) in group {
+        sqlx::query("SAVEPOINT request").execute(&mut *tx).await?;
+        match append_in(&mut *tx, key, events).await {
+            Ok(stored) => {
+                sqlx::query("RELEASE SAVEPOINT request").execute(&mut *tx).await?;
+                results.push(Ok(stored));
+            }
+            Err(AppendError::Db(e)) => return Err(e),
+            Err(refused) => {
+                sqlx::query("ROLLBACK TO SAVEPOINT request").execute(&mut *tx).await?;
+                sqlx::query("RELEASE SAVEPOINT request").execute(&mut *tx).await?;
+                results.push(Err(refused));
+            }
+        }
+    }
+    tx.commit().await?;
+    Ok(results)
+}
+
+/// Writes one request's events inside the group's transaction.
+async fn append_in(
+    tx: &mut sqlx::AnyConnection,
+    key: &ContactsKey,
+    events: &[ValidEvent],
+) -> Result<Vec<Stored>, AppendError> {
     let mut out = Vec::with_capacity(events.len());
     let received = now_ms();
     let mut checked: Vec<&str> = Vec::new();
     for (index, e) in events.iter().enumerate() {
         if !checked.contains(&e.player_id.as_str()) {
-            if super::erasure::is_erased(&mut tx, &e.brand_id, &e.player_id).await? {
+            if super::erasure::is_erased(tx, &e.brand_id, &e.player_id).await? {
                 return Err(AppendError::Erased { index });
             }
             checked.push(&e.player_id);
@@ -75,7 +167,7 @@ pub async fn append(db: &Db, key: &ContactsKey, events: &[ValidEvent]) -> Result
                 ("birth_date", p.birth_date.map(|d| d.to_string())),
             ] {
                 if let Some(value) = value {
-                    contacts::upsert(&mut tx, key, &e.brand_id, &e.player_id, kind, &value).await?;
+                    contacts::upsert(tx, key, &e.brand_id, &e.player_id, kind, &value).await?;
                 }
             }
             out.push(Stored::Accepted { seq });
@@ -88,12 +180,11 @@ pub async fn append(db: &Db, key: &ContactsKey, events: &[ValidEvent]) -> Result
             let seq: i64 = row.try_get("seq")?;
             let hash: String = row.try_get("body_hash")?;
             if hash != e.body_hash {
-                // Dropping the transaction rolls the whole batch back.
+                // The caller rolls the request back.
                 return Err(AppendError::Conflict { index: out.len(), seq });
             }
             out.push(Stored::Duplicate { seq });
         }
     }
-    tx.commit().await?;
     Ok(out)
 }

@@ -32,12 +32,12 @@ pub struct LoggedEvent {
     pub payload: EventPayload,
 }
 
-/// A consumer: applies one event using the transaction the offset moves in.
+/// A consumer: applies a batch of events, in log order, in the transaction the offset moves in.
 pub trait Handler: Send + Sync + 'static {
     fn handle(
         &self,
         conn: &mut sqlx::AnyConnection,
-        event: &LoggedEvent,
+        events: &[LoggedEvent],
     ) -> impl std::future::Future<Output = anyhow::Result<()>> + Send;
 
     /// Called after a committed batch, with the events it held (cache invalidation and such).
@@ -112,9 +112,7 @@ impl EmbeddedBus {
                     payload: serde_json::from_str(&payload)?,
                 });
             }
-            for e in &events {
-                handler.handle(&mut tx, e).await?;
-            }
+            handler.handle(&mut tx, &events).await?;
             let last = events.last().expect("non-empty").seq;
             sqlx::query(
                 "INSERT INTO consumer_offsets (consumer, position) VALUES ($1, $2)

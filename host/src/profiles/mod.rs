@@ -3,6 +3,7 @@
 //! read). Days are the player's own calendar days, in their time zone. The profile holds no personal data:
 //! the age band comes from the encrypted birth date, which never leaves the contacts store.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use jiff::{Timestamp, tz::TimeZone};
@@ -69,114 +70,84 @@ pub fn new_cache() -> ProfileCache {
 }
 
 impl Handler for ProfileUpdater {
-    async fn handle(&self, conn: &mut sqlx::AnyConnection, e: &LoggedEvent) -> anyhow::Result<()> {
-        let row = sqlx::query("SELECT state FROM profiles WHERE brand_id = $1 AND player_id = $2")
-            .bind(&e.brand_id)
-            .bind(&e.player_id)
-            .fetch_optional(&mut *conn)
-            .await?;
-        let mut s: State = match row {
-            Some(r) => serde_json::from_str(&r.try_get::<String, _>("state")?)?,
-            None => State::default(),
-        };
-        let at = e.occurred_at;
-        s.first_seen_at = Some(s.first_seen_at.map_or(at, |f| f.min(at)));
-        let mut day = Day::default();
-        match (&e.event_type, &e.payload) {
-            (T::PlayerRegistered | T::PlayerUpdated, EventPayload::Player(p)) => {
-                if e.event_type == T::PlayerRegistered {
-                    s.registered_at = Some(at);
-                }
-                let set = |field: &mut String, v: &Option<String>| {
-                    if let Some(v) = v {
-                        field.clone_from(v);
-                    }
-                };
-                set(&mut s.jurisdiction, &p.jurisdiction);
-                set(&mut s.locale, &p.locale);
-                set(&mut s.time_zone, &p.time_zone);
-                set(&mut s.currency, &p.currency);
+    /// Applies a batch player by player: each player's state is read once and written once, with their
+    /// day and stake sums added up in memory first — fewer statements, a shorter write lock.
+    async fn handle(&self, conn: &mut sqlx::AnyConnection, events: &[LoggedEvent]) -> anyhow::Result<()> {
+        let mut players: Vec<(&str, &str)> = Vec::new();
+        for e in events {
+            let key = (e.brand_id.as_str(), e.player_id.as_str());
+            if !players.contains(&key) {
+                players.push(key);
             }
-            (T::SessionStarted, _) => {
-                day.sessions = 1;
-                s.last_seen_at = Some(s.last_seen_at.map_or(at, |l| l.max(at)));
-            }
-            (T::SessionEnded, _) => s.last_seen_at = Some(s.last_seen_at.map_or(at, |l| l.max(at))),
-            (T::BetPlaced, EventPayload::Bet(b)) => {
-                day.bets = 1;
-                day.stakes = b.stake.amount_minor;
-                s.last_seen_at = Some(s.last_seen_at.map_or(at, |l| l.max(at)));
-                for (kind, name) in [("provider", &b.provider), ("category", &b.category)] {
-                    if !name.is_empty() {
-                        add_stake(conn, e, kind, name, b.stake.amount_minor).await?;
-                    }
-                }
-            }
-            (T::BetSettled, EventPayload::Bet(b)) => day.wins = b.win_minor.unwrap_or(0),
-            (T::PaymentCaptured, EventPayload::Money(p)) => {
-                day.deposits = 1;
-                day.deposit_sum = p.amount.amount_minor;
-                s.last_deposit_at = Some(s.last_deposit_at.map_or(at, |l| l.max(at)));
-                s.last_seen_at = Some(s.last_seen_at.map_or(at, |l| l.max(at)));
-            }
-            (T::KycStatusChanged, EventPayload::Kyc(k)) => s.kyc = *k,
-            (T::RgLimitSet, EventPayload::RgLimit(l)) if l.period == m::LimitPeriod::Day => match l.kind {
-                m::LimitKind::Deposit => s.deposit_limit_daily_minor = l.amount_minor,
-                m::LimitKind::Loss => s.loss_limit_daily_minor = l.amount_minor,
-                _ => {}
-            },
-            (T::RgLimitHit, _) => s.limit_hit_day = Some(local_day(at, &s.time_zone)),
-            (T::SelfExclusionStarted, EventPayload::SelfExclusion(x)) => {
-                s.self_excluded = true;
-                s.self_excluded_until = x.until.map(|u| u.as_millisecond());
-                if !s.exclusion_registers.contains(&x.register) {
-                    s.exclusion_registers.push(x.register);
-                }
-            }
-            (T::SelfExclusionEnded, EventPayload::SelfExclusion(x)) => {
-                s.exclusion_registers.retain(|r| *r != x.register);
-                if s.exclusion_registers.is_empty() {
-                    s.self_excluded = false;
-                    s.self_excluded_until = None;
-                }
-            }
-            _ => {}
         }
-        if day != Day::default() {
-            let d = local_day(at, &s.time_zone);
+        for (brand, player) in players {
+            let row = sqlx::query("SELECT state FROM profiles WHERE brand_id = $1 AND player_id = $2")
+                .bind(brand)
+                .bind(player)
+                .fetch_optional(&mut *conn)
+                .await?;
+            let mut s: State = match row {
+                Some(r) => serde_json::from_str(&r.try_get::<String, _>("state")?)?,
+                None => State::default(),
+            };
+            let mut days: BTreeMap<i64, Day> = BTreeMap::new();
+            let mut stakes: BTreeMap<(&'static str, String), i64> = BTreeMap::new();
+            let mut last_seq = 0;
+            for e in events.iter().filter(|e| e.brand_id == brand && e.player_id == player) {
+                let day = apply(&mut s, e, &mut stakes);
+                if day != Day::default() {
+                    days.entry(local_day(e.occurred_at, &s.time_zone)).or_default().add(&day);
+                }
+                last_seq = e.seq;
+            }
+            for (d, day) in days {
+                sqlx::query(
+                    "INSERT INTO player_days (brand_id, player_id, day, deposits, deposit_sum, stakes, wins, bets, sessions)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+                     ON CONFLICT (brand_id, player_id, day) DO UPDATE SET
+                         deposits = player_days.deposits + excluded.deposits,
+                         deposit_sum = player_days.deposit_sum + excluded.deposit_sum,
+                         stakes = player_days.stakes + excluded.stakes,
+                         wins = player_days.wins + excluded.wins,
+                         bets = player_days.bets + excluded.bets,
+                         sessions = player_days.sessions + excluded.sessions",
+                )
+                .bind(brand)
+                .bind(player)
+                .bind(d)
+                .bind(day.deposits)
+                .bind(day.deposit_sum)
+                .bind(day.stakes)
+                .bind(day.wins)
+                .bind(day.bets)
+                .bind(day.sessions)
+                .execute(&mut *conn)
+                .await?;
+            }
+            for ((kind, name), stake) in stakes {
+                sqlx::query(
+                    "INSERT INTO player_stakes (brand_id, player_id, kind, name, stake_sum) VALUES ($1, $2, $3, $4, $5)
+                     ON CONFLICT (brand_id, player_id, kind, name) DO UPDATE SET stake_sum = player_stakes.stake_sum + excluded.stake_sum",
+                )
+                .bind(brand)
+                .bind(player)
+                .bind(kind)
+                .bind(name)
+                .bind(stake)
+                .execute(&mut *conn)
+                .await?;
+            }
             sqlx::query(
-                "INSERT INTO player_days (brand_id, player_id, day, deposits, deposit_sum, stakes, wins, bets, sessions)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
-                 ON CONFLICT (brand_id, player_id, day) DO UPDATE SET
-                     deposits = player_days.deposits + excluded.deposits,
-                     deposit_sum = player_days.deposit_sum + excluded.deposit_sum,
-                     stakes = player_days.stakes + excluded.stakes,
-                     wins = player_days.wins + excluded.wins,
-                     bets = player_days.bets + excluded.bets,
-                     sessions = player_days.sessions + excluded.sessions",
+                "INSERT INTO profiles (brand_id, player_id, state, updated_seq) VALUES ($1, $2, $3, $4)
+                 ON CONFLICT (brand_id, player_id) DO UPDATE SET state = excluded.state, updated_seq = excluded.updated_seq",
             )
-            .bind(&e.brand_id)
-            .bind(&e.player_id)
-            .bind(d)
-            .bind(day.deposits)
-            .bind(day.deposit_sum)
-            .bind(day.stakes)
-            .bind(day.wins)
-            .bind(day.bets)
-            .bind(day.sessions)
+            .bind(brand)
+            .bind(player)
+            .bind(serde_json::to_string(&s)?)
+            .bind(last_seq)
             .execute(&mut *conn)
             .await?;
         }
-        sqlx::query(
-            "INSERT INTO profiles (brand_id, player_id, state, updated_seq) VALUES ($1, $2, $3, $4)
-             ON CONFLICT (brand_id, player_id) DO UPDATE SET state = excluded.state, updated_seq = excluded.updated_seq",
-        )
-        .bind(&e.brand_id)
-        .bind(&e.player_id)
-        .bind(serde_json::to_string(&s)?)
-        .bind(e.seq)
-        .execute(&mut *conn)
-        .await?;
         Ok(())
     }
 
@@ -187,25 +158,72 @@ impl Handler for ProfileUpdater {
     }
 }
 
-async fn add_stake(
-    conn: &mut sqlx::AnyConnection,
-    e: &LoggedEvent,
-    kind: &str,
-    name: &str,
-    stake: i64,
-) -> anyhow::Result<()> {
-    sqlx::query(
-        "INSERT INTO player_stakes (brand_id, player_id, kind, name, stake_sum) VALUES ($1, $2, $3, $4, $5)
-         ON CONFLICT (brand_id, player_id, kind, name) DO UPDATE SET stake_sum = player_stakes.stake_sum + excluded.stake_sum",
-    )
-    .bind(&e.brand_id)
-    .bind(&e.player_id)
-    .bind(kind)
-    .bind(name)
-    .bind(stake)
-    .execute(&mut *conn)
-    .await?;
-    Ok(())
+/// Applies one event to a player's state; returns what it adds to its day, and adds its stakes.
+fn apply(s: &mut State, e: &LoggedEvent, stakes: &mut BTreeMap<(&'static str, String), i64>) -> Day {
+    let at = e.occurred_at;
+    s.first_seen_at = Some(s.first_seen_at.map_or(at, |f| f.min(at)));
+    let mut day = Day::default();
+    match (&e.event_type, &e.payload) {
+        (T::PlayerRegistered | T::PlayerUpdated, EventPayload::Player(p)) => {
+            if e.event_type == T::PlayerRegistered {
+                s.registered_at = Some(at);
+            }
+            let set = |field: &mut String, v: &Option<String>| {
+                if let Some(v) = v {
+                    field.clone_from(v);
+                }
+            };
+            set(&mut s.jurisdiction, &p.jurisdiction);
+            set(&mut s.locale, &p.locale);
+            set(&mut s.time_zone, &p.time_zone);
+            set(&mut s.currency, &p.currency);
+        }
+        (T::SessionStarted, _) => {
+            day.sessions = 1;
+            s.last_seen_at = Some(s.last_seen_at.map_or(at, |l| l.max(at)));
+        }
+        (T::SessionEnded, _) => s.last_seen_at = Some(s.last_seen_at.map_or(at, |l| l.max(at))),
+        (T::BetPlaced, EventPayload::Bet(b)) => {
+            day.bets = 1;
+            day.stakes = b.stake.amount_minor;
+            s.last_seen_at = Some(s.last_seen_at.map_or(at, |l| l.max(at)));
+            for (kind, name) in [("provider", &b.provider), ("category", &b.category)] {
+                if !name.is_empty() {
+                    *stakes.entry((kind, name.clone())).or_default() += b.stake.amount_minor;
+                }
+            }
+        }
+        (T::BetSettled, EventPayload::Bet(b)) => day.wins = b.win_minor.unwrap_or(0),
+        (T::PaymentCaptured, EventPayload::Money(p)) => {
+            day.deposits = 1;
+            day.deposit_sum = p.amount.amount_minor;
+            s.last_deposit_at = Some(s.last_deposit_at.map_or(at, |l| l.max(at)));
+            s.last_seen_at = Some(s.last_seen_at.map_or(at, |l| l.max(at)));
+        }
+        (T::KycStatusChanged, EventPayload::Kyc(k)) => s.kyc = *k,
+        (T::RgLimitSet, EventPayload::RgLimit(l)) if l.period == m::LimitPeriod::Day => match l.kind {
+            m::LimitKind::Deposit => s.deposit_limit_daily_minor = l.amount_minor,
+            m::LimitKind::Loss => s.loss_limit_daily_minor = l.amount_minor,
+            _ => {}
+        },
+        (T::RgLimitHit, _) => s.limit_hit_day = Some(local_day(at, &s.time_zone)),
+        (T::SelfExclusionStarted, EventPayload::SelfExclusion(x)) => {
+            s.self_excluded = true;
+            s.self_excluded_until = x.until.map(|u| u.as_millisecond());
+            if !s.exclusion_registers.contains(&x.register) {
+                s.exclusion_registers.push(x.register);
+            }
+        }
+        (T::SelfExclusionEnded, EventPayload::SelfExclusion(x)) => {
+            s.exclusion_registers.retain(|r| *r != x.register);
+            if s.exclusion_registers.is_empty() {
+                s.self_excluded = false;
+                s.self_excluded_until = None;
+            }
+        }
+        _ => {}
+    }
+    day
 }
 
 #[derive(Debug, Default, PartialEq, Eq)]
@@ -216,6 +234,17 @@ struct Day {
     wins: i64,
     bets: i64,
     sessions: i64,
+}
+
+impl Day {
+    fn add(&mut self, o: &Day) {
+        self.deposits += o.deposits;
+        self.deposit_sum += o.deposit_sum;
+        self.stakes += o.stakes;
+        self.wins += o.wins;
+        self.bets += o.bets;
+        self.sessions += o.sessions;
+    }
 }
 
 /// What is stored for a player, ready to be turned into a profile at any moment.

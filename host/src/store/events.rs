@@ -2,10 +2,10 @@
 //! contacts store, before anyone is told they were accepted; or none of them is written. An event id seen
 //! before (per brand) is not stored again: its original outcome is returned.
 //!
-//! Group commit: one writer task takes every request waiting at that moment and commits them in one
-//! transaction (each request in a savepoint of its own, so one request's refusal does not touch the
-//! others). A commit — an fsync on SQLite — then serves many requests, and writers never queue on the
-//! database's lock.
+//! Group commit on SQLite: one writer task takes every request waiting at that moment and commits them in
+//! one transaction (each request in a savepoint of its own, so one request's refusal does not touch the
+//! others). A commit — an fsync — then serves many requests, and writers never queue on the database's
+//! lock. PostgreSQL groups concurrent commits itself: there each request commits on its own connection.
 
 use sqlx::Row;
 use tokio::sync::{mpsc, oneshot};
@@ -48,23 +48,38 @@ type Reply = oneshot::Sender<Result<Vec<Stored>, AppendError>>;
 
 /// The handle requests append through; cheap to clone.
 #[derive(Clone)]
-pub struct Appender {
-    jobs: mpsc::Sender<(Vec<ValidEvent>, Reply)>,
+pub enum Appender {
+    /// SQLite: requests go to the group-commit writer task.
+    Grouped(mpsc::Sender<(Vec<ValidEvent>, Reply)>),
+    /// PostgreSQL: each request commits on its own connection (the server groups concurrent commits
+    /// itself; a single writer would only serialise the round trips).
+    Direct(Db, ContactsKey),
 }
 
 impl Appender {
-    /// Starts the writer task.
     pub fn spawn(db: Db, key: ContactsKey) -> Self {
+        if db.backend == super::Backend::Postgres {
+            return Appender::Direct(db, key);
+        }
         let (jobs, rx) = mpsc::channel(4096);
         tokio::spawn(writer(db, key, rx));
-        Appender { jobs }
+        Appender::Grouped(jobs)
     }
 
     /// Stores `events` (all or none); the outcome of each, in order.
     pub async fn append(&self, events: Vec<ValidEvent>) -> Result<Vec<Stored>, AppendError> {
         let (reply, answer) = oneshot::channel();
-        self.jobs.send((events, reply)).await.map_err(|_| anyhow::anyhow!("the event writer stopped"))?;
-        answer.await.map_err(|_| anyhow::anyhow!("the event writer stopped"))?
+        match self {
+            Appender::Direct(db, key) => {
+                let job = [(events, reply)];
+                commit_group(db, key, &job).await?.pop().expect("one result")
+            }
+            Appender::Grouped(jobs) => {
+                let stopped = || AppendError::Db(anyhow::anyhow!("the event writer stopped"));
+                jobs.send((events, reply)).await.map_err(|_| stopped())?;
+                answer.await.map_err(|_| stopped())?
+            }
+        }
     }
 }
 

@@ -49,7 +49,14 @@ pub async fn run(
     let bus = Arc::new(EmbeddedBus::new(db.clone()));
     let cache = profiles::new_cache();
     let appender = crate::store::events::Appender::spawn(db.clone(), contacts_key.clone());
-    let state = AppState { db, contacts_key, bus: bus.clone(), profiles: cache.clone(), appender };
+    let state = AppState {
+        db,
+        contacts_key,
+        bus: bus.clone(),
+        profiles: cache.clone(),
+        appender,
+        principals: crate::auth::new_principal_cache(),
+    };
     let (stop_tx, stop_rx) = watch::channel(false);
     let consumer = {
         let bus = bus.clone();

@@ -25,6 +25,7 @@ pub struct AppState {
     pub bus: Arc<dyn Bus>,
     pub profiles: ProfileCache,
     pub appender: crate::store::events::Appender,
+    pub principals: crate::auth::PrincipalCache,
 }
 
 pub fn app(state: AppState) -> Router {

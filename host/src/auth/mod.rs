@@ -50,6 +50,16 @@ impl FromStr for Role {
     }
 }
 
+/// Keys recently seen, by hash: a request does not cost a database read for its key. Entries live
+/// `PRINCIPAL_TTL`, which bounds how long a key revoked by another process keeps working.
+pub type PrincipalCache = std::sync::Arc<moka::sync::Cache<String, Principal>>;
+
+pub const PRINCIPAL_TTL: std::time::Duration = std::time::Duration::from_secs(10);
+
+pub fn new_principal_cache() -> PrincipalCache {
+    std::sync::Arc::new(moka::sync::Cache::builder().max_capacity(10_000).time_to_live(PRINCIPAL_TTL).build())
+}
+
 /// The caller, as its key says.
 #[derive(Debug, Clone)]
 pub struct Principal {
@@ -85,9 +95,15 @@ impl FromRequestParts<AppState> for Principal {
             .ok()
             .and_then(|h| h.strip_prefix("Bearer "))
             .ok_or_else(|| ApiError::unauthorized("the Authorization header must be `Bearer KEY`"))?;
-        crate::store::keys::lookup(&state.db, key.trim())
+        let hash = crate::store::keys::hash(key.trim());
+        if let Some(p) = state.principals.get(&hash) {
+            return Ok(p);
+        }
+        let principal = crate::store::keys::lookup(&state.db, key.trim())
             .await
             .map_err(ApiError::internal)?
-            .ok_or_else(|| ApiError::unauthorized("unknown or revoked API key"))
+            .ok_or_else(|| ApiError::unauthorized("unknown or revoked API key"))?;
+        state.principals.insert(hash, principal.clone());
+        Ok(principal)
     }
 }

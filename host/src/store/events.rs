@@ -120,6 +120,20 @@ async fn commit_group(
 ) -> anyhow::Result<Vec<Result<Vec<Stored>, AppendError>>> {
     let mut tx = db.begin_write().await?;
     let mut results = Vec::with_capacity(group.len());
+    if let [(events, _)] = group {
+        // Alone: the transaction itself is the request's all-or-nothing.
+        return match append_in(&mut *tx, key, events).await {
+            Ok(stored) => {
+                tx.commit().await?;
+                Ok(vec![Ok(stored)])
+            }
+            Err(AppendError::Db(e)) => Err(e),
+            Err(refused) => {
+                tx.rollback().await?;
+                Ok(vec![Err(refused)])
+            }
+        };
+    }
     for (events, _) in group {
         sqlx::query("SAVEPOINT request").execute(&mut *tx).await?;
         match append_in(&mut *tx, key, events).await {

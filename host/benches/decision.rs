@@ -5,7 +5,7 @@
 //!
 //! Figures are medians of several samples; the machine is noisy, the ratios less so.
 
-#[path = "../tests/support/mod.rs"]
+#[path = "../../tests/support/mod.rs"]
 mod support;
 
 use std::hint::black_box;

@@ -6,7 +6,7 @@
 //! PostgreSQL comes from `PITBOSS_TEST_POSTGRES` (default: the local server); it is skipped if absent.
 //! `PITBOSS_BENCH_SECONDS` sets the duration of each measurement (default 5).
 
-#[path = "../tests/support/mod.rs"]
+#[path = "../../tests/support/mod.rs"]
 mod support;
 
 use std::sync::Arc;

@@ -165,3 +165,58 @@ fn plugin_inspect_tells_world_version_and_imports() {
     assert_eq!(doc["world"], Value::Null);
     assert_eq!(doc["error"]["code"], json!("unknown_world"));
 }
+
+#[test]
+fn serve_refuses_to_start_without_a_contacts_key_unless_dev() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("p.db").display());
+    let out = Command::new(env!("CARGO_BIN_EXE_pitboss"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--database-url", &url])
+        .env_remove("PITBOSS_CONTACTS_KEY")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("no contacts key"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = Command::new(env!("CARGO_BIN_EXE_pitboss"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--database-url", &url, "--contacts-key", "abc"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("64 hex characters"));
+}
+
+#[test]
+fn keys_create_prints_the_key_once_and_stores_its_hash() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("k.db").display());
+    let out = Command::new(env!("CARGO_BIN_EXE_pitboss"))
+        .args([
+            "keys",
+            "create",
+            "--role",
+            "platform",
+            "--brand",
+            "A",
+            "--brand",
+            "B",
+            "--database-url",
+            &url,
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let key = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    assert!(key.starts_with("pb_") && key.len() == 67, "{key}");
+    let db = std::fs::read(dir.path().join("k.db")).unwrap_or_default();
+    let wal = std::fs::read(dir.path().join("k.db-wal")).unwrap_or_default();
+    for bytes in [db, wal] {
+        assert!(!bytes.windows(key.len()).any(|w| w == key.as_bytes()), "the key itself is not stored");
+    }
+    let (out, _) = pitboss(&["keys", "create", "--role", "croupier", "--brand", "A", "--database-url", &url]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("unknown role"));
+}

@@ -17,6 +17,14 @@ struct Server {
     base: String,
 }
 
+impl Drop for Server {
+    fn drop(&mut self) {
+        // A failed assertion must not leave a server running.
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 async fn start(db_url: &str) -> Server {
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let child = Command::new(env!("CARGO_BIN_EXE_pitboss"))
@@ -26,10 +34,10 @@ async fn start(db_url: &str) -> Server {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let base = format!("http://127.0.0.1:{port}");
+    let server = Server { child, base: format!("http://127.0.0.1:{port}") };
     for _ in 0..300 {
-        if reqwest::get(format!("{base}/healthz")).await.is_ok_and(|r| r.status().is_success()) {
-            return Server { child, base };
+        if reqwest::get(format!("{}/healthz", server.base)).await.is_ok_and(|r| r.status().is_success()) {
+            return server;
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
@@ -155,11 +163,10 @@ async fn killed_and_restarted_equals_uninterrupted(backend: Backend) {
     terminate(server);
 
     let Some(db) = TestDb::new(backend).await else { return };
-    let mut server = start(&db.url).await;
+    let server = start(&db.url).await;
     let key = create_key(&db.url);
     post_all(&server, &key, &batches[..15]).await;
-    server.child.kill().unwrap(); // SIGKILL, consumer mid-stream
-    server.child.wait().unwrap();
+    drop(server); // SIGKILL, the consumer mid-stream
     let server = start(&db.url).await;
     // The client did not know what got through before the kill: it sends everything again.
     post_all(&server, &key, &batches).await;

@@ -53,13 +53,13 @@ pub enum Appender {
     Grouped(mpsc::Sender<(Vec<ValidEvent>, Reply)>),
     /// PostgreSQL: each request commits on its own connection (the server groups concurrent commits
     /// itself; a single writer would only serialise the round trips).
-    Direct(Db, ContactsKey),
+    Direct(Box<(Db, ContactsKey)>),
 }
 
 impl Appender {
     pub fn spawn(db: Db, key: ContactsKey) -> Self {
         if db.backend == super::Backend::Postgres {
-            return Appender::Direct(db, key);
+            return Appender::Direct(Box::new((db, key)));
         }
         let (jobs, rx) = mpsc::channel(4096);
         tokio::spawn(writer(db, key, rx));
@@ -70,9 +70,9 @@ impl Appender {
     pub async fn append(&self, events: Vec<ValidEvent>) -> Result<Vec<Stored>, AppendError> {
         let (reply, answer) = oneshot::channel();
         match self {
-            Appender::Direct(db, key) => {
+            Appender::Direct(direct) => {
                 let job = [(events, reply)];
-                commit_group(db, key, &job).await?.pop().expect("one result")
+                commit_group(&direct.0, &direct.1, &job).await?.pop().expect("one result")
             }
             Appender::Grouped(jobs) => {
                 let stopped = || AppendError::Db(anyhow::anyhow!("the event writer stopped"));
@@ -122,7 +122,7 @@ async fn commit_group(
     let mut results = Vec::with_capacity(group.len());
     if let [(events, _)] = group {
         // Alone: the transaction itself is the request's all-or-nothing.
-        return match append_in(&mut *tx, key, events).await {
+        return match append_in(&mut tx, key, events).await {
             Ok(stored) => {
                 tx.commit().await?;
                 Ok(vec![Ok(stored)])
@@ -136,7 +136,7 @@ async fn commit_group(
     }
     for (events, _) in group {
         sqlx::query("SAVEPOINT request").execute(&mut *tx).await?;
-        match append_in(&mut *tx, key, events).await {
+        match append_in(&mut tx, key, events).await {
             Ok(stored) => {
                 sqlx::query("RELEASE SAVEPOINT request").execute(&mut *tx).await?;
                 results.push(Ok(stored));

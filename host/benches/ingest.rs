@@ -88,7 +88,16 @@ async fn noop_server() -> String {
 async fn pitboss_server(backend: Backend) -> Option<(TestDb, String, String)> {
     let test_db = TestDb::new(backend).await?;
     let db = pitboss::store::Db::open(&test_db.url).await.unwrap();
-    let key = pitboss::store::keys::create(&db, Role::Platform, &["A".to_string()]).await.unwrap().1;
+    let key = pitboss::store::keys::create(
+        &db,
+        &pitboss::store::keys::cli_actor(),
+        Role::Platform,
+        &["A".to_string()],
+        "bench",
+    )
+    .await
+    .unwrap()
+    .1;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}/v1/events", listener.local_addr().unwrap());
     let (contacts_key, _) = pitboss::store::contacts::ContactsKey::generate();

@@ -28,6 +28,9 @@ pub enum Command {
     /// Manage API keys.
     #[command(subcommand)]
     Keys(KeysCommand),
+    /// The audit log.
+    #[command(subcommand)]
+    Audit(AuditCommand),
     /// Work with rule plugins locally.
     #[command(subcommand)]
     Plugin(PluginCommand),
@@ -43,6 +46,18 @@ pub enum KeysCommand {
         /// A brand the key may act for (repeat for several).
         #[arg(long = "brand", required = true)]
         brands: Vec<String>,
+        /// Who the key is for (a person or a system); four-eyes checks compare holders.
+        #[arg(long, default_value = "")]
+        holder: String,
+        #[command(flatten)]
+        db: crate::config::DbArgs,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AuditCommand {
+    /// Check the audit log's hash chain; exit code 1 if an entry was edited or deleted.
+    Verify {
         #[command(flatten)]
         db: crate::config::DbArgs,
     },
@@ -133,9 +148,25 @@ impl LimitArgs {
 pub fn main(cli: Cli) -> ExitCode {
     let result = match cli.command {
         Command::Serve(args) => tokio_main(crate::server::serve(args)).map(|()| ExitCode::SUCCESS),
-        Command::Keys(KeysCommand::Create { role, brands, db }) => tokio_main(async move {
+        Command::Audit(AuditCommand::Verify { db }) => tokio_main(async move {
             let db = crate::store::Db::open(&db.database_url).await?;
-            let (id, key) = crate::store::keys::create(&db, role, &brands).await?;
+            let verdict = crate::audit::verify(&db).await?;
+            println!("{}", serde_json::to_string_pretty(&verdict)?);
+            Ok(match verdict.broken_at {
+                None => {
+                    eprintln!("audit log intact: {} entries, head {}", verdict.entries, verdict.head);
+                    ExitCode::SUCCESS
+                }
+                Some((seq, why)) => {
+                    eprintln!("audit log BROKEN at entry {seq}: {why}");
+                    ExitCode::from(1)
+                }
+            })
+        }),
+        Command::Keys(KeysCommand::Create { role, brands, holder, db }) => tokio_main(async move {
+            let db = crate::store::Db::open(&db.database_url).await?;
+            let actor = crate::store::keys::cli_actor();
+            let (id, key) = crate::store::keys::create(&db, &actor, role, &brands, &holder).await?;
             eprintln!(
                 "created {id} (role {}, brands {}); the key is shown once:",
                 role.as_str(),

@@ -3,6 +3,7 @@
 //! rules run as sandboxed Wasm components (`plugins`).
 
 pub mod api;
+pub mod audit;
 pub mod auth;
 pub mod bus;
 pub mod cli;

@@ -138,8 +138,14 @@ impl TestServer {
     }
 
     pub async fn key(&self, role: Role, brands: &[&str]) -> String {
+        self.key_of(role, brands, &format!("{} holder", role.as_str())).await
+    }
+
+    /// A key issued to a named holder (four-eyes checks compare holders).
+    pub async fn key_of(&self, role: Role, brands: &[&str], holder: &str) -> String {
         let brands: Vec<String> = brands.iter().map(|b| b.to_string()).collect();
-        pitboss::store::keys::create(&self.db, role, &brands).await.unwrap().1
+        let actor = pitboss::store::keys::cli_actor();
+        pitboss::store::keys::create(&self.db, &actor, role, &brands, holder).await.unwrap().1
     }
 
     pub async fn post(&self, key: &str, path: &str, body: &Value) -> (u16, Value) {
@@ -152,6 +158,12 @@ impl TestServer {
     pub async fn post_raw(&self, key: &str, path: &str, body: &'static str) -> (u16, Value) {
         let r =
             self.http.post(format!("{}{path}", self.base)).bearer_auth(key).body(body).send().await.unwrap();
+        let status = r.status().as_u16();
+        (status, r.json().await.unwrap_or(Value::Null))
+    }
+
+    pub async fn delete(&self, key: &str, path: &str) -> (u16, Value) {
+        let r = self.http.delete(format!("{}{path}", self.base)).bearer_auth(key).send().await.unwrap();
         let status = r.status().as_u16();
         (status, r.json().await.unwrap_or(Value::Null))
     }

@@ -2,6 +2,7 @@
 //! whole thing. Errors are JSON `{"error": {code, message, field?}}` with a stable code; internal
 //! details are logged, never sent.
 
+mod admin;
 mod events;
 mod players;
 
@@ -32,6 +33,7 @@ pub fn app(state: AppState) -> Router {
     Router::new()
         .route("/healthz", axum::routing::get(|| async { Json(json!({"status": "ok"})) }))
         .merge(events::router())
+        .merge(admin::router())
         .merge(players::router())
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint") })
         .with_state(state)

@@ -66,9 +66,16 @@ pub struct Principal {
     pub key_id: String,
     pub role: Role,
     pub brands: Vec<String>,
+    /// The person (or system) the key was issued to.
+    pub holder: String,
 }
 
 impl Principal {
+    /// May this key act on everything of every brand in `brands`?
+    pub fn covers(&self, brands: &[String]) -> bool {
+        brands.iter().all(|b| self.may_see_brand(b))
+    }
+
     pub fn may_see_brand(&self, brand: &str) -> bool {
         self.brands.iter().any(|b| b == brand)
     }

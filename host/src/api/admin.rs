@@ -1,0 +1,111 @@
+//! `/admin/keys` (admin: create, list, revoke) and `/admin/audit` (admin, compliance). An admin key acts
+//! only within its brands: a key or entry of another brand is "not found".
+
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::routing::{delete, get};
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::{ApiError, AppState};
+use crate::auth::{Principal, Role};
+use crate::store::keys;
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/admin/keys", get(list_keys).post(create_key))
+        .route("/admin/keys/{id}", delete(revoke_key))
+        .route("/admin/audit", get(audit_entries))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewKey {
+    role: String,
+    brands: Vec<String>,
+    holder: String,
+}
+
+async fn create_key(
+    State(state): State<AppState>,
+    principal: Principal,
+    body: axum::body::Bytes,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    principal.require(&[Role::Admin])?;
+    let new: NewKey = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_key_request", e.to_string()))?;
+    let role: Role = new
+        .role
+        .parse()
+        .map_err(|e: String| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_key_request", e))?;
+    if new.brands.is_empty() || new.holder.trim().is_empty() {
+        return Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_key_request",
+            "a key needs brands and a holder",
+        ));
+    }
+    if !principal.covers(&new.brands) {
+        return Err(ApiError::not_found("brand"));
+    }
+    let (id, key) = keys::create(&state.db, &principal, role, &new.brands, new.holder.trim())
+        .await
+        .map_err(|e| ApiError::internal(format!("{e:#}")))?;
+    Ok((
+        StatusCode::CREATED,
+        Json(
+            json!({"id": id, "key": key, "role": role.as_str(), "brands": new.brands, "holder": new.holder.trim()}),
+        ),
+    ))
+}
+
+async fn list_keys(State(state): State<AppState>, principal: Principal) -> Result<Json<Value>, ApiError> {
+    principal.require(&[Role::Admin])?;
+    let all = keys::list(&state.db).await.map_err(ApiError::internal)?;
+    let mine: Vec<_> = all.into_iter().filter(|k| principal.covers(&k.brands)).collect();
+    Ok(Json(json!({"keys": mine})))
+}
+
+async fn revoke_key(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    principal.require(&[Role::Admin])?;
+    let visible = keys::list(&state.db)
+        .await
+        .map_err(ApiError::internal)?
+        .into_iter()
+        .any(|k| k.id == id && principal.covers(&k.brands));
+    if !visible {
+        return Err(ApiError::not_found("key"));
+    }
+    match keys::revoke(&state.db, &principal, &id).await.map_err(|e| ApiError::internal(format!("{e:#}")))? {
+        Some(hash) => {
+            state.principals.invalidate(&hash);
+            Ok(Json(json!({"id": id, "status": "revoked"})))
+        }
+        None => Err(ApiError::not_found("active key")),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+struct AuditQuery {
+    #[serde(default)]
+    after: i64,
+    limit: Option<i64>,
+}
+
+async fn audit_entries(
+    State(state): State<AppState>,
+    principal: Principal,
+    Query(q): Query<AuditQuery>,
+) -> Result<Json<Value>, ApiError> {
+    principal.require(&[Role::Admin, Role::Compliance])?;
+    let limit = q.limit.unwrap_or(100).clamp(1, 1000);
+    let entries = crate::audit::list(&state.db, q.after, limit).await.map_err(ApiError::internal)?;
+    let next = entries.last().map(|e| e.seq);
+    let mine: Vec<_> = entries.into_iter().filter(|e| principal.covers(&e.brands)).collect();
+    Ok(Json(json!({"entries": mine, "next_after": next})))
+}

@@ -101,7 +101,11 @@ async fn pitboss_server(backend: Backend) -> Option<(TestDb, String, String)> {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}/v1/events", listener.local_addr().unwrap());
     let (contacts_key, _) = pitboss::store::contacts::ContactsKey::generate();
-    tokio::spawn(pitboss::server::run(db, contacts_key, listener, std::future::pending()));
+    let data_dir = tempfile::tempdir().unwrap().keep();
+    tokio::spawn(async move {
+        let options = pitboss::config::ServeOptions { data_dir, dual_approval: Vec::new() };
+        pitboss::server::run(db, contacts_key, &options, listener, std::future::pending()).await
+    });
     Some((test_db, url, key))
 }
 

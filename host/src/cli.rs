@@ -31,6 +31,12 @@ pub enum Command {
     /// The audit log.
     #[command(subcommand)]
     Audit(AuditCommand),
+    /// Make an ed25519 key pair for signing plugin approvals: the private key goes to --out (mode 0600),
+    /// the public key is printed (an admin registers it for you).
+    Keygen {
+        #[arg(long)]
+        out: PathBuf,
+    },
     /// Work with rule plugins locally.
     #[command(subcommand)]
     Plugin(PluginCommand),
@@ -69,6 +75,18 @@ pub enum PluginCommand {
     Run(RunArgs),
     /// Run a plugin against a decision table (a JSON array of cases) and report each case.
     Test(TestArgs),
+    /// Sign a plugin version for approval: the canonical manifest plus the sha256 of the component.
+    Sign {
+        /// Private key file from `pitboss keygen`.
+        #[arg(long)]
+        key: PathBuf,
+        /// The manifest uploaded with the version (JSON).
+        #[arg(long)]
+        manifest: PathBuf,
+        /// The component (.wasm) you reviewed.
+        #[arg(long)]
+        wasm: PathBuf,
+    },
     /// Print the world a component exports, its WIT package version and its imports.
     Inspect {
         /// The component (.wasm).
@@ -179,6 +197,8 @@ pub fn main(cli: Cli) -> ExitCode {
         Command::Plugin(PluginCommand::Run(args)) => plugin_run(&args),
         Command::Plugin(PluginCommand::Test(args)) => plugin_test(&args),
         Command::Plugin(PluginCommand::Inspect { file }) => plugin_inspect(&file),
+        Command::Plugin(PluginCommand::Sign { key, manifest, wasm }) => plugin_sign(&key, &manifest, &wasm),
+        Command::Keygen { out } => keygen(&out),
     };
     match result {
         Ok(code) => code,
@@ -265,6 +285,33 @@ fn plugin_test(args: &TestArgs) -> anyhow::Result<ExitCode> {
     eprintln!("{} cases, {} passed, {failed} failed", results.len(), results.len() - failed);
     print(&json!({ "cases": results.len(), "failed": failed, "results": results }));
     Ok(if failed == 0 && !results.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(1) })
+}
+
+fn keygen(out: &Path) -> anyhow::Result<ExitCode> {
+    use std::io::Write as _;
+    let (private, public) = crate::plugins::registry::manifest::keygen();
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut file =
+        options.open(out).with_context(|| format!("creating {} (it must not exist)", out.display()))?;
+    writeln!(file, "{private}")?;
+    eprintln!("private key written to {}; public key:", out.display());
+    println!("{public}");
+    Ok(ExitCode::SUCCESS)
+}
+
+fn plugin_sign(key: &Path, manifest: &Path, wasm: &Path) -> anyhow::Result<ExitCode> {
+    use crate::plugins::registry::manifest::{Manifest, sign, signing_payload};
+    let manifest = Manifest::parse(&read(manifest)?)
+        .map_err(|e| anyhow::anyhow!("manifest: {}: {}", e.field, e.message))?;
+    let sha = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(read(wasm)?));
+    let private = std::fs::read_to_string(key).with_context(|| format!("reading {}", key.display()))?;
+    let signature = sign(&private, &signing_payload(&manifest, &sha))?;
+    eprintln!("signed {} {} (sha256 {sha})", manifest.name, manifest.version);
+    println!("{signature}");
+    Ok(ExitCode::SUCCESS)
 }
 
 fn plugin_inspect(file: &Path) -> anyhow::Result<ExitCode> {

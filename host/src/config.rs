@@ -27,7 +27,17 @@ pub struct ServeArgs {
     /// unreadable after a restart).
     #[arg(long)]
     pub dev: bool,
-    /// Directory of the compiled-plugin cache.
-    #[arg(long, env = "PITBOSS_CODE_CACHE")]
-    pub code_cache: Option<PathBuf>,
+    #[command(flatten)]
+    pub options: ServeOptions,
+}
+
+/// What the server keeps besides the database, and policy settings.
+#[derive(Debug, Clone, Args)]
+pub struct ServeOptions {
+    /// Directory for plugin components (content-addressed) and their compiled code.
+    #[arg(long, env = "PITBOSS_DATA_DIR", default_value = "pitboss-data")]
+    pub data_dir: PathBuf,
+    /// Jurisdictions whose plugin versions need two distinct approvers (comma-separated).
+    #[arg(long, env = "PITBOSS_DUAL_APPROVAL", value_delimiter = ',')]
+    pub dual_approval: Vec<String>,
 }

@@ -9,7 +9,9 @@ use tokio::sync::watch;
 
 use crate::api::{self, AppState};
 use crate::bus::EmbeddedBus;
-use crate::config::ServeArgs;
+use crate::config::{ServeArgs, ServeOptions};
+use crate::plugins::registry::{BlobStore, Registry};
+use crate::plugins::{Runtime, RuntimeConfig};
 use crate::profiles::{self, ProfileUpdater};
 use crate::store::Db;
 use crate::store::contacts::ContactsKey;
@@ -36,19 +38,30 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         listener.local_addr()?,
         crate::store::redact(&args.db.database_url)
     );
-    run(db, contacts_key, listener, shutdown_signal()).await
+    run(db, contacts_key, &args.options, listener, shutdown_signal()).await
 }
 
 /// Serves on `listener` until `shutdown` completes, then finishes what is in flight.
 pub async fn run(
     db: Db,
     contacts_key: ContactsKey,
+    options: &ServeOptions,
     listener: tokio::net::TcpListener,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let bus = Arc::new(EmbeddedBus::new(db.clone()));
     let cache = profiles::new_cache();
     let appender = crate::store::events::Appender::spawn(db.clone(), contacts_key.clone());
+    let runtime = Arc::new(Runtime::new(RuntimeConfig {
+        cache_dir: Some(options.data_dir.join("code-cache")),
+        ..RuntimeConfig::default()
+    })?);
+    let registry = Arc::new(Registry {
+        db: db.clone(),
+        blobs: BlobStore::open(&options.data_dir.join("plugins"))?,
+        runtime,
+        dual_approval: options.dual_approval.clone(),
+    });
     let state = AppState {
         db,
         contacts_key,
@@ -56,6 +69,7 @@ pub async fn run(
         profiles: cache.clone(),
         appender,
         principals: crate::auth::new_principal_cache(),
+        registry,
     };
     let (stop_tx, stop_rx) = watch::channel(false);
     let consumer = {

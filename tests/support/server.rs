@@ -108,6 +108,7 @@ impl Drop for TestDb {
 
 pub struct TestServer {
     pub base: String,
+    pub data_dir: tempfile::TempDir,
     pub http: reqwest::Client,
     pub db: Db,
     pub test_db: TestDb,
@@ -124,11 +125,24 @@ impl TestServer {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
         let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(pitboss::server::run(db.clone(), key, listener, async move {
-            let _ = stopped.await;
-        }));
+        let data_dir = tempfile::tempdir().unwrap();
+        let options = pitboss::config::ServeOptions {
+            data_dir: data_dir.path().to_path_buf(),
+            // Versions for GB need two approvers in the tests.
+            dual_approval: vec!["GB".into()],
+        };
+        let task = tokio::spawn({
+            let db = db.clone();
+            async move {
+                pitboss::server::run(db, key, &options, listener, async move {
+                    let _ = stopped.await;
+                })
+                .await
+            }
+        });
         Some(TestServer {
             base,
+            data_dir,
             http: reqwest::Client::new(),
             db,
             test_db,

@@ -5,6 +5,7 @@
 mod admin;
 mod events;
 mod players;
+mod plugins;
 
 use axum::Json;
 use axum::Router;
@@ -27,6 +28,7 @@ pub struct AppState {
     pub profiles: ProfileCache,
     pub appender: crate::store::events::Appender,
     pub principals: crate::auth::PrincipalCache,
+    pub registry: Arc<crate::plugins::registry::Registry>,
 }
 
 pub fn app(state: AppState) -> Router {
@@ -34,6 +36,7 @@ pub fn app(state: AppState) -> Router {
         .route("/healthz", axum::routing::get(|| async { Json(json!({"status": "ok"})) }))
         .merge(events::router())
         .merge(admin::router())
+        .merge(plugins::router())
         .merge(players::router())
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint") })
         .with_state(state)

@@ -12,6 +12,7 @@ pub mod error;
 mod host;
 pub mod inspect;
 pub mod limits;
+pub mod registry;
 mod runtime;
 pub mod table;
 mod validate;

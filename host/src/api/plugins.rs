@@ -1,0 +1,157 @@
+//! The plugin registry over HTTP: uploads (operator), compliance keys (admin), approvals (compliance).
+
+use axum::extract::{DefaultBodyLimit, Multipart, Path, State};
+use axum::http::StatusCode;
+use axum::routing::{delete, get, post};
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::{ApiError, AppState};
+use crate::auth::{Principal, Role};
+use crate::plugins::registry::{MAX_COMPONENT_BYTES, RegistryError, Uploaded};
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route(
+            "/admin/plugins",
+            get(list).post(upload).layer(DefaultBodyLimit::max(MAX_COMPONENT_BYTES + (1 << 20))),
+        )
+        .route("/admin/plugins/{id}", get(show))
+        .route("/admin/plugins/{id}/approvals", post(approve))
+        .route("/admin/plugins/{id}/approvals/{approval_id}", delete(revoke_approval))
+        .route("/admin/signing-keys", post(register_signing_key))
+        .route("/admin/signing-keys/{id}", delete(revoke_signing_key))
+}
+
+impl From<RegistryError> for ApiError {
+    fn from(e: RegistryError) -> Self {
+        let (status, code) = match &e {
+            RegistryError::Manifest(_) => (StatusCode::UNPROCESSABLE_ENTITY, "invalid_manifest"),
+            RegistryError::Plugin(p) => (StatusCode::UNPROCESSABLE_ENTITY, p.code()),
+            RegistryError::WorldMismatch { .. } => (StatusCode::UNPROCESSABLE_ENTITY, "wrong_world"),
+            RegistryError::TooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "too_large"),
+            RegistryError::VersionTaken { .. } => (StatusCode::CONFLICT, "version_exists"),
+            RegistryError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
+            RegistryError::FourEyes(_) => (StatusCode::FORBIDDEN, "four_eyes"),
+            RegistryError::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden"),
+            RegistryError::BadSignature => (StatusCode::UNPROCESSABLE_ENTITY, "bad_signature"),
+            RegistryError::KeyRevoked => (StatusCode::FORBIDDEN, "key_revoked"),
+            RegistryError::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
+            RegistryError::Internal(e) => return ApiError::internal(format!("{e:#}")),
+        };
+        let mut err = ApiError::new(status, code, e.to_string());
+        if let RegistryError::Manifest(m) = &e {
+            err.field = Some(m.field.to_string());
+        }
+        err
+    }
+}
+
+fn bad_request(message: String) -> ApiError {
+    ApiError::new(StatusCode::BAD_REQUEST, "bad_upload", message)
+}
+
+/// `multipart/form-data` with a `manifest` part (JSON) and a `component` part (the .wasm bytes).
+async fn upload(
+    State(state): State<AppState>,
+    principal: Principal,
+    mut form: Multipart,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    principal.require(&[Role::Operator])?;
+    let (mut manifest, mut component) = (None, None);
+    while let Some(field) = form.next_field().await.map_err(|e| bad_request(e.to_string()))? {
+        match field.name() {
+            Some("manifest") => manifest = Some(field.bytes().await.map_err(|e| bad_request(e.to_string()))?),
+            Some("component") => {
+                component = Some(field.bytes().await.map_err(|e| bad_request(e.to_string()))?)
+            }
+            other => {
+                return Err(bad_request(format!(
+                    "unexpected part {other:?}: send `manifest` and `component`"
+                )));
+            }
+        }
+    }
+    let (Some(manifest), Some(component)) = (manifest, component) else {
+        return Err(bad_request("send a `manifest` part and a `component` part".into()));
+    };
+    Ok(match state.registry.upload(&principal, &manifest, &component).await? {
+        Uploaded::Created(v) => (StatusCode::CREATED, Json(json!(v))),
+        Uploaded::Existing(v) => (StatusCode::OK, Json(json!(v))),
+    })
+}
+
+async fn list(State(state): State<AppState>, principal: Principal) -> Result<Json<Value>, ApiError> {
+    principal.require(&[Role::Operator, Role::Compliance, Role::Admin])?;
+    Ok(Json(json!({"plugins": state.registry.list(&principal).await?})))
+}
+
+async fn show(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    principal.require(&[Role::Operator, Role::Compliance, Role::Admin])?;
+    let v = state.registry.get(&id).await?.filter(|v| principal.covers(&v.manifest.brands));
+    Ok(Json(json!(v.ok_or(RegistryError::NotFound("plugin version"))?)))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Approval {
+    signing_key_id: String,
+    signature: String,
+}
+
+async fn approve(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path(id): Path<String>,
+    body: axum::body::Bytes,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    principal.require(&[Role::Compliance])?;
+    let a: Approval = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_approval", e.to_string()))?;
+    let v = state.registry.approve(&principal, &id, &a.signing_key_id, &a.signature).await?;
+    Ok((StatusCode::CREATED, Json(json!(v))))
+}
+
+async fn revoke_approval(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path((id, approval_id)): Path<(String, String)>,
+) -> Result<Json<Value>, ApiError> {
+    principal.require(&[Role::Compliance, Role::Admin])?;
+    Ok(Json(json!(state.registry.revoke_approval(&principal, &id, &approval_id).await?)))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SigningKey {
+    holder: String,
+    public_key: String,
+    brands: Vec<String>,
+}
+
+async fn register_signing_key(
+    State(state): State<AppState>,
+    principal: Principal,
+    body: axum::body::Bytes,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    principal.require(&[Role::Admin])?;
+    let k: SigningKey = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_manifest", e.to_string()))?;
+    let id = state.registry.register_signing_key(&principal, &k.holder, &k.public_key, &k.brands).await?;
+    Ok((StatusCode::CREATED, Json(json!({"id": id, "holder": k.holder.trim(), "brands": k.brands}))))
+}
+
+async fn revoke_signing_key(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    principal.require(&[Role::Admin])?;
+    state.registry.revoke_signing_key(&principal, &id).await?;
+    Ok(Json(json!({"id": id, "status": "revoked"})))
+}

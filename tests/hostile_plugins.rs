@@ -12,7 +12,7 @@ fn segment_error(name: &str, limits: Limits) -> (PluginError, pitboss::plugins::
     let rt = support::runtime();
     let p = support::load(&rt, name);
     let mut opts = CallOptions::new(World::Segment, support::now());
-    opts.limits = limits;
+    opts.limits = Limits { deadline_ms: Limits::CEILING.deadline_ms, ..limits };
     let run = rt.segment(&p, &opts, &support::profile("p_1"), None);
     (run.outcome.expect_err(name), run.usage)
 }
@@ -38,7 +38,9 @@ fn hostile_plugins_fail_with_their_own_error_while_good_decisions_keep_succeedin
         })
         .collect();
 
-    let defaults = Limits::default_for(World::Segment);
+    // Each case must trip its own limit, not the wall clock of a loaded machine: only the deadline case
+    // has a short deadline.
+    let defaults = Limits { deadline_ms: Limits::CEILING.deadline_ms, ..Limits::default_for(World::Segment) };
     let cases: [(&str, Limits, &str); 7] = [
         ("hostile-infinite-loop", defaults, "out_of_fuel"),
         (

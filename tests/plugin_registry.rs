@@ -3,87 +3,10 @@
 
 mod support;
 
-use std::process::Command;
-
 use pitboss::auth::Role;
 use serde_json::{Value, json};
+use support::registry::{Officer, approve, manifest, officer, sign, upload};
 use support::server::TestServer;
-
-fn manifest(name: &str, version: &str, world: &str, jurisdictions: &[&str]) -> Value {
-    json!({"name": name, "version": version, "world": world, "brands": ["A"], "jurisdictions": jurisdictions,
-           "description": "test", "source_repository": "https://git.example/rules", "source_commit": "abc123"})
-}
-
-async fn upload(s: &TestServer, key: &str, manifest: &Value, bytes: Vec<u8>) -> (u16, Value) {
-    let form = reqwest::multipart::Form::new()
-        .text("manifest", manifest.to_string())
-        .part("component", reqwest::multipart::Part::bytes(bytes).file_name("plugin.wasm"));
-    let r = s
-        .http
-        .post(format!("{}/admin/plugins", s.base))
-        .bearer_auth(key)
-        .multipart(form)
-        .send()
-        .await
-        .unwrap();
-    let status = r.status().as_u16();
-    (status, r.json().await.unwrap_or(Value::Null))
-}
-
-/// A compliance officer: an API key, a signing key pair made by `pitboss keygen`, registered by an admin.
-struct Officer {
-    api_key: String,
-    key_file: std::path::PathBuf,
-    signing_key_id: String,
-}
-
-async fn officer(s: &TestServer, admin: &str, holder: &str) -> Officer {
-    let key_file = s.data_dir.path().join(format!("{}.key", holder.replace(' ', "_")));
-    let out = Command::new(env!("CARGO_BIN_EXE_pitboss"))
-        .args(["keygen", "--out"])
-        .arg(&key_file)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let public = String::from_utf8(out.stdout).unwrap().trim().to_string();
-    let (st, reg) = s
-        .post(admin, "/admin/signing-keys", &json!({"holder": holder, "public_key": public, "brands": ["A"]}))
-        .await;
-    assert_eq!(st, 201, "{reg}");
-    Officer {
-        api_key: s.key_of(Role::Compliance, &["A"], holder).await,
-        key_file,
-        signing_key_id: reg["id"].as_str().unwrap().to_string(),
-    }
-}
-
-/// `pitboss plugin sign`, as the officer runs it on the manifest and bytes they reviewed.
-fn sign(s: &TestServer, o: &Officer, manifest: &Value, bytes: &[u8]) -> String {
-    let m = s.data_dir.path().join("manifest.json");
-    let w = s.data_dir.path().join("plugin.wasm");
-    std::fs::write(&m, manifest.to_string()).unwrap();
-    std::fs::write(&w, bytes).unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_pitboss"))
-        .args(["plugin", "sign", "--key"])
-        .arg(&o.key_file)
-        .arg("--manifest")
-        .arg(&m)
-        .arg("--wasm")
-        .arg(&w)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8(out.stdout).unwrap().trim().to_string()
-}
-
-async fn approve(s: &TestServer, o: &Officer, id: &str, signature: &str) -> (u16, Value) {
-    s.post(
-        &o.api_key,
-        &format!("/admin/plugins/{id}/approvals"),
-        &json!({"signing_key_id": o.signing_key_id, "signature": signature}),
-    )
-    .await
-}
 
 async fn upload_sign_approve(s: &TestServer) {
     let admin = s.key_of(Role::Admin, &["A"], "Ada Admin").await;

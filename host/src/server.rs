@@ -56,12 +56,8 @@ pub async fn run(
         cache_dir: Some(options.data_dir.join("code-cache")),
         ..RuntimeConfig::default()
     })?);
-    let registry = Arc::new(Registry {
-        db: db.clone(),
-        blobs: BlobStore::open(&options.data_dir.join("plugins"))?,
-        runtime,
-        dual_approval: options.dual_approval.clone(),
-    });
+    let blobs = BlobStore::open(&options.data_dir.join("plugins"))?;
+    let registry = Arc::new(Registry::open(db.clone(), blobs, runtime, options.dual_approval.clone()).await?);
     let state = AppState {
         db,
         contacts_key,

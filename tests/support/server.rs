@@ -107,6 +107,7 @@ impl Drop for TestDb {
 }
 
 pub struct TestServer {
+    contacts_key: ContactsKey,
     pub base: String,
     pub data_dir: tempfile::TempDir,
     pub http: reqwest::Client,
@@ -121,7 +122,8 @@ impl TestServer {
         let _ = tracing_subscriber::fmt().with_test_writer().with_env_filter("pitboss=info").try_init();
         let test_db = TestDb::new(backend).await?;
         let db = Db::open(&test_db.url).await.expect("open test database");
-        let (key, _) = ContactsKey::generate();
+        let (contacts_key, _) = ContactsKey::generate();
+        let key = contacts_key.clone();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
         let (stop, stopped) = oneshot::channel::<()>();
@@ -141,6 +143,7 @@ impl TestServer {
             }
         });
         Some(TestServer {
+            contacts_key,
             base,
             data_dir,
             http: reqwest::Client::new(),
@@ -256,6 +259,31 @@ impl TestServer {
                 }
             }
         }
+    }
+
+    /// Stops the server and starts it again on the same database and data directory (a new port).
+    pub async fn restart(&mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        if let Some(t) = self.task.take() {
+            t.await.unwrap().unwrap();
+        }
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        self.base = format!("http://{}", listener.local_addr().unwrap());
+        let (stop, stopped) = oneshot::channel::<()>();
+        let options = pitboss::config::ServeOptions {
+            data_dir: self.data_dir.path().to_path_buf(),
+            dual_approval: vec!["GB".into()],
+        };
+        let (db, key) = (self.db.clone(), self.contacts_key.clone());
+        self.task = Some(tokio::spawn(async move {
+            pitboss::server::run(db, key, &options, listener, async move {
+                let _ = stopped.await;
+            })
+            .await
+        }));
+        self.stop = Some(stop);
     }
 
     pub async fn stop(mut self) {

@@ -3,6 +3,7 @@
 //! details are logged, never sent.
 
 mod admin;
+mod decisions;
 mod events;
 mod players;
 mod plugins;
@@ -37,6 +38,7 @@ pub fn app(state: AppState) -> Router {
         .merge(events::router())
         .merge(admin::router())
         .merge(plugins::router())
+        .merge(decisions::router())
         .merge(players::router())
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint") })
         .with_state(state)

@@ -20,6 +20,8 @@ pub fn router() -> Router<AppState> {
         .route("/admin/plugins/{id}", get(show))
         .route("/admin/plugins/{id}/approvals", post(approve))
         .route("/admin/plugins/{id}/approvals/{approval_id}", delete(revoke_approval))
+        .route("/admin/bindings", get(list_bindings).post(bind))
+        .route("/admin/bindings/rollback", post(rollback))
         .route("/admin/signing-keys", post(register_signing_key))
         .route("/admin/signing-keys/{id}", delete(revoke_signing_key))
 }
@@ -154,4 +156,58 @@ async fn revoke_signing_key(
     principal.require(&[Role::Admin])?;
     state.registry.revoke_signing_key(&principal, &id).await?;
     Ok(Json(json!({"id": id, "status": "revoked"})))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewBinding {
+    brand_id: String,
+    /// A jurisdiction, or "*" for the brand-wide default.
+    jurisdiction: String,
+    plugin_id: String,
+    #[serde(default)]
+    config: std::collections::BTreeMap<String, String>,
+    #[serde(default)]
+    limits: crate::plugins::registry::bindings::LimitOverrides,
+}
+
+async fn bind(
+    State(state): State<AppState>,
+    principal: Principal,
+    body: axum::body::Bytes,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    principal.require(&[Role::Operator])?;
+    let b: NewBinding = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_binding", e.to_string()))?;
+    let row = state
+        .registry
+        .bind(&principal, &b.brand_id, &b.jurisdiction, &b.plugin_id, b.config, b.limits)
+        .await?;
+    Ok((StatusCode::CREATED, Json(json!(row))))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Rollback {
+    brand_id: String,
+    jurisdiction: String,
+    world: crate::plugins::World,
+}
+
+async fn rollback(
+    State(state): State<AppState>,
+    principal: Principal,
+    body: axum::body::Bytes,
+) -> Result<Json<Value>, ApiError> {
+    principal.require(&[Role::Operator])?;
+    let r: Rollback = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_binding", e.to_string()))?;
+    Ok(Json(json!(state.registry.rollback(&principal, &r.brand_id, &r.jurisdiction, r.world).await?)))
+}
+
+async fn list_bindings(State(state): State<AppState>, principal: Principal) -> Result<Json<Value>, ApiError> {
+    principal.require(&[Role::Operator, Role::Compliance, Role::Analyst, Role::Admin])?;
+    let all = state.registry.bindings(&principal).await?;
+    let (current, history): (Vec<_>, Vec<_>) = all.into_iter().partition(|b| b.replaced_at.is_none());
+    Ok(Json(json!({"current": current, "history": history})))
 }

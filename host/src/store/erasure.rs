@@ -51,7 +51,7 @@ pub async fn erase(db: &Db, brand: &str, player: &str) -> anyhow::Result<bool> {
         .bind(player)
         .execute(&mut *tx)
         .await?;
-    for table in ["events", "profiles", "player_days", "player_stakes", "consents"] {
+    for table in ["events", "profiles", "player_days", "player_stakes", "consents", "decisions"] {
         let sql = format!("UPDATE {table} SET player_id = $1 WHERE brand_id = $2 AND player_id = $3");
         sqlx::query(sqlx::AssertSqlSafe(sql))
             .bind(&pseudonym)
@@ -70,6 +70,11 @@ pub async fn erase(db: &Db, brand: &str, player: &str) -> anyhow::Result<bool> {
     .bind(&pseudonym)
     .execute(&mut *tx)
     .await?;
+    sqlx::query("UPDATE decisions SET trace_id = NULL WHERE brand_id = $1 AND player_id = $2")
+        .bind(brand)
+        .bind(&pseudonym)
+        .execute(&mut *tx)
+        .await?;
     sqlx::query("INSERT INTO erased_players (brand_id, player_hash, erased_at) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING")
         .bind(brand)
         .bind(player_hash(brand, player))

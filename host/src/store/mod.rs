@@ -4,6 +4,7 @@
 
 pub mod consents;
 pub mod contacts;
+pub mod decisions;
 pub mod erasure;
 pub mod events;
 pub mod keys;

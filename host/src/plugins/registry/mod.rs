@@ -2,6 +2,7 @@
 //! compliance keys, compliance approves versions with signatures over the canonical manifest and the
 //! bytes' sha256 — never their own uploads (four eyes). Every change is audited in the same transaction.
 
+pub mod bindings;
 pub mod manifest;
 
 use std::sync::Arc;
@@ -118,6 +119,10 @@ pub struct Registry {
     pub runtime: Arc<Runtime>,
     /// Jurisdictions whose versions need two distinct approvers.
     pub dual_approval: Vec<String>,
+    /// The live bindings (see `bindings`).
+    pub snapshot: arc_swap::ArcSwap<bindings::Snapshot>,
+    /// Versions refused at load because their bytes or approvals did not check out.
+    pub integrity_failures: std::sync::atomic::AtomicU64,
 }
 
 pub enum Uploaded {
@@ -127,6 +132,25 @@ pub enum Uploaded {
 }
 
 impl Registry {
+    /// Opens the registry and loads (and verifies) everything bound.
+    pub async fn open(
+        db: Db,
+        blobs: BlobStore,
+        runtime: Arc<Runtime>,
+        dual_approval: Vec<String>,
+    ) -> anyhow::Result<Registry> {
+        let registry = Registry {
+            db,
+            blobs,
+            runtime,
+            dual_approval,
+            snapshot: Default::default(),
+            integrity_failures: Default::default(),
+        };
+        registry.reload().await.map_err(|e| anyhow::anyhow!("loading bindings: {e}"))?;
+        Ok(registry)
+    }
+
     /// Validates and stores a new version.
     pub async fn upload(
         &self,
@@ -486,6 +510,11 @@ impl Registry {
         )
         .await?;
         tx.commit().await?;
-        self.get(plugin_id).await?.ok_or(RegistryError::NotFound("plugin version"))
+        let after = self.get(plugin_id).await?.ok_or(RegistryError::NotFound("plugin version"))?;
+        if !after.approved {
+            // No longer approved: unbound everywhere, at once.
+            self.unbind_version(actor, plugin_id, &after.manifest.brands).await?;
+        }
+        Ok(after)
     }
 }

@@ -1,0 +1,319 @@
+//! Bindings, hot swaps and decisions over real HTTP, on SQLite and PostgreSQL: the whole lifecycle with
+//! three keys, a swap under load with no failed call, rollback, unbinding on revoked approval, integrity
+//! checks that make altered versions fail closed, and decision records naming what ran.
+
+mod support;
+
+use std::collections::HashMap;
+
+use pitboss::auth::Role;
+use serde_json::{Value, json};
+use support::registry::{Officer, approved, manifest, officer};
+use support::server::TestServer;
+
+fn register(player: &str, jurisdiction: &str) -> Value {
+    json!({"event_id": format!("reg_{player}"), "event_type": "player.registered", "player_id": player, "brand_id": "A",
+           "occurred_at": "2026-10-01T10:00:00Z",
+           "payload": {"jurisdiction": jurisdiction, "locale": "en-GB", "time_zone": "Europe/London", "currency": "EUR"}})
+}
+
+struct Team {
+    admin: String,
+    operator: String,
+    platform: String,
+    carla: Officer,
+    dave: Officer,
+}
+
+async fn team(s: &TestServer) -> Team {
+    let admin = s.key_of(Role::Admin, &["A"], "Ada Admin").await;
+    Team {
+        operator: s.key_of(Role::Operator, &["A"], "Olga Operator").await,
+        platform: s.key_of(Role::Platform, &["A"], "PAM").await,
+        carla: officer(s, &admin, "Carla Compliance").await,
+        dave: officer(s, &admin, "Dave Compliance").await,
+        admin,
+    }
+}
+
+async fn bind(s: &TestServer, t: &Team, jurisdiction: &str, plugin_id: &str, config: Value) -> (u16, Value) {
+    s.post(
+        &t.operator,
+        "/admin/bindings",
+        &json!({"brand_id": "A", "jurisdiction": jurisdiction, "plugin_id": plugin_id, "config": config}),
+    )
+    .await
+}
+
+async fn players(s: &TestServer, t: &Team, list: &[(&str, &str)]) {
+    for (p, j) in list {
+        assert_eq!(s.post(&t.platform, "/v1/events", &register(p, j)).await.0, 202);
+    }
+    s.settled().await;
+}
+
+async fn the_lifecycle_with_three_keys(s: &TestServer) {
+    let t = team(s).await;
+    players(s, &t, &[("p_de", "DE"), ("p_mt", "MT")]).await;
+    let dormant = approved(
+        s,
+        &t.operator,
+        &[&t.carla],
+        "dormant-depositor",
+        &manifest("dormant-depositor", "1.0.0", "segment", &["DE"]),
+    )
+    .await;
+    // A version for every jurisdiction may decide in GB, which asks for two approvers.
+    let churn = approved(
+        s,
+        &t.operator,
+        &[&t.carla, &t.dave],
+        "churn-risk",
+        &manifest("churn-risk", "1.0.0", "segment", &["*"]),
+    )
+    .await;
+
+    let (st, e) = s.post(&t.platform, "/v1/decisions/segment", &json!({"player_id": "p_de"})).await;
+    assert_eq!((st, e["error"]["code"].as_str()), (409, Some("no_binding")));
+    let (st, b) = bind(s, &t, "DE", &dormant, json!({})).await;
+    assert_eq!(st, 201, "{b}");
+    let (st, e) = bind(s, &t, "NL", &dormant, json!({})).await;
+    assert_eq!((st, e["error"]["code"].as_str()), (403, Some("forbidden")), "a DE version is not for NL");
+    let (st, e) = bind(s, &t, "*", &dormant, json!({})).await;
+    assert_eq!(
+        (st, e["error"]["code"].as_str()),
+        (403, Some("forbidden")),
+        "nor the default for every jurisdiction"
+    );
+    assert_eq!(bind(s, &t, "*", &churn, json!({"threshold": "0.1"})).await.0, 201);
+    let (st, e) = s
+        .post(
+            &t.platform,
+            "/admin/bindings",
+            &json!({"brand_id": "A", "jurisdiction": "DE", "plugin_id": dormant}),
+        )
+        .await;
+    assert_eq!(st, 403, "{e}");
+
+    // p_de: the DE binding (dormant-depositor); p_mt: the brand default (churn-risk, configured).
+    let (st, d) =
+        s.post(&t.platform, "/v1/decisions/segment", &json!({"player_id": "p_de", "trace_id": "tr_1"})).await;
+    assert_eq!(st, 200, "{d}");
+    assert_eq!(d["plugin"]["name"], json!("dormant-depositor"));
+    assert_eq!(d["plugin"]["binding_id"], b["id"]);
+    assert_eq!(d["decision"]["member"], json!(false), "registered today-ish, no e-mail consent: {d}");
+    let (st, d) = s.post(&t.platform, "/v1/decisions/segment", &json!({"player_id": "p_mt"})).await;
+    assert_eq!(st, 200, "{d}");
+    assert_eq!(d["plugin"]["name"], json!("churn-risk"));
+
+    let analyst = s.key_of(Role::Analyst, &["A"], "Ann Analyst").await;
+    let (st, r) = s.get(&analyst, "/admin/decisions?player_id=p_de").await;
+    assert_eq!(st, 200);
+    let rec = &r["decisions"][0];
+    assert_eq!(rec["plugin_id"], json!(dormant));
+    assert_eq!(rec["binding_id"], b["id"]);
+    assert_eq!(rec["outcome"], json!("ok"));
+    assert_eq!(rec["trace_id"], json!("tr_1"));
+    assert_eq!(rec["output"]["member"], json!(false));
+    assert_eq!(rec["input_hash"].as_str().unwrap().len(), 64);
+    assert!(rec["fuel"].as_i64().unwrap() > 0);
+    let other = s.key_of(Role::Analyst, &["B"], "Bea").await;
+    let (st, r) = s.get(&other, "/admin/decisions?player_id=p_de").await;
+    assert_eq!((st, &r["decisions"]), (200, &json!([])), "brand B has no such decisions");
+    assert_eq!(s.get(&other, "/admin/decisions?player_id=p_de&brand_id=A").await.0, 404);
+    assert_eq!(s.post(&t.platform, "/v1/decisions/segment", &json!({"player_id": "nobody"})).await.0, 404);
+    let _ = &t.admin;
+}
+both!(the_lifecycle_with_three_keys_sqlite_and_postgres, the_lifecycle_with_three_keys);
+
+fn offer_request(player: &str) -> Value {
+    json!({"player_id": player,
+           "candidates": [
+               {"template_id": "dm", "kind": "deposit_match", "max_percent": 100, "max_cap_minor": 10000, "max_wager_multiplier": 35, "max_validity_hours": 168},
+               {"template_id": "cb", "kind": "cashback", "max_percent": 10, "max_cap_minor": 2000, "max_wager_multiplier": 5, "max_validity_hours": 48}],
+           "context": {"intent": "reengage", "channel": "email"}})
+}
+
+async fn a_hot_swap_under_load_fails_no_call(s: &TestServer) {
+    let t = team(s).await;
+    players(s, &t, &[("p_gb", "GB")]).await;
+    let default = approved(
+        s,
+        &t.operator,
+        &[&t.carla, &t.dave],
+        "next-best-offer",
+        &manifest("next-best-offer", "1.0.0", "offer-scorer", &["*"]),
+    )
+    .await;
+    // GB asks for two approvers.
+    let uk = approved(
+        s,
+        &t.operator,
+        &[&t.carla, &t.dave],
+        "next-best-offer-uk",
+        &manifest("next-best-offer", "1.0.0-uk", "offer-scorer", &["GB"]),
+    )
+    .await;
+    assert_eq!(bind(s, &t, "GB", &default, json!({})).await.0, 201);
+
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let clients: Vec<_> = (0..8)
+        .map(|_| {
+            let (base, key, stop) = (s.base.clone(), t.platform.clone(), stop.clone());
+            tokio::spawn(async move {
+                let http = reqwest::Client::new();
+                let mut seen: Vec<(String, u64)> = Vec::new();
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) || seen.is_empty() {
+                    let r = http
+                        .post(format!("{base}/v1/decisions/offer-scorer"))
+                        .bearer_auth(&key)
+                        .json(&offer_request("p_gb"))
+                        .send()
+                        .await
+                        .unwrap();
+                    assert_eq!(r.status().as_u16(), 200, "{:?}", r.text().await);
+                    let body: Value = r.json().await.unwrap();
+                    let max_wager = body["decision"]
+                        .as_array()
+                        .unwrap()
+                        .iter()
+                        .map(|o| o["params"]["wager_multiplier"].as_u64().unwrap())
+                        .max()
+                        .unwrap();
+                    seen.push((body["plugin"]["plugin_id"].as_str().unwrap().to_string(), max_wager));
+                }
+                seen
+            })
+        })
+        .collect();
+    for target in [&uk, &default, &uk] {
+        tokio::time::sleep(std::time::Duration::from_millis(150)).await;
+        assert_eq!(bind(s, &t, "GB", target, json!({})).await.0, 201);
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(150)).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let mut by_version: HashMap<String, u64> = HashMap::new();
+    for c in clients {
+        for (plugin, max_wager) in c.await.expect("no client saw a failed call") {
+            // Each answer is consistent with the version that gave it.
+            if plugin == uk {
+                assert!(max_wager <= 10)
+            } else {
+                assert_eq!(max_wager, 35)
+            }
+            *by_version.entry(plugin).or_default() += 1;
+        }
+    }
+    assert!(by_version.len() == 2, "both versions answered: {by_version:?}");
+    // Every decision record names the version that ran it.
+    let analyst = s.key_of(Role::Analyst, &["A"], "Ann").await;
+    let (_, r) = s.get(&analyst, "/admin/decisions?player_id=p_gb&limit=1000").await;
+    let mut recorded: HashMap<String, u64> = HashMap::new();
+    for d in r["decisions"].as_array().unwrap() {
+        assert_eq!(d["outcome"], json!("ok"));
+        *recorded.entry(d["plugin_id"].as_str().unwrap().to_string()).or_default() += 1;
+    }
+    assert_eq!(recorded, by_version);
+
+    // Rollback goes back to the version bound before.
+    let (st, b) = s
+        .post(
+            &t.operator,
+            "/admin/bindings/rollback",
+            &json!({"brand_id": "A", "jurisdiction": "GB", "world": "offer-scorer"}),
+        )
+        .await;
+    assert_eq!((st, b["plugin_id"].as_str()), (200, Some(default.as_str())), "{b}");
+    let (_, all) = s.get(&t.operator, "/admin/bindings").await;
+    assert_eq!(all["current"].as_array().unwrap().len(), 1);
+    assert_eq!(all["history"].as_array().unwrap().len(), 4);
+}
+both!(a_hot_swap_under_load_fails_no_call_sqlite_and_postgres, a_hot_swap_under_load_fails_no_call);
+
+async fn a_revoked_approval_unbinds_the_version(s: &TestServer) {
+    let t = team(s).await;
+    players(s, &t, &[("p_de", "DE")]).await;
+    let v = approved(
+        s,
+        &t.operator,
+        &[&t.carla],
+        "dormant-depositor",
+        &manifest("dormant-depositor", "1.0.0", "segment", &["DE"]),
+    )
+    .await;
+    assert_eq!(bind(s, &t, "DE", &v, json!({})).await.0, 201);
+    assert_eq!(s.post(&t.platform, "/v1/decisions/segment", &json!({"player_id": "p_de"})).await.0, 200);
+    let (_, view) = s.get(&t.operator, &format!("/admin/plugins/{v}")).await;
+    let approval = view["approvals"][0]["id"].as_str().unwrap().to_string();
+    assert_eq!(s.delete(&t.carla.api_key, &format!("/admin/plugins/{v}/approvals/{approval}")).await.0, 200);
+    let (_, all) = s.get(&t.operator, "/admin/bindings").await;
+    assert_eq!(all["current"], json!([]), "unbound everywhere");
+    let (st, e) = s.post(&t.platform, "/v1/decisions/segment", &json!({"player_id": "p_de"})).await;
+    assert_eq!((st, e["error"]["code"].as_str()), (409, Some("no_binding")));
+    let (st, e) = bind(s, &t, "DE", &v, json!({})).await;
+    assert_eq!(
+        (st, e["error"]["code"].as_str()),
+        (403, Some("forbidden")),
+        "an unapproved version cannot be bound"
+    );
+}
+both!(a_revoked_approval_unbinds_the_version_sqlite_and_postgres, a_revoked_approval_unbinds_the_version);
+
+async fn altered_bytes_or_manifest_fail_closed(s: &mut TestServer) {
+    let t = team(s).await;
+    players(s, &t, &[("p_de", "DE")]).await;
+    let m = manifest("dormant-depositor", "1.0.0", "segment", &["DE"]);
+    let v = approved(s, &t.operator, &[&t.carla], "dormant-depositor", &m).await;
+    assert_eq!(bind(s, &t, "DE", &v, json!({})).await.0, 201);
+    let (_, view) = s.get(&t.operator, &format!("/admin/plugins/{v}")).await;
+    let blob = s.data_dir.path().join("plugins").join(format!("{}.wasm", view["sha256"].as_str().unwrap()));
+    let pristine = std::fs::read(&blob).unwrap();
+
+    // Bytes swapped for another (valid!) plugin in storage.
+    std::fs::write(&blob, support::wasm("churn-risk")).unwrap();
+    s.restart().await;
+    let (st, e) = s.post(&t.platform, "/v1/decisions/segment", &json!({"player_id": "p_de"})).await;
+    assert_eq!((st, e["error"]["code"].as_str()), (503, Some("integrity_failed")), "{e}");
+    assert!(e["error"]["message"].as_str().unwrap().contains("sha256"));
+
+    // Bytes back, but the manifest row widened to every jurisdiction.
+    std::fs::write(&blob, &pristine).unwrap();
+    sqlx::query("UPDATE plugin_versions SET manifest = REPLACE(manifest, '[\"DE\"]', '[\"*\"]')")
+        .execute(&s.db.pool)
+        .await
+        .unwrap();
+    s.restart().await;
+    let (st, e) = s.post(&t.platform, "/v1/decisions/segment", &json!({"player_id": "p_de"})).await;
+    assert_eq!((st, e["error"]["code"].as_str()), (503, Some("integrity_failed")), "{e}");
+    assert!(e["error"]["message"].as_str().unwrap().contains("approvals verify"));
+
+    let analyst = s.key_of(Role::Analyst, &["A"], "Ann").await;
+    let (_, r) = s.get(&analyst, "/admin/decisions?player_id=p_de").await;
+    let outcomes: Vec<&str> =
+        r["decisions"].as_array().unwrap().iter().map(|d| d["outcome"].as_str().unwrap()).collect();
+    assert_eq!(outcomes, ["integrity_failed", "integrity_failed"]);
+
+    // Restored: runs again.
+    sqlx::query("UPDATE plugin_versions SET manifest = REPLACE(manifest, '[\"*\"]', '[\"DE\"]')")
+        .execute(&s.db.pool)
+        .await
+        .unwrap();
+    s.restart().await;
+    assert_eq!(s.post(&t.platform, "/v1/decisions/segment", &json!({"player_id": "p_de"})).await.0, 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn altered_bytes_or_manifest_fail_closed_sqlite() {
+    if let Some(mut s) = TestServer::start(support::server::Backend::Sqlite).await {
+        altered_bytes_or_manifest_fail_closed(&mut s).await;
+        s.stop().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn altered_bytes_or_manifest_fail_closed_postgres() {
+    if let Some(mut s) = TestServer::start(support::server::Backend::Postgres).await {
+        altered_bytes_or_manifest_fail_closed(&mut s).await;
+        s.stop().await;
+    }
+}

@@ -287,6 +287,8 @@ async fn altered_bytes_or_manifest_fail_closed(s: &mut TestServer) {
     assert_eq!((st, e["error"]["code"].as_str()), (503, Some("integrity_failed")), "{e}");
     assert!(e["error"]["message"].as_str().unwrap().contains("approvals verify"));
 
+    let (_, all) = s.get(&t.operator, "/admin/bindings").await;
+    assert!(all["integrity_failures"].as_u64().unwrap() >= 1, "refusals are counted: {all}");
     let analyst = s.key_of(Role::Analyst, &["A"], "Ann").await;
     let (_, r) = s.get(&analyst, "/admin/decisions?player_id=p_de").await;
     let outcomes: Vec<&str> =
@@ -317,3 +319,234 @@ async fn altered_bytes_or_manifest_fail_closed_postgres() {
         s.stop().await;
     }
 }
+
+/// `pitboss plugin …` against the running host, as each person runs it with their own key.
+fn cli(s: &TestServer, key: &str, args: &[&str]) -> (i32, Value) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_pitboss"))
+        .args(args)
+        .env("PITBOSS_URL", &s.base)
+        .env("PITBOSS_API_KEY", key)
+        .output()
+        .unwrap();
+    (out.status.code().unwrap(), serde_json::from_slice(&out.stdout).unwrap_or(Value::Null))
+}
+
+async fn the_lifecycle_from_a_terminal(s: &TestServer) {
+    let t = team(s).await;
+    players(s, &t, &[("p_de", "DE")]).await;
+    let dir = s.data_dir.path();
+    let m = manifest("churn-risk", "3.0.0", "segment", &["DE"]);
+    std::fs::write(dir.join("m.json"), m.to_string()).unwrap();
+    std::fs::write(dir.join("p.wasm"), support::wasm("churn-risk")).unwrap();
+    let path = |f: &str| dir.join(f).display().to_string();
+
+    let (code, v) =
+        cli(s, &t.operator, &["plugin", "upload", "--manifest", &path("m.json"), "--wasm", &path("p.wasm")]);
+    assert_eq!(code, 0, "{v}");
+    let id = v["id"].as_str().unwrap().to_string();
+    let signature = support::registry::sign(s, &t.carla, &m, &support::wasm("churn-risk"));
+    let (code, e) = cli(
+        s,
+        &t.operator,
+        &[
+            "plugin",
+            "approve",
+            "--id",
+            &id,
+            "--signing-key-id",
+            &t.carla.signing_key_id,
+            "--signature",
+            &signature,
+        ],
+    );
+    assert_eq!((code, e["error"]["code"].as_str()), (1, Some("forbidden")), "an operator cannot approve");
+    let (code, v) = cli(
+        s,
+        &t.carla.api_key,
+        &[
+            "plugin",
+            "approve",
+            "--id",
+            &id,
+            "--signing-key-id",
+            &t.carla.signing_key_id,
+            "--signature",
+            &signature,
+        ],
+    );
+    assert_eq!((code, v["approved"].as_bool()), (0, Some(true)), "{v}");
+    let (code, v) = cli(
+        s,
+        &t.operator,
+        &[
+            "plugin",
+            "bind",
+            "--id",
+            &id,
+            "--brand",
+            "A",
+            "--jurisdiction",
+            "DE",
+            "--config",
+            "threshold=0.01",
+        ],
+    );
+    assert_eq!(code, 0, "{v}");
+    assert_eq!(v["config"]["threshold"], json!("0.01"));
+    let (code, v) = cli(s, &t.operator, &["plugin", "list"]);
+    assert_eq!(code, 0);
+    assert_eq!(v["plugins"][0]["id"], json!(id));
+    assert_eq!(v["bindings"][0]["plugin_id"], json!(id));
+    let (st, d) = s.post(&t.platform, "/v1/decisions/segment", &json!({"player_id": "p_de"})).await;
+    assert_eq!(st, 200);
+    assert_eq!(d["plugin"]["version"], json!("3.0.0"));
+    let (code, e) = cli(
+        s,
+        &t.operator,
+        &["plugin", "rollback", "--brand", "A", "--jurisdiction", "DE", "--world", "segment"],
+    );
+    assert_eq!((code, e["error"]["code"].as_str()), (1, Some("not_found")), "nothing to roll back to: {e}");
+    let (code, _) = cli(s, "pb_wrong", &["plugin", "list"]);
+    assert_eq!(code, 1);
+    let _ = &t.admin;
+}
+both!(the_lifecycle_from_a_terminal_sqlite_and_postgres, the_lifecycle_from_a_terminal);
+
+async fn another_brand_sees_and_touches_nothing(s: &TestServer) {
+    let t = team(s).await;
+    players(s, &t, &[("p_de", "DE")]).await;
+    let v = approved(
+        s,
+        &t.operator,
+        &[&t.carla],
+        "dormant-depositor",
+        &manifest("dormant-depositor", "1.0.0", "segment", &["DE"]),
+    )
+    .await;
+    let (_, b) = bind(s, &t, "DE", &v, json!({})).await;
+    let (_, view) = s.get(&t.operator, &format!("/admin/plugins/{v}")).await;
+    let approval = view["approvals"][0]["id"].as_str().unwrap().to_string();
+
+    let admin_b = s.key_of(Role::Admin, &["B"], "Bob Admin").await;
+    let operator_b = s.key_of(Role::Operator, &["B"], "Bert Operator").await;
+    let analyst_b = s.key_of(Role::Analyst, &["B"], "Bea Analyst").await;
+    let platform_b = s.key_of(Role::Platform, &["B"], "PAM B").await;
+    let officer_b = support::registry::officer_of(s, &admin_b, "Betty Compliance", "B").await;
+    let cases: Vec<(u16, Value)> = vec![
+        s.get(&operator_b, &format!("/admin/plugins/{v}")).await,
+        s.post(
+            &officer_b.api_key,
+            &format!("/admin/plugins/{v}/approvals"),
+            &json!({"signing_key_id": officer_b.signing_key_id, "signature": "00"}),
+        )
+        .await,
+        s.delete(&officer_b.api_key, &format!("/admin/plugins/{v}/approvals/{approval}")).await,
+        s.post(
+            &operator_b,
+            "/admin/bindings",
+            &json!({"brand_id": "A", "jurisdiction": "DE", "plugin_id": v}),
+        )
+        .await,
+        s.post(
+            &operator_b,
+            "/admin/bindings",
+            &json!({"brand_id": "B", "jurisdiction": "DE", "plugin_id": v}),
+        )
+        .await,
+        s.post(
+            &operator_b,
+            "/admin/bindings/rollback",
+            &json!({"brand_id": "A", "jurisdiction": "DE", "world": "segment"}),
+        )
+        .await,
+        s.delete(&admin_b, &format!("/admin/signing-keys/{}", t.carla.signing_key_id)).await,
+        s.post(
+            &admin_b,
+            "/admin/signing-keys",
+            &json!({"holder": "x", "public_key": "00".repeat(32), "brands": ["A"]}),
+        )
+        .await,
+        s.get(&analyst_b, "/admin/decisions?player_id=p_de&brand_id=A").await,
+        s.post(&platform_b, "/v1/decisions/segment", &json!({"player_id": "p_de", "brand_id": "A"})).await,
+        s.get(&platform_b, "/v1/players/p_de?brand_id=A").await,
+    ];
+    for (i, (st, body)) in cases.iter().enumerate() {
+        assert_eq!((*st, body["error"]["code"].as_str()), (404, Some("not_found")), "case {i}: {body}");
+    }
+    let empty_lists: Vec<(u16, Value)> = vec![
+        s.get(&operator_b, "/admin/plugins").await,
+        s.get(&operator_b, "/admin/bindings").await,
+        s.get(&admin_b, "/admin/keys").await,
+    ];
+    assert_eq!(empty_lists[0].1["plugins"], json!([]));
+    assert_eq!(empty_lists[1].1["current"], json!([]));
+    assert!(!empty_lists[2].1.to_string().contains("Olga Operator"));
+    let (_, audit) = s.get(&admin_b, "/admin/audit").await;
+    assert!(audit["entries"].as_array().unwrap().iter().all(|e| e["brands"] != json!(["A"])), "{audit}");
+    // Nothing changed for brand A.
+    let (_, all) = s.get(&t.operator, "/admin/bindings").await;
+    assert_eq!(all["current"][0]["id"], b["id"]);
+}
+both!(another_brand_sees_and_touches_nothing_sqlite_and_postgres, another_brand_sees_and_touches_nothing);
+
+async fn a_binding_reaches_another_host_process_within_seconds(s: &TestServer) {
+    let t = team(s).await;
+    players(s, &t, &[("p_de", "DE")]).await;
+    let v1 = approved(
+        s,
+        &t.operator,
+        &[&t.carla],
+        "dormant-depositor",
+        &manifest("dormant-depositor", "1.0.0", "segment", &["DE"]),
+    )
+    .await;
+    let v2 = approved(
+        s,
+        &t.operator,
+        &[&t.carla],
+        "churn-risk",
+        &manifest("churn-risk", "1.0.0", "segment", &["DE"]),
+    )
+    .await;
+    assert_eq!(bind(s, &t, "DE", &v1, json!({})).await.0, 201);
+    let (other, stop, task) = s.second_host().await;
+    let http = reqwest::Client::new();
+    let ask = || async {
+        let r = http
+            .post(format!("{other}/v1/decisions/segment"))
+            .bearer_auth(&t.platform)
+            .json(&json!({"player_id": "p_de"}))
+            .send()
+            .await;
+        match r {
+            Ok(r) if r.status().is_success() => {
+                r.json::<Value>().await.unwrap()["plugin"]["plugin_id"].as_str().map(String::from)
+            }
+            _ => None,
+        }
+    };
+    let mut answer = None;
+    for _ in 0..100 {
+        answer = ask().await;
+        if answer.is_some() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(answer.as_deref(), Some(v1.as_str()), "the second host started with the binding");
+    assert_eq!(bind(s, &t, "DE", &v2, json!({})).await.0, 201);
+    let started = std::time::Instant::now();
+    while ask().await.as_deref() != Some(v2.as_str()) {
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(10),
+            "the rebinding never reached the other host"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let _ = stop.send(());
+    task.await.unwrap().unwrap();
+}
+both!(
+    a_binding_reaches_another_host_process_sqlite_and_postgres,
+    a_binding_reaches_another_host_process_within_seconds
+);

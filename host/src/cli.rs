@@ -87,6 +87,8 @@ pub enum PluginCommand {
         #[arg(long)]
         wasm: PathBuf,
     },
+    #[command(flatten)]
+    Remote(crate::remote::RemoteCommand),
     /// Print the world a component exports, its WIT package version and its imports.
     Inspect {
         /// The component (.wasm).
@@ -198,6 +200,7 @@ pub fn main(cli: Cli) -> ExitCode {
         Command::Plugin(PluginCommand::Test(args)) => plugin_test(&args),
         Command::Plugin(PluginCommand::Inspect { file }) => plugin_inspect(&file),
         Command::Plugin(PluginCommand::Sign { key, manifest, wasm }) => plugin_sign(&key, &manifest, &wasm),
+        Command::Plugin(PluginCommand::Remote(cmd)) => tokio_main(crate::remote::run(cmd)),
         Command::Keygen { out } => keygen(&out),
     };
     match result {

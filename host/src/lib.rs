@@ -12,5 +12,6 @@ pub mod events;
 pub mod model;
 pub mod plugins;
 pub mod profiles;
+pub mod remote;
 pub mod server;
 pub mod store;

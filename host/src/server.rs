@@ -65,9 +65,26 @@ pub async fn run(
         profiles: cache.clone(),
         appender,
         principals: crate::auth::new_principal_cache(),
-        registry,
+        registry: registry.clone(),
     };
     let (stop_tx, stop_rx) = watch::channel(false);
+    // Binding changes made by other processes sharing the database arrive within a second.
+    let refresher = {
+        let registry = registry.clone();
+        let mut stop = stop_rx.clone();
+        tokio::spawn(async move {
+            let mut seen = None;
+            loop {
+                if let Err(e) = registry.refresh_if_changed(&mut seen).await {
+                    tracing::error!(error = %e, "refreshing bindings");
+                }
+                tokio::select! {
+                    _ = tokio::time::sleep(std::time::Duration::from_secs(1)) => {}
+                    _ = stop.changed() => return,
+                }
+            }
+        })
+    };
     let consumer = {
         let bus = bus.clone();
         tokio::spawn(async move { bus.run(profiles::CONSUMER, ProfileUpdater { cache }, stop_rx).await })
@@ -75,6 +92,7 @@ pub async fn run(
     axum::serve(listener, api::app(state)).with_graceful_shutdown(shutdown).await?;
     let _ = stop_tx.send(true);
     consumer.await?;
+    refresher.await?;
     Ok(())
 }
 

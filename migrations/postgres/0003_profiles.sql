@@ -36,3 +36,5 @@ CREATE TABLE consumer_offsets (
     consumer  TEXT PRIMARY KEY,
     position  BIGINT NOT NULL
 );
+-- The row exists from the start, so that consumers in several processes always find one to lock.
+INSERT INTO consumer_offsets (consumer, position) VALUES ('profiles', 0);

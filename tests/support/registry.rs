@@ -37,6 +37,11 @@ pub struct Officer {
 }
 
 pub async fn officer(s: &TestServer, admin: &str, holder: &str) -> Officer {
+    officer_of(s, admin, holder, "A").await
+}
+
+/// A compliance officer of `brand`.
+pub async fn officer_of(s: &TestServer, admin: &str, holder: &str, brand: &str) -> Officer {
     let key_file = s.data_dir.path().join(format!("{}.key", holder.replace(' ', "_")));
     let out = Command::new(env!("CARGO_BIN_EXE_pitboss"))
         .args(["keygen", "--out"])
@@ -46,11 +51,15 @@ pub async fn officer(s: &TestServer, admin: &str, holder: &str) -> Officer {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let public = String::from_utf8(out.stdout).unwrap().trim().to_string();
     let (st, reg) = s
-        .post(admin, "/admin/signing-keys", &json!({"holder": holder, "public_key": public, "brands": ["A"]}))
+        .post(
+            admin,
+            "/admin/signing-keys",
+            &json!({"holder": holder, "public_key": public, "brands": [brand]}),
+        )
         .await;
     assert_eq!(st, 201, "{reg}");
     Officer {
-        api_key: s.key_of(Role::Compliance, &["A"], holder).await,
+        api_key: s.key_of(Role::Compliance, &[brand], holder).await,
         key_file,
         signing_key_id: reg["id"].as_str().unwrap().to_string(),
     }

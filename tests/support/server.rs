@@ -261,6 +261,28 @@ impl TestServer {
         }
     }
 
+    /// A second host process on the same database and data directory (as when scaled out); returns its
+    /// base URL and what stops it.
+    pub async fn second_host(
+        &self,
+    ) -> (String, oneshot::Sender<()>, tokio::task::JoinHandle<anyhow::Result<()>>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let (stop, stopped) = oneshot::channel::<()>();
+        let options = pitboss::config::ServeOptions {
+            data_dir: self.data_dir.path().to_path_buf(),
+            dual_approval: vec!["GB".into()],
+        };
+        let (db, key) = (self.db.clone(), self.contacts_key.clone());
+        let task = tokio::spawn(async move {
+            pitboss::server::run(db, key, &options, listener, async move {
+                let _ = stopped.await;
+            })
+            .await
+        });
+        (base, stop, task)
+    }
+
     /// Stops the server and starts it again on the same database and data directory (a new port).
     pub async fn restart(&mut self) {
         if let Some(s) = self.stop.take() {

@@ -209,5 +209,6 @@ async fn list_bindings(State(state): State<AppState>, principal: Principal) -> R
     principal.require(&[Role::Operator, Role::Compliance, Role::Analyst, Role::Admin])?;
     let all = state.registry.bindings(&principal).await?;
     let (current, history): (Vec<_>, Vec<_>) = all.into_iter().partition(|b| b.replaced_at.is_none());
-    Ok(Json(json!({"current": current, "history": history})))
+    let integrity_failures = state.registry.integrity_failures.load(std::sync::atomic::Ordering::Relaxed);
+    Ok(Json(json!({"current": current, "history": history, "integrity_failures": integrity_failures})))
 }

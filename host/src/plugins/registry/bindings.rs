@@ -267,6 +267,34 @@ impl Registry {
             .collect())
     }
 
+    /// Reloads the snapshot when bindings, approvals or signing keys changed since `seen` — how a change
+    /// made by another host process sharing the database reaches this one.
+    pub async fn refresh_if_changed(&self, seen: &mut Option<String>) -> Result<bool, RegistryError> {
+        let row = sqlx::query(
+            "SELECT (SELECT COUNT(*) FROM bindings) AS n,
+                    (SELECT COALESCE(MAX(bound_at), 0) FROM bindings) AS b,
+                    (SELECT COALESCE(MAX(replaced_at), 0) FROM bindings) AS r,
+                    (SELECT COUNT(*) FROM approvals WHERE revoked_at IS NOT NULL) AS a,
+                    (SELECT COUNT(*) FROM signing_keys WHERE revoked_at IS NOT NULL) AS k",
+        )
+        .fetch_one(&self.db.pool)
+        .await?;
+        let mark = ["n", "b", "r", "a", "k"]
+            .iter()
+            .map(|c| row.try_get::<i64, _>(*c).map(|v| v.to_string()))
+            .collect::<Result<Vec<_>, _>>()?
+            .join("/");
+        if seen.as_deref() == Some(&mark) {
+            return Ok(false);
+        }
+        let first = seen.is_none();
+        *seen = Some(mark);
+        if !first {
+            self.reload().await?;
+        }
+        Ok(!first)
+    }
+
     /// Rebuilds the live snapshot from the database, verifying every bound version, and swaps it in.
     pub async fn reload(&self) -> Result<(), RegistryError> {
         let rows = sqlx::query(sqlx::AssertSqlSafe(format!(

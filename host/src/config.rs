@@ -37,6 +37,9 @@ pub struct ServeOptions {
     /// Directory for plugin components (content-addressed) and their compiled code.
     #[arg(long, env = "PITBOSS_DATA_DIR", default_value = "pitboss-data")]
     pub data_dir: PathBuf,
+    /// Directory of compiled plugin code (default: DATA_DIR/code-cache). Several hosts may share one.
+    #[arg(long, env = "PITBOSS_CODE_CACHE")]
+    pub code_cache: Option<PathBuf>,
     /// Jurisdictions whose plugin versions need two distinct approvers (comma-separated).
     #[arg(long, env = "PITBOSS_DUAL_APPROVAL", value_delimiter = ',')]
     pub dual_approval: Vec<String>,

@@ -53,7 +53,7 @@ pub async fn run(
     let cache = profiles::new_cache();
     let appender = crate::store::events::Appender::spawn(db.clone(), contacts_key.clone());
     let runtime = Arc::new(Runtime::new(RuntimeConfig {
-        cache_dir: Some(options.data_dir.join("code-cache")),
+        cache_dir: Some(options.code_cache.clone().unwrap_or_else(|| options.data_dir.join("code-cache"))),
         ..RuntimeConfig::default()
     })?);
     let blobs = BlobStore::open(&options.data_dir.join("plugins"))?;

@@ -44,6 +44,39 @@ pub fn wasm(name: &str) -> Vec<u8> {
     std::fs::read(&file).unwrap_or_else(|e| panic!("{}: {e}", file.display()))
 }
 
+/// Builds the Python and JavaScript plugins (plugins/build-guests: installs the pinned toolchains on
+/// first use, rebuilds only what changed) and returns their directory.
+pub fn guests_dir() -> &'static Path {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let root = repo();
+        let status =
+            Command::new(root.join("plugins/build-guests")).status().expect("running plugins/build-guests");
+        assert!(
+            status.success(),
+            "building the Python and JavaScript plugins failed (python3 and npm are needed)"
+        );
+        root.join("target/guests")
+    })
+}
+
+/// A Python or JavaScript plugin's bytes: `guest("python", "dormant-depositor")`.
+pub fn guest(language: &str, name: &str) -> Vec<u8> {
+    let file = guests_dir().join(format!("{language}-{name}.wasm"));
+    std::fs::read(&file).unwrap_or_else(|e| panic!("{}: {e}", file.display()))
+}
+
+/// Compiled code shared by every test process (disk cache; each entry is checked before use).
+pub fn code_cache() -> PathBuf {
+    repo().join("target/test-code-cache")
+}
+
+/// A runtime with the shared code cache, for big (Python, JavaScript) components.
+pub fn cached_runtime() -> Runtime {
+    Runtime::new(RuntimeConfig { cache_dir: Some(code_cache()), ..RuntimeConfig::default() })
+        .expect("runtime")
+}
+
 pub fn runtime() -> Runtime {
     Runtime::new(RuntimeConfig::default()).expect("runtime")
 }

@@ -124,24 +124,8 @@ impl TestServer {
         let db = Db::open(&test_db.url).await.expect("open test database");
         let (contacts_key, _) = ContactsKey::generate();
         let key = contacts_key.clone();
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let base = format!("http://{}", listener.local_addr().unwrap());
-        let (stop, stopped) = oneshot::channel::<()>();
         let data_dir = tempfile::tempdir().unwrap();
-        let options = pitboss::config::ServeOptions {
-            data_dir: data_dir.path().to_path_buf(),
-            // Versions for GB need two approvers in the tests.
-            dual_approval: vec!["GB".into()],
-        };
-        let task = tokio::spawn({
-            let db = db.clone();
-            async move {
-                pitboss::server::run(db, key, &options, listener, async move {
-                    let _ = stopped.await;
-                })
-                .await
-            }
-        });
+        let (base, stop, task) = spawn_host(db.clone(), key, data_dir.path()).await;
         Some(TestServer {
             contacts_key,
             base,
@@ -266,21 +250,7 @@ impl TestServer {
     pub async fn second_host(
         &self,
     ) -> (String, oneshot::Sender<()>, tokio::task::JoinHandle<anyhow::Result<()>>) {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let base = format!("http://{}", listener.local_addr().unwrap());
-        let (stop, stopped) = oneshot::channel::<()>();
-        let options = pitboss::config::ServeOptions {
-            data_dir: self.data_dir.path().to_path_buf(),
-            dual_approval: vec!["GB".into()],
-        };
-        let (db, key) = (self.db.clone(), self.contacts_key.clone());
-        let task = tokio::spawn(async move {
-            pitboss::server::run(db, key, &options, listener, async move {
-                let _ = stopped.await;
-            })
-            .await
-        });
-        (base, stop, task)
+        spawn_host(self.db.clone(), self.contacts_key.clone(), self.data_dir.path()).await
     }
 
     /// Stops the server and starts it again on the same database and data directory (a new port).
@@ -291,21 +261,9 @@ impl TestServer {
         if let Some(t) = self.task.take() {
             t.await.unwrap().unwrap();
         }
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        self.base = format!("http://{}", listener.local_addr().unwrap());
-        let (stop, stopped) = oneshot::channel::<()>();
-        let options = pitboss::config::ServeOptions {
-            data_dir: self.data_dir.path().to_path_buf(),
-            dual_approval: vec!["GB".into()],
-        };
-        let (db, key) = (self.db.clone(), self.contacts_key.clone());
-        self.task = Some(tokio::spawn(async move {
-            pitboss::server::run(db, key, &options, listener, async move {
-                let _ = stopped.await;
-            })
-            .await
-        }));
-        self.stop = Some(stop);
+        let (base, stop, task) =
+            spawn_host(self.db.clone(), self.contacts_key.clone(), self.data_dir.path()).await;
+        (self.base, self.stop, self.task) = (base, Some(stop), Some(task));
     }
 
     pub async fn stop(mut self) {
@@ -316,6 +274,30 @@ impl TestServer {
             t.await.unwrap().unwrap();
         }
     }
+}
+
+/// Runs a host on a free port with the tests' options (the shared code cache; GB needs two approvers);
+/// returns its base URL, what stops it, and its task.
+async fn spawn_host(
+    db: Db,
+    key: ContactsKey,
+    data_dir: &std::path::Path,
+) -> (String, oneshot::Sender<()>, tokio::task::JoinHandle<anyhow::Result<()>>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let (stop, stopped) = oneshot::channel::<()>();
+    let options = pitboss::config::ServeOptions {
+        data_dir: data_dir.to_path_buf(),
+        code_cache: Some(super::code_cache()),
+        dual_approval: vec!["GB".into()],
+    };
+    let task = tokio::spawn(async move {
+        pitboss::server::run(db, key, &options, listener, async move {
+            let _ = stopped.await;
+        })
+        .await
+    });
+    (base, stop, task)
 }
 
 /// Runs an async test body on SQLite and on PostgreSQL: `both!(name, body_fn)`.

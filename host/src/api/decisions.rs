@@ -73,11 +73,19 @@ async fn decide(
     let input = json!({"world": world, "profile": profile, "event": req.event, "bonuses": req.bonuses,
                        "candidates": req.candidates, "context": req.context});
     let input_hash = hex::encode(Sha256::digest(input.to_string().as_bytes()));
+    let recorder = Recorder {
+        state: &state,
+        brand: &brand,
+        req: &req,
+        world,
+        binding: &binding,
+        input_hash: &input_hash,
+    };
     let plugin = match &binding.plugin {
         Ok(p) => p.clone(),
         Err(why) => {
             let out = json!({"error": why});
-            save(&state, &brand, &req, world, &binding, &input_hash, &out, "integrity_failed", 0, 0).await?;
+            recorder.save(&out, "integrity_failed", 0, 0).await?;
             return Err(ApiError::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "integrity_failed",
@@ -115,36 +123,12 @@ async fn decide(
                             "sha256": binding.sha256, "binding_id": binding.binding_id});
     match outcome {
         Ok(decision) => {
-            let seq = save(
-                &state,
-                &brand,
-                &req,
-                world,
-                &binding,
-                &input_hash,
-                &decision,
-                "ok",
-                usage.fuel,
-                usage.duration_ns,
-            )
-            .await?;
+            let seq = recorder.save(&decision, "ok", usage.fuel, usage.duration_ns).await?;
             Ok(Json(json!({"decision": decision, "plugin": provenance, "usage": usage, "decision_seq": seq})))
         }
         Err(e) => {
             let out = json!({"error": e});
-            save(
-                &state,
-                &brand,
-                &req,
-                world,
-                &binding,
-                &input_hash,
-                &out,
-                e.code(),
-                usage.fuel,
-                usage.duration_ns,
-            )
-            .await?;
+            recorder.save(&out, e.code(), usage.fuel, usage.duration_ns).await?;
             let mut err = ApiError::new(
                 StatusCode::UNPROCESSABLE_ENTITY,
                 "plugin_failed",
@@ -156,37 +140,39 @@ async fn decide(
     }
 }
 
-#[allow(clippy::too_many_arguments)]
-async fn save(
-    state: &AppState,
-    brand: &str,
-    req: &DecisionRequest,
+/// What every record of one decision shares.
+struct Recorder<'a> {
+    state: &'a AppState,
+    brand: &'a str,
+    req: &'a DecisionRequest,
     world: World,
-    binding: &crate::plugins::registry::bindings::ActiveBinding,
-    input_hash: &str,
-    output: &Value,
-    outcome: &str,
-    fuel: u64,
-    duration_ns: u64,
-) -> Result<i64, ApiError> {
-    decisions::record(
-        &state.db,
-        &NewDecision {
-            brand_id: brand,
-            player_id: &req.player_id,
-            world: world.name(),
-            plugin_id: &binding.plugin_id,
-            binding_id: &binding.binding_id,
-            input_hash,
+    binding: &'a crate::plugins::registry::bindings::ActiveBinding,
+    input_hash: &'a str,
+}
+
+impl Recorder<'_> {
+    async fn save(
+        &self,
+        output: &Value,
+        outcome: &str,
+        fuel: u64,
+        duration_ns: u64,
+    ) -> Result<i64, ApiError> {
+        let d = NewDecision {
+            brand_id: self.brand,
+            player_id: &self.req.player_id,
+            world: self.world.name(),
+            plugin_id: &self.binding.plugin_id,
+            binding_id: &self.binding.binding_id,
+            input_hash: self.input_hash,
             output,
             outcome,
             fuel,
             duration_ns,
-            trace_id: req.trace_id.as_deref(),
-        },
-    )
-    .await
-    .map_err(|e| ApiError::internal(format!("{e:#}")))
+            trace_id: self.req.trace_id.as_deref(),
+        };
+        decisions::record(&self.state.db, &d).await.map_err(|e| ApiError::internal(format!("{e:#}")))
+    }
 }
 
 #[derive(Debug, Deserialize)]

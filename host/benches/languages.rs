@@ -92,7 +92,7 @@ fn main() {
             batch,
         ));
     }
-    let rust = rows[0].clone();
+    let rust = rows[0];
     println!();
     println!("dormant-depositor in three languages (fresh isolated instance per decision, fuel on):");
     println!(

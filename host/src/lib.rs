@@ -11,6 +11,7 @@ pub mod config;
 pub mod events;
 pub mod model;
 pub mod plugins;
+pub mod policy;
 pub mod profiles;
 pub mod remote;
 pub mod server;

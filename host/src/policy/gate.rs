@@ -1,0 +1,293 @@
+//! The gate's decision: allow (with its basis), defer until a time, or deny (with every reason). A pure
+//! function of what the caller read for this send — the player's profile and consent history, the
+//! jurisdiction's pack, the brand's licences, the counters of what was already sent, the clock — so the
+//! same inputs always give the same answer and every answer can be explained afterwards.
+
+use jiff::civil::Time;
+use jiff::tz::TimeZone;
+use jiff::{SignedDuration, Timestamp, ToSpan, ZonedDateTime};
+use serde::Serialize;
+
+use super::packs::{Pack, age_rank};
+use crate::model::{Channel, Product, Profile};
+use crate::store::consents::ConsentRecord;
+
+/// What a message is, for the rules.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(tag = "class", rename_all = "snake_case")]
+pub enum MessageClass {
+    /// Marketing about a product; `bonus_offer` when it carries an offer.
+    Marketing { product: Product, bonus_offer: bool },
+    /// KYC status, failed payment, processed withdrawal…: needs no marketing consent, not capped.
+    Transactional,
+    /// Responsible-gambling information: always goes out, even to an excluded player.
+    RgInformational,
+}
+
+/// What was already sent to the player, as the caller counted it (marketing only, player's local days).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Sent {
+    pub marketing_today: u32,
+    pub marketing_this_week: u32,
+    pub channel_today: u32,
+    pub channel_this_week: u32,
+    /// The last time this template went to this player.
+    pub template_last_sent: Option<Timestamp>,
+    /// The last time this campaign reached this player.
+    pub campaign_last_sent: Option<Timestamp>,
+}
+
+/// The frequency policy of the send (per channel per day and week), on top of the pack's global caps.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct FrequencyPolicy {
+    pub id: String,
+    pub channel_per_day: u32,
+    pub channel_per_week: u32,
+    /// The same template to the same player not again within this window.
+    pub dedup_window: SignedDuration,
+    /// A campaign waits this long before reaching the player again.
+    pub campaign_cooldown: SignedDuration,
+}
+
+#[derive(Debug, Clone)]
+pub struct Request<'a> {
+    pub channel: Channel,
+    pub class: MessageClass,
+    pub profile: &'a Profile,
+    pub consents: &'a [ConsentRecord],
+    pub pack: Option<&'a Pack>,
+    /// Jurisdictions the brand holds a licence for.
+    pub licensed: &'a [String],
+    pub policy: &'a FrequencyPolicy,
+    pub sent: &'a Sent,
+    pub now: Timestamp,
+}
+
+/// One reason a message may not go (now), with a stable code.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Reason {
+    pub code: &'static str,
+    pub detail: String,
+}
+
+fn reason(code: &'static str, detail: impl Into<String>) -> Reason {
+    Reason { code, detail: detail.into() }
+}
+
+/// A cap and how much of it this send uses.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct CapUse {
+    pub cap: &'static str,
+    /// Including this message.
+    pub used: u32,
+    pub limit: u32,
+}
+
+/// On what basis a message was allowed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Basis {
+    pub class: MessageClass,
+    /// The consent version in force (marketing), with when it was recorded.
+    pub consent_version: Option<i64>,
+    pub consent_recorded_at: Option<Timestamp>,
+    pub caps: Vec<CapUse>,
+    pub pack_version: Option<String>,
+    pub frequency_policy: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "decision", rename_all = "snake_case")]
+pub enum Decision {
+    Allow { basis: Basis },
+    Defer { until: Timestamp, reasons: Vec<Reason> },
+    Deny { reasons: Vec<Reason> },
+}
+
+/// "HH:MM" → minutes after midnight.
+pub fn minute_of_day(s: &str) -> Option<u16> {
+    let (h, m) = s.split_once(':')?;
+    let (h, m): (u16, u16) = (h.parse().ok()?, m.parse().ok()?);
+    (h < 24 && m < 60).then_some(h * 60 + m)
+}
+
+/// The consents in force at `now`: the latest record of each item recorded at or before it.
+fn consent_at<'a>(
+    history: &'a [ConsentRecord],
+    scope: &str,
+    name: &str,
+    now: Timestamp,
+) -> Option<&'a ConsentRecord> {
+    history
+        .iter()
+        .filter(|r| r.scope == scope && r.name == name && r.recorded_at <= now)
+        .max_by_key(|r| r.version)
+}
+
+fn name_of<T: Serialize>(v: T) -> String {
+    serde_json::to_value(v).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default()
+}
+
+pub fn decide(r: &Request) -> Decision {
+    let p = r.profile;
+    let marketing = matches!(r.class, MessageClass::Marketing { .. });
+    if !marketing {
+        // Transactional and RG-informational messages pass the marketing rules; they are neither
+        // consent-bound nor capped.
+        return Decision::Allow {
+            basis: Basis {
+                class: r.class,
+                consent_version: None,
+                consent_recorded_at: None,
+                caps: Vec::new(),
+                pack_version: r.pack.map(|p| p.version.clone()),
+                frequency_policy: r.policy.id.clone(),
+            },
+        };
+    }
+    let MessageClass::Marketing { product, bonus_offer } = r.class else { unreachable!() };
+    let mut deny = Vec::new();
+
+    // Responsible gambling.
+    let rg = &p.rg;
+    if rg.self_excluded {
+        deny.push(reason("self_excluded", "the player is self-excluded"));
+    }
+    if rg.cooling_off {
+        deny.push(reason("cooling_off", "the player is cooling off"));
+    }
+    if rg.harm_flag {
+        deny.push(reason("harm_flag", "a harm marker is set on the player"));
+    }
+    if rg.limit_hit_today {
+        deny.push(reason("limit_hit_today", "the player hit a limit today"));
+    }
+
+    // Jurisdiction.
+    if !r.licensed.contains(&p.jurisdiction) {
+        deny.push(reason("not_licensed", format!("the brand holds no licence for {}", p.jurisdiction)));
+    }
+    let pack = r.pack;
+    match pack {
+        None => deny.push(reason("no_policy_pack", format!("no policy pack for {}", p.jurisdiction))),
+        Some(pack) => {
+            if pack.banned_channels.contains(&r.channel) {
+                deny.push(reason(
+                    "channel_banned",
+                    format!("{} marketing is banned in {}", name_of(r.channel), p.jurisdiction),
+                ));
+            }
+            let min = if bonus_offer { pack.min_age_bonus_offers } else { pack.min_age_marketing };
+            if age_rank(p.age_band) < age_rank(min) {
+                deny.push(reason(
+                    "under_age",
+                    format!(
+                        "age band {} is under {} for {}",
+                        name_of(p.age_band),
+                        name_of(min),
+                        if bonus_offer { "bonus offers" } else { "marketing" }
+                    ),
+                ));
+            }
+        }
+    }
+
+    // Consent in force at send time, for this channel and this product.
+    let channel_consent = consent_at(r.consents, "channel", &name_of(r.channel), r.now);
+    let product_consent = consent_at(r.consents, "product", &name_of(product), r.now);
+    if !channel_consent.is_some_and(|c| c.granted) {
+        deny.push(reason("no_consent", format!("no {} marketing consent in force", name_of(r.channel))));
+    }
+    if !product_consent.is_some_and(|c| c.granted) {
+        deny.push(reason("no_consent", format!("no consent to marketing about {}", name_of(product))));
+    }
+
+    // Caps (this message included).
+    let s = r.sent;
+    let mut caps = vec![
+        CapUse { cap: "channel_per_day", used: s.channel_today + 1, limit: r.policy.channel_per_day },
+        CapUse { cap: "channel_per_week", used: s.channel_this_week + 1, limit: r.policy.channel_per_week },
+    ];
+    if let Some(pack) = pack {
+        caps.push(CapUse {
+            cap: "marketing_per_day",
+            used: s.marketing_today + 1,
+            limit: pack.max_marketing_per_day,
+        });
+        caps.push(CapUse {
+            cap: "marketing_per_week",
+            used: s.marketing_this_week + 1,
+            limit: pack.max_marketing_per_week,
+        });
+    }
+    for c in caps.iter().filter(|c| c.used > c.limit) {
+        deny.push(reason("cap_reached", format!("{}: {} of {} already sent", c.cap, c.used - 1, c.limit)));
+    }
+
+    // Dedup.
+    if let Some(last) = s.template_last_sent
+        && r.now < last + r.policy.dedup_window
+    {
+        deny.push(reason("duplicate", format!("the same template went out at {last}")));
+    }
+    if !deny.is_empty() {
+        return Decision::Deny { reasons: deny };
+    }
+
+    // What only waits: the campaign's cooldown, then quiet hours in the player's own time zone.
+    let mut defer: Vec<(Timestamp, Reason)> = Vec::new();
+    if let Some(last) = s.campaign_last_sent
+        && r.now < last + r.policy.campaign_cooldown
+    {
+        defer.push((
+            last + r.policy.campaign_cooldown,
+            reason("campaign_cooldown", format!("the campaign reached the player at {last}")),
+        ));
+    }
+    let mut at = defer.iter().map(|(t, _)| *t).max().unwrap_or(r.now);
+    if let Some(pack) = pack
+        && let Some(until) = quiet_until(pack, &p.time_zone, at)
+    {
+        defer.push((
+            until,
+            reason("quiet_hours", format!("quiet hours in {} ({})", p.time_zone, pack.version)),
+        ));
+        at = until;
+    }
+    if !defer.is_empty() {
+        return Decision::Defer { until: at, reasons: defer.into_iter().map(|(_, r)| r).collect() };
+    }
+    Decision::Allow {
+        basis: Basis {
+            class: r.class,
+            consent_version: channel_consent.map(|c| c.version).max(product_consent.map(|c| c.version)),
+            consent_recorded_at: channel_consent
+                .map(|c| c.recorded_at)
+                .max(product_consent.map(|c| c.recorded_at)),
+            caps,
+            pack_version: pack.map(|p| p.version.clone()),
+            frequency_policy: r.policy.id.clone(),
+        },
+    }
+}
+
+/// If `at` falls in the pack's quiet hours in the player's zone, the first allowed instant after them.
+fn quiet_until(pack: &Pack, time_zone: &str, at: Timestamp) -> Option<Timestamp> {
+    let (from, to) = pack.quiet_hours.as_ref()?;
+    let (from, to) = (minute_of_day(from)?, minute_of_day(to)?);
+    let tz = TimeZone::get(time_zone).unwrap_or(TimeZone::UTC);
+    let local: ZonedDateTime = at.to_zoned_datetime(tz.clone());
+    let minute = local.hour() as u16 * 60 + local.minute() as u16;
+    let quiet = if from <= to { minute >= from && minute < to } else { minute >= from || minute < to };
+    if !quiet {
+        return None;
+    }
+    // The end of quiet hours, today or tomorrow (local), resolved through DST by the zone's rules:
+    // a wall time that does not exist that night moves forward, never back.
+    let end = Time::new((to / 60) as i8, (to % 60) as i8, 0, 0).ok()?;
+    let mut day = local.date();
+    if minute >= to {
+        day = day.checked_add(1.day()).ok()?;
+    }
+    let end_local = day.to_datetime(end).to_zoned_datetime(tz).ok()?;
+    Some(end_local.timestamp())
+}

@@ -1,0 +1,10 @@
+//! The policy gate: the one place that decides whether anything reaches a player — responsible gambling,
+//! consent in force per channel and product, jurisdiction packs (licence, banned channels, age, quiet
+//! hours, caps), frequency caps, dedup and cooldowns. It never lets marketing through when in doubt: a
+//! missing pack, consent or licence is a refusal with its reason.
+
+pub mod gate;
+pub mod packs;
+
+pub use gate::{Basis, Decision, FrequencyPolicy, MessageClass, Reason, Request, Sent, decide};
+pub use packs::{Pack, Packs};

@@ -6,6 +6,11 @@
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
+/// The name a unit enum value has in the API (`bet.placed`, `email`, `26-34`).
+pub fn wire_name<T: Serialize>(value: T) -> String {
+    serde_json::to_value(value).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default()
+}
+
 /// Money as integer minor units of an ISO-4217 currency.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Money {

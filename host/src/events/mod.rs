@@ -34,12 +34,6 @@ pub struct Personal {
     pub birth_date: Option<Date>,
 }
 
-impl Personal {
-    pub fn is_empty(&self) -> bool {
-        self.email.is_none() && self.phone.is_none() && self.birth_date.is_none()
-    }
-}
-
 /// An event that passed validation.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ValidEvent {
@@ -50,11 +44,6 @@ pub struct ValidEvent {
     pub personal: Personal,
     /// sha256 of the whole envelope as sent (keys sorted): tells a replay from a reuse of the id.
     pub body_hash: String,
-}
-
-/// The names the API uses for event types.
-pub fn type_name(t: EventType) -> String {
-    serde_json::to_value(t).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default()
 }
 
 pub fn validate(value: &Value) -> Result<ValidEvent, FieldError> {
@@ -265,14 +254,9 @@ fn payload_of(t: EventType, p: &Fields) -> Result<(m::EventPayload, Personal), F
         T::CrmDelivered | T::CrmOpened | T::CrmClicked | T::CrmUnsubscribed | T::CrmComplained => (
             m::EventPayload::Crm(m::CrmInfo {
                 delivery_id: p.id("delivery_id")?,
-                channel: p.parse_enum::<m::Channel>("channel", "email, sms, push, in_app, phone").map(
-                    |c| {
-                        serde_json::to_value(c)
-                            .ok()
-                            .and_then(|v| v.as_str().map(String::from))
-                            .unwrap_or_default()
-                    },
-                )?,
+                channel: p
+                    .parse_enum::<m::Channel>("channel", "email, sms, push, in_app, phone")
+                    .map(m::wire_name)?,
             }),
             none,
         ),

@@ -9,7 +9,7 @@ use jiff::{SignedDuration, Timestamp, ToSpan, ZonedDateTime};
 use serde::Serialize;
 
 use super::packs::{Pack, age_rank};
-use crate::model::{Channel, Product, Profile};
+use crate::model::{Channel, Product, Profile, wire_name};
 use crate::store::consents::ConsentRecord;
 
 /// What a message is, for the rules.
@@ -123,10 +123,6 @@ fn consent_at<'a>(
         .max_by_key(|r| r.version)
 }
 
-fn name_of<T: Serialize>(v: T) -> String {
-    serde_json::to_value(v).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default()
-}
-
 pub fn decide(r: &Request) -> Decision {
     let p = r.profile;
     let marketing = matches!(r.class, MessageClass::Marketing { .. });
@@ -173,7 +169,7 @@ pub fn decide(r: &Request) -> Decision {
             if pack.banned_channels.contains(&r.channel) {
                 deny.push(reason(
                     "channel_banned",
-                    format!("{} marketing is banned in {}", name_of(r.channel), p.jurisdiction),
+                    format!("{} marketing is banned in {}", wire_name(r.channel), p.jurisdiction),
                 ));
             }
             let min = if bonus_offer { pack.min_age_bonus_offers } else { pack.min_age_marketing };
@@ -182,8 +178,8 @@ pub fn decide(r: &Request) -> Decision {
                     "under_age",
                     format!(
                         "age band {} is under {} for {}",
-                        name_of(p.age_band),
-                        name_of(min),
+                        wire_name(p.age_band),
+                        wire_name(min),
                         if bonus_offer { "bonus offers" } else { "marketing" }
                     ),
                 ));
@@ -192,13 +188,13 @@ pub fn decide(r: &Request) -> Decision {
     }
 
     // Consent in force at send time, for this channel and this product.
-    let channel_consent = consent_at(r.consents, "channel", &name_of(r.channel), r.now);
-    let product_consent = consent_at(r.consents, "product", &name_of(product), r.now);
+    let channel_consent = consent_at(r.consents, "channel", &wire_name(r.channel), r.now);
+    let product_consent = consent_at(r.consents, "product", &wire_name(product), r.now);
     if !channel_consent.is_some_and(|c| c.granted) {
-        deny.push(reason("no_consent", format!("no {} marketing consent in force", name_of(r.channel))));
+        deny.push(reason("no_consent", format!("no {} marketing consent in force", wire_name(r.channel))));
     }
     if !product_consent.is_some_and(|c| c.granted) {
-        deny.push(reason("no_consent", format!("no consent to marketing about {}", name_of(product))));
+        deny.push(reason("no_consent", format!("no consent to marketing about {}", wire_name(product))));
     }
 
     // Caps (this message included).

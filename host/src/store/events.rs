@@ -12,7 +12,8 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::contacts::{self, ContactsKey};
 use super::{Db, now_ms};
-use crate::events::{ValidEvent, type_name};
+use crate::events::ValidEvent;
+use crate::model::wire_name;
 
 /// What happened to one event.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -179,7 +180,7 @@ async fn append_in(
         .bind(&e.brand_id)
         .bind(&e.event.event_id)
         .bind(&e.player_id)
-        .bind(type_name(e.event.event_type))
+        .bind(wire_name(e.event.event_type))
         .bind(e.event.occurred_at.as_millisecond())
         .bind(received)
         .bind(e.trace_id.as_deref())

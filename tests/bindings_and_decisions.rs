@@ -36,6 +36,12 @@ async fn team(s: &TestServer) -> Team {
     }
 }
 
+/// dormant-depositor 1.0.0 for DE, approved by Carla.
+async fn approved_dormant(s: &TestServer, t: &Team) -> String {
+    let m = manifest("dormant-depositor", "1.0.0", "segment", &["DE"]);
+    approved(s, &t.operator, &[&t.carla], "dormant-depositor", &m).await
+}
+
 async fn bind(s: &TestServer, t: &Team, jurisdiction: &str, plugin_id: &str, config: Value) -> (u16, Value) {
     s.post(
         &t.operator,
@@ -55,14 +61,7 @@ async fn players(s: &TestServer, t: &Team, list: &[(&str, &str)]) {
 async fn the_lifecycle_with_three_keys(s: &TestServer) {
     let t = team(s).await;
     players(s, &t, &[("p_de", "DE"), ("p_mt", "MT")]).await;
-    let dormant = approved(
-        s,
-        &t.operator,
-        &[&t.carla],
-        "dormant-depositor",
-        &manifest("dormant-depositor", "1.0.0", "segment", &["DE"]),
-    )
-    .await;
+    let dormant = approved_dormant(s, &t).await;
     // A version for every jurisdiction may decide in GB, which asks for two approvers.
     let churn = approved(
         s,
@@ -233,14 +232,7 @@ both!(a_hot_swap_under_load_fails_no_call_sqlite_and_postgres, a_hot_swap_under_
 async fn a_revoked_approval_unbinds_the_version(s: &TestServer) {
     let t = team(s).await;
     players(s, &t, &[("p_de", "DE")]).await;
-    let v = approved(
-        s,
-        &t.operator,
-        &[&t.carla],
-        "dormant-depositor",
-        &manifest("dormant-depositor", "1.0.0", "segment", &["DE"]),
-    )
-    .await;
+    let v = approved_dormant(s, &t).await;
     assert_eq!(bind(s, &t, "DE", &v, json!({})).await.0, 201);
     assert_eq!(s.post(&t.platform, "/v1/decisions/segment", &json!({"player_id": "p_de"})).await.0, 200);
     let (_, view) = s.get(&t.operator, &format!("/admin/plugins/{v}")).await;
@@ -262,8 +254,7 @@ both!(a_revoked_approval_unbinds_the_version_sqlite_and_postgres, a_revoked_appr
 async fn altered_bytes_or_manifest_fail_closed(s: &mut TestServer) {
     let t = team(s).await;
     players(s, &t, &[("p_de", "DE")]).await;
-    let m = manifest("dormant-depositor", "1.0.0", "segment", &["DE"]);
-    let v = approved(s, &t.operator, &[&t.carla], "dormant-depositor", &m).await;
+    let v = approved_dormant(s, &t).await;
     assert_eq!(bind(s, &t, "DE", &v, json!({})).await.0, 201);
     let (_, view) = s.get(&t.operator, &format!("/admin/plugins/{v}")).await;
     let blob = s.data_dir.path().join("plugins").join(format!("{}.wasm", view["sha256"].as_str().unwrap()));
@@ -415,14 +406,7 @@ both!(the_lifecycle_from_a_terminal_sqlite_and_postgres, the_lifecycle_from_a_te
 async fn another_brand_sees_and_touches_nothing(s: &TestServer) {
     let t = team(s).await;
     players(s, &t, &[("p_de", "DE")]).await;
-    let v = approved(
-        s,
-        &t.operator,
-        &[&t.carla],
-        "dormant-depositor",
-        &manifest("dormant-depositor", "1.0.0", "segment", &["DE"]),
-    )
-    .await;
+    let v = approved_dormant(s, &t).await;
     let (_, b) = bind(s, &t, "DE", &v, json!({})).await;
     let (_, view) = s.get(&t.operator, &format!("/admin/plugins/{v}")).await;
     let approval = view["approvals"][0]["id"].as_str().unwrap().to_string();
@@ -492,14 +476,7 @@ both!(another_brand_sees_and_touches_nothing_sqlite_and_postgres, another_brand_
 async fn a_binding_reaches_another_host_process_within_seconds(s: &TestServer) {
     let t = team(s).await;
     players(s, &t, &[("p_de", "DE")]).await;
-    let v1 = approved(
-        s,
-        &t.operator,
-        &[&t.carla],
-        "dormant-depositor",
-        &manifest("dormant-depositor", "1.0.0", "segment", &["DE"]),
-    )
-    .await;
+    let v1 = approved_dormant(s, &t).await;
     let v2 = approved(
         s,
         &t.operator,

@@ -11,7 +11,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
-use super::players::{BrandQuery, brand_of};
+use super::players::{BrandQuery, brand_of, stored_profile};
 use super::{ApiError, AppState};
 use crate::auth::{Principal, Role};
 use crate::model as m;
@@ -53,10 +53,7 @@ async fn decide(
     let req: DecisionRequest = serde_json::from_slice(&body).map_err(|e| invalid(e.to_string()))?;
     let brand = brand_of(&principal, &BrandQuery { brand_id: req.brand_id.clone() })?;
     let now = jiff::Timestamp::now();
-    let stored = crate::profiles::load(&state.db, &state.contacts_key, &brand, &req.player_id)
-        .await
-        .map_err(|e| ApiError::internal(format!("{e:#}")))?
-        .ok_or_else(|| ApiError::not_found("player"))?;
+    let stored = stored_profile(&state, &brand, &req.player_id).await?;
     let profile = stored.at(&brand, &req.player_id, now).profile;
     // One snapshot for the whole decision: a swap meanwhile does not change what runs.
     let snapshot = state.registry.snapshot.load_full();

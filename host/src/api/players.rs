@@ -46,20 +46,27 @@ async fn get_player(
 ) -> Result<Json<ProfileView>, ApiError> {
     principal.require(&[Role::Platform, Role::Marketing, Role::Analyst, Role::Admin])?;
     let brand = brand_of(&principal, &q)?;
-    let key = (brand.clone(), player_id.clone());
-    let stored = match state.profiles.get(&key) {
-        Some(p) => p,
-        None => {
-            let p = profiles::load(&state.db, &state.contacts_key, &brand, &player_id)
-                .await
-                .map_err(|e| ApiError::internal(format!("{e:#}")))?
-                .ok_or_else(|| ApiError::not_found("player"))?;
-            let p = std::sync::Arc::new(p);
-            state.profiles.insert(key, p.clone());
-            p
-        }
-    };
+    let stored = stored_profile(&state, &brand, &player_id).await?;
     Ok(Json(stored.at(&brand, &player_id, jiff::Timestamp::now())))
+}
+
+/// What is stored for a player, through the profile cache (which the consumer keeps correct).
+pub async fn stored_profile(
+    state: &AppState,
+    brand: &str,
+    player_id: &str,
+) -> Result<std::sync::Arc<profiles::StoredProfile>, ApiError> {
+    let key = (brand.to_string(), player_id.to_string());
+    if let Some(p) = state.profiles.get(&key) {
+        return Ok(p);
+    }
+    let p = profiles::load(&state.db, &state.contacts_key, brand, player_id)
+        .await
+        .map_err(|e| ApiError::internal(format!("{e:#}")))?
+        .ok_or_else(|| ApiError::not_found("player"))?;
+    let p = std::sync::Arc::new(p);
+    state.profiles.insert(key, p.clone());
+    Ok(p)
 }
 
 /// Does the brand have this player (any event of theirs)?

@@ -8,6 +8,7 @@ pub mod auth;
 pub mod bus;
 pub mod cli;
 pub mod config;
+pub mod delivery;
 pub mod events;
 pub mod model;
 pub mod plugins;

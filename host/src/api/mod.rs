@@ -7,6 +7,7 @@ mod decisions;
 mod events;
 mod players;
 mod plugins;
+mod templates;
 
 use axum::Json;
 use axum::Router;
@@ -39,6 +40,7 @@ pub fn app(state: AppState) -> Router {
         .merge(admin::router())
         .merge(plugins::router())
         .merge(decisions::router())
+        .merge(templates::router())
         .merge(players::router())
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint") })
         .with_state(state)

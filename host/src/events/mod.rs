@@ -367,7 +367,7 @@ fn is_jurisdiction(s: &str) -> bool {
         })
 }
 
-fn is_bcp47(s: &str) -> bool {
+pub(crate) fn is_bcp47(s: &str) -> bool {
     let mut parts = s.split('-');
     let lang = parts.next().unwrap_or("");
     (2..=3).contains(&lang.len())

@@ -1,0 +1,131 @@
+//! `/admin/templates`: message templates per brand and locale (roles marketing and operator write;
+//! compliance and admin read too), and a render preview with strict placeholders.
+
+use std::collections::BTreeMap;
+
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::routing::{get, post, put};
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::players::{BrandQuery, brand_of};
+use super::{ApiError, AppState};
+use crate::auth::{Principal, Role};
+use crate::delivery::templates::{self, TemplateError, TemplateInput};
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/admin/templates", get(list))
+        .route("/admin/templates/{template_id}/{locale}", put(put_template).delete(delete_template))
+        .route("/admin/templates/{template_id}/render", post(render))
+}
+
+fn invalid(message: String, field: &str) -> ApiError {
+    let mut e = ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_template", message);
+    e.field = Some(field.to_string());
+    e
+}
+
+fn check_ids(template_id: &str, locale: &str) -> Result<(), ApiError> {
+    if template_id.is_empty()
+        || template_id.len() > 64
+        || !template_id.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+    {
+        return Err(invalid(
+            "a template id is 1 to 64 characters of a-z, 0-9, - and _".into(),
+            "template_id",
+        ));
+    }
+    if locale != "default" && !crate::events::is_bcp47(locale) {
+        return Err(invalid(format!("`{locale}` is neither a BCP-47 locale nor `default`"), "locale"));
+    }
+    Ok(())
+}
+
+async fn put_template(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path((template_id, locale)): Path<(String, String)>,
+    Query(q): Query<BrandQuery>,
+    body: axum::body::Bytes,
+) -> Result<Json<Value>, ApiError> {
+    principal.require(&[Role::Marketing, Role::Operator])?;
+    let brand = brand_of(&principal, &q)?;
+    check_ids(&template_id, &locale)?;
+    let input: TemplateInput = serde_json::from_slice(&body).map_err(|e| invalid(e.to_string(), "body"))?;
+    for (field, text) in [("body", Some(input.body.as_str())), ("subject", input.subject.as_deref())] {
+        if let Some(text) = text {
+            templates::placeholders(text).map_err(|e| invalid(e.to_string(), field))?;
+        }
+    }
+    let t = templates::put(&state.db, &principal, &brand, &template_id, &locale, &input)
+        .await
+        .map_err(|e| ApiError::internal(format!("{e:#}")))?;
+    Ok(Json(json!(t)))
+}
+
+async fn list(
+    State(state): State<AppState>,
+    principal: Principal,
+    Query(q): Query<BrandQuery>,
+) -> Result<Json<Value>, ApiError> {
+    principal.require(&[Role::Marketing, Role::Operator, Role::Compliance, Role::Admin])?;
+    let brand = brand_of(&principal, &q)?;
+    Ok(Json(json!({"templates": templates::list(&state.db, &brand).await.map_err(ApiError::internal)?})))
+}
+
+async fn delete_template(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path((template_id, locale)): Path<(String, String)>,
+    Query(q): Query<BrandQuery>,
+) -> Result<Json<Value>, ApiError> {
+    principal.require(&[Role::Marketing, Role::Operator])?;
+    let brand = brand_of(&principal, &q)?;
+    if !templates::delete(&state.db, &principal, &brand, &template_id, &locale)
+        .await
+        .map_err(ApiError::internal)?
+    {
+        return Err(ApiError::not_found("template"));
+    }
+    Ok(Json(json!({"template_id": template_id, "locale": locale, "status": "deleted"})))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RenderRequest {
+    locale: String,
+    #[serde(default)]
+    personalization: BTreeMap<String, String>,
+}
+
+async fn render(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path(template_id): Path<String>,
+    Query(q): Query<BrandQuery>,
+    body: axum::body::Bytes,
+) -> Result<Json<Value>, ApiError> {
+    principal.require(&[Role::Marketing, Role::Operator, Role::Compliance, Role::Admin])?;
+    let brand = brand_of(&principal, &q)?;
+    let req: RenderRequest = serde_json::from_slice(&body).map_err(|e| invalid(e.to_string(), "body"))?;
+    match templates::render(&state.db, &brand, &template_id, &req.locale, &req.personalization)
+        .await
+        .map_err(|e| ApiError::internal(format!("{e:#}")))?
+    {
+        Ok(r) => Ok(Json(json!(r))),
+        Err(TemplateError::NotFound(_)) => Err(ApiError::not_found("template")),
+        Err(TemplateError::MissingVariable(v)) => {
+            let mut e = ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "missing_variable",
+                format!("personalization lacks `{v}`"),
+            );
+            e.field = Some(format!("personalization.{v}"));
+            Err(e)
+        }
+        Err(TemplateError::Invalid(m)) => Err(invalid(m, "body")),
+    }
+}

@@ -126,12 +126,12 @@ async fn decide(
         Err(e) => {
             let out = json!({"error": e});
             recorder.save(&out, e.code(), usage.fuel, usage.duration_ns).await?;
-            let mut err = ApiError::new(
+            let err = ApiError::new(
                 StatusCode::UNPROCESSABLE_ENTITY,
                 "plugin_failed",
                 format!("{} {}: {e}", binding.name, binding.version),
-            );
-            err.field = Some(e.code().to_string());
+            )
+            .with_field(e.code().to_string());
             Err(err)
         }
     }

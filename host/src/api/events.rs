@@ -98,31 +98,26 @@ async fn post_events(
     let valid: Vec<ValidEvent> = checked.into_iter().map(|r| r.expect("checked")).collect();
     let ids: Vec<(String, String)> =
         valid.iter().map(|e| (e.event.event_id.clone(), e.player_id.clone())).collect();
+    // The field an error is about: `[3].event_id` in a batch, `event_id` alone.
+    let item_field =
+        |index: usize, name: &str| if batch { format!("[{index}].{name}") } else { name.to_string() };
     let stored = match state.appender.append(valid).await {
         Ok(s) => s,
         Err(AppendError::Conflict { index, seq }) => {
-            let mut err = ApiError::new(
-                StatusCode::CONFLICT,
-                "event_id_conflict",
-                format!(
-                    "event_id `{}` was already used (seq {seq}) for a different event; nothing was stored",
-                    ids[index].0
-                ),
+            let message = format!(
+                "event_id `{}` was already used (seq {seq}) for a different event; nothing was stored",
+                ids[index].0
             );
-            err.field = Some(if batch { format!("[{index}].event_id") } else { "event_id".into() });
-            return Err(err);
+            return Err(ApiError::new(StatusCode::CONFLICT, "event_id_conflict", message)
+                .with_field(item_field(index, "event_id")));
         }
         Err(AppendError::Erased { index }) => {
-            let mut err = ApiError::new(
-                StatusCode::GONE,
-                "player_erased",
-                format!(
-                    "player `{}` was erased; their events are not accepted; nothing was stored",
-                    ids[index].1
-                ),
+            let message = format!(
+                "player `{}` was erased; their events are not accepted; nothing was stored",
+                ids[index].1
             );
-            err.field = Some(if batch { format!("[{index}].player_id") } else { "player_id".into() });
-            return Err(err);
+            return Err(ApiError::new(StatusCode::GONE, "player_erased", message)
+                .with_field(item_field(index, "player_id")));
         }
         Err(AppendError::Db(e)) => return Err(ApiError::internal(format!("{e:#}"))),
     };

@@ -59,6 +59,12 @@ impl ApiError {
         ApiError { status, code, message: message.into(), field: None }
     }
 
+    /// The same error, naming the request field it is about.
+    pub fn with_field(mut self, field: impl Into<String>) -> Self {
+        self.field = Some(field.into());
+        self
+    }
+
     pub fn unauthorized(message: &str) -> Self {
         Self::new(StatusCode::UNAUTHORIZED, "unauthorized", message)
     }

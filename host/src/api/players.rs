@@ -71,13 +71,8 @@ pub async fn stored_profile(
 
 /// Does the brand have this player (any event of theirs)?
 async fn known(state: &AppState, brand: &str, player: &str) -> Result<bool, ApiError> {
-    sqlx::query("SELECT 1 AS one FROM events WHERE brand_id = $1 AND player_id = $2 LIMIT 1")
-        .bind(brand)
-        .bind(player)
-        .fetch_optional(&state.db.pool)
-        .await
-        .map(|r| r.is_some())
-        .map_err(ApiError::internal)
+    let mut conn = state.db.pool.acquire().await.map_err(ApiError::internal)?;
+    crate::store::events::player_known(&mut conn, brand, player).await.map_err(ApiError::internal)
 }
 
 /// `PUT /v1/players/{id}/consents`: the preference centre. Items not named keep their state.
@@ -112,12 +107,12 @@ async fn put_consents(
     {
         for (name, granted) in map {
             if !allowed.contains(&name.as_str()) {
-                let mut e = ApiError::new(
+                let e = ApiError::new(
                     StatusCode::UNPROCESSABLE_ENTITY,
                     "invalid_consents",
                     format!("unknown {scope} `{name}` (one of {})", allowed.join(", ")),
-                );
-                e.field = Some(format!("{scope}s.{name}"));
+                )
+                .with_field(format!("{scope}s.{name}"));
                 return Err(e);
             }
             items.push((scope, name.clone(), *granted));

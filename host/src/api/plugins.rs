@@ -42,11 +42,11 @@ impl From<RegistryError> for ApiError {
             RegistryError::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
             RegistryError::Internal(e) => return ApiError::internal(format!("{e:#}")),
         };
-        let mut err = ApiError::new(status, code, e.to_string());
-        if let RegistryError::Manifest(m) = &e {
-            err.field = Some(m.field.to_string());
+        let err = ApiError::new(status, code, e.to_string());
+        match &e {
+            RegistryError::Manifest(m) => err.with_field(m.field),
+            _ => err,
         }
-        err
     }
 }
 

@@ -23,9 +23,7 @@ pub fn router() -> Router<AppState> {
 }
 
 fn invalid(message: String, field: &str) -> ApiError {
-    let mut e = ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_template", message);
-    e.field = Some(field.to_string());
-    e
+    ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_template", message).with_field(field)
 }
 
 fn check_ids(template_id: &str, locale: &str) -> Result<(), ApiError> {
@@ -118,12 +116,12 @@ async fn render(
         Ok(r) => Ok(Json(json!(r))),
         Err(TemplateError::NotFound(_)) => Err(ApiError::not_found("template")),
         Err(TemplateError::MissingVariable(v)) => {
-            let mut e = ApiError::new(
+            let e = ApiError::new(
                 StatusCode::UNPROCESSABLE_ENTITY,
                 "missing_variable",
                 format!("personalization lacks `{v}`"),
-            );
-            e.field = Some(format!("personalization.{v}"));
+            )
+            .with_field(format!("personalization.{v}"));
             Err(e)
         }
         Err(TemplateError::Invalid(m)) => Err(invalid(m, "body")),

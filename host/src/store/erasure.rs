@@ -34,12 +34,7 @@ pub async fn erase(db: &Db, brand: &str, player: &str) -> anyhow::Result<bool> {
             .fetch_optional(&mut *tx)
             .await?;
     }
-    let known = sqlx::query("SELECT 1 AS one FROM events WHERE brand_id = $1 AND player_id = $2 LIMIT 1")
-        .bind(brand)
-        .bind(player)
-        .fetch_optional(&mut *tx)
-        .await?
-        .is_some();
+    let known = super::events::player_known(&mut tx, brand, player).await?;
     if !known {
         return Ok(false);
     }

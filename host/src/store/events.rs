@@ -218,3 +218,17 @@ async fn append_in(
     }
     Ok(out)
 }
+
+/// Does the brand have this player (any event of theirs)?
+pub async fn player_known(
+    conn: &mut sqlx::AnyConnection,
+    brand: &str,
+    player: &str,
+) -> Result<bool, sqlx::Error> {
+    Ok(sqlx::query("SELECT 1 AS one FROM events WHERE brand_id = $1 AND player_id = $2 LIMIT 1")
+        .bind(brand)
+        .bind(player)
+        .fetch_optional(conn)
+        .await?
+        .is_some())
+}

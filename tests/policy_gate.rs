@@ -1,8 +1,8 @@
 //! The gate's rules as a table: (profile × consents × policy pack × what was sent × clock) → decision.
 
-use jiff::{SignedDuration, Timestamp};
+use jiff::Timestamp;
 use pitboss::model::{Channel, Product, Profile};
-use pitboss::policy::{Decision, FrequencyPolicy, MessageClass, Packs, Request, Sent, decide};
+use pitboss::policy::{Caps, Decision, FrequencyPolicy, MessageClass, Packs, Priority, Request, Sent, decide};
 use pitboss::store::consents::ConsentRecord;
 use serde_json::json;
 
@@ -43,6 +43,7 @@ struct Case {
     class: MessageClass,
     consents: Vec<ConsentRecord>,
     licensed: Vec<&'static str>,
+    priority: Priority,
     sent: Sent,
     now: &'static str,
     /// "allow", "deny:code,code", or "defer:RFC3339".
@@ -57,6 +58,7 @@ fn case(name: &'static str, expect: &str) -> Case {
         class: MessageClass::Marketing { product: Product::Casino, bonus_offer: false },
         consents: base_consents(),
         licensed: vec!["GB", "DE", "NL", "CA-ON"],
+        priority: Priority::Normal,
         sent: Sent::default(),
         now: "2026-11-23T12:00:00Z",
         expect: expect.to_string(),
@@ -78,10 +80,10 @@ fn the_gate_decides_as_its_table_says() {
     let packs = Packs::defaults();
     let policy = FrequencyPolicy {
         id: "fp_default".into(),
-        channel_per_day: 2,
-        channel_per_week: 5,
-        dedup_window: SignedDuration::from_hours(24),
-        campaign_cooldown: SignedDuration::from_hours(72),
+        normal: Caps { channel_per_day: 2, channel_per_week: 5, global_per_day: 3, global_per_week: 8 },
+        high: Caps { channel_per_day: 3, channel_per_week: 6, global_per_day: 4, global_per_week: 9 },
+        dedup_window_minutes: 24 * 60,
+        campaign_cooldown_minutes: 72 * 60,
     };
     let with = |mut c: Case, f: &dyn Fn(&mut Case)| {
         f(&mut c);
@@ -141,6 +143,19 @@ fn the_gate_decides_as_its_table_says() {
         with(case("channel cap reached", "deny:cap_reached"), &|c| c.sent.channel_today = 2),
         with(case("GB marketing cap reached (2 a day)", "deny:cap_reached"), &|c| c.sent.marketing_today = 2),
         with(case("weekly channel cap reached", "deny:cap_reached"), &|c| c.sent.channel_this_week = 5),
+        with(case("global cap of the class reached (all channels)", "deny:cap_reached"), &|c| {
+            c.profile = profile("MT", "Europe/Malta", "26-34");
+            c.licensed.push("MT");
+            c.sent.class_today = 3;
+        }),
+        with(case("high priority has caps of its own", "allow"), &|c| {
+            c.priority = Priority::High;
+            c.sent.channel_today = 2;
+        }),
+        with(case("high priority still under the pack's legal cap", "deny:cap_reached"), &|c| {
+            c.priority = Priority::High;
+            c.sent.marketing_today = 2;
+        }),
         with(case("the same template 10 hours ago", "deny:duplicate"), &|c| {
             c.sent.template_last_sent = Some(t("2026-11-23T02:00:00Z"))
         }),
@@ -191,6 +206,7 @@ fn the_gate_decides_as_its_table_says() {
             pack: packs.for_jurisdiction(&c.profile.jurisdiction),
             licensed: &c.licensed.iter().map(|s| s.to_string()).collect::<Vec<_>>(),
             policy: &policy,
+            priority: c.priority,
             sent: &c.sent,
             now: t(c.now),
         });
@@ -206,10 +222,10 @@ fn an_allowed_message_carries_its_basis() {
     let packs = Packs::defaults();
     let policy = FrequencyPolicy {
         id: "fp_default".into(),
-        channel_per_day: 3,
-        channel_per_week: 10,
-        dedup_window: SignedDuration::from_hours(24),
-        campaign_cooldown: SignedDuration::ZERO,
+        normal: Caps { channel_per_day: 3, channel_per_week: 10, global_per_day: 3, global_per_week: 10 },
+        high: Caps { channel_per_day: 3, channel_per_week: 10, global_per_day: 3, global_per_week: 10 },
+        dedup_window_minutes: 24 * 60,
+        campaign_cooldown_minutes: 0,
     };
     let mut consents = base_consents();
     consents.push(consent(3, "channel", "email", true, "2026-05-01T00:00:00Z"));
@@ -223,6 +239,7 @@ fn an_allowed_message_carries_its_basis() {
         pack: packs.for_jurisdiction("GB"),
         licensed: &["GB".to_string()],
         policy: &policy,
+        priority: Priority::Normal,
         sent: &sent,
         now: t("2026-11-23T12:00:00Z"),
     });

@@ -103,7 +103,14 @@ async fn pitboss_server(backend: Backend) -> Option<(TestDb, String, String)> {
     let (contacts_key, _) = pitboss::store::contacts::ContactsKey::generate();
     let data_dir = tempfile::tempdir().unwrap().keep();
     tokio::spawn(async move {
-        let options = pitboss::config::ServeOptions { data_dir, code_cache: None, dual_approval: Vec::new() };
+        let options = pitboss::config::ServeOptions {
+            data_dir,
+            code_cache: None,
+            dual_approval: Vec::new(),
+            config: None,
+            settings: Default::default(),
+            clock: Default::default(),
+        };
         pitboss::server::run(db, contacts_key, &options, listener, std::future::pending()).await
     });
     Some((test_db, url, key))

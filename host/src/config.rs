@@ -1,10 +1,19 @@
 //! How the server is configured: flags with environment fallbacks, laptop defaults (a SQLite file in the
-//! working directory, 127.0.0.1:8080).
+//! working directory, 127.0.0.1:8080), and an optional TOML file (`--config`) for what is data rather
+//! than a switch: brands' licences and senders, the SMTP relay, push and SMS providers, frequency
+//! policies, retry settings.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
 
+use anyhow::Context as _;
 use clap::Args;
+use serde::Deserialize;
+
+use crate::policy::FrequencyPolicy;
 
 #[derive(Debug, Clone, Args)]
 pub struct DbArgs {
@@ -43,4 +52,169 @@ pub struct ServeOptions {
     /// Jurisdictions whose plugin versions need two distinct approvers (comma-separated).
     #[arg(long, env = "PITBOSS_DUAL_APPROVAL", value_delimiter = ',')]
     pub dual_approval: Vec<String>,
+    /// A TOML file: brands (licences, sender, unsubscribe link), SMTP relay, push and SMS providers,
+    /// frequency policies, delivery retries. Without it no brand is licensed anywhere, so no marketing
+    /// goes out.
+    #[arg(long, env = "PITBOSS_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// What the config file says (read by `serve`; tests set it directly).
+    #[arg(skip)]
+    pub settings: Settings,
+    #[arg(skip)]
+    pub clock: Clock,
+}
+
+/// The host's clock for delivery decisions (quiet hours, caps per day, retries). The system clock,
+/// shifted by an offset a test may set: time still passes, from a moment the test chose.
+#[derive(Debug, Clone, Default)]
+pub struct Clock(Arc<AtomicI64>);
+
+impl Clock {
+    pub fn now(&self) -> jiff::Timestamp {
+        let ms = jiff::Timestamp::now().as_millisecond() + self.0.load(Ordering::Relaxed);
+        jiff::Timestamp::from_millisecond(ms).expect("a clock within range")
+    }
+
+    pub fn now_ms(&self) -> i64 {
+        self.now().as_millisecond()
+    }
+
+    /// Moves the clock so that it reads `at` now.
+    pub fn set(&self, at: jiff::Timestamp) {
+        self.0.store(at.as_millisecond() - jiff::Timestamp::now().as_millisecond(), Ordering::Relaxed);
+    }
+
+    pub fn advance(&self, by: jiff::SignedDuration) {
+        self.0.fetch_add(by.as_millis() as i64, Ordering::Relaxed);
+    }
+}
+
+/// The config file.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    #[serde(default)]
+    pub brands: BTreeMap<String, BrandSettings>,
+    pub smtp: Option<SmtpSettings>,
+    #[serde(default)]
+    pub providers: ProviderSettings,
+    /// Added to the shipped policies (`fp_default`, `fp_light`); the same id replaces a shipped one.
+    #[serde(default)]
+    pub frequency_policies: Vec<FrequencyPolicy>,
+    #[serde(default)]
+    pub delivery: DeliverySettings,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BrandSettings {
+    /// Jurisdictions the brand holds a licence for ("GB", "CA-ON"); marketing elsewhere is refused.
+    #[serde(default)]
+    pub licences: Vec<String>,
+    /// The From of the brand's e-mail ("Brand <crm@brand.example>").
+    pub email_from: Option<String>,
+    /// The one-click unsubscribe link of List-Unsubscribe; `{delivery_id}` is replaced.
+    pub unsubscribe_url: Option<String>,
+    /// A mailto: address for List-Unsubscribe.
+    pub unsubscribe_mailto: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SmtpSettings {
+    /// host:port of the relay (plain SMTP; the relay is local or on a private network).
+    pub relay: String,
+    pub username: Option<String>,
+    pub password: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProviderSettings {
+    /// Tried in order; the next one on an error or a timeout.
+    #[serde(default)]
+    pub push: Vec<HttpProvider>,
+    #[serde(default)]
+    pub sms: Vec<HttpProvider>,
+}
+
+/// An HTTP provider: a JSON POST signed with HMAC-SHA256 of "{timestamp}.{body}" under `secret`; its
+/// webhooks (`POST /v1/webhooks/{name}`) are signed the same way.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpProvider {
+    pub name: String,
+    pub url: String,
+    pub secret: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DeliverySettings {
+    /// Attempts before a delivery is dead-lettered.
+    pub max_attempts: u32,
+    /// The first retry waits this long, each next one twice as long, up to `backoff_max_ms`.
+    pub backoff_initial_ms: u64,
+    pub backoff_max_ms: u64,
+    /// Per provider call.
+    pub provider_timeout_ms: u64,
+    /// How long a worker owns a claimed delivery; a worker that died lets it go after this. Must exceed
+    /// a whole attempt (every provider of a channel timing out).
+    pub lease_ms: u64,
+    /// How often idle workers look for due deliveries (a send wakes them at once).
+    pub poll_ms: u64,
+    /// Deliveries handled at once per host.
+    pub concurrency: usize,
+}
+
+impl Default for DeliverySettings {
+    fn default() -> Self {
+        DeliverySettings {
+            max_attempts: 6,
+            backoff_initial_ms: 2_000,
+            backoff_max_ms: 600_000,
+            provider_timeout_ms: 10_000,
+            lease_ms: 120_000,
+            poll_ms: 500,
+            concurrency: 16,
+        }
+    }
+}
+
+impl Settings {
+    pub fn load(path: &Path) -> anyhow::Result<Settings> {
+        let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        let settings: Settings = toml::from_str(&text).with_context(|| format!("in {}", path.display()))?;
+        settings.check().with_context(|| format!("in {}", path.display()))?;
+        Ok(settings)
+    }
+
+    /// What a file can get wrong beyond its syntax.
+    pub fn check(&self) -> anyhow::Result<()> {
+        let d = &self.delivery;
+        anyhow::ensure!(d.max_attempts >= 1, "delivery.max_attempts must be at least 1");
+        anyhow::ensure!(d.concurrency >= 1, "delivery.concurrency must be at least 1");
+        let most = self.providers.push.len().max(self.providers.sms.len()).max(1) as u64;
+        anyhow::ensure!(
+            d.lease_ms > d.provider_timeout_ms * most,
+            "delivery.lease_ms ({}) must exceed provider_timeout_ms × providers of a channel ({})",
+            d.lease_ms,
+            d.provider_timeout_ms * most
+        );
+        for p in self.providers.push.iter().chain(&self.providers.sms) {
+            anyhow::ensure!(!p.secret.is_empty(), "provider {}: an empty secret", p.name);
+            reqwest::Url::parse(&p.url).with_context(|| format!("provider {}: url", p.name))?;
+        }
+        Ok(())
+    }
+
+    /// The frequency policies in force: the shipped ones, then the file's.
+    pub fn frequency_policies(&self) -> Vec<FrequencyPolicy> {
+        let mut all = crate::policy::packs::default_frequency_policies();
+        for p in &self.frequency_policies {
+            all.retain(|q| q.id != p.id);
+            all.push(p.clone());
+        }
+        all
+    }
 }

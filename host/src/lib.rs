@@ -17,3 +17,4 @@ pub mod profiles;
 pub mod remote;
 pub mod server;
 pub mod store;
+pub mod telemetry;

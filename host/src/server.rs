@@ -1,6 +1,8 @@
-//! `pitboss serve`: opens the database, starts the bus consumers and the HTTP API, and shuts down
-//! gracefully on SIGTERM/SIGINT — stops accepting, finishes the requests in flight, lets the consumers
-//! finish their batch.
+//! `pitboss serve`: opens the database, starts the bus consumers, the delivery workers and the HTTP
+//! API, and shuts down gracefully on SIGTERM/SIGINT — stops accepting, finishes the requests in flight,
+//! lets the consumers finish their batch and the workers the deliveries in hand. The background tasks
+//! live in one set that is dropped with `run`: if `run` is cancelled (a crash, as far as the tasks can
+//! tell), they stop where they are.
 
 use std::sync::Arc;
 
@@ -29,6 +31,10 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             "no contacts key: set PITBOSS_CONTACTS_KEY (64 hex characters, e.g. `openssl rand -hex 32`) or run with --dev"
         ),
     };
+    let mut options = args.options.clone();
+    if let Some(path) = &options.config {
+        options.settings = crate::config::Settings::load(path)?;
+    }
     let db = Db::open(&args.db.database_url).await?;
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
@@ -38,7 +44,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         listener.local_addr()?,
         crate::store::redact(&args.db.database_url)
     );
-    run(db, contacts_key, &args.options, listener, shutdown_signal()).await
+    run(db, contacts_key, &options, listener, shutdown_signal()).await
 }
 
 /// Serves on `listener` until `shutdown` completes, then finishes what is in flight.
@@ -58,6 +64,9 @@ pub async fn run(
     })?);
     let blobs = BlobStore::open(&options.data_dir.join("plugins"))?;
     let registry = Arc::new(Registry::open(db.clone(), blobs, runtime, options.dual_approval.clone()).await?);
+    options.settings.check()?;
+    let delivery = Arc::new(crate::delivery::Context::new(options.settings.clone(), options.clock.clone()));
+    let worker = Arc::new(crate::delivery::worker::Worker::new(db.clone(), contacts_key.clone(), delivery.clone())?);
     let state = AppState {
         db,
         contacts_key,
@@ -66,13 +75,15 @@ pub async fn run(
         appender,
         principals: crate::auth::new_principal_cache(),
         registry: registry.clone(),
+        delivery,
     };
     let (stop_tx, stop_rx) = watch::channel(false);
+    let mut tasks = tokio::task::JoinSet::new();
     // Binding changes made by other processes sharing the database arrive within a second.
-    let refresher = {
+    {
         let registry = registry.clone();
         let mut stop = stop_rx.clone();
-        tokio::spawn(async move {
+        tasks.spawn(async move {
             let mut seen = None;
             loop {
                 if let Err(e) = registry.refresh_if_changed(&mut seen).await {
@@ -83,16 +94,19 @@ pub async fn run(
                     _ = stop.changed() => return,
                 }
             }
-        })
-    };
-    let consumer = {
+        });
+    }
+    {
         let bus = bus.clone();
-        tokio::spawn(async move { bus.run(profiles::CONSUMER, ProfileUpdater { cache }, stop_rx).await })
-    };
+        let stop = stop_rx.clone();
+        tasks.spawn(async move { bus.run(profiles::CONSUMER, ProfileUpdater { cache }, stop).await });
+    }
+    tasks.spawn(worker.run(stop_rx));
     axum::serve(listener, api::app(state)).with_graceful_shutdown(shutdown).await?;
     let _ = stop_tx.send(true);
-    consumer.await?;
-    refresher.await?;
+    while let Some(done) = tasks.join_next().await {
+        done?;
+    }
     Ok(())
 }
 

@@ -8,8 +8,10 @@ use std::sync::{Arc, OnceLock};
 
 use pitboss::plugins::{Plugin, Runtime, RuntimeConfig};
 
+pub mod provider;
 pub mod registry;
 pub mod server;
+pub mod smtp;
 
 pub fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()

@@ -7,6 +7,7 @@
 use std::time::Duration;
 
 use pitboss::auth::Role;
+use pitboss::config::{Clock, Settings};
 use pitboss::store::Db;
 use pitboss::store::contacts::ContactsKey;
 use serde_json::Value;
@@ -108,6 +109,9 @@ impl Drop for TestDb {
 
 pub struct TestServer {
     contacts_key: ContactsKey,
+    pub settings: Settings,
+    /// The host's delivery clock; shared with every host this server starts.
+    pub clock: Clock,
     pub base: String,
     pub data_dir: tempfile::TempDir,
     pub http: reqwest::Client,
@@ -119,15 +123,23 @@ pub struct TestServer {
 
 impl TestServer {
     pub async fn start(backend: Backend) -> Option<TestServer> {
+        Self::start_with(backend, Settings::default()).await
+    }
+
+    /// A server with a config file's settings (brands, relay, providers, policies).
+    pub async fn start_with(backend: Backend, settings: Settings) -> Option<TestServer> {
         let _ = tracing_subscriber::fmt().with_test_writer().with_env_filter("pitboss=info").try_init();
         let test_db = TestDb::new(backend).await?;
         let db = Db::open(&test_db.url).await.expect("open test database");
         let (contacts_key, _) = ContactsKey::generate();
         let key = contacts_key.clone();
         let data_dir = tempfile::tempdir().unwrap();
-        let (base, stop, task) = spawn_host(db.clone(), key, data_dir.path()).await;
+        let clock = Clock::default();
+        let (base, stop, task) = spawn_host(db.clone(), key, data_dir.path(), &settings, &clock).await;
         Some(TestServer {
             contacts_key,
+            settings,
+            clock,
             base,
             data_dir,
             http: reqwest::Client::new(),
@@ -250,7 +262,8 @@ impl TestServer {
     pub async fn second_host(
         &self,
     ) -> (String, oneshot::Sender<()>, tokio::task::JoinHandle<anyhow::Result<()>>) {
-        spawn_host(self.db.clone(), self.contacts_key.clone(), self.data_dir.path()).await
+        spawn_host(self.db.clone(), self.contacts_key.clone(), self.data_dir.path(), &self.settings, &self.clock)
+            .await
     }
 
     /// Stops the server and starts it again on the same database and data directory (a new port).
@@ -261,8 +274,29 @@ impl TestServer {
         if let Some(t) = self.task.take() {
             t.await.unwrap().unwrap();
         }
-        let (base, stop, task) =
-            spawn_host(self.db.clone(), self.contacts_key.clone(), self.data_dir.path()).await;
+        self.start_again().await;
+    }
+
+    /// Kills the host where it stands, as a crash would: its tasks are dropped mid-work (a provider
+    /// call in flight is cut off), nothing is finished or flushed.
+    pub async fn crash(&mut self) {
+        self.stop.take();
+        if let Some(t) = self.task.take() {
+            t.abort();
+            let _ = t.await;
+        }
+    }
+
+    /// Starts the host again after `crash` (a new port).
+    pub async fn start_again(&mut self) {
+        let (base, stop, task) = spawn_host(
+            self.db.clone(),
+            self.contacts_key.clone(),
+            self.data_dir.path(),
+            &self.settings,
+            &self.clock,
+        )
+        .await;
         (self.base, self.stop, self.task) = (base, Some(stop), Some(task));
     }
 
@@ -282,6 +316,8 @@ async fn spawn_host(
     db: Db,
     key: ContactsKey,
     data_dir: &std::path::Path,
+    settings: &Settings,
+    clock: &Clock,
 ) -> (String, oneshot::Sender<()>, tokio::task::JoinHandle<anyhow::Result<()>>) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
@@ -290,6 +326,9 @@ async fn spawn_host(
         data_dir: data_dir.to_path_buf(),
         code_cache: Some(super::code_cache()),
         dual_approval: vec!["GB".into()],
+        config: None,
+        settings: settings.clone(),
+        clock: clock.clone(),
     };
     let task = tokio::spawn(async move {
         pitboss::server::run(db, key, &options, listener, async move {

@@ -5,6 +5,7 @@
 mod admin;
 mod decisions;
 mod events;
+mod messaging;
 mod players;
 mod plugins;
 mod templates;
@@ -31,19 +32,29 @@ pub struct AppState {
     pub appender: crate::store::events::Appender,
     pub principals: crate::auth::PrincipalCache,
     pub registry: Arc<crate::plugins::registry::Registry>,
+    pub delivery: Arc<crate::delivery::Context>,
 }
 
 pub fn app(state: AppState) -> Router {
     Router::new()
         .route("/healthz", axum::routing::get(|| async { Json(json!({"status": "ok"})) }))
+        .route("/metrics", axum::routing::get(metrics))
         .merge(events::router())
         .merge(admin::router())
         .merge(plugins::router())
         .merge(decisions::router())
         .merge(templates::router())
         .merge(players::router())
+        .merge(messaging::router())
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint") })
         .with_state(state)
+}
+
+/// `GET /metrics`: Prometheus text; no player data in it, so no key is asked for (like /healthz).
+async fn metrics(axum::extract::State(state): axum::extract::State<AppState>) -> Result<Response, ApiError> {
+    let depth = crate::store::deliveries::depth(&state.db).await.map_err(ApiError::internal)?;
+    let text = state.delivery.metrics.render(&depth);
+    Ok(([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response())
 }
 
 #[derive(Debug)]

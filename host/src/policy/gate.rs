@@ -6,7 +6,7 @@
 use jiff::civil::Time;
 use jiff::tz::TimeZone;
 use jiff::{SignedDuration, Timestamp, ToSpan, ZonedDateTime};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::packs::{Pack, age_rank};
 use crate::model::{Channel, Product, Profile, wire_name};
@@ -24,11 +24,17 @@ pub enum MessageClass {
     RgInformational,
 }
 
-/// What was already sent to the player, as the caller counted it (marketing only, player's local days).
+/// What was already sent to the player, as the caller counted it (marketing only, in the player's own
+/// calendar days and weeks from Monday).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct Sent {
+    /// Every marketing message, whatever its priority (the pack's legal caps).
     pub marketing_today: u32,
     pub marketing_this_week: u32,
+    /// Marketing of this message's priority class, on any channel (the policy's global caps).
+    pub class_today: u32,
+    pub class_this_week: u32,
+    /// Marketing of this message's priority class on this channel.
     pub channel_today: u32,
     pub channel_this_week: u32,
     /// The last time this template went to this player.
@@ -37,16 +43,56 @@ pub struct Sent {
     pub campaign_last_sent: Option<Timestamp>,
 }
 
-/// The frequency policy of the send (per channel per day and week), on top of the pack's global caps.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct FrequencyPolicy {
-    pub id: String,
+/// A message's priority class (§6.3): each class has caps of its own, so an incident or VIP message is
+/// not crowded out by the day's promotions. The pack's legal caps still count every marketing message.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Priority {
+    #[default]
+    Normal,
+    High,
+}
+
+/// The caps of one priority class.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Caps {
     pub channel_per_day: u32,
     pub channel_per_week: u32,
-    /// The same template to the same player not again within this window.
-    pub dedup_window: SignedDuration,
-    /// A campaign waits this long before reaching the player again.
-    pub campaign_cooldown: SignedDuration,
+    /// All channels together.
+    pub global_per_day: u32,
+    pub global_per_week: u32,
+}
+
+/// A frequency policy (`frequency_policy_id` of a send): caps per priority class, on top of the
+/// pack's, a dedup window and a campaign cooldown. Data, like the packs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FrequencyPolicy {
+    pub id: String,
+    pub normal: Caps,
+    pub high: Caps,
+    /// The same template to the same player not again within this many minutes.
+    pub dedup_window_minutes: u32,
+    /// A campaign waits this many minutes before reaching the player again.
+    pub campaign_cooldown_minutes: u32,
+}
+
+impl FrequencyPolicy {
+    pub fn caps(&self, priority: Priority) -> &Caps {
+        match priority {
+            Priority::Normal => &self.normal,
+            Priority::High => &self.high,
+        }
+    }
+
+    pub fn dedup_window(&self) -> SignedDuration {
+        SignedDuration::from_mins(i64::from(self.dedup_window_minutes))
+    }
+
+    pub fn campaign_cooldown(&self) -> SignedDuration {
+        SignedDuration::from_mins(i64::from(self.campaign_cooldown_minutes))
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -59,6 +105,7 @@ pub struct Request<'a> {
     /// Jurisdictions the brand holds a licence for.
     pub licensed: &'a [String],
     pub policy: &'a FrequencyPolicy,
+    pub priority: Priority,
     pub sent: &'a Sent,
     pub now: Timestamp,
 }
@@ -93,6 +140,7 @@ pub struct Basis {
     pub caps: Vec<CapUse>,
     pub pack_version: Option<String>,
     pub frequency_policy: String,
+    pub priority: Priority,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -137,6 +185,7 @@ pub fn decide(r: &Request) -> Decision {
                 caps: Vec::new(),
                 pack_version: r.pack.map(|p| p.version.clone()),
                 frequency_policy: r.policy.id.clone(),
+                priority: r.priority,
             },
         };
     }
@@ -199,9 +248,12 @@ pub fn decide(r: &Request) -> Decision {
 
     // Caps (this message included).
     let s = r.sent;
+    let class = r.policy.caps(r.priority);
     let mut caps = vec![
-        CapUse { cap: "channel_per_day", used: s.channel_today + 1, limit: r.policy.channel_per_day },
-        CapUse { cap: "channel_per_week", used: s.channel_this_week + 1, limit: r.policy.channel_per_week },
+        CapUse { cap: "channel_per_day", used: s.channel_today + 1, limit: class.channel_per_day },
+        CapUse { cap: "channel_per_week", used: s.channel_this_week + 1, limit: class.channel_per_week },
+        CapUse { cap: "global_per_day", used: s.class_today + 1, limit: class.global_per_day },
+        CapUse { cap: "global_per_week", used: s.class_this_week + 1, limit: class.global_per_week },
     ];
     if let Some(pack) = pack {
         caps.push(CapUse {
@@ -221,7 +273,7 @@ pub fn decide(r: &Request) -> Decision {
 
     // Dedup.
     if let Some(last) = s.template_last_sent
-        && r.now < last + r.policy.dedup_window
+        && r.now < last + r.policy.dedup_window()
     {
         deny.push(reason("duplicate", format!("the same template went out at {last}")));
     }
@@ -232,10 +284,10 @@ pub fn decide(r: &Request) -> Decision {
     // What only waits: the campaign's cooldown, then quiet hours in the player's own time zone.
     let mut defer: Vec<(Timestamp, Reason)> = Vec::new();
     if let Some(last) = s.campaign_last_sent
-        && r.now < last + r.policy.campaign_cooldown
+        && r.now < last + r.policy.campaign_cooldown()
     {
         defer.push((
-            last + r.policy.campaign_cooldown,
+            last + r.policy.campaign_cooldown(),
             reason("campaign_cooldown", format!("the campaign reached the player at {last}")),
         ));
     }
@@ -262,6 +314,7 @@ pub fn decide(r: &Request) -> Decision {
             caps,
             pack_version: pack.map(|p| p.version.clone()),
             frequency_policy: r.policy.id.clone(),
+            priority: r.priority,
         },
     }
 }

@@ -39,6 +39,27 @@ pub const DEFAULT_PACKS: &str = r#"[
    "banned_channels": [], "quiet_hours": ["22:00", "08:00"], "max_marketing_per_day": 3, "max_marketing_per_week": 10}
 ]"#;
 
+/// The frequency policies the host ships; a config file adds its own or replaces these by id.
+pub fn default_frequency_policies() -> Vec<super::FrequencyPolicy> {
+    use super::Caps;
+    vec![
+        super::FrequencyPolicy {
+            id: "fp_default".into(),
+            normal: Caps { channel_per_day: 1, channel_per_week: 3, global_per_day: 2, global_per_week: 5 },
+            high: Caps { channel_per_day: 2, channel_per_week: 5, global_per_day: 3, global_per_week: 7 },
+            dedup_window_minutes: 24 * 60,
+            campaign_cooldown_minutes: 72 * 60,
+        },
+        super::FrequencyPolicy {
+            id: "fp_light".into(),
+            normal: Caps { channel_per_day: 1, channel_per_week: 1, global_per_day: 1, global_per_week: 2 },
+            high: Caps { channel_per_day: 1, channel_per_week: 2, global_per_day: 2, global_per_week: 3 },
+            dedup_window_minutes: 7 * 24 * 60,
+            campaign_cooldown_minutes: 7 * 24 * 60,
+        },
+    ]
+}
+
 /// Packs by jurisdiction.
 #[derive(Debug, Clone)]
 pub struct Packs(Vec<Pack>);

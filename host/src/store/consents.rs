@@ -31,45 +31,56 @@ pub async fn record(
     loop {
         attempt += 1;
         let mut tx = db.begin_write().await?;
-        let version: i64 = sqlx::query(
-            "SELECT COALESCE(MAX(version), 0) + 1 AS v FROM consents WHERE brand_id = $1 AND player_id = $2",
-        )
-        .bind(brand)
-        .bind(player)
-        .fetch_one(&mut *tx)
-        .await?
-        .try_get("v")?;
-        let now = now_ms();
-        let mut result = Ok(());
-        for (scope, name, granted) in changes {
-            if let Err(e) = sqlx::query(
-                "INSERT INTO consents (brand_id, player_id, version, scope, name, granted, source, recorded_at)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
-            )
-            .bind(brand)
-            .bind(player)
-            .bind(version)
-            .bind(*scope)
-            .bind(name)
-            .bind(i64::from(*granted))
-            .bind(source)
-            .bind(now)
-            .execute(&mut *tx)
-            .await
-            {
-                result = Err(e);
-                break;
-            }
-        }
-        match result {
-            Ok(()) => {
+        match record_in(&mut tx, brand, player, changes, source, now_ms()).await {
+            Ok(version) => {
                 tx.commit().await?;
                 return Ok(version);
             }
-            Err(sqlx::Error::Database(e)) if e.is_unique_violation() && attempt < 5 => continue,
+            Err(e) if is_collision(&e) && attempt < 5 => continue,
             Err(e) => return Err(e.into()),
         }
     }
+}
+
+/// Two writers took the same version number; the loser may try again.
+pub fn is_collision(e: &sqlx::Error) -> bool {
+    matches!(e, sqlx::Error::Database(d) if d.is_unique_violation())
+}
+
+/// `record` inside the caller's transaction (a collision is the caller's to retry).
+pub async fn record_in(
+    conn: &mut sqlx::AnyConnection,
+    brand: &str,
+    player: &str,
+    changes: &[(&str, String, bool)],
+    source: &str,
+    now: i64,
+) -> Result<i64, sqlx::Error> {
+    let version: i64 = sqlx::query(
+        "SELECT COALESCE(MAX(version), 0) + 1 AS v FROM consents WHERE brand_id = $1 AND player_id = $2",
+    )
+    .bind(brand)
+    .bind(player)
+    .fetch_one(&mut *conn)
+    .await?
+    .try_get("v")?;
+    for (scope, name, granted) in changes {
+        sqlx::query(
+            "INSERT INTO consents (brand_id, player_id, version, scope, name, granted, source, recorded_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+        )
+        .bind(brand)
+        .bind(player)
+        .bind(version)
+        .bind(*scope)
+        .bind(name)
+        .bind(i64::from(*granted))
+        .bind(source)
+        .bind(now)
+        .execute(&mut *conn)
+        .await?;
+    }
+    Ok(version)
 }
 
 pub async fn history(db: &Db, brand: &str, player: &str) -> anyhow::Result<Vec<ConsentRecord>> {

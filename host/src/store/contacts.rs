@@ -61,7 +61,8 @@ fn aad(brand: &str, player: &str, kind: &str) -> String {
     format!("{brand}\u{0}{player}\u{0}{kind}")
 }
 
-/// Stores (or replaces) one contact value inside the caller's transaction.
+/// Stores (or replaces) one contact value inside the caller's transaction. A new value is valid again
+/// even if the old one bounced.
 pub async fn upsert(
     conn: &mut sqlx::AnyConnection,
     key: &ContactsKey,
@@ -74,7 +75,7 @@ pub async fn upsert(
     sqlx::query(
         "INSERT INTO contacts (brand_id, player_id, kind, nonce, ciphertext, updated_at) VALUES ($1, $2, $3, $4, $5, $6)
          ON CONFLICT (brand_id, player_id, kind) DO UPDATE SET nonce = excluded.nonce,
-             ciphertext = excluded.ciphertext, updated_at = excluded.updated_at",
+             ciphertext = excluded.ciphertext, updated_at = excluded.updated_at, invalid_since = NULL",
     )
     .bind(brand)
     .bind(player)
@@ -111,6 +112,58 @@ pub async fn get(
             key.open(&aad(brand, player, kind), &nonce, &ct).map(Some)
         }
     }
+}
+
+/// A contact as delivery sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Contact {
+    Missing,
+    /// It bounced hard; nothing goes to it until it changes.
+    Invalid,
+    Valid(String),
+}
+
+pub async fn for_delivery(
+    db: &Db,
+    key: &ContactsKey,
+    brand: &str,
+    player: &str,
+    kind: &str,
+) -> anyhow::Result<Contact> {
+    let row = sqlx::query(
+        "SELECT invalid_since FROM contacts WHERE brand_id = $1 AND player_id = $2 AND kind = $3",
+    )
+    .bind(brand)
+    .bind(player)
+    .bind(kind)
+    .fetch_optional(&db.pool)
+    .await?;
+    match row {
+        None => Ok(Contact::Missing),
+        Some(r) if r.try_get::<Option<i64>, _>("invalid_since")?.is_some() => Ok(Contact::Invalid),
+        Some(_) => Ok(get(db, key, brand, player, kind).await?.map_or(Contact::Missing, Contact::Valid)),
+    }
+}
+
+/// Marks a contact invalid (a hard bounce), inside the caller's transaction.
+pub async fn mark_invalid(
+    conn: &mut sqlx::AnyConnection,
+    brand: &str,
+    player: &str,
+    kind: &str,
+    at: i64,
+) -> anyhow::Result<()> {
+    sqlx::query(
+        "UPDATE contacts SET invalid_since = $4 WHERE brand_id = $1 AND player_id = $2 AND kind = $3
+         AND invalid_since IS NULL",
+    )
+    .bind(brand)
+    .bind(player)
+    .bind(kind)
+    .bind(at)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
 }
 
 #[cfg(test)]

@@ -46,7 +46,20 @@ pub async fn erase(db: &Db, brand: &str, player: &str) -> anyhow::Result<bool> {
         .bind(player)
         .execute(&mut *tx)
         .await?;
-    for table in ["events", "profiles", "player_days", "player_stakes", "consents", "decisions"] {
+    // Messages not sent yet will not be: the player is gone.
+    sqlx::query(
+        "UPDATE deliveries SET status = 'suppressed', updated_at = $3,
+             reasons = '[{\"code\":\"player_erased\",\"detail\":\"the player was erased\"}]'
+         WHERE brand_id = $1 AND player_id = $2 AND status IN ('queued', 'deferred')",
+    )
+    .bind(brand)
+    .bind(player)
+    .bind(now_ms())
+    .execute(&mut *tx)
+    .await?;
+    for table in
+        ["events", "profiles", "player_days", "player_stakes", "consents", "decisions", "deliveries", "send_locks"]
+    {
         let sql = format!("UPDATE {table} SET player_id = $1 WHERE brand_id = $2 AND player_id = $3");
         sqlx::query(sqlx::AssertSqlSafe(sql))
             .bind(&pseudonym)
@@ -59,6 +72,15 @@ pub async fn erase(db: &Db, brand: &str, player: &str) -> anyhow::Result<bool> {
     // id: they go. The aggregates computed from the payloads stay in player_days / player_stakes.
     sqlx::query(
         "UPDATE events SET event_id = 'erased_' || CAST(seq AS TEXT), trace_id = NULL, payload = '\"none\"'
+         WHERE brand_id = $1 AND player_id = $2",
+    )
+    .bind(brand)
+    .bind(&pseudonym)
+    .execute(&mut *tx)
+    .await?;
+    // What was sent may carry personal data (a first name in the text) and client keys may embed the id.
+    sqlx::query(
+        "UPDATE deliveries SET subject = NULL, body = NULL, idempotency_key = 'erased_' || delivery_id
          WHERE brand_id = $1 AND player_id = $2",
     )
     .bind(brand)

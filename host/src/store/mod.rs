@@ -5,6 +5,7 @@
 pub mod consents;
 pub mod contacts;
 pub mod decisions;
+pub mod deliveries;
 pub mod erasure;
 pub mod events;
 pub mod keys;

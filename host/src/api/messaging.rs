@@ -1,0 +1,360 @@
+//! The send path and what follows it: `POST /v1/messaging/send` (§12, with a required
+//! `X-Idempotency-Key`), `POST /v1/messaging/feedback` and signed provider webhooks
+//! (`POST /v1/webhooks/{provider}`), `GET /v1/deliveries/{id}` (status history, reasons, basis) and the
+//! in-app inbox. Every send goes through the policy gate before it is stored, and is stored before
+//! anything leaves.
+
+use std::collections::BTreeMap;
+
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+
+use super::players::{BrandQuery, brand_of, stored_profile};
+use super::{ApiError, AppState};
+use crate::auth::{Principal, Role};
+use crate::delivery::feedback::{self, FeedbackEvent};
+use crate::delivery::outbox::{self, Enqueued, Message};
+use crate::delivery::templates::{self, TemplateError};
+use crate::model::{Channel, wire_name};
+use crate::policy::Priority;
+use crate::store::deliveries::{self, Delivery, NewDelivery};
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/v1/messaging/send", post(send))
+        .route("/v1/messaging/feedback", post(post_feedback))
+        .route("/v1/webhooks/{provider}", post(webhook))
+        .route("/v1/deliveries/{delivery_id}", get(get_delivery))
+        .route("/v1/players/{player_id}/inbox", get(inbox))
+        .route("/v1/players/{player_id}/inbox/{delivery_id}/read", post(mark_read))
+}
+
+fn invalid(message: impl Into<String>, field: &str) -> ApiError {
+    ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_message", message).with_field(field)
+}
+
+#[derive(Debug, Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+struct SendRequest {
+    channel: Channel,
+    player_id: String,
+    template_id: String,
+    #[serde(default)]
+    personalization: BTreeMap<String, String>,
+    #[serde(default = "default_policy")]
+    frequency_policy_id: String,
+    #[serde(default)]
+    priority: Priority,
+    campaign_id: Option<String>,
+    brand_id: Option<String>,
+}
+
+fn default_policy() -> String {
+    "fp_default".into()
+}
+
+/// The field a serde error is about, when it says.
+fn field_of(e: &serde_json::Error) -> &'static str {
+    let m = e.to_string();
+    ["channel", "player_id", "template_id", "personalization", "frequency_policy_id", "priority", "campaign_id"]
+        .into_iter()
+        .find(|f| m.contains(&format!("`{f}`")))
+        .unwrap_or("body")
+}
+
+/// What a send answers, the first time and every time its key comes again.
+fn accepted(d: &Delivery) -> Response {
+    let mut body = json!({
+        "delivery_id": d.delivery_id, "status": d.status.to_uppercase(), "reasons": d.reasons,
+    });
+    if d.status == "deferred" {
+        body["deliver_after"] = json!(d.next_attempt_at.and_then(|t| jiff::Timestamp::from_millisecond(t).ok()));
+    }
+    (StatusCode::ACCEPTED, Json(body)).into_response()
+}
+
+async fn send(
+    State(state): State<AppState>,
+    principal: Principal,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Result<Response, ApiError> {
+    principal.require(&[Role::Platform, Role::Marketing])?;
+    let key = headers
+        .get("x-idempotency-key")
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim)
+        .filter(|k| !k.is_empty())
+        .ok_or_else(|| {
+            ApiError::new(StatusCode::BAD_REQUEST, "idempotency_key_required", "the X-Idempotency-Key header is required")
+        })?
+        .to_string();
+    if key.len() > 128 {
+        return Err(ApiError::new(StatusCode::BAD_REQUEST, "idempotency_key_invalid", "X-Idempotency-Key: at most 128 characters"));
+    }
+    let doc: Value = serde_json::from_slice(&body).map_err(|e| {
+        ApiError::new(StatusCode::BAD_REQUEST, "malformed_json", format!("the body is not JSON: {e}"))
+    })?;
+    let req: SendRequest = serde_json::from_value(doc).map_err(|e| invalid(e.to_string(), field_of(&e)))?;
+    let brand = brand_of(&principal, &BrandQuery { brand_id: req.brand_id.clone() })?;
+    // The same key for the same request is the same delivery, whoever asks again.
+    let request_hash = hex::encode(Sha256::digest(serde_json::to_vec(&(&brand, &req)).map_err(ApiError::internal)?));
+    let delivery_id = crate::delivery::new_delivery_id();
+    let now = state.delivery.clock.now();
+    let mut new = NewDelivery {
+        delivery_id: &delivery_id,
+        brand: &brand,
+        player: &req.player_id,
+        idempotency_key: &key,
+        request_hash: &request_hash,
+        channel: "",
+        template_id: &req.template_id,
+        locale: "",
+        class: "",
+        product: None,
+        bonus_offer: false,
+        priority: "",
+        campaign_id: req.campaign_id.as_deref(),
+        frequency_policy: &req.frequency_policy_id,
+        subject: None,
+        body: "",
+        now: now.as_millisecond(),
+    };
+    match outbox::existing(&state.db, &new).await.map_err(ApiError::internal)? {
+        Some(Enqueued::Existing(d)) => return Ok(accepted(&d)),
+        Some(_) => return Err(key_conflict()),
+        None => {}
+    }
+    let policy = state.delivery.policies.get(&req.frequency_policy_id).ok_or_else(|| {
+        invalid(format!("no frequency policy `{}`", req.frequency_policy_id), "frequency_policy_id")
+    })?;
+    if let Some(c) = &req.campaign_id
+        && (c.is_empty() || c.len() > 64)
+    {
+        return Err(invalid("campaign_id: 1 to 64 characters", "campaign_id"));
+    }
+    {
+        let mut conn = state.db.pool.acquire().await.map_err(ApiError::internal)?;
+        if crate::store::erasure::is_erased(&mut conn, &brand, &req.player_id).await.map_err(ApiError::internal)? {
+            return Err(ApiError::new(StatusCode::GONE, "player_erased", "the player was erased").with_field("player_id"));
+        }
+    }
+    let profile = stored_profile(&state, &brand, &req.player_id).await?.at(&brand, &req.player_id, now).profile;
+    let rendered = match templates::render(&state.db, &brand, &req.template_id, &profile.locale, &req.personalization)
+        .await
+        .map_err(|e| ApiError::internal(format!("{e:#}")))?
+    {
+        Ok(r) => r,
+        Err(TemplateError::NotFound(_)) => {
+            return Err(ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "unknown_template",
+                format!("no template `{}` for the player's locale {}, its language or the default", req.template_id, profile.locale),
+            )
+            .with_field("template_id"));
+        }
+        Err(TemplateError::MissingVariable(v)) => {
+            return Err(ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "missing_variable", format!("personalization lacks `{v}`"))
+                .with_field(format!("personalization.{v}")));
+        }
+        Err(TemplateError::Invalid(m)) => return Err(ApiError::internal(m)),
+    };
+    let class = outbox::class_of(rendered.topic, req.personalization.contains_key("offer_id"));
+    let product = match class {
+        crate::policy::MessageClass::Marketing { product, .. } => Some(wire_name(product)),
+        _ => None,
+    };
+    let (channel, priority) = (wire_name(req.channel), wire_name(req.priority));
+    new.channel = &channel;
+    new.locale = &rendered.locale;
+    new.class = outbox::class_name(class);
+    new.product = product.as_deref();
+    new.bonus_offer = matches!(class, crate::policy::MessageClass::Marketing { bonus_offer: true, .. });
+    new.priority = &priority;
+    new.subject = rendered.subject.as_deref();
+    new.body = &rendered.body;
+    let consents = crate::store::consents::history(&state.db, &brand, &req.player_id)
+        .await
+        .map_err(ApiError::internal)?;
+    let m = Message {
+        brand: &brand,
+        player: &req.player_id,
+        channel: req.channel,
+        class,
+        priority: req.priority,
+        template_id: &req.template_id,
+        campaign_id: req.campaign_id.as_deref(),
+        policy,
+    };
+    match outbox::enqueue(&state.db, &state.delivery, &m, &new, &profile, &consents)
+        .await
+        .map_err(|e| ApiError::internal(format!("{e:#}")))?
+    {
+        Enqueued::New(d) | Enqueued::Existing(d) => Ok(accepted(&d)),
+        Enqueued::Conflict => Err(key_conflict()),
+    }
+}
+
+fn key_conflict() -> ApiError {
+    ApiError::new(
+        StatusCode::CONFLICT,
+        "idempotency_conflict",
+        "this X-Idempotency-Key was used for a different request",
+    )
+}
+
+/// A delivery the caller may see, or 404 (another brand's delivery is "not found").
+async fn visible(state: &AppState, principal: &Principal, delivery_id: &str) -> Result<Delivery, ApiError> {
+    let mut conn = state.db.pool.acquire().await.map_err(ApiError::internal)?;
+    deliveries::get(&mut conn, delivery_id)
+        .await
+        .map_err(ApiError::internal)?
+        .filter(|d| principal.may_see_brand(&d.brand_id))
+        .ok_or_else(|| ApiError::not_found("delivery"))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Feedback {
+    delivery_id: String,
+    event: FeedbackEvent,
+    occurred_at: jiff::Timestamp,
+}
+
+fn parse_feedback(body: &[u8]) -> Result<Feedback, ApiError> {
+    serde_json::from_slice(body).map_err(|e| {
+        ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_feedback", e.to_string())
+    })
+}
+
+async fn apply_feedback(state: &AppState, d: &Delivery, f: &Feedback, source: &str) -> Result<Json<Value>, ApiError> {
+    let now = state.delivery.clock.now_ms();
+    let applied = feedback::apply(&state.db, d, f.event, f.occurred_at.as_millisecond(), source, now)
+        .await
+        .map_err(|e| ApiError::internal(format!("{e:#}")))?;
+    if applied.consent_version.is_some() {
+        state.profiles.invalidate(&(d.brand_id.clone(), d.player_id.clone()));
+    }
+    Ok(Json(json!(applied)))
+}
+
+async fn post_feedback(
+    State(state): State<AppState>,
+    principal: Principal,
+    body: axum::body::Bytes,
+) -> Result<Json<Value>, ApiError> {
+    principal.require(&[Role::Platform])?;
+    let f = parse_feedback(&body)?;
+    let d = visible(&state, &principal, &f.delivery_id).await?;
+    apply_feedback(&state, &d, &f, "api").await
+}
+
+/// How far a webhook's timestamp may be from our clock (a replay after this is refused).
+const WEBHOOK_TOLERANCE_S: i64 = 300;
+
+/// A provider's own report, signed like our calls to it; it may only speak of deliveries it carried.
+async fn webhook(
+    State(state): State<AppState>,
+    Path(provider): Path<String>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Result<Json<Value>, ApiError> {
+    let providers = &state.delivery.settings.providers;
+    let p = providers
+        .push
+        .iter()
+        .chain(&providers.sms)
+        .find(|p| p.name == provider)
+        .ok_or_else(|| ApiError::not_found("provider"))?;
+    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).unwrap_or("");
+    let (timestamp, signature) = (header("x-pitboss-timestamp"), header("x-pitboss-signature"));
+    if !crate::delivery::channels::verify(&p.secret, timestamp, &body, signature) {
+        return Err(ApiError::new(StatusCode::UNAUTHORIZED, "bad_signature", "the webhook's signature does not verify"));
+    }
+    let sent_at: i64 = timestamp.parse().unwrap_or(i64::MIN);
+    if (state.delivery.clock.now().as_second() - sent_at).abs() > WEBHOOK_TOLERANCE_S {
+        return Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "stale_webhook",
+            format!("the webhook's timestamp is more than {WEBHOOK_TOLERANCE_S} s from now"),
+        ));
+    }
+    let f = parse_feedback(&body)?;
+    let mut conn = state.db.pool.acquire().await.map_err(ApiError::internal)?;
+    let d = deliveries::get(&mut conn, &f.delivery_id)
+        .await
+        .map_err(ApiError::internal)?
+        .filter(|d| d.provider.as_deref() == Some(p.name.as_str()))
+        .ok_or_else(|| ApiError::not_found("delivery"))?;
+    drop(conn);
+    apply_feedback(&state, &d, &f, &format!("webhook:{}", p.name)).await
+}
+
+async fn get_delivery(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path(delivery_id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    principal.require(&[Role::Platform, Role::Marketing, Role::Compliance, Role::Analyst, Role::Admin])?;
+    let d = visible(&state, &principal, &delivery_id).await?;
+    let history = deliveries::history(&state.db, &delivery_id).await.map_err(ApiError::internal)?;
+    let mut v = json!(d);
+    v["status"] = json!(d.status.to_uppercase());
+    v["history"] = json!(history);
+    Ok(Json(v))
+}
+
+async fn inbox(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path(player_id): Path<String>,
+    Query(q): Query<BrandQuery>,
+) -> Result<Json<Value>, ApiError> {
+    principal.require(&[Role::Platform])?;
+    let brand = brand_of(&principal, &q)?;
+    stored_profile(&state, &brand, &player_id).await?;
+    let messages: Vec<Value> = deliveries::inbox(&state.db, &brand, &player_id)
+        .await
+        .map_err(ApiError::internal)?
+        .into_iter()
+        .map(|d| {
+            let ts = |ms: Option<i64>| ms.and_then(|t| jiff::Timestamp::from_millisecond(t).ok());
+            json!({"delivery_id": d.delivery_id, "template_id": d.template_id, "subject": d.subject, "body": d.body,
+                   "sent_at": ts(Some(d.updated_at)), "read_at": ts(d.read_at)})
+        })
+        .collect();
+    Ok(Json(json!({"player_id": player_id, "messages": messages})))
+}
+
+/// Marks an inbox message read; reading counts as an `open`.
+async fn mark_read(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path((player_id, delivery_id)): Path<(String, String)>,
+) -> Result<Json<Value>, ApiError> {
+    principal.require(&[Role::Platform])?;
+    let d = visible(&state, &principal, &delivery_id).await?;
+    if d.player_id != player_id || d.channel != "in_app" || !matches!(d.status.as_str(), "sent" | "delivered") {
+        return Err(ApiError::not_found("inbox message"));
+    }
+    let now = state.delivery.clock.now_ms();
+    sqlx::query("UPDATE deliveries SET read_at = COALESCE(read_at, $2) WHERE delivery_id = $1")
+        .bind(&delivery_id)
+        .bind(now)
+        .execute(&state.db.pool)
+        .await
+        .map_err(ApiError::internal)?;
+    let read_at = d.read_at.unwrap_or(now);
+    let f = Feedback {
+        delivery_id,
+        event: FeedbackEvent::Open,
+        occurred_at: jiff::Timestamp::from_millisecond(read_at).map_err(ApiError::internal)?,
+    };
+    apply_feedback(&state, &d, &f, "inbox").await
+}

@@ -1,0 +1,198 @@
+//! The channels a delivery leaves by: e-mail over SMTP (to the configured relay, with List-Unsubscribe
+//! headers), push and SMS through HTTP providers (a JSON POST signed with HMAC-SHA256, each provider of
+//! a channel tried in turn on an error or a timeout). Every call carries the delivery id as its
+//! idempotency key (`Idempotency-Key` for HTTP; the Message-ID and `X-Pitboss-Delivery-Id` for e-mail).
+//! Contacts pass through here in clear and are never logged.
+
+use std::time::Duration;
+
+use hmac::{Hmac, Mac};
+use lettre::message::header::{ContentType, HeaderName, HeaderValue};
+use lettre::transport::smtp::authentication::Credentials;
+use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
+use serde_json::json;
+use sha2::Sha256;
+
+use crate::config::{BrandSettings, HttpProvider, Settings};
+use crate::store::deliveries::Delivery;
+use crate::telemetry::Metrics;
+
+/// How a provider call ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    Accepted { provider: String, message_id: Option<String> },
+    /// Worth another attempt later (timeout, 4xx SMTP reply, 5xx, connection refused).
+    Retry(String),
+    /// Will not work however often it is tried (a 5xx SMTP reply, a bad address, no relay).
+    Permanent(String),
+}
+
+/// `sha256=` and the hex HMAC-SHA256 of "{timestamp}.{body}".
+pub fn sign(secret: &str, timestamp: &str, body: &[u8]) -> String {
+    let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).expect("HMAC takes any key");
+    mac.update(timestamp.as_bytes());
+    mac.update(b".");
+    mac.update(body);
+    format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
+}
+
+/// Checks a signature made by `sign`, in constant time.
+pub fn verify(secret: &str, timestamp: &str, body: &[u8], signature: &str) -> bool {
+    let Some(given) = signature.strip_prefix("sha256=").and_then(|h| hex::decode(h).ok()) else {
+        return false;
+    };
+    let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).expect("HMAC takes any key");
+    mac.update(timestamp.as_bytes());
+    mac.update(b".");
+    mac.update(body);
+    mac.verify_slice(&given).is_ok()
+}
+
+pub struct Channels {
+    http: reqwest::Client,
+    smtp: Option<AsyncSmtpTransport<Tokio1Executor>>,
+}
+
+impl Channels {
+    pub fn new(settings: &Settings) -> anyhow::Result<Channels> {
+        let timeout = Duration::from_millis(settings.delivery.provider_timeout_ms);
+        let smtp = match &settings.smtp {
+            None => None,
+            Some(s) => {
+                let (host, port) = s
+                    .relay
+                    .rsplit_once(':')
+                    .and_then(|(h, p)| Some((h.to_string(), p.parse::<u16>().ok()?)))
+                    .ok_or_else(|| anyhow::anyhow!("smtp.relay must be host:port, not `{}`", s.relay))?;
+                let mut b = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(host)
+                    .port(port)
+                    .timeout(Some(timeout));
+                if let (Some(u), Some(p)) = (&s.username, &s.password) {
+                    b = b.credentials(Credentials::new(u.clone(), p.clone()));
+                }
+                Some(b.build())
+            }
+        };
+        let http = reqwest::Client::builder().timeout(timeout).build()?;
+        Ok(Channels { http, smtp })
+    }
+
+    pub async fn email(&self, brand: Option<&BrandSettings>, d: &Delivery, to: &str) -> Outcome {
+        let Some(smtp) = &self.smtp else {
+            return Outcome::Permanent("no SMTP relay is configured".into());
+        };
+        let Some(from) = brand.and_then(|b| b.email_from.as_deref()) else {
+            return Outcome::Permanent(format!("brand {} has no email_from", d.brand_id));
+        };
+        let message = (|| -> Result<Message, String> {
+            let mut b = Message::builder()
+                .from(from.parse().map_err(|e| format!("email_from: {e}"))?)
+                .to(to.parse().map_err(|_| "the player's e-mail address does not parse".to_string())?)
+                .subject(d.subject.clone().unwrap_or_default())
+                .message_id(Some(format!("<{}@pitboss>", d.delivery_id)))
+                .header(ContentType::TEXT_PLAIN)
+                .raw_header(HeaderValue::new(
+                    HeaderName::new_from_ascii_str("X-Pitboss-Delivery-Id"),
+                    d.delivery_id.clone(),
+                ));
+            if let Some(list) = brand.and_then(|b| list_unsubscribe(b, &d.delivery_id)) {
+                b = b.raw_header(HeaderValue::new(HeaderName::new_from_ascii_str("List-Unsubscribe"), list));
+                if brand.is_some_and(|b| b.unsubscribe_url.is_some()) {
+                    // RFC 8058: mail clients may unsubscribe with one POST, without opening a page.
+                    b = b.raw_header(HeaderValue::new(
+                        HeaderName::new_from_ascii_str("List-Unsubscribe-Post"),
+                        "List-Unsubscribe=One-Click".into(),
+                    ));
+                }
+            }
+            b.body(d.body.clone().unwrap_or_default()).map_err(|e| e.to_string())
+        })();
+        let message = match message {
+            Ok(m) => m,
+            Err(e) => return Outcome::Permanent(e),
+        };
+        match smtp.send(message).await {
+            Ok(_) => Outcome::Accepted { provider: "smtp".into(), message_id: None },
+            Err(e) if e.is_permanent() => Outcome::Permanent(format!("SMTP: {e}")),
+            Err(e) => Outcome::Retry(format!("SMTP: {e}")),
+        }
+    }
+
+    /// Tries each provider in turn; the first to accept wins.
+    pub async fn http(
+        &self,
+        providers: &[HttpProvider],
+        d: &Delivery,
+        to: &str,
+        now_s: i64,
+        metrics: &Metrics,
+    ) -> Outcome {
+        if providers.is_empty() {
+            return Outcome::Retry(format!("no {} provider is configured", d.channel));
+        }
+        let body = json!({
+            "delivery_id": d.delivery_id, "brand_id": d.brand_id, "channel": d.channel, "to": to,
+            "subject": d.subject, "body": d.body,
+        })
+        .to_string();
+        let timestamp = now_s.to_string();
+        let mut errors = Vec::new();
+        for p in providers {
+            let answer = self
+                .http
+                .post(&p.url)
+                .header("content-type", "application/json")
+                .header("Idempotency-Key", &d.delivery_id)
+                .header("X-Pitboss-Timestamp", &timestamp)
+                .header("X-Pitboss-Signature", sign(&p.secret, &timestamp, body.as_bytes()))
+                .body(body.clone())
+                .send()
+                .await;
+            match answer {
+                Ok(r) if r.status().is_success() => {
+                    metrics.attempt(&d.channel, &p.name, "accepted");
+                    let v: serde_json::Value = r.json().await.unwrap_or_default();
+                    let message_id = v["message_id"].as_str().map(String::from);
+                    return Outcome::Accepted { provider: p.name.clone(), message_id };
+                }
+                Ok(r) => {
+                    metrics.attempt(&d.channel, &p.name, "failed");
+                    errors.push(format!("{}: HTTP {}", p.name, r.status().as_u16()));
+                }
+                Err(e) => {
+                    metrics.attempt(&d.channel, &p.name, "failed");
+                    let what = if e.is_timeout() { "timed out".to_string() } else { e.to_string() };
+                    errors.push(format!("{}: {what}", p.name));
+                }
+            }
+        }
+        Outcome::Retry(errors.join("; "))
+    }
+}
+
+/// The List-Unsubscribe value: the brand's link for this delivery and/or its mailto address.
+fn list_unsubscribe(brand: &BrandSettings, delivery_id: &str) -> Option<String> {
+    let mut parts = Vec::new();
+    if let Some(url) = &brand.unsubscribe_url {
+        parts.push(format!("<{}>", url.replace("{delivery_id}", delivery_id)));
+    }
+    if let Some(mailto) = &brand.unsubscribe_mailto {
+        parts.push(format!("<mailto:{mailto}?subject=unsubscribe%20{delivery_id}>"));
+    }
+    (!parts.is_empty()).then(|| parts.join(", "))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn signatures_verify_only_for_their_body_time_and_secret() {
+        let s = sign("k", "1700000000", b"{\"a\":1}");
+        assert!(verify("k", "1700000000", b"{\"a\":1}", &s));
+        assert!(!verify("k", "1700000000", b"{\"a\":2}", &s));
+        assert!(!verify("k", "1700000001", b"{\"a\":1}", &s));
+        assert!(!verify("other", "1700000000", b"{\"a\":1}", &s));
+        assert!(!verify("k", "1700000000", b"{\"a\":1}", "sha256=zz"));
+    }
+}

@@ -1,0 +1,139 @@
+//! Feedback from channels — delivered, open, click, soft and hard bounce, complaint, unsubscribe —
+//! posted by the platform or by a provider's signed webhook. Idempotent: the same report twice changes
+//! nothing the second time. An unsubscribe or a complaint withdraws the marketing consent of that
+//! channel at once (a new consent version with source `feedback:…`); a hard bounce marks the contact
+//! invalid. Each report and its effect commit together.
+
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+use crate::store::deliveries::{self, Delivery};
+use crate::store::{Db, consents, contacts};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FeedbackEvent {
+    Delivered,
+    Open,
+    Click,
+    SoftBounce,
+    HardBounce,
+    Complaint,
+    Unsubscribe,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Applied {
+    pub delivery_id: String,
+    pub event: FeedbackEvent,
+    /// True when this report was seen before (nothing changed).
+    pub duplicate: bool,
+    /// The new consent version, when the report withdrew consent.
+    pub consent_version: Option<i64>,
+    pub status: String,
+}
+
+/// Applies one report to a delivery the caller has found and may see.
+pub async fn apply(
+    db: &Db,
+    d: &Delivery,
+    event: FeedbackEvent,
+    occurred_at: i64,
+    source: &str,
+    now: i64,
+) -> anyhow::Result<Applied> {
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        match apply_once(db, d, event, occurred_at, source, now).await {
+            Err(e)
+                if attempt < 5
+                    && e.downcast_ref::<sqlx::Error>().is_some_and(consents::is_collision) =>
+            {
+                continue;
+            }
+            other => return other,
+        }
+    }
+}
+
+async fn apply_once(
+    db: &Db,
+    d: &Delivery,
+    event: FeedbackEvent,
+    occurred_at: i64,
+    source: &str,
+    now: i64,
+) -> anyhow::Result<Applied> {
+    let name = crate::model::wire_name(event);
+    let mut tx = db.begin_write().await?;
+    let fresh = sqlx::query(
+        "INSERT INTO delivery_feedback (delivery_id, event, occurred_at, received_at, source)
+         VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
+    )
+    .bind(&d.delivery_id)
+    .bind(&name)
+    .bind(occurred_at)
+    .bind(now)
+    .bind(source)
+    .execute(&mut *tx)
+    .await?
+    .rows_affected()
+        == 1;
+    let mut applied =
+        Applied { delivery_id: d.delivery_id.clone(), event, duplicate: !fresh, consent_version: None, status: d.status.clone() };
+    if !fresh {
+        return Ok(applied);
+    }
+    let mut detail = json!({"feedback": name, "occurred_at": occurred_at, "source": source});
+    match event {
+        FeedbackEvent::Unsubscribe | FeedbackEvent::Complaint => {
+            let changes = [("channel", d.channel.clone(), false)];
+            let version = consents::record_in(
+                &mut tx,
+                &d.brand_id,
+                &d.player_id,
+                &changes,
+                &format!("feedback:{name}"),
+                now,
+            )
+            .await?;
+            applied.consent_version = Some(version);
+            detail["consent_withdrawn"] = json!({"channel": d.channel, "version": version});
+        }
+        FeedbackEvent::HardBounce => {
+            if let Some(kind) = contact_kind(&d.channel) {
+                contacts::mark_invalid(&mut tx, &d.brand_id, &d.player_id, kind, now).await?;
+                detail["contact_invalid"] = json!(kind);
+            }
+        }
+        _ => {}
+    }
+    // Delivery milestones move the status forward; engagement is history only.
+    let status = match (event, d.status.as_str()) {
+        (FeedbackEvent::Delivered, "sent") => Some("delivered"),
+        (FeedbackEvent::HardBounce, "sent" | "delivered") => Some("bounced"),
+        _ => None,
+    };
+    if let Some(s) = status {
+        sqlx::query("UPDATE deliveries SET status = $2, updated_at = $3 WHERE delivery_id = $1")
+            .bind(&d.delivery_id)
+            .bind(s)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+        applied.status = s.to_string();
+    }
+    deliveries::event(&mut tx, &d.delivery_id, now, &name, detail).await?;
+    tx.commit().await?;
+    Ok(applied)
+}
+
+/// The contact a channel sends to, if any.
+fn contact_kind(channel: &str) -> Option<&'static str> {
+    match channel {
+        "email" => Some("email"),
+        "sms" | "phone" => Some("phone"),
+        _ => None,
+    }
+}

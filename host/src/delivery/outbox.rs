@@ -1,0 +1,233 @@
+//! The outbox's write side: a message is gated and stored in one transaction that holds the player's
+//! send lock, so what was already sent is counted and this message's place under the caps reserved by
+//! one sender at a time — 100 concurrent sends against a cap of 3 give exactly 3. The same gate runs
+//! again, the same way, when a worker is about to send.
+
+use jiff::{SignedDuration, Timestamp, ToSpan, tz::TimeZone};
+use serde_json::{Value, json};
+
+use super::Context;
+use super::templates::Topic;
+use crate::model::{Channel, Product, Profile, wire_name};
+use crate::policy::{self, Decision, FrequencyPolicy, MessageClass, Priority, Sent};
+use crate::store::consents::ConsentRecord;
+use crate::store::deliveries::{self, Counted, Gated, NewDelivery};
+use crate::store::Db;
+
+/// What the gate needs to know about a message besides the player.
+#[derive(Debug, Clone)]
+pub struct Message<'a> {
+    pub brand: &'a str,
+    pub player: &'a str,
+    pub channel: Channel,
+    pub class: MessageClass,
+    pub priority: Priority,
+    pub template_id: &'a str,
+    pub campaign_id: Option<&'a str>,
+    pub policy: &'a FrequencyPolicy,
+}
+
+/// What a template's topic makes of a message; a marketing message carrying an offer (`offer_id` in
+/// its personalization) is a bonus offer, with the stricter age rule.
+pub fn class_of(topic: Topic, bonus_offer: bool) -> MessageClass {
+    let product = match topic {
+        Topic::Transactional => return MessageClass::Transactional,
+        Topic::RgInformational => return MessageClass::RgInformational,
+        Topic::Casino => Product::Casino,
+        Topic::Sports => Product::Sports,
+        Topic::Poker => Product::Poker,
+        Topic::Bingo => Product::Bingo,
+    };
+    MessageClass::Marketing { product, bonus_offer }
+}
+
+pub fn class_name(class: MessageClass) -> &'static str {
+    match class {
+        MessageClass::Marketing { .. } => "marketing",
+        MessageClass::Transactional => "transactional",
+        MessageClass::RgInformational => "rg_informational",
+    }
+}
+
+/// The start of the player's local day and week (Monday) containing `now`.
+fn local_windows(time_zone: &str, now: Timestamp) -> (Timestamp, Timestamp) {
+    let tz = TimeZone::get(time_zone).unwrap_or(TimeZone::UTC);
+    let local = now.to_zoned_datetime(tz);
+    let day = local.start_of_day().map(|d| d.timestamp()).unwrap_or(now);
+    let monday = local
+        .date()
+        .checked_sub(i64::from(local.weekday().to_monday_zero_offset()).days())
+        .ok()
+        .and_then(|d| d.to_datetime(jiff::civil::Time::midnight()).to_zoned_datetime(local.time_zone().clone()).ok())
+        .map(|z| z.timestamp())
+        .unwrap_or(day);
+    (day, monday)
+}
+
+/// Counts what was sent, as the gate sees it, leaving out `exclude` (the delivery being re-checked).
+fn tally(counted: &[Counted], m: &Message, day: i64, week: i64, exclude: Option<&str>) -> Sent {
+    let channel = wire_name(m.channel);
+    let priority = wire_name(m.priority);
+    let mut s = Sent::default();
+    for c in counted.iter().filter(|c| Some(c.delivery_id.as_str()) != exclude) {
+        let at = Timestamp::from_millisecond(c.counted_at).ok();
+        if c.template_id == m.template_id {
+            s.template_last_sent = s.template_last_sent.max(at);
+        }
+        if c.campaign_id.is_some() && c.campaign_id.as_deref() == m.campaign_id {
+            s.campaign_last_sent = s.campaign_last_sent.max(at);
+        }
+        if c.class != "marketing" {
+            continue;
+        }
+        let (today, week) = (u32::from(c.counted_at >= day), u32::from(c.counted_at >= week));
+        s.marketing_today += today;
+        s.marketing_this_week += week;
+        if c.priority == priority {
+            s.class_today += today;
+            s.class_this_week += week;
+            if c.channel == channel {
+                s.channel_today += today;
+                s.channel_this_week += week;
+            }
+        }
+    }
+    s
+}
+
+/// Takes the player's send lock, counts what was sent and asks the gate. The caller writes the result
+/// in the same transaction.
+pub async fn gate(
+    conn: &mut sqlx::AnyConnection,
+    ctx: &Context,
+    m: &Message<'_>,
+    profile: &Profile,
+    consents: &[ConsentRecord],
+    exclude: Option<&str>,
+    now: Timestamp,
+) -> anyhow::Result<Decision> {
+    deliveries::lock_player(conn, m.brand, m.player).await?;
+    let (day, week) = local_windows(&profile.time_zone, now);
+    let since = week
+        .min(now - m.policy.dedup_window())
+        .min(now - m.policy.campaign_cooldown())
+        .min(now - SignedDuration::from_hours(24 * 8));
+    let counted = deliveries::counted_since(conn, m.brand, m.player, since.as_millisecond()).await?;
+    let sent = tally(&counted, m, day.as_millisecond(), week.as_millisecond(), exclude);
+    let decision = policy::decide(&policy::Request {
+        channel: m.channel,
+        class: m.class,
+        profile,
+        consents,
+        pack: ctx.packs.for_jurisdiction(&profile.jurisdiction),
+        licensed: ctx.licences(m.brand),
+        policy: m.policy,
+        priority: m.priority,
+        sent: &sent,
+        now,
+    });
+    if let Decision::Deny { reasons } | Decision::Defer { reasons, .. } = &decision {
+        for r in reasons {
+            ctx.metrics.refusal(r.code);
+        }
+    }
+    Ok(decision)
+}
+
+/// The stored form of a gate decision.
+pub fn gated(d: &Decision, now: Timestamp) -> Gated {
+    match d {
+        Decision::Allow { basis } => Gated {
+            status: "queued",
+            reasons: json!([]),
+            basis: Some(json!(basis)),
+            counted_at: Some(now.as_millisecond()),
+            next_attempt_at: Some(now.as_millisecond()),
+        },
+        Decision::Defer { until, reasons } => Gated {
+            status: "deferred",
+            reasons: json!(reasons),
+            basis: None,
+            counted_at: None,
+            next_attempt_at: Some(until.as_millisecond()),
+        },
+        Decision::Deny { reasons } => Gated {
+            status: "suppressed",
+            reasons: json!(reasons),
+            basis: None,
+            counted_at: None,
+            next_attempt_at: None,
+        },
+    }
+}
+
+/// A gate decision as one line of history.
+pub fn decision_detail(d: &Decision, at: &str) -> Value {
+    let mut v = json!(d);
+    v["gate"] = json!(at);
+    v
+}
+
+pub enum Enqueued {
+    New(deliveries::Delivery),
+    /// The idempotency key was used before, for this very request.
+    Existing(deliveries::Delivery),
+    /// The idempotency key was used before, for another request.
+    Conflict,
+}
+
+/// Gates a message and writes the delivery. A concurrent request with the same idempotency key gets
+/// the delivery the first one wrote.
+pub async fn enqueue(
+    db: &Db,
+    ctx: &Context,
+    m: &Message<'_>,
+    new: &NewDelivery<'_>,
+    profile: &Profile,
+    consents: &[ConsentRecord],
+) -> anyhow::Result<Enqueued> {
+    let now = Timestamp::from_millisecond(new.now)?;
+    let mut tx = db.begin_write().await?;
+    let decision = gate(&mut tx, ctx, m, profile, consents, None, now).await?;
+    let g = gated(&decision, now);
+    match deliveries::insert(&mut tx, new, &g).await {
+        Ok(()) => {}
+        Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
+            drop(tx);
+            return existing(db, new).await?.ok_or_else(|| anyhow::anyhow!("a conflicting delivery vanished"));
+        }
+        Err(e) => return Err(e.into()),
+    }
+    deliveries::event(&mut tx, new.delivery_id, new.now, g.status, decision_detail(&decision, "request"))
+        .await?;
+    tx.commit().await?;
+    if g.status == "queued" {
+        ctx.wake.notify_one();
+    }
+    let mut conn = db.pool.acquire().await?;
+    Ok(Enqueued::New(deliveries::get(&mut conn, new.delivery_id).await?.expect("just written")))
+}
+
+/// What an idempotency key already stands for, if it was used.
+pub async fn existing(db: &Db, new: &NewDelivery<'_>) -> anyhow::Result<Option<Enqueued>> {
+    Ok(deliveries::by_key(db, new.brand, new.idempotency_key).await?.map(|d| {
+        if d.request_hash == new.request_hash { Enqueued::Existing(d) } else { Enqueued::Conflict }
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn days_and_weeks_are_the_players_own() {
+        // Monday 2026-11-23 00:30 in Berlin is still Sunday in UTC.
+        let now: Timestamp = "2026-11-22T23:30:00Z".parse().unwrap();
+        let (day, week) = local_windows("Europe/Berlin", now);
+        assert_eq!(day.to_string(), "2026-11-22T23:00:00Z");
+        assert_eq!(week.to_string(), "2026-11-22T23:00:00Z");
+        let (day, week) = local_windows("UTC", now);
+        assert_eq!(day.to_string(), "2026-11-22T00:00:00Z");
+        assert_eq!(week.to_string(), "2026-11-16T00:00:00Z");
+    }
+}

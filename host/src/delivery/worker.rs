@@ -1,0 +1,259 @@
+//! The workers: take due deliveries (claimed under a lease, so that of several hosts exactly one sends
+//! each), ask the gate again right before sending — a player excluded after the message was queued
+//! receives nothing — then hand the message to its channel, and record what happened. Failures are
+//! retried with exponential backoff up to `max_attempts`, then dead-lettered.
+//!
+//! At most one accepted provider call per delivery, whatever crashes: the provider call is marked as
+//! started, in the same commit as the gate's allow, before it is made. A delivery whose worker died
+//! after that point is in doubt. HTTP providers are called again with the same idempotency key (they
+//! answer a repeated key with the first call's result); an SMTP relay has no such key, so an e-mail in
+//! doubt is dead-lettered as `in_doubt`, never sent twice.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use jiff::Timestamp;
+use serde_json::{Value, json};
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+
+use super::Context;
+use super::channels::{Channels, Outcome};
+use super::outbox::{self, Message};
+use crate::model::{Channel, Product};
+use crate::policy::{Decision, MessageClass, Priority};
+use crate::store::contacts::{self, Contact, ContactsKey};
+use crate::store::deliveries::{self, Delivery};
+use crate::store::{Db, consents};
+
+pub struct Worker {
+    pub db: Db,
+    pub key: ContactsKey,
+    pub ctx: Arc<Context>,
+    channels: Channels,
+}
+
+fn parse<T: serde::de::DeserializeOwned>(s: &str) -> anyhow::Result<T> {
+    Ok(serde_json::from_value(Value::String(s.to_string()))?)
+}
+
+impl Worker {
+    pub fn new(db: Db, key: ContactsKey, ctx: Arc<Context>) -> anyhow::Result<Worker> {
+        let channels = Channels::new(&ctx.settings)?;
+        Ok(Worker { db, key, ctx, channels })
+    }
+
+    /// Works until `stop`, then finishes the deliveries in hand.
+    pub async fn run(self: Arc<Self>, mut stop: watch::Receiver<bool>) {
+        let settings = &self.ctx.settings.delivery;
+        let poll = Duration::from_millis(settings.poll_ms);
+        let mut in_hand: JoinSet<()> = JoinSet::new();
+        while !*stop.borrow() {
+            let free = settings.concurrency.saturating_sub(in_hand.len());
+            if free > 0 {
+                match self.take(free).await {
+                    Ok(taken) => {
+                        for (id, was) in taken {
+                            let w = self.clone();
+                            in_hand.spawn(async move {
+                                if let Err(e) = w.process(&id, &was).await {
+                                    tracing::error!(delivery_id = %id, error = format!("{e:#}"), "delivery");
+                                }
+                            });
+                        }
+                    }
+                    Err(e) => tracing::error!(error = format!("{e:#}"), "looking for due deliveries"),
+                }
+            }
+            tokio::select! {
+                Some(_) = in_hand.join_next(), if !in_hand.is_empty() => {}
+                _ = self.ctx.wake.notified() => {}
+                _ = tokio::time::sleep(poll) => {}
+                _ = stop.changed() => {}
+            }
+        }
+        while in_hand.join_next().await.is_some() {}
+    }
+
+    /// Claims up to `n` due deliveries; returns each with the status it had.
+    async fn take(&self, n: usize) -> anyhow::Result<Vec<(String, String)>> {
+        let now = self.ctx.clock.now_ms();
+        let lease = now + self.ctx.settings.delivery.lease_ms as i64;
+        let mut taken = Vec::new();
+        for (id, status, seen_lease) in deliveries::due(&self.db, now, (n * 2) as i64).await? {
+            if taken.len() == n {
+                break;
+            }
+            if deliveries::claim(&self.db, &id, &status, seen_lease, lease).await? {
+                taken.push((id, status));
+            }
+        }
+        Ok(taken)
+    }
+
+    async fn process(&self, id: &str, was: &str) -> anyhow::Result<()> {
+        let now = self.ctx.clock.now();
+        let mut conn = self.db.pool.acquire().await?;
+        let Some(d) = deliveries::get(&mut conn, id).await? else { return Ok(()) };
+        drop(conn);
+        if was == "sending" && d.provider_call_at.is_some() && d.channel == "email" {
+            let why = "the host stopped during the SMTP conversation; the relay may have accepted it, so it is not sent again";
+            return self.finish(&d, "dead_letter", Step::Gave("in_doubt", why.into()), now).await;
+        }
+        if !self.gate_again(&d, now).await? {
+            return Ok(());
+        }
+        let channel: Channel = parse(&d.channel)?;
+        let kind = match channel {
+            Channel::Email => Some("email"),
+            Channel::Sms | Channel::Phone => Some("phone"),
+            Channel::Push | Channel::InApp => None,
+        };
+        let to = match kind {
+            None => d.player_id.clone(),
+            Some(kind) => match contacts::for_delivery(&self.db, &self.key, &d.brand_id, &d.player_id, kind).await? {
+                Contact::Valid(to) => to,
+                Contact::Missing => {
+                    let why = format!("the player has no {kind} contact");
+                    return self.finish(&d, "dead_letter", Step::Gave("no_contact", why), now).await;
+                }
+                Contact::Invalid => {
+                    let why = format!("the player's {kind} contact bounced hard");
+                    return self.finish(&d, "suppressed", Step::Gave("contact_invalid", why), now).await;
+                }
+            },
+        };
+        let providers = &self.ctx.settings.providers;
+        let outcome = match channel {
+            Channel::Email => {
+                let o = self.channels.email(self.ctx.settings.brands.get(&d.brand_id), &d, &to).await;
+                let result = if matches!(o, Outcome::Accepted { .. }) { "accepted" } else { "failed" };
+                self.ctx.metrics.attempt("email", "smtp", result);
+                o
+            }
+            Channel::Push => self.channels.http(&providers.push, &d, &to, now.as_second(), &self.ctx.metrics).await,
+            Channel::Sms => self.channels.http(&providers.sms, &d, &to, now.as_second(), &self.ctx.metrics).await,
+            Channel::InApp => {
+                self.ctx.metrics.attempt("in_app", "inbox", "accepted");
+                Outcome::Accepted { provider: "inbox".into(), message_id: None }
+            }
+            Channel::Phone => Outcome::Permanent("phone messages are made by agents, not sent".into()),
+        };
+        let now = self.ctx.clock.now();
+        match outcome {
+            Outcome::Accepted { provider, message_id } => {
+                let seconds = (now.as_millisecond() - d.created_at).max(0) as f64 / 1000.0;
+                self.ctx.metrics.send_to_provider(&d.channel, seconds);
+                self.finish(&d, "sent", Step::Accepted(provider, message_id), now).await
+            }
+            Outcome::Permanent(e) => self.finish(&d, "dead_letter", Step::Gave("permanent_failure", e), now).await,
+            Outcome::Retry(e) if d.attempts + 1 >= i64::from(self.ctx.settings.delivery.max_attempts) => {
+                let why = format!("{} attempts; last: {e}", d.attempts + 1);
+                self.finish(&d, "dead_letter", Step::Gave("attempts_exhausted", why), now).await
+            }
+            Outcome::Retry(e) => {
+                let s = &self.ctx.settings.delivery;
+                let shift = u32::try_from(d.attempts).unwrap_or(u32::MAX).min(30);
+                let wait = s.backoff_initial_ms.saturating_mul(1 << shift).min(s.backoff_max_ms);
+                let at = now.as_millisecond() + wait as i64;
+                self.finish(&d, "queued", Step::Retry(e, at), now).await
+            }
+        }
+    }
+
+    /// The gate, right before sending, exactly as on the send path (this delivery left out of what was
+    /// sent). Writes its verdict; true if the message may go now.
+    async fn gate_again(&self, d: &Delivery, now: Timestamp) -> anyhow::Result<bool> {
+        let profile = crate::profiles::load(&self.db, &self.key, &d.brand_id, &d.player_id)
+            .await?
+            .map(|p| p.at(&d.brand_id, &d.player_id, now).profile);
+        let policy = self.ctx.policies.get(&d.frequency_policy);
+        let (Some(profile), Some(policy)) = (profile, policy) else {
+            let why = if policy.is_none() { "unknown_frequency_policy" } else { "unknown_player" };
+            self.finish(d, "suppressed", Step::Gave(why, "at send time".into()), now).await?;
+            return Ok(false);
+        };
+        let class = match d.class.as_str() {
+            "transactional" => MessageClass::Transactional,
+            "rg_informational" => MessageClass::RgInformational,
+            _ => MessageClass::Marketing {
+                product: parse::<Product>(d.product.as_deref().unwrap_or_default())?,
+                bonus_offer: d.bonus_offer,
+            },
+        };
+        let history = consents::history(&self.db, &d.brand_id, &d.player_id).await?;
+        let m = Message {
+            brand: &d.brand_id,
+            player: &d.player_id,
+            channel: parse(&d.channel)?,
+            class,
+            priority: parse::<Priority>(&d.priority)?,
+            template_id: &d.template_id,
+            campaign_id: d.campaign_id.as_deref(),
+            policy,
+        };
+        let mut tx = self.db.begin_write().await?;
+        let decision = outbox::gate(&mut tx, &self.ctx, &m, &profile, &history, Some(&d.delivery_id), now).await?;
+        let mut g = outbox::gated(&decision, now);
+        let allowed = matches!(decision, Decision::Allow { .. });
+        if allowed {
+            g.status = "sending";
+        }
+        deliveries::regated(&mut tx, &d.delivery_id, &g, allowed, now.as_millisecond()).await?;
+        deliveries::event(&mut tx, &d.delivery_id, now.as_millisecond(), g.status, outbox::decision_detail(&decision, "send"))
+            .await?;
+        tx.commit().await?;
+        Ok(allowed)
+    }
+
+    async fn finish(&self, d: &Delivery, status: &str, step: Step, now: Timestamp) -> anyhow::Result<()> {
+        let now_ms = now.as_millisecond();
+        let (attempted, provider, message_id, error, next, detail) = match &step {
+            Step::Accepted(p, m) => (1, Some(p.as_str()), m.as_deref(), None, None, json!({"provider": p, "provider_message_id": m})),
+            Step::Retry(e, at) => (1, None, None, Some(e.as_str()), Some(*at), json!({"error": e, "next_attempt_at": at})),
+            Step::Gave(code, why) => {
+                let attempted = i64::from(matches!(*code, "permanent_failure" | "attempts_exhausted"));
+                (attempted, None, None, Some(why.as_str()), None, json!({"reasons": [{"code": code, "detail": why}]}))
+            }
+        };
+        let reasons = match &step {
+            Step::Gave(code, why) if status != "dead_letter" => Some(json!([{"code": code, "detail": why}])),
+            _ => None,
+        };
+        let mut tx = self.db.begin_write().await?;
+        sqlx::query(
+            "UPDATE deliveries SET status = $2, attempts = attempts + $3, provider = COALESCE($4, provider),
+                 provider_message_id = COALESCE($5, provider_message_id), last_error = COALESCE($6, last_error),
+                 next_attempt_at = $7, reasons = COALESCE($8, reasons), lease_until = NULL, updated_at = $9
+             WHERE delivery_id = $1",
+        )
+        .bind(&d.delivery_id)
+        .bind(status)
+        .bind(attempted)
+        .bind(provider)
+        .bind(message_id)
+        .bind(error)
+        .bind(next)
+        .bind(reasons.map(|r| r.to_string()))
+        .bind(now_ms)
+        .execute(&mut *tx)
+        .await?;
+        deliveries::event(&mut tx, &d.delivery_id, now_ms, status, detail).await?;
+        tx.commit().await?;
+        if let Step::Gave(code, _) = step
+            && status == "suppressed"
+        {
+            self.ctx.metrics.refusal(code);
+        }
+        Ok(())
+    }
+}
+
+/// How a worker's turn with a delivery ended.
+enum Step {
+    Accepted(String, Option<String>),
+    /// Try again at this time.
+    Retry(String, i64),
+    /// Stopped, with a code and why.
+    Gave(&'static str, String),
+}

@@ -1,0 +1,372 @@
+//! The outbox's rows: deliveries, their status history and feedback. Statuses (lower case here, upper
+//! case in the API): `queued` (allowed, waiting for a worker), `deferred` (waiting for a time the gate
+//! named), `sending` (claimed by a worker under a lease), `sent` (a provider accepted it, or it is in the
+//! inbox), `delivered`, `bounced`, `suppressed` (the gate refused it), `dead_letter` (gave up).
+
+use serde::Serialize;
+use serde_json::Value;
+use sqlx::Row;
+
+use super::Db;
+
+/// A delivery as stored (the rendered content stays out of API answers; only the inbox shows it).
+#[derive(Debug, Clone, Serialize)]
+pub struct Delivery {
+    pub delivery_id: String,
+    pub brand_id: String,
+    pub player_id: String,
+    #[serde(skip)]
+    pub idempotency_key: String,
+    #[serde(skip)]
+    pub request_hash: String,
+    pub channel: String,
+    pub template_id: String,
+    pub locale: String,
+    pub class: String,
+    pub product: Option<String>,
+    pub bonus_offer: bool,
+    pub priority: String,
+    pub campaign_id: Option<String>,
+    pub frequency_policy: String,
+    #[serde(skip)]
+    pub subject: Option<String>,
+    #[serde(skip)]
+    pub body: Option<String>,
+    pub status: String,
+    pub reasons: Value,
+    pub basis: Option<Value>,
+    pub counted_at: Option<i64>,
+    pub attempts: i64,
+    pub next_attempt_at: Option<i64>,
+    #[serde(skip)]
+    pub lease_until: Option<i64>,
+    #[serde(skip)]
+    pub provider_call_at: Option<i64>,
+    pub provider: Option<String>,
+    pub provider_message_id: Option<String>,
+    pub last_error: Option<String>,
+    pub created_at: i64,
+    pub updated_at: i64,
+    pub read_at: Option<i64>,
+}
+
+const COLUMNS: &str = "delivery_id, brand_id, player_id, idempotency_key, request_hash, channel, template_id, locale,
+    class, product, bonus_offer, priority, campaign_id, frequency_policy, subject, body, status, reasons, basis,
+    counted_at, attempts, next_attempt_at, lease_until, provider_call_at, provider, provider_message_id,
+    last_error, created_at, updated_at, read_at";
+
+fn row_to_delivery(r: &sqlx::any::AnyRow) -> anyhow::Result<Delivery> {
+    let json = |s: Option<String>| -> anyhow::Result<Option<Value>> {
+        Ok(s.map(|s| serde_json::from_str(&s)).transpose()?)
+    };
+    Ok(Delivery {
+        delivery_id: r.try_get("delivery_id")?,
+        brand_id: r.try_get("brand_id")?,
+        player_id: r.try_get("player_id")?,
+        idempotency_key: r.try_get("idempotency_key")?,
+        request_hash: r.try_get("request_hash")?,
+        channel: r.try_get("channel")?,
+        template_id: r.try_get("template_id")?,
+        locale: r.try_get("locale")?,
+        class: r.try_get("class")?,
+        product: r.try_get("product")?,
+        bonus_offer: r.try_get::<i64, _>("bonus_offer")? != 0,
+        priority: r.try_get("priority")?,
+        campaign_id: r.try_get("campaign_id")?,
+        frequency_policy: r.try_get("frequency_policy")?,
+        subject: r.try_get("subject")?,
+        body: r.try_get("body")?,
+        status: r.try_get("status")?,
+        reasons: json(r.try_get("reasons")?)?.unwrap_or(Value::Array(vec![])),
+        basis: json(r.try_get("basis")?)?,
+        counted_at: r.try_get("counted_at")?,
+        attempts: r.try_get("attempts")?,
+        next_attempt_at: r.try_get("next_attempt_at")?,
+        lease_until: r.try_get("lease_until")?,
+        provider_call_at: r.try_get("provider_call_at")?,
+        provider: r.try_get("provider")?,
+        provider_message_id: r.try_get("provider_message_id")?,
+        last_error: r.try_get("last_error")?,
+        created_at: r.try_get("created_at")?,
+        updated_at: r.try_get("updated_at")?,
+        read_at: r.try_get("read_at")?,
+    })
+}
+
+pub async fn get(conn: &mut sqlx::AnyConnection, delivery_id: &str) -> anyhow::Result<Option<Delivery>> {
+    let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "SELECT {COLUMNS} FROM deliveries WHERE delivery_id = $1"
+    )))
+    .bind(delivery_id)
+    .fetch_optional(&mut *conn)
+    .await?;
+    row.as_ref().map(row_to_delivery).transpose()
+}
+
+pub async fn by_key(db: &Db, brand: &str, key: &str) -> anyhow::Result<Option<Delivery>> {
+    let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "SELECT {COLUMNS} FROM deliveries WHERE brand_id = $1 AND idempotency_key = $2"
+    )))
+    .bind(brand)
+    .bind(key)
+    .fetch_optional(&db.pool)
+    .await?;
+    row.as_ref().map(row_to_delivery).transpose()
+}
+
+/// A player's in-app messages that reached the inbox, newest first.
+pub async fn inbox(db: &Db, brand: &str, player: &str) -> anyhow::Result<Vec<Delivery>> {
+    let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "SELECT {COLUMNS} FROM deliveries WHERE brand_id = $1 AND player_id = $2 AND channel = 'in_app'
+         AND status IN ('sent', 'delivered') ORDER BY created_at DESC, delivery_id LIMIT 200"
+    )))
+    .bind(brand)
+    .bind(player)
+    .fetch_all(&db.pool)
+    .await?;
+    rows.iter().map(row_to_delivery).collect()
+}
+
+/// Takes the player's send lock until the transaction ends (PostgreSQL: a row lock; SQLite's write
+/// transaction is exclusive already, and the row is written all the same).
+pub async fn lock_player(conn: &mut sqlx::AnyConnection, brand: &str, player: &str) -> anyhow::Result<()> {
+    sqlx::query(
+        "INSERT INTO send_locks (brand_id, player_id, sends) VALUES ($1, $2, 1)
+         ON CONFLICT (brand_id, player_id) DO UPDATE SET sends = send_locks.sends + 1",
+    )
+    .bind(brand)
+    .bind(player)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+/// A message that counts against the player's caps (allowed and neither suppressed nor given up).
+#[derive(Debug, Clone)]
+pub struct Counted {
+    pub delivery_id: String,
+    pub channel: String,
+    pub class: String,
+    pub priority: String,
+    pub template_id: String,
+    pub campaign_id: Option<String>,
+    pub counted_at: i64,
+}
+
+pub async fn counted_since(
+    conn: &mut sqlx::AnyConnection,
+    brand: &str,
+    player: &str,
+    since_ms: i64,
+) -> anyhow::Result<Vec<Counted>> {
+    let rows = sqlx::query(
+        "SELECT delivery_id, channel, class, priority, template_id, campaign_id, counted_at FROM deliveries
+         WHERE brand_id = $1 AND player_id = $2 AND counted_at >= $3
+         AND status NOT IN ('suppressed', 'dead_letter')",
+    )
+    .bind(brand)
+    .bind(player)
+    .bind(since_ms)
+    .fetch_all(&mut *conn)
+    .await?;
+    rows.iter()
+        .map(|r| {
+            Ok(Counted {
+                delivery_id: r.try_get("delivery_id")?,
+                channel: r.try_get("channel")?,
+                class: r.try_get("class")?,
+                priority: r.try_get("priority")?,
+                template_id: r.try_get("template_id")?,
+                campaign_id: r.try_get("campaign_id")?,
+                counted_at: r.try_get("counted_at")?,
+            })
+        })
+        .collect()
+}
+
+/// A new delivery, as the send path writes it.
+#[derive(Debug, Clone)]
+pub struct NewDelivery<'a> {
+    pub delivery_id: &'a str,
+    pub brand: &'a str,
+    pub player: &'a str,
+    pub idempotency_key: &'a str,
+    pub request_hash: &'a str,
+    pub channel: &'a str,
+    pub template_id: &'a str,
+    pub locale: &'a str,
+    pub class: &'a str,
+    pub product: Option<&'a str>,
+    pub bonus_offer: bool,
+    pub priority: &'a str,
+    pub campaign_id: Option<&'a str>,
+    pub frequency_policy: &'a str,
+    pub subject: Option<&'a str>,
+    pub body: &'a str,
+    pub now: i64,
+}
+
+pub async fn insert(conn: &mut sqlx::AnyConnection, d: &NewDelivery<'_>, gate: &Gated) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO deliveries (delivery_id, brand_id, player_id, idempotency_key, request_hash, channel,
+             template_id, locale, class, product, bonus_offer, priority, campaign_id, frequency_policy, subject,
+             body, status, reasons, basis, counted_at, attempts, next_attempt_at, created_at, updated_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, 0, $21, $22, $22)",
+    )
+    .bind(d.delivery_id)
+    .bind(d.brand)
+    .bind(d.player)
+    .bind(d.idempotency_key)
+    .bind(d.request_hash)
+    .bind(d.channel)
+    .bind(d.template_id)
+    .bind(d.locale)
+    .bind(d.class)
+    .bind(d.product)
+    .bind(i64::from(d.bonus_offer))
+    .bind(d.priority)
+    .bind(d.campaign_id)
+    .bind(d.frequency_policy)
+    .bind(d.subject)
+    .bind(d.body)
+    .bind(gate.status)
+    .bind(gate.reasons.to_string())
+    .bind(gate.basis.as_ref().map(Value::to_string))
+    .bind(gate.counted_at)
+    .bind(gate.next_attempt_at)
+    .bind(d.now)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+/// What the gate made of a delivery, as stored.
+#[derive(Debug, Clone)]
+pub struct Gated {
+    pub status: &'static str,
+    pub reasons: Value,
+    pub basis: Option<Value>,
+    pub counted_at: Option<i64>,
+    pub next_attempt_at: Option<i64>,
+}
+
+/// Writes the gate's verdict on an existing delivery (the check right before sending). On allow, the
+/// provider call is marked as started in the same write: if the host dies after this, the delivery is
+/// known to be in doubt.
+pub async fn regated(
+    conn: &mut sqlx::AnyConnection,
+    delivery_id: &str,
+    gate: &Gated,
+    provider_call: bool,
+    now: i64,
+) -> anyhow::Result<()> {
+    sqlx::query(
+        "UPDATE deliveries SET status = $2, reasons = $3, basis = COALESCE($4, basis),
+             counted_at = COALESCE(counted_at, $5), next_attempt_at = $6,
+             provider_call_at = CASE WHEN $7 = 1 THEN $8 ELSE provider_call_at END, updated_at = $8
+         WHERE delivery_id = $1",
+    )
+    .bind(delivery_id)
+    .bind(gate.status)
+    .bind(gate.reasons.to_string())
+    .bind(gate.basis.as_ref().map(Value::to_string))
+    .bind(gate.counted_at)
+    .bind(gate.next_attempt_at)
+    .bind(i64::from(provider_call))
+    .bind(now)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+/// One line of a delivery's history.
+pub async fn event(
+    conn: &mut sqlx::AnyConnection,
+    delivery_id: &str,
+    at: i64,
+    status: &str,
+    detail: Value,
+) -> anyhow::Result<()> {
+    sqlx::query("INSERT INTO delivery_events (delivery_id, at, status, detail) VALUES ($1, $2, $3, $4)")
+        .bind(delivery_id)
+        .bind(at)
+        .bind(status)
+        .bind(detail.to_string())
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct HistoryLine {
+    pub at: i64,
+    pub status: String,
+    pub detail: Value,
+}
+
+pub async fn history(db: &Db, delivery_id: &str) -> anyhow::Result<Vec<HistoryLine>> {
+    let rows = sqlx::query(
+        "SELECT at, status, detail FROM delivery_events WHERE delivery_id = $1 ORDER BY seq",
+    )
+    .bind(delivery_id)
+    .fetch_all(&db.pool)
+    .await?;
+    rows.iter()
+        .map(|r| {
+            Ok(HistoryLine {
+                at: r.try_get("at")?,
+                status: r.try_get("status")?,
+                detail: serde_json::from_str(&r.try_get::<String, _>("detail")?)?,
+            })
+        })
+        .collect()
+}
+
+/// Deliveries a worker may take now: due ones, and ones whose worker's lease ran out.
+pub async fn due(db: &Db, now: i64, limit: i64) -> anyhow::Result<Vec<(String, String, Option<i64>)>> {
+    let rows = sqlx::query(
+        "SELECT delivery_id, status, lease_until FROM deliveries
+         WHERE (status IN ('queued', 'deferred') AND next_attempt_at <= $1)
+            OR (status = 'sending' AND lease_until <= $1)
+         ORDER BY next_attempt_at LIMIT $2",
+    )
+    .bind(now)
+    .bind(limit)
+    .fetch_all(&db.pool)
+    .await?;
+    rows.iter()
+        .map(|r| Ok((r.try_get("delivery_id")?, r.try_get("status")?, r.try_get("lease_until")?)))
+        .collect()
+}
+
+/// Claims a delivery for one worker: succeeds for exactly one of several hosts racing for it.
+pub async fn claim(
+    db: &Db,
+    delivery_id: &str,
+    seen_status: &str,
+    seen_lease: Option<i64>,
+    lease_until: i64,
+) -> anyhow::Result<bool> {
+    let done = sqlx::query(
+        "UPDATE deliveries SET status = 'sending', lease_until = $4
+         WHERE delivery_id = $1 AND status = $2 AND COALESCE(lease_until, -1) = COALESCE($3, -1)",
+    )
+    .bind(delivery_id)
+    .bind(seen_status)
+    .bind(seen_lease)
+    .bind(lease_until)
+    .execute(&db.pool)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// Counts of deliveries by status, for the queue-depth gauge.
+pub async fn depth(db: &Db) -> anyhow::Result<Vec<(String, i64)>> {
+    let rows = sqlx::query(
+        "SELECT status, COUNT(*) AS n FROM deliveries WHERE status IN ('queued', 'deferred', 'sending')
+         GROUP BY status",
+    )
+    .fetch_all(&db.pool)
+    .await?;
+    rows.iter().map(|r| Ok((r.try_get("status")?, r.try_get("n")?))).collect()
+}

@@ -1,0 +1,114 @@
+//! Prometheus metrics, in the text exposition format: gate refusals by reason, delivery attempts by
+//! channel, provider and outcome, the send → provider latency, and the outbox's depth (read from the
+//! database at scrape time, so it is right whichever host queued what). Labels carry codes and names,
+//! never player data.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::sync::Mutex;
+
+/// Upper bounds of the latency histogram, in seconds (§10: event → delivery p95 within 30–90 s).
+const BUCKETS: [f64; 12] = [0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 90.0];
+
+#[derive(Debug, Default, Clone)]
+struct Histogram {
+    counts: [u64; BUCKETS.len()],
+    count: u64,
+    sum: f64,
+}
+
+#[derive(Debug, Default)]
+pub struct Metrics {
+    refusals: Mutex<BTreeMap<String, u64>>,
+    attempts: Mutex<BTreeMap<(String, String, String), u64>>,
+    latency: Mutex<BTreeMap<String, Histogram>>,
+}
+
+impl Metrics {
+    /// The gate refused (or deferred) a message for this reason.
+    pub fn refusal(&self, code: &str) {
+        *self.refusals.lock().expect("metrics").entry(code.to_string()).or_default() += 1;
+    }
+
+    /// One provider call (or inbox write) and how it ended: accepted, failed, rejected.
+    pub fn attempt(&self, channel: &str, provider: &str, outcome: &str) {
+        let key = (channel.to_string(), provider.to_string(), outcome.to_string());
+        *self.attempts.lock().expect("metrics").entry(key).or_default() += 1;
+    }
+
+    /// From the send request to the provider's acceptance.
+    pub fn send_to_provider(&self, channel: &str, seconds: f64) {
+        let mut all = self.latency.lock().expect("metrics");
+        let h = all.entry(channel.to_string()).or_default();
+        for (i, bound) in BUCKETS.iter().enumerate() {
+            if seconds <= *bound {
+                h.counts[i] += 1;
+            }
+        }
+        h.count += 1;
+        h.sum += seconds;
+    }
+
+    /// The exposition text; `depth` is the outbox by status.
+    pub fn render(&self, depth: &[(String, i64)]) -> String {
+        let mut out = String::new();
+        out.push_str("# HELP pitboss_gate_refusals_total Messages the policy gate refused or deferred, by reason.\n");
+        out.push_str("# TYPE pitboss_gate_refusals_total counter\n");
+        for (reason, n) in self.refusals.lock().expect("metrics").iter() {
+            let _ = writeln!(out, "pitboss_gate_refusals_total{{reason=\"{reason}\"}} {n}");
+        }
+        out.push_str("# HELP pitboss_delivery_attempts_total Provider calls by channel, provider and outcome.\n");
+        out.push_str("# TYPE pitboss_delivery_attempts_total counter\n");
+        for ((channel, provider, outcome), n) in self.attempts.lock().expect("metrics").iter() {
+            let _ = writeln!(
+                out,
+                "pitboss_delivery_attempts_total{{channel=\"{channel}\",provider=\"{provider}\",outcome=\"{outcome}\"}} {n}"
+            );
+        }
+        out.push_str("# HELP pitboss_outbox_depth Deliveries waiting or in flight, by status.\n");
+        out.push_str("# TYPE pitboss_outbox_depth gauge\n");
+        for status in ["queued", "deferred", "sending"] {
+            let n = depth.iter().find(|(s, _)| s == status).map_or(0, |(_, n)| *n);
+            let _ = writeln!(out, "pitboss_outbox_depth{{status=\"{status}\"}} {n}");
+        }
+        out.push_str(
+            "# HELP pitboss_send_to_provider_seconds From the send request to the provider's acceptance.\n",
+        );
+        out.push_str("# TYPE pitboss_send_to_provider_seconds histogram\n");
+        for (channel, h) in self.latency.lock().expect("metrics").iter() {
+            for (i, bound) in BUCKETS.iter().enumerate() {
+                let _ = writeln!(
+                    out,
+                    "pitboss_send_to_provider_seconds_bucket{{channel=\"{channel}\",le=\"{bound}\"}} {}",
+                    h.counts[i]
+                );
+            }
+            let _ = writeln!(
+                out,
+                "pitboss_send_to_provider_seconds_bucket{{channel=\"{channel}\",le=\"+Inf\"}} {}",
+                h.count
+            );
+            let _ = writeln!(out, "pitboss_send_to_provider_seconds_sum{{channel=\"{channel}\"}} {}", h.sum);
+            let _ = writeln!(out, "pitboss_send_to_provider_seconds_count{{channel=\"{channel}\"}} {}", h.count);
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn histogram_buckets_are_cumulative() {
+        let m = Metrics::default();
+        m.send_to_provider("email", 0.02);
+        m.send_to_provider("email", 3.0);
+        let text = m.render(&[("queued".into(), 4)]);
+        assert!(text.contains("pitboss_send_to_provider_seconds_bucket{channel=\"email\",le=\"0.025\"} 1"));
+        assert!(text.contains("pitboss_send_to_provider_seconds_bucket{channel=\"email\",le=\"5\"} 2"));
+        assert!(text.contains("pitboss_send_to_provider_seconds_count{channel=\"email\"} 2"));
+        assert!(text.contains("pitboss_outbox_depth{status=\"queued\"} 4"));
+        assert!(text.contains("pitboss_outbox_depth{status=\"sending\"} 0"));
+    }
+}

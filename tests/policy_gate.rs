@@ -159,6 +159,9 @@ fn the_gate_decides_as_its_table_says() {
         with(case("the same template 10 hours ago", "deny:duplicate"), &|c| {
             c.sent.template_last_sent = Some(t("2026-11-23T02:00:00Z"))
         }),
+        with(case("a template sent a moment later by another sender", "deny:duplicate"), &|c| {
+            c.sent.template_last_sent = Some(t("2026-11-23T12:00:01Z"))
+        }),
         with(case("the same template 30 hours ago", "allow"), &|c| {
             c.sent.template_last_sent = Some(t("2026-11-22T06:00:00Z"))
         }),
@@ -197,7 +200,13 @@ fn the_gate_decides_as_its_table_says() {
         }),
     ];
     let mut failures = Vec::new();
-    for c in &cases {
+    // A window of zero turns dedup and cooldown off, even for a message counted a moment later.
+    let off = FrequencyPolicy { dedup_window_minutes: 0, campaign_cooldown_minutes: 0, ..policy.clone() };
+    let zero = with(case("zero windows", "allow"), &|c| {
+        c.sent.template_last_sent = Some(t("2026-11-23T12:00:01Z"));
+        c.sent.campaign_last_sent = Some(t("2026-11-23T12:00:01Z"));
+    });
+    for (c, policy) in cases.iter().map(|c| (c, &policy)).chain([(&zero, &off)]) {
         let d = decide(&Request {
             channel: c.channel,
             class: c.class,
@@ -205,7 +214,7 @@ fn the_gate_decides_as_its_table_says() {
             consents: &c.consents,
             pack: packs.for_jurisdiction(&c.profile.jurisdiction),
             licensed: &c.licensed.iter().map(|s| s.to_string()).collect::<Vec<_>>(),
-            policy: &policy,
+            policy,
             priority: c.priority,
             sent: &c.sent,
             now: t(c.now),

@@ -184,8 +184,12 @@ impl Default for DeliverySettings {
 impl Settings {
     pub fn load(path: &Path) -> anyhow::Result<Settings> {
         let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-        let settings: Settings = toml::from_str(&text).with_context(|| format!("in {}", path.display()))?;
-        settings.check().with_context(|| format!("in {}", path.display()))?;
+        Settings::from_toml(&text).with_context(|| format!("in {}", path.display()))
+    }
+
+    pub fn from_toml(text: &str) -> anyhow::Result<Settings> {
+        let settings: Settings = toml::from_str(text)?;
+        settings.check()?;
         Ok(settings)
     }
 

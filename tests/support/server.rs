@@ -175,6 +175,13 @@ impl TestServer {
         (status, r.json().await.unwrap_or(Value::Null))
     }
 
+    pub async fn put(&self, key: &str, path: &str, body: &Value) -> (u16, Value) {
+        let r =
+            self.http.put(format!("{}{path}", self.base)).bearer_auth(key).json(body).send().await.unwrap();
+        let status = r.status().as_u16();
+        (status, r.json().await.unwrap_or(Value::Null))
+    }
+
     pub async fn delete(&self, key: &str, path: &str) -> (u16, Value) {
         let r = self.http.delete(format!("{}{path}", self.base)).bearer_auth(key).send().await.unwrap();
         let status = r.status().as_u16();
@@ -280,11 +287,11 @@ impl TestServer {
     /// Kills the host where it stands, as a crash would: its tasks are dropped mid-work (a provider
     /// call in flight is cut off), nothing is finished or flushed.
     pub async fn crash(&mut self) {
-        self.stop.take();
         if let Some(t) = self.task.take() {
             t.abort();
             let _ = t.await;
         }
+        self.stop.take();
     }
 
     /// Starts the host again after `crash` (a new port).

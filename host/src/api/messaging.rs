@@ -124,7 +124,6 @@ async fn send(
         frequency_policy: &req.frequency_policy_id,
         subject: None,
         body: "",
-        now: now.as_millisecond(),
     };
     match outbox::existing(&state.db, &new).await.map_err(ApiError::internal)? {
         Some(Enqueued::Existing(d)) => return Ok(accepted(&d)),

@@ -95,8 +95,9 @@ fn tally(counted: &[Counted], m: &Message, day: i64, week: i64, exclude: Option<
     s
 }
 
-/// Takes the player's send lock, counts what was sent and asks the gate. The caller writes the result
-/// in the same transaction.
+/// Takes the player's send lock, counts what was sent and asks the gate; returns the decision and its
+/// time. The time is read once the lock is held, so that one player's decisions are ordered in time as
+/// they are in fact. The caller writes the result in the same transaction.
 pub async fn gate(
     conn: &mut sqlx::AnyConnection,
     ctx: &Context,
@@ -104,9 +105,9 @@ pub async fn gate(
     profile: &Profile,
     consents: &[ConsentRecord],
     exclude: Option<&str>,
-    now: Timestamp,
-) -> anyhow::Result<Decision> {
+) -> anyhow::Result<(Decision, Timestamp)> {
     deliveries::lock_player(conn, m.brand, m.player).await?;
+    let now = ctx.clock.now();
     let (day, week) = local_windows(&profile.time_zone, now);
     let since = week
         .min(now - m.policy.dedup_window())
@@ -131,7 +132,7 @@ pub async fn gate(
             ctx.metrics.refusal(r.code);
         }
     }
-    Ok(decision)
+    Ok((decision, now))
 }
 
 /// The stored form of a gate decision.
@@ -186,11 +187,10 @@ pub async fn enqueue(
     profile: &Profile,
     consents: &[ConsentRecord],
 ) -> anyhow::Result<Enqueued> {
-    let now = Timestamp::from_millisecond(new.now)?;
     let mut tx = db.begin_write().await?;
-    let decision = gate(&mut tx, ctx, m, profile, consents, None, now).await?;
+    let (decision, now) = gate(&mut tx, ctx, m, profile, consents, None).await?;
     let g = gated(&decision, now);
-    match deliveries::insert(&mut tx, new, &g).await {
+    match deliveries::insert(&mut tx, new, &g, now.as_millisecond()).await {
         Ok(()) => {}
         Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
             drop(tx);
@@ -198,7 +198,7 @@ pub async fn enqueue(
         }
         Err(e) => return Err(e.into()),
     }
-    deliveries::event(&mut tx, new.delivery_id, new.now, g.status, decision_detail(&decision, "request"))
+    deliveries::event(&mut tx, new.delivery_id, now.as_millisecond(), g.status, decision_detail(&decision, "request"))
         .await?;
     tx.commit().await?;
     if g.status == "queued" {

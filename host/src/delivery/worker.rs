@@ -193,7 +193,7 @@ impl Worker {
             policy,
         };
         let mut tx = self.db.begin_write().await?;
-        let decision = outbox::gate(&mut tx, &self.ctx, &m, &profile, &history, Some(&d.delivery_id), now).await?;
+        let (decision, now) = outbox::gate(&mut tx, &self.ctx, &m, &profile, &history, Some(&d.delivery_id)).await?;
         let mut g = outbox::gated(&decision, now);
         let allowed = matches!(decision, Decision::Allow { .. });
         if allowed {

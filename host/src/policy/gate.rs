@@ -272,7 +272,9 @@ pub fn decide(r: &Request) -> Decision {
     }
 
     // Dedup.
+    // A zero window turns dedup off (and so a cooldown of zero): "within no time" matches nothing.
     if let Some(last) = s.template_last_sent
+        && r.policy.dedup_window_minutes > 0
         && r.now < last + r.policy.dedup_window()
     {
         deny.push(reason("duplicate", format!("the same template went out at {last}")));
@@ -284,6 +286,7 @@ pub fn decide(r: &Request) -> Decision {
     // What only waits: the campaign's cooldown, then quiet hours in the player's own time zone.
     let mut defer: Vec<(Timestamp, Reason)> = Vec::new();
     if let Some(last) = s.campaign_last_sent
+        && r.policy.campaign_cooldown_minutes > 0
         && r.now < last + r.policy.campaign_cooldown()
     {
         defer.push((

@@ -203,10 +203,14 @@ pub struct NewDelivery<'a> {
     pub frequency_policy: &'a str,
     pub subject: Option<&'a str>,
     pub body: &'a str,
-    pub now: i64,
 }
 
-pub async fn insert(conn: &mut sqlx::AnyConnection, d: &NewDelivery<'_>, gate: &Gated) -> Result<(), sqlx::Error> {
+pub async fn insert(
+    conn: &mut sqlx::AnyConnection,
+    d: &NewDelivery<'_>,
+    gate: &Gated,
+    now: i64,
+) -> Result<(), sqlx::Error> {
     sqlx::query(
         "INSERT INTO deliveries (delivery_id, brand_id, player_id, idempotency_key, request_hash, channel,
              template_id, locale, class, product, bonus_offer, priority, campaign_id, frequency_policy, subject,
@@ -234,7 +238,7 @@ pub async fn insert(conn: &mut sqlx::AnyConnection, d: &NewDelivery<'_>, gate: &
     .bind(gate.basis.as_ref().map(Value::to_string))
     .bind(gate.counted_at)
     .bind(gate.next_attempt_at)
-    .bind(d.now)
+    .bind(now)
     .execute(&mut *conn)
     .await?;
     Ok(())

@@ -1,0 +1,585 @@
+//! The send path end to end, over real HTTP, on SQLite and PostgreSQL: `POST /v1/messaging/send`
+//! through the gate into the outbox, workers delivering by real SMTP (to a sink that speaks SMTP) and to
+//! real HTTP providers (signed with HMAC, with failover), the in-app inbox, feedback and webhooks, and
+//! the delivery's explanation afterwards.
+
+mod support;
+
+use std::time::Duration;
+
+use pitboss::auth::Role;
+use pitboss::config::Settings;
+use serde_json::{Value, json};
+use support::provider::{Behaviour, ProviderServer};
+use support::server::{Backend, TestServer};
+use support::smtp::SmtpSink;
+
+const SECRET_1: &str = "push-one-secret";
+const SECRET_2: &str = "push-two-secret";
+const SECRET_SMS: &str = "sms-secret";
+
+/// Noon UTC tomorrow: not quiet hours in London, and after every consent the test records today.
+fn noon_tomorrow() -> jiff::Timestamp {
+    let today = jiff::Timestamp::now().to_zoned_datetime(jiff::tz::TimeZone::UTC).date();
+    let noon = today.tomorrow().unwrap().at(12, 0, 0, 0);
+    noon.to_zoned_datetime(jiff::tz::TimeZone::UTC).unwrap().timestamp()
+}
+
+struct Rig {
+    s: TestServer,
+    smtp: SmtpSink,
+    push: [ProviderServer; 2],
+    sms: ProviderServer,
+    platform: String,
+    marketing: String,
+}
+
+/// A host with brand A licensed in GB and CA-ON, a relay, two push providers and one SMS provider.
+async fn rig(backend: Backend, delivery: &str) -> Option<Rig> {
+    let smtp = SmtpSink::start().await;
+    let push = [
+        ProviderServer::start(SECRET_1, Behaviour::Accept).await,
+        ProviderServer::start(SECRET_2, Behaviour::Accept).await,
+    ];
+    let sms = ProviderServer::start(SECRET_SMS, Behaviour::Accept).await;
+    let config = format!(
+        r#"
+        [brands.A]
+        licences = ["GB", "CA-ON", "MT"]
+        email_from = "Brand A <crm@a.example>"
+        unsubscribe_url = "https://a.example/unsubscribe/{{delivery_id}}"
+        unsubscribe_mailto = "unsubscribe@a.example"
+
+        [smtp]
+        relay = "{smtp}"
+
+        [[providers.push]]
+        name = "push-one"
+        url = "{p1}"
+        secret = "{SECRET_1}"
+
+        [[providers.push]]
+        name = "push-two"
+        url = "{p2}"
+        secret = "{SECRET_2}"
+
+        [[providers.sms]]
+        name = "sms-one"
+        url = "{sms_url}"
+        secret = "{SECRET_SMS}"
+
+        [[frequency_policies]]
+        id = "fp_test"
+        dedup_window_minutes = 1440
+        campaign_cooldown_minutes = 4320
+        normal = {{ channel_per_day = 5, channel_per_week = 10, global_per_day = 5, global_per_week = 10 }}
+        high = {{ channel_per_day = 5, channel_per_week = 10, global_per_day = 5, global_per_week = 10 }}
+
+        [[frequency_policies]]
+        id = "fp_cap3"
+        dedup_window_minutes = 0
+        campaign_cooldown_minutes = 0
+        normal = {{ channel_per_day = 3, channel_per_week = 10, global_per_day = 10, global_per_week = 20 }}
+        high = {{ channel_per_day = 5, channel_per_week = 10, global_per_day = 10, global_per_week = 20 }}
+
+        [delivery]
+        {delivery}
+        "#,
+        smtp = smtp.addr,
+        p1 = push[0].url,
+        p2 = push[1].url,
+        sms_url = sms.url,
+    );
+    let settings = Settings::from_toml(&config).unwrap();
+    let s = TestServer::start_with(backend, settings).await?;
+    s.clock.set(noon_tomorrow());
+    let platform = s.key(Role::Platform, &["A"]).await;
+    let marketing = s.key(Role::Marketing, &["A"]).await;
+    Some(Rig { s, smtp, push, sms, platform, marketing })
+}
+
+const FAST: &str = "backoff_initial_ms = 50\nbackoff_max_ms = 200\nmax_attempts = 3\npoll_ms = 50\nprovider_timeout_ms = 2000\nlease_ms = 5000";
+
+impl Rig {
+    /// A registered player with contacts and consents to e-mail, push and SMS marketing about casino.
+    async fn player(&self, id: &str, jurisdiction: &str, time_zone: &str) {
+        let reg = json!({"event_id": format!("reg_{id}"), "event_type": "player.registered", "player_id": id,
+            "brand_id": "A", "occurred_at": "2026-11-01T10:00:00Z",
+            "payload": {"jurisdiction": jurisdiction, "locale": "en-GB", "time_zone": time_zone, "currency": "GBP",
+                        "email": format!("{id}@example.com"), "phone": "+447700900123", "birth_date": "1990-05-17"}});
+        assert_eq!(self.s.post(&self.platform, "/v1/events", &reg).await.0, 202);
+        let consents = json!({"channels": {"email": true, "push": true, "sms": true, "in_app": true},
+                              "products": {"casino": true}, "source": "signup"});
+        let (st, c) = self.s.put(&self.platform, &format!("/v1/players/{id}/consents"), &consents).await;
+        assert_eq!(st, 200, "{c}");
+        self.s.settled().await;
+    }
+
+    async fn template(&self, id: &str, topic: &str, body: &str) {
+        let t = json!({"topic": topic, "subject": "Hello {{first_name}}", "body": body});
+        let (st, r) = self.s.put(&self.marketing, &format!("/admin/templates/{id}/default"), &t).await;
+        assert_eq!(st, 200, "{r}");
+    }
+
+    async fn send(&self, key: &str, body: &Value) -> (u16, Value) {
+        let r = self
+            .s
+            .http
+            .post(format!("{}/v1/messaging/send", self.s.base))
+            .bearer_auth(&self.platform)
+            .header("X-Idempotency-Key", key)
+            .json(body)
+            .send()
+            .await
+            .unwrap();
+        (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
+    }
+
+    async fn delivery(&self, id: &str) -> Value {
+        let (st, d) = self.s.get(&self.platform, &format!("/v1/deliveries/{id}")).await;
+        assert_eq!(st, 200, "{d}");
+        d
+    }
+
+    /// Waits until the delivery reaches `status`.
+    async fn wait_status(&self, id: &str, status: &str) -> Value {
+        for _ in 0..400 {
+            let d = self.delivery(id).await;
+            if d["status"] == status {
+                return d;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        panic!("{id} never reached {status}: {}", self.delivery(id).await);
+    }
+}
+
+fn reasons(v: &Value) -> Vec<String> {
+    v["reasons"].as_array().unwrap().iter().map(|r| r["code"].as_str().unwrap().to_string()).collect()
+}
+
+fn email(player: &str, template: &str) -> Value {
+    json!({"channel": "email", "player_id": player, "template_id": template,
+           "personalization": {"first_name": "Alex", "offer_id": "of_777"}, "frequency_policy_id": "fp_test"})
+}
+
+async fn email_goes_out_with_its_basis(s: Backend) {
+    let Some(r) = rig(s, FAST).await else { return };
+    r.player("p_mail", "GB", "Europe/London").await;
+    r.template("tpl_reengage_01", "casino", "Hi {{first_name}}, your offer {{offer_id}} is waiting. Ünïcode ✓").await;
+
+    let (st, sent) = r.send("msg_001", &email("p_mail", "tpl_reengage_01")).await;
+    assert_eq!(st, 202, "{sent}");
+    assert_eq!(sent["status"], "QUEUED");
+    let id = sent["delivery_id"].as_str().unwrap().to_string();
+
+    let mails = r.smtp.wait_for(1, Duration::from_secs(10)).await;
+    let mail = &mails[0];
+    assert_eq!(mail.rcpt_to, ["p_mail@example.com"]);
+    assert_eq!(mail.subject().as_deref(), Some("Hello Alex"));
+    assert_eq!(mail.body(), "Hi Alex, your offer of_777 is waiting. Ünïcode ✓");
+    assert_eq!(mail.header("X-Pitboss-Delivery-Id").as_deref(), Some(id.as_str()));
+    assert_eq!(mail.header("Message-ID"), Some(format!("<{id}@pitboss>")));
+    let unsubscribe = mail.header("List-Unsubscribe").unwrap();
+    assert!(unsubscribe.contains(&format!("<https://a.example/unsubscribe/{id}>")), "{unsubscribe}");
+    assert!(unsubscribe.contains("mailto:unsubscribe@a.example"), "{unsubscribe}");
+    assert_eq!(mail.header("List-Unsubscribe-Post").as_deref(), Some("List-Unsubscribe=One-Click"));
+
+    // On what basis did we send this?
+    let d = r.wait_status(&id, "SENT").await;
+    let basis = &d["basis"];
+    assert_eq!(basis["consent_version"], 1, "{d}");
+    assert_eq!(basis["pack_version"], "GB-2026.1");
+    assert_eq!(basis["frequency_policy"], "fp_test");
+    assert!(basis["caps"].as_array().unwrap().iter().any(|c| c["cap"] == "marketing_per_day" && c["used"] == 1 && c["limit"] == 2), "{basis}");
+    let steps: Vec<&str> = d["history"].as_array().unwrap().iter().map(|h| h["status"].as_str().unwrap()).collect();
+    assert_eq!(steps, ["queued", "sending", "sent"], "{d}");
+    assert_eq!(d["history"][1]["detail"]["gate"], "send", "the gate was asked again before sending");
+    assert_eq!((d["provider"].as_str(), d["attempts"].as_i64()), (Some("smtp"), Some(1)));
+    assert!(d.get("body").is_none(), "the content is not part of the explanation");
+
+    // The same key again: the same delivery, nothing new sent. Another body: 409.
+    let (st, again) = r.send("msg_001", &email("p_mail", "tpl_reengage_01")).await;
+    assert_eq!((st, again["delivery_id"].as_str()), (202, Some(id.as_str())));
+    let mut other = email("p_mail", "tpl_reengage_01");
+    other["personalization"]["first_name"] = json!("Sam");
+    let (st, e) = r.send("msg_001", &other).await;
+    assert_eq!((st, e["error"]["code"].as_str()), (409, Some("idempotency_conflict")));
+
+    // The same template again within the dedup window is suppressed, with its reason.
+    let (st, dup) = r.send("msg_002", &email("p_mail", "tpl_reengage_01")).await;
+    assert_eq!((st, dup["status"].as_str()), (202, Some("SUPPRESSED")));
+    assert_eq!(reasons(&dup), ["duplicate"]);
+
+    // A transactional message needs no marketing consent and is not capped.
+    r.template("tpl_kyc", "transactional", "Your documents were verified, {{first_name}}.").await;
+    let put = json!({"channels": {"email": false}});
+    assert_eq!(r.s.put(&r.platform, "/v1/players/p_mail/consents", &put).await.0, 200);
+    let (_, kyc) = r.send("msg_003", &email("p_mail", "tpl_kyc")).await;
+    assert_eq!(kyc["status"], "QUEUED", "{kyc}");
+    r.smtp.wait_for(2, Duration::from_secs(10)).await;
+    let (_, mkt) = r.send("msg_004", &email("p_mail", "tpl_reengage_01")).await;
+    assert!(reasons(&mkt).contains(&"no_consent".to_string()), "{mkt}");
+
+    // Bad requests: each a clear error, nothing stored.
+    let before = r.s.count("SELECT COUNT(*) FROM deliveries").await;
+    let no_key = r.s.post(&r.platform, "/v1/messaging/send", &email("p_mail", "tpl_kyc")).await;
+    assert_eq!((no_key.0, no_key.1["error"]["code"].as_str()), (400, Some("idempotency_key_required")));
+    for (body, status, code, field) in [
+        (email("p_nobody", "tpl_kyc"), 404, "not_found", None),
+        (email("p_mail", "tpl_nope"), 422, "unknown_template", Some("template_id")),
+        (json!({"channel": "email", "player_id": "p_mail", "template_id": "tpl_kyc"}), 422, "missing_variable", Some("personalization.first_name")),
+        (json!({"channel": "fax", "player_id": "p_mail", "template_id": "tpl_kyc"}), 422, "invalid_message", Some("body")),
+        (json!({"channel": "email", "player_id": "p_mail", "template_id": "tpl_kyc", "frequency_policy_id": "fp_nope",
+                "personalization": {"first_name": "A"}}), 422, "invalid_message", Some("frequency_policy_id")),
+    ] {
+        let (st, e) = r.send("msg_bad", &body).await;
+        assert_eq!((st, e["error"]["code"].as_str(), e["error"]["field"].as_str()), (status, Some(code), field), "{body}");
+    }
+    assert_eq!(r.s.count("SELECT COUNT(*) FROM deliveries").await, before);
+
+    // Another brand's key sees nothing of it.
+    let other_brand = r.s.key(Role::Platform, &["B"]).await;
+    assert_eq!(r.s.get(&other_brand, &format!("/v1/deliveries/{id}")).await.0, 404);
+    r.s.stop().await;
+}
+
+async fn caps_are_exact_under_concurrency(s: Backend) {
+    let Some(r) = rig(s, FAST).await else { return };
+    r.player("p_cap", "MT", "Europe/Malta").await;
+    r.template("tpl_promo", "casino", "Promo for {{first_name}}").await;
+    let r = std::sync::Arc::new(r);
+    let sends = (0..100).map(|i| {
+        let r = r.clone();
+        tokio::spawn(async move {
+            let body = json!({"channel": "in_app", "player_id": "p_cap", "template_id": "tpl_promo",
+                              "personalization": {"first_name": "Kim"}, "frequency_policy_id": "fp_cap3"});
+            r.send(&format!("cap_{i}"), &body).await
+        })
+    });
+    let (mut queued, mut capped, mut cap_reasons) = (0, 0, 0);
+    for t in sends {
+        let (st, v) = t.await.unwrap();
+        assert_eq!(st, 202, "{v}");
+        match v["status"].as_str().unwrap() {
+            "QUEUED" => queued += 1,
+            "SUPPRESSED" => {
+                // The policy's 3 a day on this channel (and MT's legal 3 a day, reached at the same time).
+                assert!(reasons(&v).iter().all(|r| r == "cap_reached"), "{v}");
+                assert!(v["reasons"][0]["detail"].as_str().unwrap().starts_with("channel_per_day: 3 of 3"), "{v}");
+                capped += 1;
+                cap_reasons += reasons(&v).len();
+            }
+            other => panic!("{other}: {v}"),
+        }
+    }
+    assert_eq!((queued, capped), (3, 97));
+    // A high-priority message has caps of its own; the pack's legal cap (MT: 3 a day) still holds.
+    let body = json!({"channel": "in_app", "player_id": "p_cap", "template_id": "tpl_promo",
+                      "personalization": {"first_name": "Kim"}, "frequency_policy_id": "fp_cap3", "priority": "high"});
+    let (_, high) = r.send("cap_high", &body).await;
+    assert_eq!(reasons(&high), ["cap_reached"], "{high}");
+    assert!(high["reasons"][0]["detail"].as_str().unwrap().starts_with("marketing_per_day"), "{high}");
+    cap_reasons += 1;
+
+    // The three went to the inbox; reading one records an open.
+    for _ in 0..200 {
+        if r.s.get(&r.platform, "/v1/players/p_cap/inbox").await.1["messages"].as_array().unwrap().len() == 3 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    let (st, inbox) = r.s.get(&r.platform, "/v1/players/p_cap/inbox").await;
+    assert_eq!(st, 200);
+    let messages = inbox["messages"].as_array().unwrap();
+    assert_eq!(messages.len(), 3, "{inbox}");
+    assert_eq!(messages[0]["body"], "Promo for Kim");
+    assert_eq!(messages[0]["read_at"], Value::Null);
+    let first = messages[0]["delivery_id"].as_str().unwrap();
+    let (st, read) = r.s.post(&r.platform, &format!("/v1/players/p_cap/inbox/{first}/read"), &json!({})).await;
+    assert_eq!((st, read["event"].as_str()), (200, Some("open")), "{read}");
+    let (_, inbox) = r.s.get(&r.platform, "/v1/players/p_cap/inbox").await;
+    assert_ne!(inbox["messages"][0]["read_at"], Value::Null);
+    assert_eq!(r.s.post(&r.platform, &format!("/v1/players/p_other/inbox/{first}/read"), &json!({})).await.0, 404);
+
+    // The metrics say what happened.
+    let text = r.s.http.get(format!("{}/metrics", r.s.base)).send().await.unwrap().text().await.unwrap();
+    let refusals = format!("pitboss_gate_refusals_total{{reason=\"cap_reached\"}} {cap_reasons}");
+    assert!(text.contains(&refusals), "{refusals} in {text}");
+    assert!(text.contains("pitboss_delivery_attempts_total{channel=\"in_app\",provider=\"inbox\",outcome=\"accepted\"} 3"), "{text}");
+    assert!(text.contains("pitboss_send_to_provider_seconds_count{channel=\"in_app\"} 3"), "{text}");
+    assert!(text.contains("pitboss_outbox_depth{status=\"queued\"} 0"), "{text}");
+    match std::sync::Arc::try_unwrap(r) {
+        Ok(r) => r.s.stop().await,
+        Err(_) => panic!("a send task still holds the rig"),
+    }
+}
+
+async fn push_and_sms_are_signed_and_fail_over(s: Backend) {
+    let Some(r) = rig(s, FAST).await else { return };
+    r.player("p_push", "GB", "Europe/London").await;
+    r.template("tpl_push", "casino", "Spins for {{first_name}}").await;
+    r.push[0].set_behaviour(Behaviour::Fail);
+    let body = json!({"channel": "push", "player_id": "p_push", "template_id": "tpl_push",
+                      "personalization": {"first_name": "Lee"}, "campaign_id": "cmp_1", "frequency_policy_id": "fp_test"});
+    let (_, sent) = r.send("push_1", &body).await;
+    let id = sent["delivery_id"].as_str().unwrap().to_string();
+    let accepted = r.push[1].wait_for(1, Duration::from_secs(10)).await;
+    let call = &accepted[0];
+    assert!(call.signature_valid, "the second provider verified our HMAC");
+    assert_eq!(call.idempotency_key.as_deref(), Some(id.as_str()));
+    assert_eq!((call.body["to"].as_str(), call.body["body"].as_str()), (Some("p_push"), Some("Spins for Lee")));
+    let failed = r.push[0].received();
+    assert_eq!(failed.len(), 1, "the first provider was tried first");
+    assert!(failed[0].signature_valid);
+    let d = r.wait_status(&id, "SENT").await;
+    assert_eq!(d["provider"], "push-two");
+
+    // The campaign waits its cooldown (72 h) before reaching the player again, on any channel.
+    r.template("tpl_push2", "casino", "More spins, {{first_name}}").await;
+    let mut again = body.clone();
+    again["template_id"] = json!("tpl_push2");
+    again["channel"] = json!("email");
+    let (_, later) = r.send("push_2", &again).await;
+    assert_eq!((later["status"].as_str(), reasons(&later)), (Some("DEFERRED"), vec!["campaign_cooldown".to_string()]));
+    let three_days = r.s.clock.now() + jiff::SignedDuration::from_hours(72);
+    assert!(later["deliver_after"].as_str().unwrap() <= three_days.to_string().as_str(), "{later}");
+
+    // SMS goes to the player's phone number, signed with that provider's secret.
+    r.template("tpl_code", "transactional", "Your code, {{first_name}}: 1234").await;
+    let sms = json!({"channel": "sms", "player_id": "p_push", "template_id": "tpl_code", "personalization": {"first_name": "Lee"}});
+    let (_, sent) = r.send("sms_1", &sms).await;
+    let sms_id = sent["delivery_id"].as_str().unwrap().to_string();
+    let got = r.sms.wait_for(1, Duration::from_secs(10)).await;
+    assert!(got[0].signature_valid);
+    assert_eq!(got[0].body["to"], "+447700900123");
+    r.wait_status(&sms_id, "SENT").await;
+
+    // The provider reports delivery through its signed webhook; replays and forgeries are refused.
+    let webhook = |provider: &'static str, secret: &'static str, payload: Value, at: i64| {
+        let r = &r;
+        async move {
+            let body = payload.to_string();
+            let ts = at.to_string();
+            let resp = r
+                .s
+                .http
+                .post(format!("{}/v1/webhooks/{provider}", r.s.base))
+                .header("X-Pitboss-Timestamp", &ts)
+                .header("X-Pitboss-Signature", support::provider::sign(secret, &ts, body.as_bytes()))
+                .header("content-type", "application/json")
+                .body(body)
+                .send()
+                .await
+                .unwrap();
+            (resp.status().as_u16(), resp.json::<Value>().await.unwrap_or(Value::Null))
+        }
+    };
+    let now = r.s.clock.now().as_second();
+    let delivered = json!({"delivery_id": sms_id, "event": "delivered", "occurred_at": r.s.clock.now().to_string()});
+    let (st, v) = webhook("sms-one", SECRET_SMS, delivered.clone(), now).await;
+    assert_eq!((st, v["status"].as_str(), v["duplicate"].as_bool()), (200, Some("delivered"), Some(false)), "{v}");
+    let (st, v) = webhook("sms-one", SECRET_SMS, delivered.clone(), now).await;
+    assert_eq!((st, v["duplicate"].as_bool()), (200, Some(true)), "the same report twice changes nothing");
+    assert_eq!(webhook("sms-one", "wrong", delivered.clone(), now).await.1["error"]["code"], "bad_signature");
+    assert_eq!(webhook("sms-one", SECRET_SMS, delivered.clone(), now - 3600).await.1["error"]["code"], "stale_webhook");
+    let not_theirs = json!({"delivery_id": id, "event": "delivered", "occurred_at": r.s.clock.now().to_string()});
+    assert_eq!(webhook("sms-one", SECRET_SMS, not_theirs, now).await.0, 404, "a provider reports only on its own deliveries");
+    assert_eq!(webhook("nobody", SECRET_SMS, delivered, now).await.0, 404);
+    r.wait_status(&sms_id, "DELIVERED").await;
+
+    // A complaint about the push withdraws push marketing consent at once.
+    let complaint = json!({"delivery_id": id, "event": "complaint", "occurred_at": r.s.clock.now().to_string()});
+    let (st, v) = r.s.post(&r.platform, "/v1/messaging/feedback", &complaint).await;
+    assert_eq!((st, v["consent_version"].as_i64()), (200, Some(2)), "{v}");
+    let (_, p) = r.s.get(&r.platform, "/v1/players/p_push").await;
+    assert_eq!(p["consents"]["channels"], json!(["email", "in_app", "sms"]), "{p}");
+    r.s.stop().await;
+}
+
+async fn unsubscribe_and_bounce_stop_what_follows(s: Backend) {
+    let Some(r) = rig(s, FAST).await else { return };
+    r.player("p_unsub", "GB", "Europe/London").await;
+    r.template("tpl_a", "casino", "A for {{first_name}}").await;
+    r.template("tpl_b", "casino", "B for {{first_name}}").await;
+    r.template("tpl_receipt", "transactional", "Withdrawal processed, {{first_name}}").await;
+    let (_, first) = r.send("u_1", &email("p_unsub", "tpl_a")).await;
+    let id = first["delivery_id"].as_str().unwrap().to_string();
+    r.wait_status(&id, "SENT").await;
+
+    let unsubscribe = json!({"delivery_id": id, "event": "unsubscribe", "occurred_at": "2026-11-23T12:00:00Z"});
+    let (st, v) = r.s.post(&r.platform, "/v1/messaging/feedback", &unsubscribe).await;
+    assert_eq!(st, 200, "{v}");
+    assert_eq!(v["consent_version"], 2);
+    let (_, again) = r.s.post(&r.platform, "/v1/messaging/feedback", &unsubscribe).await;
+    assert_eq!((again["duplicate"].as_bool(), again["consent_version"].as_i64()), (Some(true), None));
+    let (_, history) = r.s.get(&r.platform, "/v1/players/p_unsub/consents/history").await;
+    let last = history["history"].as_array().unwrap().last().unwrap().clone();
+    assert_eq!((last["name"].as_str(), last["granted"].as_bool(), last["source"].as_str()),
+               (Some("email"), Some(false), Some("feedback:unsubscribe")));
+
+    // The next marketing e-mail is suppressed, and says why.
+    let (_, next) = r.send("u_2", &email("p_unsub", "tpl_b")).await;
+    assert_eq!((next["status"].as_str(), reasons(&next)), (Some("SUPPRESSED"), vec!["no_consent".to_string()]));
+    let d = r.delivery(next["delivery_id"].as_str().unwrap()).await;
+    assert_eq!(d["history"][0]["detail"]["decision"], "deny");
+
+    // A hard bounce marks the address invalid: even a transactional e-mail is not sent to it.
+    let bounce = json!({"delivery_id": id, "event": "hard_bounce", "occurred_at": "2026-11-23T12:01:00Z"});
+    assert_eq!(r.s.post(&r.platform, "/v1/messaging/feedback", &bounce).await.1["status"], "bounced");
+    let (_, receipt) = r.send("u_3", &email("p_unsub", "tpl_receipt")).await;
+    let d = r.wait_status(receipt["delivery_id"].as_str().unwrap(), "SUPPRESSED").await;
+    assert_eq!(reasons(&d), ["contact_invalid"]);
+    assert_eq!(r.smtp.messages().len(), 1);
+    let bad = json!({"delivery_id": id, "event": "opened", "occurred_at": "2026-11-23T12:01:00Z"});
+    assert_eq!(r.s.post(&r.platform, "/v1/messaging/feedback", &bad).await.1["error"]["code"], "invalid_feedback");
+    let unknown = json!({"delivery_id": "dlv_nope", "event": "open", "occurred_at": "2026-11-23T12:01:00Z"});
+    assert_eq!(r.s.post(&r.platform, "/v1/messaging/feedback", &unknown).await.0, 404);
+    r.s.stop().await;
+}
+
+async fn quiet_hours_in_the_players_zone_defer(s: Backend) {
+    let Some(r) = rig(s, FAST).await else { return };
+    r.player("p_night", "CA-ON", "America/Toronto").await;
+    r.template("tpl_n", "casino", "Night owl {{first_name}}").await;
+
+    // 03:00 UTC is 22:00 (EST) or 23:00 (EDT) in Toronto: quiet until 08:00 local the next day.
+    let night = noon_tomorrow() - jiff::SignedDuration::from_hours(9);
+    r.s.clock.set(night);
+    let (_, d) = r.send("n_1", &email("p_night", "tpl_n")).await;
+    assert_eq!((d["status"].as_str(), reasons(&d)), (Some("DEFERRED"), vec!["quiet_hours".to_string()]));
+    let toronto = jiff::tz::TimeZone::get("America/Toronto").unwrap();
+    let local_night = night.to_zoned_datetime(toronto.clone());
+    let morning = local_night.date().tomorrow().unwrap().at(8, 0, 0, 0).to_zoned_datetime(toronto).unwrap().timestamp();
+    assert_eq!(d["deliver_after"], json!(morning.to_string()));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(r.smtp.messages().is_empty(), "deferred, not sent");
+    r.s.clock.set(morning + jiff::SignedDuration::from_mins(1));
+    let id = d["delivery_id"].as_str().unwrap();
+    let sent = r.wait_status(id, "SENT").await;
+    assert_eq!(sent["basis"]["pack_version"], "ON-2026.1", "allowed when it was due, with its basis");
+    assert_eq!(r.smtp.messages().len(), 1);
+    r.s.stop().await;
+}
+
+async fn exclusion_after_queueing_stops_the_message(s: Backend) {
+    // Retries wait long enough for the exclusion to land in between.
+    let Some(r) = rig(s, "backoff_initial_ms = 60000
+max_attempts = 5
+poll_ms = 50
+provider_timeout_ms = 2000
+lease_ms = 5000").await
+    else {
+        return;
+    };
+    r.player("p_excl", "GB", "Europe/London").await;
+    r.template("tpl_n", "casino", "Hello {{first_name}}").await;
+    // Queued, the relay refuses for now, the player self-excludes: the retry sends nothing.
+    r.smtp.reject_data_with(Some(451));
+    let (_, q) = r.send("x_1", &email("p_excl", "tpl_n")).await;
+    assert_eq!(q["status"], "QUEUED");
+    let id = q["delivery_id"].as_str().unwrap().to_string();
+    for _ in 0..400 {
+        if !r.smtp.rejected().is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let excl = json!({"event_id": "excl_1", "event_type": "self_exclusion.started", "player_id": "p_excl",
+        "brand_id": "A", "occurred_at": "2026-11-01T11:00:00Z", "payload": {"scope": "brand", "register": "GAMSTOP"}});
+    assert_eq!(r.s.post(&r.platform, "/v1/events", &excl).await.0, 202);
+    r.s.settled().await;
+    r.smtp.reject_data_with(None);
+    r.wait_status(&id, "QUEUED").await;
+    r.s.clock.advance(jiff::SignedDuration::from_mins(2));
+    let d = r.wait_status(&id, "SUPPRESSED").await;
+    assert_eq!(reasons(&d), ["self_excluded"], "{d}");
+    assert!(r.smtp.messages().is_empty(), "nothing reached the player");
+    assert_eq!(d["history"].as_array().unwrap().last().unwrap()["detail"]["gate"], "send");
+    r.s.stop().await;
+}
+
+async fn retries_back_off_then_dead_letter(s: Backend) {
+    let Some(r) = rig(s, FAST).await else { return };
+    r.player("p_retry", "GB", "Europe/London").await;
+    r.template("tpl_r", "transactional", "Receipt for {{first_name}}").await;
+    r.smtp.reject_data_with(Some(451));
+    let (_, q) = r.send("r_1", &email("p_retry", "tpl_r")).await;
+    let id = q["delivery_id"].as_str().unwrap().to_string();
+    let d = r.wait_status(&id, "DEAD_LETTER").await;
+    assert_eq!(d["attempts"], 3, "max_attempts = 3: {d}");
+    assert_eq!(reasons(&d), Vec::<String>::new());
+    let history = d["history"].as_array().unwrap();
+    let retries: Vec<&Value> = history.iter().filter(|h| h["detail"]["next_attempt_at"].is_i64()).collect();
+    assert_eq!(retries.len(), 2, "{d}");
+    let waits: Vec<i64> = retries.iter().map(|h| h["detail"]["next_attempt_at"].as_i64().unwrap() - h["at"].as_i64().unwrap()).collect();
+    assert_eq!(waits, [50, 100], "exponential backoff from 50 ms");
+    assert_eq!(history.last().unwrap()["detail"]["reasons"][0]["code"], "attempts_exhausted");
+    assert_eq!(r.smtp.rejected().len(), 3);
+
+    // A permanent refusal is not retried.
+    r.smtp.reject_data_with(Some(550));
+    let (_, q) = r.send("r_2", &email("p_retry", "tpl_r")).await;
+    let d = r.wait_status(q["delivery_id"].as_str().unwrap(), "DEAD_LETTER").await;
+    assert_eq!(d["attempts"], 1);
+    assert_eq!(d["history"].as_array().unwrap().last().unwrap()["detail"]["reasons"][0]["code"], "permanent_failure");
+    r.s.stop().await;
+}
+
+async fn a_crash_mid_call_sends_once(s: Backend) {
+    // The provider accepts and then takes its time answering; the host dies meanwhile.
+    let Some(mut r) = rig(s, "poll_ms = 50\nprovider_timeout_ms = 4000\nlease_ms = 9000").await else { return };
+    r.player("p_crash", "GB", "Europe/London").await;
+    r.template("tpl_c", "casino", "Hi {{first_name}}").await;
+    r.push[0].set_behaviour(Behaviour::AcceptThenHang(Duration::from_secs(30)));
+    let body = json!({"channel": "push", "player_id": "p_crash", "template_id": "tpl_c", "personalization": {"first_name": "Ty"}});
+    let (_, q) = r.send("c_1", &body).await;
+    let id = q["delivery_id"].as_str().unwrap().to_string();
+    r.push[0].wait_for(1, Duration::from_secs(10)).await;
+    r.s.crash().await;
+    let status: String = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+        "SELECT status FROM deliveries WHERE delivery_id = '{id}'"
+    )))
+    .fetch_one(&r.s.db.pool)
+    .await
+    .unwrap();
+    assert_eq!(status, "sending", "the crash left it in flight");
+
+    r.push[0].set_behaviour(Behaviour::Accept);
+    r.s.start_again().await;
+    // Past the dead worker's lease, a new worker takes it and calls with the same idempotency key.
+    r.s.clock.advance(jiff::SignedDuration::from_secs(10));
+    let d = r.wait_status(&id, "SENT").await;
+    assert_eq!(r.push[0].received().len(), 2, "called again after the crash");
+    assert_eq!(r.push[0].accepted().len(), 1, "but accepted once");
+    assert!(r.push[0].received().iter().all(|c| c.idempotency_key.as_deref() == Some(id.as_str())));
+    assert_eq!(d["provider"], "push-one");
+    assert!(r.push[1].received().is_empty());
+    r.s.stop().await;
+}
+
+macro_rules! on_both {
+    ($($name:ident),* $(,)?) => {
+        $(mod $name {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn sqlite() {
+                super::$name(super::Backend::Sqlite).await
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn postgres() {
+                super::$name(super::Backend::Postgres).await
+            }
+        })*
+    };
+}
+
+on_both!(
+    email_goes_out_with_its_basis,
+    caps_are_exact_under_concurrency,
+    push_and_sms_are_signed_and_fail_over,
+    unsubscribe_and_bounce_stop_what_follows,
+    quiet_hours_in_the_players_zone_defer,
+    exclusion_after_queueing_stops_the_message,
+    retries_back_off_then_dead_letter,
+    a_crash_mid_call_sends_once,
+);

@@ -14,18 +14,13 @@ fn registered(player: &str) -> Value {
                        "email": "jo.bloggs@example.co.uk", "phone": "+447700900123", "birth_date": "2001-02-03"}})
 }
 
-async fn put(s: &TestServer, key: &str, path: &str, body: &Value) -> (u16, Value) {
-    let r = s.http.put(format!("{}{path}", s.base)).bearer_auth(key).json(body).send().await.unwrap();
-    (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
-}
-
 async fn consents_are_versioned_and_never_overwritten(s: &TestServer) {
     let key = s.key(Role::Platform, &["A"]).await;
     assert_eq!(s.post(&key, "/v1/events", &registered("p_c")).await.0, 202);
-    let (st, v1) = put(s, &key, "/v1/players/p_c/consents", &json!({"channels": {"email": true, "sms": true}, "products": {"casino": true}, "profiling": true, "source": "signup"})).await;
+    let (st, v1) = s.put(&key, "/v1/players/p_c/consents", &json!({"channels": {"email": true, "sms": true}, "products": {"casino": true}, "profiling": true, "source": "signup"})).await;
     assert_eq!(st, 200, "{v1}");
     assert_eq!(v1["version"], json!(1));
-    let (st, v2) = put(s, &key, "/v1/players/p_c/consents", &json!({"channels": {"sms": false}})).await;
+    let (st, v2) = s.put(&key, "/v1/players/p_c/consents", &json!({"channels": {"sms": false}})).await;
     assert_eq!(st, 200);
     assert_eq!(v2["version"], json!(2));
     assert_eq!(v2["consents"]["channels"], json!(["email"]));
@@ -59,16 +54,16 @@ async fn consents_are_versioned_and_never_overwritten(s: &TestServer) {
         (json!({}), None),
         (json!({"channels": {"email": "yes"}}), None),
     ] {
-        let (st, e) = put(s, &key, "/v1/players/p_c/consents", &body).await;
+        let (st, e) = s.put(&key, "/v1/players/p_c/consents", &body).await;
         assert_eq!((st, e["error"]["code"].as_str()), (422, Some("invalid_consents")), "{body}");
         if let Some(f) = field {
             assert_eq!(e["error"]["field"], json!(f));
         }
     }
-    let (st, _) = put(s, &key, "/v1/players/nobody/consents", &json!({"profiling": false})).await;
+    let (st, _) = s.put(&key, "/v1/players/nobody/consents", &json!({"profiling": false})).await;
     assert_eq!(st, 404);
     let other = s.key(Role::Platform, &["B"]).await;
-    assert_eq!(put(s, &other, "/v1/players/p_c/consents", &json!({"profiling": false})).await.0, 404);
+    assert_eq!(s.put(&other, "/v1/players/p_c/consents", &json!({"profiling": false})).await.0, 404);
     assert_eq!(s.get(&other, "/v1/players/p_c/consents/history").await.0, 404);
     assert_eq!(s.count("SELECT COUNT(*) FROM consents").await, 5, "refused changes wrote nothing");
 }
@@ -81,10 +76,26 @@ async fn erasure_leaves_no_personal_data(s: &TestServer) {
                      "occurred_at": "2026-11-20T10:00:00Z", "payload": {"payment_id": "pay1", "amount_minor": 5000, "currency": "GBP"}});
     assert_eq!(s.post(&key, "/v1/events", &dep).await.0, 202);
     assert_eq!(
-        put(s, &key, "/v1/players/player_erase_me/consents", &json!({"channels": {"email": true}})).await.0,
+        s.put(&key, "/v1/players/player_erase_me/consents", &json!({"channels": {"email": true}})).await.0,
         200
     );
     s.settled().await;
+    // A message went to the player's inbox, with their first name in it.
+    let marketing = s.key(Role::Marketing, &["A"]).await;
+    let tpl = json!({"topic": "transactional", "body": "Deposit received, {{first_name}}"});
+    assert_eq!(s.put(&marketing, "/admin/templates/tpl_dep/default", &tpl).await.0, 200);
+    let msg = json!({"channel": "in_app", "player_id": "player_erase_me", "template_id": "tpl_dep",
+                     "personalization": {"first_name": "Jolene"}});
+    let r = s.http.post(format!("{}/v1/messaging/send", s.base)).bearer_auth(&key)
+        .header("X-Idempotency-Key", "dep_msg_player_erase_me").json(&msg).send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 202);
+    for _ in 0..200 {
+        let (_, inbox) = s.get(&key, "/v1/players/player_erase_me/inbox").await;
+        if inbox["messages"].as_array().is_some_and(|m| !m.is_empty()) {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
     let deposits_before =
         s.count("SELECT CAST(COALESCE(SUM(deposit_sum), 0) AS BIGINT) FROM player_days").await;
     assert_eq!(s.get(&key, "/v1/players/player_erase_me").await.0, 200);
@@ -120,6 +131,7 @@ async fn erasure_leaves_no_personal_data(s: &TestServer) {
         "2001-02-03",
         "player_erase_me",
         "tr_client_7",
+        "Jolene",
     ])
     .await;
     // The erased player's events are refused from now on: a late or re-sent one cannot bring them back.

@@ -7,18 +7,13 @@ use pitboss::auth::Role;
 use serde_json::{Value, json};
 use support::server::TestServer;
 
-async fn put(s: &TestServer, key: &str, path: &str, body: &Value) -> (u16, Value) {
-    let r = s.http.put(format!("{}{path}", s.base)).bearer_auth(key).json(body).send().await.unwrap();
-    (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
-}
-
 async fn templates_per_brand_and_locale(s: &TestServer) {
     let marketing = s.key_of(Role::Marketing, &["A"], "Mia Marketing").await;
-    let (st, t) = put(s, &marketing, "/admin/templates/tpl_reengage_01/de", &json!({
+    let (st, t) = s.put(&marketing, "/admin/templates/tpl_reengage_01/de", &json!({
         "topic": "casino", "subject": "{{first_name}}, wir vermissen dich", "body": "Hallo {{first_name}}, dein Bonus: {{offer_id}}"})).await;
     assert_eq!(st, 200, "{t}");
     assert_eq!(t["variables"], json!(["first_name", "offer_id"]));
-    assert_eq!(put(s, &marketing, "/admin/templates/tpl_reengage_01/default", &json!({
+    assert_eq!(s.put(&marketing, "/admin/templates/tpl_reengage_01/default", &json!({
         "topic": "casino", "subject": "We miss you, {{first_name}}", "body": "Hi {{first_name}}, your bonus: {{offer_id}}"})).await.0, 200);
 
     let vars = json!({"first_name": "Alex", "offer_id": "of_777"});
@@ -59,7 +54,7 @@ async fn templates_per_brand_and_locale(s: &TestServer) {
         ("/admin/templates/t%201/de", json!({"topic": "casino", "body": "x"}), "template_id"),
         ("/admin/templates/t1/de", json!({"topic": "lottery", "body": "x"}), "body"),
     ] {
-        let (st, e) = put(s, &marketing, path, &body).await;
+        let (st, e) = s.put(&marketing, path, &body).await;
         assert_eq!(
             (st, e["error"]["code"].as_str(), e["error"]["field"].as_str()),
             (422, Some("invalid_template"), Some(field)),
@@ -69,7 +64,7 @@ async fn templates_per_brand_and_locale(s: &TestServer) {
 
     let platform = s.key_of(Role::Platform, &["A"], "PAM").await;
     assert_eq!(
-        put(s, &platform, "/admin/templates/t1/de", &json!({"topic": "casino", "body": "x"})).await.0,
+        s.put(&platform, "/admin/templates/t1/de", &json!({"topic": "casino", "body": "x"})).await.0,
         403
     );
     let other = s.key_of(Role::Marketing, &["B"], "Ben").await;

@@ -222,3 +222,24 @@ impl Settings {
         all
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_example_config_is_valid() {
+        let s = Settings::from_toml(include_str!("../../examples/pitboss.toml")).unwrap();
+        assert_eq!(s.brands["A"].licences.len(), 5);
+        assert_eq!(s.providers.push.len(), 2);
+        assert!(s.frequency_policies().iter().any(|p| p.id == "fp_vip"));
+        assert!(s.frequency_policies().iter().any(|p| p.id == "fp_default"));
+    }
+
+    #[test]
+    fn a_lease_shorter_than_an_attempt_is_refused() {
+        let text = "[delivery]\nprovider_timeout_ms = 5000\nlease_ms = 4000\n";
+        assert!(Settings::from_toml(text).unwrap_err().to_string().contains("lease_ms"));
+        assert!(Settings::from_toml("[brands.A]\nlicense = [\"GB\"]\n").is_err(), "unknown fields are errors");
+    }
+}

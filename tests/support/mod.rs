@@ -8,6 +8,7 @@ use std::sync::{Arc, OnceLock};
 
 use pitboss::plugins::{Plugin, Runtime, RuntimeConfig};
 
+pub mod load;
 pub mod provider;
 pub mod registry;
 pub mod server;

@@ -200,12 +200,13 @@ pub async fn enqueue(
     }
     deliveries::event(&mut tx, new.delivery_id, now.as_millisecond(), g.status, decision_detail(&decision, "request"))
         .await?;
+    // As written: once committed, a worker may take it at once.
+    let written = deliveries::get(&mut tx, new.delivery_id).await?.expect("just written");
     tx.commit().await?;
     if g.status == "queued" {
         ctx.wake.notify_one();
     }
-    let mut conn = db.pool.acquire().await?;
-    Ok(Enqueued::New(deliveries::get(&mut conn, new.delivery_id).await?.expect("just written")))
+    Ok(Enqueued::New(written))
 }
 
 /// What an idempotency key already stands for, if it was used.

@@ -86,8 +86,15 @@ async fn erasure_leaves_no_personal_data(s: &TestServer) {
     assert_eq!(s.put(&marketing, "/admin/templates/tpl_dep/default", &tpl).await.0, 200);
     let msg = json!({"channel": "in_app", "player_id": "player_erase_me", "template_id": "tpl_dep",
                      "personalization": {"first_name": "Jolene"}});
-    let r = s.http.post(format!("{}/v1/messaging/send", s.base)).bearer_auth(&key)
-        .header("X-Idempotency-Key", "dep_msg_player_erase_me").json(&msg).send().await.unwrap();
+    let r = s
+        .http
+        .post(format!("{}/v1/messaging/send", s.base))
+        .bearer_auth(&key)
+        .header("X-Idempotency-Key", "dep_msg_player_erase_me")
+        .json(&msg)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status().as_u16(), 202);
     for _ in 0..200 {
         let (_, inbox) = s.get(&key, "/v1/players/player_erase_me/inbox").await;

@@ -166,7 +166,12 @@ fn email(player: &str, template: &str) -> Value {
 async fn email_goes_out_with_its_basis(s: Backend) {
     let Some(r) = rig(s, FAST).await else { return };
     r.player("p_mail", "GB", "Europe/London").await;
-    r.template("tpl_reengage_01", "casino", "Hi {{first_name}}, your offer {{offer_id}} is waiting. Ünïcode ✓").await;
+    r.template(
+        "tpl_reengage_01",
+        "casino",
+        "Hi {{first_name}}, your offer {{offer_id}} is waiting. Ünïcode ✓",
+    )
+    .await;
 
     let (st, sent) = r.send("msg_001", &email("p_mail", "tpl_reengage_01")).await;
     assert_eq!(st, 202, "{sent}");
@@ -191,8 +196,16 @@ async fn email_goes_out_with_its_basis(s: Backend) {
     assert_eq!(basis["consent_version"], 1, "{d}");
     assert_eq!(basis["pack_version"], "GB-2026.1");
     assert_eq!(basis["frequency_policy"], "fp_test");
-    assert!(basis["caps"].as_array().unwrap().iter().any(|c| c["cap"] == "marketing_per_day" && c["used"] == 1 && c["limit"] == 2), "{basis}");
-    let steps: Vec<&str> = d["history"].as_array().unwrap().iter().map(|h| h["status"].as_str().unwrap()).collect();
+    assert!(
+        basis["caps"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|c| c["cap"] == "marketing_per_day" && c["used"] == 1 && c["limit"] == 2),
+        "{basis}"
+    );
+    let steps: Vec<&str> =
+        d["history"].as_array().unwrap().iter().map(|h| h["status"].as_str().unwrap()).collect();
     assert_eq!(steps, ["queued", "sending", "sent"], "{d}");
     assert_eq!(d["history"][1]["detail"]["gate"], "send", "the gate was asked again before sending");
     assert_eq!((d["provider"].as_str(), d["attempts"].as_i64()), (Some("smtp"), Some(1)));
@@ -228,13 +241,32 @@ async fn email_goes_out_with_its_basis(s: Backend) {
     for (body, status, code, field) in [
         (email("p_nobody", "tpl_kyc"), 404, "not_found", None),
         (email("p_mail", "tpl_nope"), 422, "unknown_template", Some("template_id")),
-        (json!({"channel": "email", "player_id": "p_mail", "template_id": "tpl_kyc"}), 422, "missing_variable", Some("personalization.first_name")),
-        (json!({"channel": "fax", "player_id": "p_mail", "template_id": "tpl_kyc"}), 422, "invalid_message", Some("body")),
-        (json!({"channel": "email", "player_id": "p_mail", "template_id": "tpl_kyc", "frequency_policy_id": "fp_nope",
-                "personalization": {"first_name": "A"}}), 422, "invalid_message", Some("frequency_policy_id")),
+        (
+            json!({"channel": "email", "player_id": "p_mail", "template_id": "tpl_kyc"}),
+            422,
+            "missing_variable",
+            Some("personalization.first_name"),
+        ),
+        (
+            json!({"channel": "fax", "player_id": "p_mail", "template_id": "tpl_kyc"}),
+            422,
+            "invalid_message",
+            Some("body"),
+        ),
+        (
+            json!({"channel": "email", "player_id": "p_mail", "template_id": "tpl_kyc", "frequency_policy_id": "fp_nope",
+                "personalization": {"first_name": "A"}}),
+            422,
+            "invalid_message",
+            Some("frequency_policy_id"),
+        ),
     ] {
         let (st, e) = r.send("msg_bad", &body).await;
-        assert_eq!((st, e["error"]["code"].as_str(), e["error"]["field"].as_str()), (status, Some(code), field), "{body}");
+        assert_eq!(
+            (st, e["error"]["code"].as_str(), e["error"]["field"].as_str()),
+            (status, Some(code), field),
+            "{body}"
+        );
     }
     assert_eq!(r.s.count("SELECT COUNT(*) FROM deliveries").await, before);
 
@@ -266,7 +298,10 @@ async fn caps_are_exact_under_concurrency(s: Backend) {
             "SUPPRESSED" => {
                 // The policy's 3 a day on this channel (and MT's legal 3 a day, reached at the same time).
                 assert!(reasons(&v).iter().all(|r| r == "cap_reached"), "{v}");
-                assert!(v["reasons"][0]["detail"].as_str().unwrap().starts_with("channel_per_day: 3 of 3"), "{v}");
+                assert!(
+                    v["reasons"][0]["detail"].as_str().unwrap().starts_with("channel_per_day: 3 of 3"),
+                    "{v}"
+                );
                 capped += 1;
                 cap_reasons += reasons(&v).len();
             }
@@ -284,7 +319,8 @@ async fn caps_are_exact_under_concurrency(s: Backend) {
 
     // The three went to the inbox; reading one records an open.
     for _ in 0..200 {
-        if r.s.get(&r.platform, "/v1/players/p_cap/inbox").await.1["messages"].as_array().unwrap().len() == 3 {
+        if r.s.get(&r.platform, "/v1/players/p_cap/inbox").await.1["messages"].as_array().unwrap().len() == 3
+        {
             break;
         }
         tokio::time::sleep(Duration::from_millis(25)).await;
@@ -296,17 +332,26 @@ async fn caps_are_exact_under_concurrency(s: Backend) {
     assert_eq!(messages[0]["body"], "Promo for Kim");
     assert_eq!(messages[0]["read_at"], Value::Null);
     let first = messages[0]["delivery_id"].as_str().unwrap();
-    let (st, read) = r.s.post(&r.platform, &format!("/v1/players/p_cap/inbox/{first}/read"), &json!({})).await;
+    let (st, read) =
+        r.s.post(&r.platform, &format!("/v1/players/p_cap/inbox/{first}/read"), &json!({})).await;
     assert_eq!((st, read["event"].as_str()), (200, Some("open")), "{read}");
     let (_, inbox) = r.s.get(&r.platform, "/v1/players/p_cap/inbox").await;
     assert_ne!(inbox["messages"][0]["read_at"], Value::Null);
-    assert_eq!(r.s.post(&r.platform, &format!("/v1/players/p_other/inbox/{first}/read"), &json!({})).await.0, 404);
+    assert_eq!(
+        r.s.post(&r.platform, &format!("/v1/players/p_other/inbox/{first}/read"), &json!({})).await.0,
+        404
+    );
 
     // The metrics say what happened.
     let text = r.s.http.get(format!("{}/metrics", r.s.base)).send().await.unwrap().text().await.unwrap();
     let refusals = format!("pitboss_gate_refusals_total{{reason=\"cap_reached\"}} {cap_reasons}");
     assert!(text.contains(&refusals), "{refusals} in {text}");
-    assert!(text.contains("pitboss_delivery_attempts_total{channel=\"in_app\",provider=\"inbox\",outcome=\"accepted\"} 3"), "{text}");
+    assert!(
+        text.contains(
+            "pitboss_delivery_attempts_total{channel=\"in_app\",provider=\"inbox\",outcome=\"accepted\"} 3"
+        ),
+        "{text}"
+    );
     assert!(text.contains("pitboss_send_to_provider_seconds_count{channel=\"in_app\"} 3"), "{text}");
     assert!(text.contains("pitboss_outbox_depth{status=\"queued\"} 0"), "{text}");
     match std::sync::Arc::try_unwrap(r) {
@@ -328,7 +373,10 @@ async fn push_and_sms_are_signed_and_fail_over(s: Backend) {
     let call = &accepted[0];
     assert!(call.signature_valid, "the second provider verified our HMAC");
     assert_eq!(call.idempotency_key.as_deref(), Some(id.as_str()));
-    assert_eq!((call.body["to"].as_str(), call.body["body"].as_str()), (Some("p_push"), Some("Spins for Lee")));
+    assert_eq!(
+        (call.body["to"].as_str(), call.body["body"].as_str()),
+        (Some("p_push"), Some("Spins for Lee"))
+    );
     let failed = r.push[0].received();
     assert_eq!(failed.len(), 1, "the first provider was tried first");
     assert!(failed[0].signature_valid);
@@ -341,7 +389,10 @@ async fn push_and_sms_are_signed_and_fail_over(s: Backend) {
     again["template_id"] = json!("tpl_push2");
     again["channel"] = json!("email");
     let (_, later) = r.send("push_2", &again).await;
-    assert_eq!((later["status"].as_str(), reasons(&later)), (Some("DEFERRED"), vec!["campaign_cooldown".to_string()]));
+    assert_eq!(
+        (later["status"].as_str(), reasons(&later)),
+        (Some("DEFERRED"), vec!["campaign_cooldown".to_string()])
+    );
     let three_days = r.s.clock.now() + jiff::SignedDuration::from_hours(72);
     assert!(later["deliver_after"].as_str().unwrap() <= three_days.to_string().as_str(), "{later}");
 
@@ -361,35 +412,48 @@ async fn push_and_sms_are_signed_and_fail_over(s: Backend) {
         async move {
             let body = payload.to_string();
             let ts = at.to_string();
-            let resp = r
-                .s
-                .http
-                .post(format!("{}/v1/webhooks/{provider}", r.s.base))
-                .header("X-Pitboss-Timestamp", &ts)
-                .header("X-Pitboss-Signature", support::provider::sign(secret, &ts, body.as_bytes()))
-                .header("content-type", "application/json")
-                .body(body)
-                .send()
-                .await
-                .unwrap();
+            let resp =
+                r.s.http
+                    .post(format!("{}/v1/webhooks/{provider}", r.s.base))
+                    .header("X-Pitboss-Timestamp", &ts)
+                    .header("X-Pitboss-Signature", support::provider::sign(secret, &ts, body.as_bytes()))
+                    .header("content-type", "application/json")
+                    .body(body)
+                    .send()
+                    .await
+                    .unwrap();
             (resp.status().as_u16(), resp.json::<Value>().await.unwrap_or(Value::Null))
         }
     };
     let now = r.s.clock.now().as_second();
-    let delivered = json!({"delivery_id": sms_id, "event": "delivered", "occurred_at": r.s.clock.now().to_string()});
+    let delivered =
+        json!({"delivery_id": sms_id, "event": "delivered", "occurred_at": r.s.clock.now().to_string()});
     let (st, v) = webhook("sms-one", SECRET_SMS, delivered.clone(), now).await;
-    assert_eq!((st, v["status"].as_str(), v["duplicate"].as_bool()), (200, Some("delivered"), Some(false)), "{v}");
+    assert_eq!(
+        (st, v["status"].as_str(), v["duplicate"].as_bool()),
+        (200, Some("delivered"), Some(false)),
+        "{v}"
+    );
     let (st, v) = webhook("sms-one", SECRET_SMS, delivered.clone(), now).await;
     assert_eq!((st, v["duplicate"].as_bool()), (200, Some(true)), "the same report twice changes nothing");
     assert_eq!(webhook("sms-one", "wrong", delivered.clone(), now).await.1["error"]["code"], "bad_signature");
-    assert_eq!(webhook("sms-one", SECRET_SMS, delivered.clone(), now - 3600).await.1["error"]["code"], "stale_webhook");
-    let not_theirs = json!({"delivery_id": id, "event": "delivered", "occurred_at": r.s.clock.now().to_string()});
-    assert_eq!(webhook("sms-one", SECRET_SMS, not_theirs, now).await.0, 404, "a provider reports only on its own deliveries");
+    assert_eq!(
+        webhook("sms-one", SECRET_SMS, delivered.clone(), now - 3600).await.1["error"]["code"],
+        "stale_webhook"
+    );
+    let not_theirs =
+        json!({"delivery_id": id, "event": "delivered", "occurred_at": r.s.clock.now().to_string()});
+    assert_eq!(
+        webhook("sms-one", SECRET_SMS, not_theirs, now).await.0,
+        404,
+        "a provider reports only on its own deliveries"
+    );
     assert_eq!(webhook("nobody", SECRET_SMS, delivered, now).await.0, 404);
     r.wait_status(&sms_id, "DELIVERED").await;
 
     // A complaint about the push withdraws push marketing consent at once.
-    let complaint = json!({"delivery_id": id, "event": "complaint", "occurred_at": r.s.clock.now().to_string()});
+    let complaint =
+        json!({"delivery_id": id, "event": "complaint", "occurred_at": r.s.clock.now().to_string()});
     let (st, v) = r.s.post(&r.platform, "/v1/messaging/feedback", &complaint).await;
     assert_eq!((st, v["consent_version"].as_i64()), (200, Some(2)), "{v}");
     let (_, p) = r.s.get(&r.platform, "/v1/players/p_push").await;
@@ -407,7 +471,8 @@ async fn unsubscribe_and_bounce_stop_what_follows(s: Backend) {
     let id = first["delivery_id"].as_str().unwrap().to_string();
     r.wait_status(&id, "SENT").await;
 
-    let unsubscribe = json!({"delivery_id": id, "event": "unsubscribe", "occurred_at": "2026-11-23T12:00:00Z"});
+    let unsubscribe =
+        json!({"delivery_id": id, "event": "unsubscribe", "occurred_at": "2026-11-23T12:00:00Z"});
     let (st, v) = r.s.post(&r.platform, "/v1/messaging/feedback", &unsubscribe).await;
     assert_eq!(st, 200, "{v}");
     assert_eq!(v["consent_version"], 2);
@@ -415,12 +480,17 @@ async fn unsubscribe_and_bounce_stop_what_follows(s: Backend) {
     assert_eq!((again["duplicate"].as_bool(), again["consent_version"].as_i64()), (Some(true), None));
     let (_, history) = r.s.get(&r.platform, "/v1/players/p_unsub/consents/history").await;
     let last = history["history"].as_array().unwrap().last().unwrap().clone();
-    assert_eq!((last["name"].as_str(), last["granted"].as_bool(), last["source"].as_str()),
-               (Some("email"), Some(false), Some("feedback:unsubscribe")));
+    assert_eq!(
+        (last["name"].as_str(), last["granted"].as_bool(), last["source"].as_str()),
+        (Some("email"), Some(false), Some("feedback:unsubscribe"))
+    );
 
     // The next marketing e-mail is suppressed, and says why.
     let (_, next) = r.send("u_2", &email("p_unsub", "tpl_b")).await;
-    assert_eq!((next["status"].as_str(), reasons(&next)), (Some("SUPPRESSED"), vec!["no_consent".to_string()]));
+    assert_eq!(
+        (next["status"].as_str(), reasons(&next)),
+        (Some("SUPPRESSED"), vec!["no_consent".to_string()])
+    );
     let d = r.delivery(next["delivery_id"].as_str().unwrap()).await;
     assert_eq!(d["history"][0]["detail"]["decision"], "deny");
 
@@ -432,7 +502,10 @@ async fn unsubscribe_and_bounce_stop_what_follows(s: Backend) {
     assert_eq!(reasons(&d), ["contact_invalid"]);
     assert_eq!(r.smtp.messages().len(), 1);
     let bad = json!({"delivery_id": id, "event": "opened", "occurred_at": "2026-11-23T12:01:00Z"});
-    assert_eq!(r.s.post(&r.platform, "/v1/messaging/feedback", &bad).await.1["error"]["code"], "invalid_feedback");
+    assert_eq!(
+        r.s.post(&r.platform, "/v1/messaging/feedback", &bad).await.1["error"]["code"],
+        "invalid_feedback"
+    );
     let unknown = json!({"delivery_id": "dlv_nope", "event": "open", "occurred_at": "2026-11-23T12:01:00Z"});
     assert_eq!(r.s.post(&r.platform, "/v1/messaging/feedback", &unknown).await.0, 404);
     r.s.stop().await;
@@ -450,7 +523,8 @@ async fn quiet_hours_in_the_players_zone_defer(s: Backend) {
     assert_eq!((d["status"].as_str(), reasons(&d)), (Some("DEFERRED"), vec!["quiet_hours".to_string()]));
     let toronto = jiff::tz::TimeZone::get("America/Toronto").unwrap();
     let local_night = night.to_zoned_datetime(toronto.clone());
-    let morning = local_night.date().tomorrow().unwrap().at(8, 0, 0, 0).to_zoned_datetime(toronto).unwrap().timestamp();
+    let morning =
+        local_night.date().tomorrow().unwrap().at(8, 0, 0, 0).to_zoned_datetime(toronto).unwrap().timestamp();
     assert_eq!(d["deliver_after"], json!(morning.to_string()));
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(r.smtp.messages().is_empty(), "deferred, not sent");
@@ -464,11 +538,15 @@ async fn quiet_hours_in_the_players_zone_defer(s: Backend) {
 
 async fn exclusion_after_queueing_stops_the_message(s: Backend) {
     // Retries wait long enough for the exclusion to land in between.
-    let Some(r) = rig(s, "backoff_initial_ms = 60000
+    let Some(r) = rig(
+        s,
+        "backoff_initial_ms = 60000
 max_attempts = 5
 poll_ms = 50
 provider_timeout_ms = 2000
-lease_ms = 5000").await
+lease_ms = 5000",
+    )
+    .await
     else {
         return;
     };
@@ -512,7 +590,10 @@ async fn retries_back_off_then_dead_letter(s: Backend) {
     let history = d["history"].as_array().unwrap();
     let retries: Vec<&Value> = history.iter().filter(|h| h["detail"]["next_attempt_at"].is_i64()).collect();
     assert_eq!(retries.len(), 2, "{d}");
-    let waits: Vec<i64> = retries.iter().map(|h| h["detail"]["next_attempt_at"].as_i64().unwrap() - h["at"].as_i64().unwrap()).collect();
+    let waits: Vec<i64> = retries
+        .iter()
+        .map(|h| h["detail"]["next_attempt_at"].as_i64().unwrap() - h["at"].as_i64().unwrap())
+        .collect();
     assert_eq!(waits, [50, 100], "exponential backoff from 50 ms");
     assert_eq!(history.last().unwrap()["detail"]["reasons"][0]["code"], "attempts_exhausted");
     assert_eq!(r.smtp.rejected().len(), 3);
@@ -522,13 +603,18 @@ async fn retries_back_off_then_dead_letter(s: Backend) {
     let (_, q) = r.send("r_2", &email("p_retry", "tpl_r")).await;
     let d = r.wait_status(q["delivery_id"].as_str().unwrap(), "DEAD_LETTER").await;
     assert_eq!(d["attempts"], 1);
-    assert_eq!(d["history"].as_array().unwrap().last().unwrap()["detail"]["reasons"][0]["code"], "permanent_failure");
+    assert_eq!(
+        d["history"].as_array().unwrap().last().unwrap()["detail"]["reasons"][0]["code"],
+        "permanent_failure"
+    );
     r.s.stop().await;
 }
 
 async fn a_crash_mid_call_sends_once(s: Backend) {
     // The provider accepts and then takes its time answering; the host dies meanwhile.
-    let Some(mut r) = rig(s, "poll_ms = 50\nprovider_timeout_ms = 4000\nlease_ms = 9000").await else { return };
+    let Some(mut r) = rig(s, "poll_ms = 50\nprovider_timeout_ms = 4000\nlease_ms = 9000").await else {
+        return;
+    };
     r.player("p_crash", "GB", "Europe/London").await;
     r.template("tpl_c", "casino", "Hi {{first_name}}").await;
     r.push[0].set_behaviour(Behaviour::AcceptThenHang(Duration::from_secs(30)));

@@ -2,7 +2,9 @@
 
 use jiff::Timestamp;
 use pitboss::model::{Channel, Product, Profile};
-use pitboss::policy::{Caps, Decision, FrequencyPolicy, MessageClass, Packs, Priority, Request, Sent, decide};
+use pitboss::policy::{
+    Caps, Decision, FrequencyPolicy, MessageClass, Packs, Priority, Request, Sent, decide,
+};
 use pitboss::store::consents::ConsentRecord;
 use serde_json::json;
 

@@ -27,7 +27,10 @@ fn message(n: u64, template: &str) -> Value {
 async fn sends(name: &str, url: String, key: String, template: &'static str, seconds: f64) -> Measured {
     let run = format!("{name}{}", jiff::Timestamp::now().as_millisecond());
     load(name, seconds, 1, move |http, n| {
-        http.post(&url).bearer_auth(&key).header("X-Idempotency-Key", format!("{run}_{n}")).json(&message(n, template))
+        http.post(&url)
+            .bearer_auth(&key)
+            .header("X-Idempotency-Key", format!("{run}_{n}"))
+            .json(&message(n, template))
     })
     .await
 }
@@ -50,7 +53,15 @@ async fn host(backend: Backend) -> Option<(TestServer, String)> {
     s.settled().await;
     // Noon UTC: no quiet hours get in the way.
     let today = jiff::Timestamp::now().to_zoned_datetime(jiff::tz::TimeZone::UTC).date();
-    s.clock.set(today.tomorrow().unwrap().at(12, 0, 0, 0).to_zoned_datetime(jiff::tz::TimeZone::UTC).unwrap().timestamp());
+    s.clock.set(
+        today
+            .tomorrow()
+            .unwrap()
+            .at(12, 0, 0, 0)
+            .to_zoned_datetime(jiff::tz::TimeZone::UTC)
+            .unwrap()
+            .timestamp(),
+    );
     Some((s, key))
 }
 

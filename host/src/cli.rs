@@ -24,7 +24,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the host: the HTTP API, the bus consumers, on SQLite (default) or PostgreSQL.
-    Serve(crate::config::ServeArgs),
+    Serve(Box<crate::config::ServeArgs>),
     /// Manage API keys.
     #[command(subcommand)]
     Keys(KeysCommand),
@@ -167,7 +167,7 @@ impl LimitArgs {
 /// I/O errors.
 pub fn main(cli: Cli) -> ExitCode {
     let result = match cli.command {
-        Command::Serve(args) => tokio_main(crate::server::serve(args)).map(|()| ExitCode::SUCCESS),
+        Command::Serve(args) => tokio_main(crate::server::serve(*args)).map(|()| ExitCode::SUCCESS),
         Command::Audit(AuditCommand::Verify { db }) => tokio_main(async move {
             let db = crate::store::Db::open(&db.database_url).await?;
             let verdict = crate::audit::verify(&db).await?;

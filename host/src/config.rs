@@ -240,6 +240,9 @@ mod tests {
     fn a_lease_shorter_than_an_attempt_is_refused() {
         let text = "[delivery]\nprovider_timeout_ms = 5000\nlease_ms = 4000\n";
         assert!(Settings::from_toml(text).unwrap_err().to_string().contains("lease_ms"));
-        assert!(Settings::from_toml("[brands.A]\nlicense = [\"GB\"]\n").is_err(), "unknown fields are errors");
+        assert!(
+            Settings::from_toml("[brands.A]\nlicense = [\"GB\"]\n").is_err(),
+            "unknown fields are errors"
+        );
     }
 }

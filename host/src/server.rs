@@ -66,7 +66,8 @@ pub async fn run(
     let registry = Arc::new(Registry::open(db.clone(), blobs, runtime, options.dual_approval.clone()).await?);
     options.settings.check()?;
     let delivery = Arc::new(crate::delivery::Context::new(options.settings.clone(), options.clock.clone()));
-    let worker = Arc::new(crate::delivery::worker::Worker::new(db.clone(), contacts_key.clone(), delivery.clone())?);
+    let worker =
+        Arc::new(crate::delivery::worker::Worker::new(db.clone(), contacts_key.clone(), delivery.clone())?);
     let state = AppState {
         db,
         contacts_key,

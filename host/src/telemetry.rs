@@ -52,12 +52,16 @@ impl Metrics {
     /// The exposition text; `depth` is the outbox by status.
     pub fn render(&self, depth: &[(String, i64)]) -> String {
         let mut out = String::new();
-        out.push_str("# HELP pitboss_gate_refusals_total Messages the policy gate refused or deferred, by reason.\n");
+        out.push_str(
+            "# HELP pitboss_gate_refusals_total Messages the policy gate refused or deferred, by reason.\n",
+        );
         out.push_str("# TYPE pitboss_gate_refusals_total counter\n");
         for (reason, n) in self.refusals.lock().expect("metrics").iter() {
             let _ = writeln!(out, "pitboss_gate_refusals_total{{reason=\"{reason}\"}} {n}");
         }
-        out.push_str("# HELP pitboss_delivery_attempts_total Provider calls by channel, provider and outcome.\n");
+        out.push_str(
+            "# HELP pitboss_delivery_attempts_total Provider calls by channel, provider and outcome.\n",
+        );
         out.push_str("# TYPE pitboss_delivery_attempts_total counter\n");
         for ((channel, provider, outcome), n) in self.attempts.lock().expect("metrics").iter() {
             let _ = writeln!(
@@ -89,7 +93,8 @@ impl Metrics {
                 h.count
             );
             let _ = writeln!(out, "pitboss_send_to_provider_seconds_sum{{channel=\"{channel}\"}} {}", h.sum);
-            let _ = writeln!(out, "pitboss_send_to_provider_seconds_count{{channel=\"{channel}\"}} {}", h.count);
+            let _ =
+                writeln!(out, "pitboss_send_to_provider_seconds_count{{channel=\"{channel}\"}} {}", h.count);
         }
         out
     }

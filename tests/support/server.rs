@@ -269,8 +269,14 @@ impl TestServer {
     pub async fn second_host(
         &self,
     ) -> (String, oneshot::Sender<()>, tokio::task::JoinHandle<anyhow::Result<()>>) {
-        spawn_host(self.db.clone(), self.contacts_key.clone(), self.data_dir.path(), &self.settings, &self.clock)
-            .await
+        spawn_host(
+            self.db.clone(),
+            self.contacts_key.clone(),
+            self.data_dir.path(),
+            &self.settings,
+            &self.clock,
+        )
+        .await
     }
 
     /// Stops the server and starts it again on the same database and data directory (a new port).

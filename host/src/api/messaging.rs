@@ -62,10 +62,18 @@ fn default_policy() -> String {
 /// The field a serde error is about, when it says.
 fn field_of(e: &serde_json::Error) -> &'static str {
     let m = e.to_string();
-    ["channel", "player_id", "template_id", "personalization", "frequency_policy_id", "priority", "campaign_id"]
-        .into_iter()
-        .find(|f| m.contains(&format!("`{f}`")))
-        .unwrap_or("body")
+    [
+        "channel",
+        "player_id",
+        "template_id",
+        "personalization",
+        "frequency_policy_id",
+        "priority",
+        "campaign_id",
+    ]
+    .into_iter()
+    .find(|f| m.contains(&format!("`{f}`")))
+    .unwrap_or("body")
 }
 
 /// What a send answers, the first time and every time its key comes again.
@@ -74,7 +82,8 @@ fn accepted(d: &Delivery) -> Response {
         "delivery_id": d.delivery_id, "status": d.status.to_uppercase(), "reasons": d.reasons,
     });
     if d.status == "deferred" {
-        body["deliver_after"] = json!(d.next_attempt_at.and_then(|t| jiff::Timestamp::from_millisecond(t).ok()));
+        body["deliver_after"] =
+            json!(d.next_attempt_at.and_then(|t| jiff::Timestamp::from_millisecond(t).ok()));
     }
     (StatusCode::ACCEPTED, Json(body)).into_response()
 }
@@ -92,11 +101,19 @@ async fn send(
         .map(str::trim)
         .filter(|k| !k.is_empty())
         .ok_or_else(|| {
-            ApiError::new(StatusCode::BAD_REQUEST, "idempotency_key_required", "the X-Idempotency-Key header is required")
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "idempotency_key_required",
+                "the X-Idempotency-Key header is required",
+            )
         })?
         .to_string();
     if key.len() > 128 {
-        return Err(ApiError::new(StatusCode::BAD_REQUEST, "idempotency_key_invalid", "X-Idempotency-Key: at most 128 characters"));
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "idempotency_key_invalid",
+            "X-Idempotency-Key: at most 128 characters",
+        ));
     }
     let doc: Value = serde_json::from_slice(&body).map_err(|e| {
         ApiError::new(StatusCode::BAD_REQUEST, "malformed_json", format!("the body is not JSON: {e}"))
@@ -104,7 +121,8 @@ async fn send(
     let req: SendRequest = serde_json::from_value(doc).map_err(|e| invalid(e.to_string(), field_of(&e)))?;
     let brand = brand_of(&principal, &BrandQuery { brand_id: req.brand_id.clone() })?;
     // The same key for the same request is the same delivery, whoever asks again.
-    let request_hash = hex::encode(Sha256::digest(serde_json::to_vec(&(&brand, &req)).map_err(ApiError::internal)?));
+    let request_hash =
+        hex::encode(Sha256::digest(serde_json::to_vec(&(&brand, &req)).map_err(ApiError::internal)?));
     let delivery_id = crate::delivery::new_delivery_id();
     let now = state.delivery.clock.now();
     let mut new = NewDelivery {
@@ -140,30 +158,43 @@ async fn send(
     }
     {
         let mut conn = state.db.pool.acquire().await.map_err(ApiError::internal)?;
-        if crate::store::erasure::is_erased(&mut conn, &brand, &req.player_id).await.map_err(ApiError::internal)? {
-            return Err(ApiError::new(StatusCode::GONE, "player_erased", "the player was erased").with_field("player_id"));
+        if crate::store::erasure::is_erased(&mut conn, &brand, &req.player_id)
+            .await
+            .map_err(ApiError::internal)?
+        {
+            return Err(ApiError::new(StatusCode::GONE, "player_erased", "the player was erased")
+                .with_field("player_id"));
         }
     }
-    let profile = stored_profile(&state, &brand, &req.player_id).await?.at(&brand, &req.player_id, now).profile;
-    let rendered = match templates::render(&state.db, &brand, &req.template_id, &profile.locale, &req.personalization)
-        .await
-        .map_err(|e| ApiError::internal(format!("{e:#}")))?
-    {
-        Ok(r) => r,
-        Err(TemplateError::NotFound(_)) => {
-            return Err(ApiError::new(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "unknown_template",
-                format!("no template `{}` for the player's locale {}, its language or the default", req.template_id, profile.locale),
-            )
-            .with_field("template_id"));
-        }
-        Err(TemplateError::MissingVariable(v)) => {
-            return Err(ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "missing_variable", format!("personalization lacks `{v}`"))
+    let profile =
+        stored_profile(&state, &brand, &req.player_id).await?.at(&brand, &req.player_id, now).profile;
+    let rendered =
+        match templates::render(&state.db, &brand, &req.template_id, &profile.locale, &req.personalization)
+            .await
+            .map_err(|e| ApiError::internal(format!("{e:#}")))?
+        {
+            Ok(r) => r,
+            Err(TemplateError::NotFound(_)) => {
+                return Err(ApiError::new(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "unknown_template",
+                    format!(
+                        "no template `{}` for the player's locale {}, its language or the default",
+                        req.template_id, profile.locale
+                    ),
+                )
+                .with_field("template_id"));
+            }
+            Err(TemplateError::MissingVariable(v)) => {
+                return Err(ApiError::new(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "missing_variable",
+                    format!("personalization lacks `{v}`"),
+                )
                 .with_field(format!("personalization.{v}")));
-        }
-        Err(TemplateError::Invalid(m)) => return Err(ApiError::internal(m)),
-    };
+            }
+            Err(TemplateError::Invalid(m)) => return Err(ApiError::internal(m)),
+        };
     let class = outbox::class_of(rendered.topic, req.personalization.contains_key("offer_id"));
     let product = match class {
         crate::policy::MessageClass::Marketing { product, .. } => Some(wire_name(product)),
@@ -227,12 +258,16 @@ struct Feedback {
 }
 
 fn parse_feedback(body: &[u8]) -> Result<Feedback, ApiError> {
-    serde_json::from_slice(body).map_err(|e| {
-        ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_feedback", e.to_string())
-    })
+    serde_json::from_slice(body)
+        .map_err(|e| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_feedback", e.to_string()))
 }
 
-async fn apply_feedback(state: &AppState, d: &Delivery, f: &Feedback, source: &str) -> Result<Json<Value>, ApiError> {
+async fn apply_feedback(
+    state: &AppState,
+    d: &Delivery,
+    f: &Feedback,
+    source: &str,
+) -> Result<Json<Value>, ApiError> {
     let now = state.delivery.clock.now_ms();
     let applied = feedback::apply(&state.db, d, f.event, f.occurred_at.as_millisecond(), source, now)
         .await
@@ -274,7 +309,11 @@ async fn webhook(
     let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).unwrap_or("");
     let (timestamp, signature) = (header("x-pitboss-timestamp"), header("x-pitboss-signature"));
     if !crate::delivery::channels::verify(&p.secret, timestamp, &body, signature) {
-        return Err(ApiError::new(StatusCode::UNAUTHORIZED, "bad_signature", "the webhook's signature does not verify"));
+        return Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "bad_signature",
+            "the webhook's signature does not verify",
+        ));
     }
     let sent_at: i64 = timestamp.parse().unwrap_or(i64::MIN);
     if (state.delivery.clock.now().as_second() - sent_at).abs() > WEBHOOK_TOLERANCE_S {
@@ -339,7 +378,8 @@ async fn mark_read(
 ) -> Result<Json<Value>, ApiError> {
     principal.require(&[Role::Platform])?;
     let d = visible(&state, &principal, &delivery_id).await?;
-    if d.player_id != player_id || d.channel != "in_app" || !matches!(d.status.as_str(), "sent" | "delivered") {
+    if d.player_id != player_id || d.channel != "in_app" || !matches!(d.status.as_str(), "sent" | "delivered")
+    {
         return Err(ApiError::not_found("inbox message"));
     }
     let now = state.delivery.clock.now_ms();

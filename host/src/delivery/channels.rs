@@ -20,7 +20,10 @@ use crate::telemetry::Metrics;
 /// How a provider call ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
-    Accepted { provider: String, message_id: Option<String> },
+    Accepted {
+        provider: String,
+        message_id: Option<String>,
+    },
     /// Worth another attempt later (timeout, 4xx SMTP reply, 5xx, connection refused).
     Retry(String),
     /// Will not work however often it is tried (a 5xx SMTP reply, a bad address, no relay).

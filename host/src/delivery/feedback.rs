@@ -46,10 +46,7 @@ pub async fn apply(
     loop {
         attempt += 1;
         match apply_once(db, d, event, occurred_at, source, now).await {
-            Err(e)
-                if attempt < 5
-                    && e.downcast_ref::<sqlx::Error>().is_some_and(consents::is_collision) =>
-            {
+            Err(e) if attempt < 5 && e.downcast_ref::<sqlx::Error>().is_some_and(consents::is_collision) => {
                 continue;
             }
             other => return other,
@@ -80,8 +77,13 @@ async fn apply_once(
     .await?
     .rows_affected()
         == 1;
-    let mut applied =
-        Applied { delivery_id: d.delivery_id.clone(), event, duplicate: !fresh, consent_version: None, status: d.status.clone() };
+    let mut applied = Applied {
+        delivery_id: d.delivery_id.clone(),
+        event,
+        duplicate: !fresh,
+        consent_version: None,
+        status: d.status.clone(),
+    };
     if !fresh {
         return Ok(applied);
     }

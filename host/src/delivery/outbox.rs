@@ -10,9 +10,9 @@ use super::Context;
 use super::templates::Topic;
 use crate::model::{Channel, Product, Profile, wire_name};
 use crate::policy::{self, Decision, FrequencyPolicy, MessageClass, Priority, Sent};
+use crate::store::Db;
 use crate::store::consents::ConsentRecord;
 use crate::store::deliveries::{self, Counted, Gated, NewDelivery};
-use crate::store::Db;
 
 /// What the gate needs to know about a message besides the player.
 #[derive(Debug, Clone)]
@@ -58,7 +58,9 @@ fn local_windows(time_zone: &str, now: Timestamp) -> (Timestamp, Timestamp) {
         .date()
         .checked_sub(i64::from(local.weekday().to_monday_zero_offset()).days())
         .ok()
-        .and_then(|d| d.to_datetime(jiff::civil::Time::midnight()).to_zoned_datetime(local.time_zone().clone()).ok())
+        .and_then(|d| {
+            d.to_datetime(jiff::civil::Time::midnight()).to_zoned_datetime(local.time_zone().clone()).ok()
+        })
         .map(|z| z.timestamp())
         .unwrap_or(day);
     (day, monday)
@@ -194,12 +196,20 @@ pub async fn enqueue(
         Ok(()) => {}
         Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
             drop(tx);
-            return existing(db, new).await?.ok_or_else(|| anyhow::anyhow!("a conflicting delivery vanished"));
+            return existing(db, new)
+                .await?
+                .ok_or_else(|| anyhow::anyhow!("a conflicting delivery vanished"));
         }
         Err(e) => return Err(e.into()),
     }
-    deliveries::event(&mut tx, new.delivery_id, now.as_millisecond(), g.status, decision_detail(&decision, "request"))
-        .await?;
+    deliveries::event(
+        &mut tx,
+        new.delivery_id,
+        now.as_millisecond(),
+        g.status,
+        decision_detail(&decision, "request"),
+    )
+    .await?;
     // As written: once committed, a worker may take it at once.
     let written = deliveries::get(&mut tx, new.delivery_id).await?.expect("just written");
     tx.commit().await?;
@@ -211,9 +221,9 @@ pub async fn enqueue(
 
 /// What an idempotency key already stands for, if it was used.
 pub async fn existing(db: &Db, new: &NewDelivery<'_>) -> anyhow::Result<Option<Enqueued>> {
-    Ok(deliveries::by_key(db, new.brand, new.idempotency_key).await?.map(|d| {
-        if d.request_hash == new.request_hash { Enqueued::Existing(d) } else { Enqueued::Conflict }
-    }))
+    Ok(deliveries::by_key(db, new.brand, new.idempotency_key)
+        .await?
+        .map(|d| if d.request_hash == new.request_hash { Enqueued::Existing(d) } else { Enqueued::Conflict }))
 }
 
 #[cfg(test)]

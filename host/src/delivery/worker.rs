@@ -111,17 +111,19 @@ impl Worker {
         };
         let to = match kind {
             None => d.player_id.clone(),
-            Some(kind) => match contacts::for_delivery(&self.db, &self.key, &d.brand_id, &d.player_id, kind).await? {
-                Contact::Valid(to) => to,
-                Contact::Missing => {
-                    let why = format!("the player has no {kind} contact");
-                    return self.finish(&d, "dead_letter", Step::Gave("no_contact", why), now).await;
+            Some(kind) => {
+                match contacts::for_delivery(&self.db, &self.key, &d.brand_id, &d.player_id, kind).await? {
+                    Contact::Valid(to) => to,
+                    Contact::Missing => {
+                        let why = format!("the player has no {kind} contact");
+                        return self.finish(&d, "dead_letter", Step::Gave("no_contact", why), now).await;
+                    }
+                    Contact::Invalid => {
+                        let why = format!("the player's {kind} contact bounced hard");
+                        return self.finish(&d, "suppressed", Step::Gave("contact_invalid", why), now).await;
+                    }
                 }
-                Contact::Invalid => {
-                    let why = format!("the player's {kind} contact bounced hard");
-                    return self.finish(&d, "suppressed", Step::Gave("contact_invalid", why), now).await;
-                }
-            },
+            }
         };
         let providers = &self.ctx.settings.providers;
         let outcome = match channel {
@@ -131,8 +133,12 @@ impl Worker {
                 self.ctx.metrics.attempt("email", "smtp", result);
                 o
             }
-            Channel::Push => self.channels.http(&providers.push, &d, &to, now.as_second(), &self.ctx.metrics).await,
-            Channel::Sms => self.channels.http(&providers.sms, &d, &to, now.as_second(), &self.ctx.metrics).await,
+            Channel::Push => {
+                self.channels.http(&providers.push, &d, &to, now.as_second(), &self.ctx.metrics).await
+            }
+            Channel::Sms => {
+                self.channels.http(&providers.sms, &d, &to, now.as_second(), &self.ctx.metrics).await
+            }
             Channel::InApp => {
                 self.ctx.metrics.attempt("in_app", "inbox", "accepted");
                 Outcome::Accepted { provider: "inbox".into(), message_id: None }
@@ -146,7 +152,9 @@ impl Worker {
                 self.ctx.metrics.send_to_provider(&d.channel, seconds);
                 self.finish(&d, "sent", Step::Accepted(provider, message_id), now).await
             }
-            Outcome::Permanent(e) => self.finish(&d, "dead_letter", Step::Gave("permanent_failure", e), now).await,
+            Outcome::Permanent(e) => {
+                self.finish(&d, "dead_letter", Step::Gave("permanent_failure", e), now).await
+            }
             Outcome::Retry(e) if d.attempts + 1 >= i64::from(self.ctx.settings.delivery.max_attempts) => {
                 let why = format!("{} attempts; last: {e}", d.attempts + 1);
                 self.finish(&d, "dead_letter", Step::Gave("attempts_exhausted", why), now).await
@@ -193,15 +201,22 @@ impl Worker {
             policy,
         };
         let mut tx = self.db.begin_write().await?;
-        let (decision, now) = outbox::gate(&mut tx, &self.ctx, &m, &profile, &history, Some(&d.delivery_id)).await?;
+        let (decision, now) =
+            outbox::gate(&mut tx, &self.ctx, &m, &profile, &history, Some(&d.delivery_id)).await?;
         let mut g = outbox::gated(&decision, now);
         let allowed = matches!(decision, Decision::Allow { .. });
         if allowed {
             g.status = "sending";
         }
         deliveries::regated(&mut tx, &d.delivery_id, &g, allowed, now.as_millisecond()).await?;
-        deliveries::event(&mut tx, &d.delivery_id, now.as_millisecond(), g.status, outbox::decision_detail(&decision, "send"))
-            .await?;
+        deliveries::event(
+            &mut tx,
+            &d.delivery_id,
+            now.as_millisecond(),
+            g.status,
+            outbox::decision_detail(&decision, "send"),
+        )
+        .await?;
         tx.commit().await?;
         Ok(allowed)
     }
@@ -209,11 +224,27 @@ impl Worker {
     async fn finish(&self, d: &Delivery, status: &str, step: Step, now: Timestamp) -> anyhow::Result<()> {
         let now_ms = now.as_millisecond();
         let (attempted, provider, message_id, error, next, detail) = match &step {
-            Step::Accepted(p, m) => (1, Some(p.as_str()), m.as_deref(), None, None, json!({"provider": p, "provider_message_id": m})),
-            Step::Retry(e, at) => (1, None, None, Some(e.as_str()), Some(*at), json!({"error": e, "next_attempt_at": at})),
+            Step::Accepted(p, m) => (
+                1,
+                Some(p.as_str()),
+                m.as_deref(),
+                None,
+                None,
+                json!({"provider": p, "provider_message_id": m}),
+            ),
+            Step::Retry(e, at) => {
+                (1, None, None, Some(e.as_str()), Some(*at), json!({"error": e, "next_attempt_at": at}))
+            }
             Step::Gave(code, why) => {
                 let attempted = i64::from(matches!(*code, "permanent_failure" | "attempts_exhausted"));
-                (attempted, None, None, Some(why.as_str()), None, json!({"reasons": [{"code": code, "detail": why}]}))
+                (
+                    attempted,
+                    None,
+                    None,
+                    Some(why.as_str()),
+                    None,
+                    json!({"reasons": [{"code": code, "detail": why}]}),
+                )
             }
         };
         let reasons = match &step {

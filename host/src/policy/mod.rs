@@ -6,5 +6,7 @@
 pub mod gate;
 pub mod packs;
 
-pub use gate::{Basis, Caps, Decision, FrequencyPolicy, MessageClass, Priority, Reason, Request, Sent, decide};
+pub use gate::{
+    Basis, Caps, Decision, FrequencyPolicy, MessageClass, Priority, Reason, Request, Sent, decide,
+};
 pub use packs::{Pack, Packs};

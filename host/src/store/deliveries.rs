@@ -94,12 +94,11 @@ fn row_to_delivery(r: &sqlx::any::AnyRow) -> anyhow::Result<Delivery> {
 }
 
 pub async fn get(conn: &mut sqlx::AnyConnection, delivery_id: &str) -> anyhow::Result<Option<Delivery>> {
-    let row = sqlx::query(sqlx::AssertSqlSafe(format!(
-        "SELECT {COLUMNS} FROM deliveries WHERE delivery_id = $1"
-    )))
-    .bind(delivery_id)
-    .fetch_optional(&mut *conn)
-    .await?;
+    let row =
+        sqlx::query(sqlx::AssertSqlSafe(format!("SELECT {COLUMNS} FROM deliveries WHERE delivery_id = $1")))
+            .bind(delivery_id)
+            .fetch_optional(&mut *conn)
+            .await?;
     row.as_ref().map(row_to_delivery).transpose()
 }
 
@@ -309,12 +308,11 @@ pub struct HistoryLine {
 }
 
 pub async fn history(db: &Db, delivery_id: &str) -> anyhow::Result<Vec<HistoryLine>> {
-    let rows = sqlx::query(
-        "SELECT at, status, detail FROM delivery_events WHERE delivery_id = $1 ORDER BY seq",
-    )
-    .bind(delivery_id)
-    .fetch_all(&db.pool)
-    .await?;
+    let rows =
+        sqlx::query("SELECT at, status, detail FROM delivery_events WHERE delivery_id = $1 ORDER BY seq")
+            .bind(delivery_id)
+            .fetch_all(&db.pool)
+            .await?;
     rows.iter()
         .map(|r| {
             Ok(HistoryLine {

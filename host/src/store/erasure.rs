@@ -57,9 +57,16 @@ pub async fn erase(db: &Db, brand: &str, player: &str) -> anyhow::Result<bool> {
     .bind(now_ms())
     .execute(&mut *tx)
     .await?;
-    for table in
-        ["events", "profiles", "player_days", "player_stakes", "consents", "decisions", "deliveries", "send_locks"]
-    {
+    for table in [
+        "events",
+        "profiles",
+        "player_days",
+        "player_stakes",
+        "consents",
+        "decisions",
+        "deliveries",
+        "send_locks",
+    ] {
         let sql = format!("UPDATE {table} SET player_id = $1 WHERE brand_id = $2 AND player_id = $3");
         sqlx::query(sqlx::AssertSqlSafe(sql))
             .bind(&pseudonym)

@@ -19,11 +19,11 @@ use super::players::{BrandQuery, brand_of, stored_profile};
 use super::{ApiError, AppState};
 use crate::auth::{Principal, Role};
 use crate::delivery::feedback::{self, FeedbackEvent};
-use crate::delivery::outbox::{self, Enqueued, Message};
+use crate::delivery::outbox::{self, Content, Enqueued, Message};
 use crate::delivery::templates::{self, TemplateError};
-use crate::model::{Channel, wire_name};
+use crate::model::Channel;
 use crate::policy::Priority;
-use crate::store::deliveries::{self, Delivery, NewDelivery};
+use crate::store::deliveries::{self, Delivery};
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -88,6 +88,20 @@ fn accepted(d: &Delivery) -> Response {
     (StatusCode::ACCEPTED, Json(body)).into_response()
 }
 
+/// The `X-Idempotency-Key` header, required.
+fn idempotency_key(headers: &HeaderMap) -> Result<String, ApiError> {
+    let key = headers.get("x-idempotency-key").and_then(|v| v.to_str().ok()).map(str::trim).unwrap_or("");
+    let problem = match key.len() {
+        0 => Some(("idempotency_key_required", "the X-Idempotency-Key header is required")),
+        129.. => Some(("idempotency_key_invalid", "X-Idempotency-Key: at most 128 characters")),
+        _ => None,
+    };
+    match problem {
+        Some((code, message)) => Err(ApiError::new(StatusCode::BAD_REQUEST, code, message)),
+        None => Ok(key.to_string()),
+    }
+}
+
 async fn send(
     State(state): State<AppState>,
     principal: Principal,
@@ -95,26 +109,7 @@ async fn send(
     body: axum::body::Bytes,
 ) -> Result<Response, ApiError> {
     principal.require(&[Role::Platform, Role::Marketing])?;
-    let key = headers
-        .get("x-idempotency-key")
-        .and_then(|v| v.to_str().ok())
-        .map(str::trim)
-        .filter(|k| !k.is_empty())
-        .ok_or_else(|| {
-            ApiError::new(
-                StatusCode::BAD_REQUEST,
-                "idempotency_key_required",
-                "the X-Idempotency-Key header is required",
-            )
-        })?
-        .to_string();
-    if key.len() > 128 {
-        return Err(ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "idempotency_key_invalid",
-            "X-Idempotency-Key: at most 128 characters",
-        ));
-    }
+    let key = idempotency_key(&headers)?;
     let doc: Value = serde_json::from_slice(&body).map_err(|e| {
         ApiError::new(StatusCode::BAD_REQUEST, "malformed_json", format!("the body is not JSON: {e}"))
     })?;
@@ -123,27 +118,7 @@ async fn send(
     // The same key for the same request is the same delivery, whoever asks again.
     let request_hash =
         hex::encode(Sha256::digest(serde_json::to_vec(&(&brand, &req)).map_err(ApiError::internal)?));
-    let delivery_id = crate::delivery::new_delivery_id();
-    let now = state.delivery.clock.now();
-    let mut new = NewDelivery {
-        delivery_id: &delivery_id,
-        brand: &brand,
-        player: &req.player_id,
-        idempotency_key: &key,
-        request_hash: &request_hash,
-        channel: "",
-        template_id: &req.template_id,
-        locale: "",
-        class: "",
-        product: None,
-        bonus_offer: false,
-        priority: "",
-        campaign_id: req.campaign_id.as_deref(),
-        frequency_policy: &req.frequency_policy_id,
-        subject: None,
-        body: "",
-    };
-    match outbox::existing(&state.db, &new).await.map_err(ApiError::internal)? {
+    match outbox::existing(&state.db, &brand, &key, &request_hash).await.map_err(ApiError::internal)? {
         Some(Enqueued::Existing(d)) => return Ok(accepted(&d)),
         Some(_) => return Err(key_conflict()),
         None => {}
@@ -151,9 +126,7 @@ async fn send(
     let policy = state.delivery.policies.get(&req.frequency_policy_id).ok_or_else(|| {
         invalid(format!("no frequency policy `{}`", req.frequency_policy_id), "frequency_policy_id")
     })?;
-    if let Some(c) = &req.campaign_id
-        && (c.is_empty() || c.len() > 64)
-    {
+    if req.campaign_id.as_ref().is_some_and(|c| c.is_empty() || c.len() > 64) {
         return Err(invalid("campaign_id: 1 to 64 characters", "campaign_id"));
     }
     {
@@ -166,16 +139,15 @@ async fn send(
                 .with_field("player_id"));
         }
     }
+    let now = state.delivery.clock.now();
     let profile =
         stored_profile(&state, &brand, &req.player_id).await?.at(&brand, &req.player_id, now).profile;
     let rendered =
-        match templates::render(&state.db, &brand, &req.template_id, &profile.locale, &req.personalization)
+        templates::render(&state.db, &brand, &req.template_id, &profile.locale, &req.personalization)
             .await
             .map_err(|e| ApiError::internal(format!("{e:#}")))?
-        {
-            Ok(r) => r,
-            Err(TemplateError::NotFound(_)) => {
-                return Err(ApiError::new(
+            .map_err(|e| match e {
+                TemplateError::NotFound(_) => ApiError::new(
                     StatusCode::UNPROCESSABLE_ENTITY,
                     "unknown_template",
                     format!(
@@ -183,32 +155,9 @@ async fn send(
                         req.template_id, profile.locale
                     ),
                 )
-                .with_field("template_id"));
-            }
-            Err(TemplateError::MissingVariable(v)) => {
-                return Err(ApiError::new(
-                    StatusCode::UNPROCESSABLE_ENTITY,
-                    "missing_variable",
-                    format!("personalization lacks `{v}`"),
-                )
-                .with_field(format!("personalization.{v}")));
-            }
-            Err(TemplateError::Invalid(m)) => return Err(ApiError::internal(m)),
-        };
-    let class = outbox::class_of(rendered.topic, req.personalization.contains_key("offer_id"));
-    let product = match class {
-        crate::policy::MessageClass::Marketing { product, .. } => Some(wire_name(product)),
-        _ => None,
-    };
-    let (channel, priority) = (wire_name(req.channel), wire_name(req.priority));
-    new.channel = &channel;
-    new.locale = &rendered.locale;
-    new.class = outbox::class_name(class);
-    new.product = product.as_deref();
-    new.bonus_offer = matches!(class, crate::policy::MessageClass::Marketing { bonus_offer: true, .. });
-    new.priority = &priority;
-    new.subject = rendered.subject.as_deref();
-    new.body = &rendered.body;
+                .with_field("template_id"),
+                other => super::templates::render_error(other),
+            })?;
     let consents = crate::store::consents::history(&state.db, &brand, &req.player_id)
         .await
         .map_err(ApiError::internal)?;
@@ -216,13 +165,21 @@ async fn send(
         brand: &brand,
         player: &req.player_id,
         channel: req.channel,
-        class,
+        class: outbox::class_of(rendered.topic, req.personalization.contains_key("offer_id")),
         priority: req.priority,
         template_id: &req.template_id,
         campaign_id: req.campaign_id.as_deref(),
         policy,
     };
-    match outbox::enqueue(&state.db, &state.delivery, &m, &new, &profile, &consents)
+    let content = Content {
+        delivery_id: &crate::delivery::new_delivery_id(),
+        idempotency_key: &key,
+        request_hash: &request_hash,
+        locale: &rendered.locale,
+        subject: rendered.subject.as_deref(),
+        body: &rendered.body,
+    };
+    match outbox::enqueue(&state.db, &state.delivery, &m, &content, &profile, &consents)
         .await
         .map_err(|e| ApiError::internal(format!("{e:#}")))?
     {

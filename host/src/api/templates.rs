@@ -109,21 +109,23 @@ async fn render(
     principal.require(&[Role::Marketing, Role::Operator, Role::Compliance, Role::Admin])?;
     let brand = brand_of(&principal, &q)?;
     let req: RenderRequest = serde_json::from_slice(&body).map_err(|e| invalid(e.to_string(), "body"))?;
-    match templates::render(&state.db, &brand, &template_id, &req.locale, &req.personalization)
+    let rendered = templates::render(&state.db, &brand, &template_id, &req.locale, &req.personalization)
         .await
         .map_err(|e| ApiError::internal(format!("{e:#}")))?
-    {
-        Ok(r) => Ok(Json(json!(r))),
-        Err(TemplateError::NotFound(_)) => Err(ApiError::not_found("template")),
-        Err(TemplateError::MissingVariable(v)) => {
-            let e = ApiError::new(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "missing_variable",
-                format!("personalization lacks `{v}`"),
-            )
-            .with_field(format!("personalization.{v}"));
-            Err(e)
-        }
-        Err(TemplateError::Invalid(m)) => Err(invalid(m, "body")),
+        .map_err(render_error)?;
+    Ok(Json(json!(rendered)))
+}
+
+/// A template that cannot be rendered, as an API error (the send path says the same).
+pub fn render_error(e: TemplateError) -> ApiError {
+    match e {
+        TemplateError::NotFound(_) => ApiError::not_found("template"),
+        TemplateError::MissingVariable(v) => ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "missing_variable",
+            format!("personalization lacks `{v}`"),
+        )
+        .with_field(format!("personalization.{v}")),
+        TemplateError::Invalid(m) => invalid(m, "body"),
     }
 }

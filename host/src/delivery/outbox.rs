@@ -179,37 +179,67 @@ pub enum Enqueued {
     Conflict,
 }
 
+/// What is sent, besides what the gate looks at.
+#[derive(Debug, Clone)]
+pub struct Content<'a> {
+    pub delivery_id: &'a str,
+    pub idempotency_key: &'a str,
+    /// Of the request: the same key with another request is a conflict.
+    pub request_hash: &'a str,
+    /// The template's locale actually used.
+    pub locale: &'a str,
+    pub subject: Option<&'a str>,
+    pub body: &'a str,
+}
+
 /// Gates a message and writes the delivery. A concurrent request with the same idempotency key gets
 /// the delivery the first one wrote.
 pub async fn enqueue(
     db: &Db,
     ctx: &Context,
     m: &Message<'_>,
-    new: &NewDelivery<'_>,
+    content: &Content<'_>,
     profile: &Profile,
     consents: &[ConsentRecord],
 ) -> anyhow::Result<Enqueued> {
+    let (channel, priority) = (wire_name(m.channel), wire_name(m.priority));
+    let (product, bonus_offer) = match m.class {
+        MessageClass::Marketing { product, bonus_offer } => (Some(wire_name(product)), bonus_offer),
+        _ => (None, false),
+    };
+    let new = NewDelivery {
+        delivery_id: content.delivery_id,
+        brand: m.brand,
+        player: m.player,
+        idempotency_key: content.idempotency_key,
+        request_hash: content.request_hash,
+        channel: &channel,
+        template_id: m.template_id,
+        locale: content.locale,
+        class: class_name(m.class),
+        product: product.as_deref(),
+        bonus_offer,
+        priority: &priority,
+        campaign_id: m.campaign_id,
+        frequency_policy: &m.policy.id,
+        subject: content.subject,
+        body: content.body,
+    };
     let mut tx = db.begin_write().await?;
     let (decision, now) = gate(&mut tx, ctx, m, profile, consents, None).await?;
     let g = gated(&decision, now);
-    match deliveries::insert(&mut tx, new, &g, now.as_millisecond()).await {
+    match deliveries::insert(&mut tx, &new, &g, now.as_millisecond()).await {
         Ok(()) => {}
         Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
             drop(tx);
-            return existing(db, new)
+            return existing(db, m.brand, content.idempotency_key, content.request_hash)
                 .await?
                 .ok_or_else(|| anyhow::anyhow!("a conflicting delivery vanished"));
         }
         Err(e) => return Err(e.into()),
     }
-    deliveries::event(
-        &mut tx,
-        new.delivery_id,
-        now.as_millisecond(),
-        g.status,
-        decision_detail(&decision, "request"),
-    )
-    .await?;
+    let at = now.as_millisecond();
+    deliveries::event(&mut tx, new.delivery_id, at, g.status, decision_detail(&decision, "request")).await?;
     // As written: once committed, a worker may take it at once.
     let written = deliveries::get(&mut tx, new.delivery_id).await?.expect("just written");
     tx.commit().await?;
@@ -220,10 +250,15 @@ pub async fn enqueue(
 }
 
 /// What an idempotency key already stands for, if it was used.
-pub async fn existing(db: &Db, new: &NewDelivery<'_>) -> anyhow::Result<Option<Enqueued>> {
-    Ok(deliveries::by_key(db, new.brand, new.idempotency_key)
+pub async fn existing(
+    db: &Db,
+    brand: &str,
+    key: &str,
+    request_hash: &str,
+) -> anyhow::Result<Option<Enqueued>> {
+    Ok(deliveries::by_key(db, brand, key)
         .await?
-        .map(|d| if d.request_hash == new.request_hash { Enqueued::Existing(d) } else { Enqueued::Conflict }))
+        .map(|d| if d.request_hash == request_hash { Enqueued::Existing(d) } else { Enqueued::Conflict }))
 }
 
 #[cfg(test)]

@@ -644,6 +644,71 @@ async fn a_crash_mid_call_sends_once(s: Backend) {
     r.s.stop().await;
 }
 
+async fn an_email_in_doubt_is_never_sent_twice(s: Backend) {
+    // The relay takes the message but its answer has not arrived when the host dies: sending again could
+    // make a second copy (SMTP has no idempotency key), so the delivery is dead-lettered as in doubt.
+    let Some(mut r) = rig(s, "poll_ms = 50\nprovider_timeout_ms = 4000\nlease_ms = 9000").await else {
+        return;
+    };
+    r.player("p_doubt", "GB", "Europe/London").await;
+    r.template("tpl_d", "transactional", "Receipt for {{first_name}}").await;
+    r.smtp.hang_after_accepting(Some(Duration::from_secs(30)));
+    let (_, q) = r.send("d_1", &email("p_doubt", "tpl_d")).await;
+    let id = q["delivery_id"].as_str().unwrap().to_string();
+    r.smtp.wait_for(1, Duration::from_secs(10)).await;
+    r.s.crash().await;
+    r.smtp.hang_after_accepting(None);
+    r.s.start_again().await;
+    r.s.clock.advance(jiff::SignedDuration::from_secs(10));
+    let d = r.wait_status(&id, "DEAD_LETTER").await;
+    assert_eq!(
+        d["history"].as_array().unwrap().last().unwrap()["detail"]["reasons"][0]["code"],
+        "in_doubt",
+        "{d}"
+    );
+    assert_eq!(r.smtp.messages().len(), 1, "one copy, never two");
+    r.s.stop().await;
+}
+
+async fn two_hosts_send_each_message_once(s: Backend) {
+    let Some(r) = rig(s, FAST).await else { return };
+    let (second, stop, task) = r.s.second_host().await;
+    for i in 0..10 {
+        r.player(&format!("p_multi_{i}"), "GB", "Europe/London").await;
+    }
+    r.template("tpl_m", "transactional", "Code for {{first_name}}").await;
+    let mut ids = Vec::new();
+    for i in 0..40 {
+        // Half of the sends reach each host; both hosts' workers race for every delivery.
+        let base = if i % 2 == 0 { r.s.base.clone() } else { second.clone() };
+        let body = json!({"channel": "push", "player_id": format!("p_multi_{}", i % 10), "template_id": "tpl_m",
+                          "personalization": {"first_name": "Jo"}});
+        let resp =
+            r.s.http
+                .post(format!("{base}/v1/messaging/send"))
+                .bearer_auth(&r.platform)
+                .header("X-Idempotency-Key", format!("m_{i}"))
+                .json(&body)
+                .send()
+                .await
+                .unwrap();
+        assert_eq!(resp.status().as_u16(), 202);
+        ids.push(resp.json::<Value>().await.unwrap()["delivery_id"].as_str().unwrap().to_string());
+    }
+    for id in &ids {
+        r.wait_status(id, "SENT").await;
+    }
+    let calls = r.push[0].received();
+    assert_eq!(calls.len(), 40, "one call per delivery, not one per host");
+    let mut keys: Vec<String> = calls.iter().filter_map(|c| c.idempotency_key.clone()).collect();
+    keys.sort();
+    keys.dedup();
+    assert_eq!(keys.len(), 40);
+    let _ = stop.send(());
+    task.await.unwrap().unwrap();
+    r.s.stop().await;
+}
+
 macro_rules! on_both {
     ($($name:ident),* $(,)?) => {
         $(mod $name {
@@ -668,4 +733,6 @@ on_both!(
     exclusion_after_queueing_stops_the_message,
     retries_back_off_then_dead_letter,
     a_crash_mid_call_sends_once,
+    an_email_in_doubt_is_never_sent_twice,
+    two_hosts_send_each_message_once,
 );

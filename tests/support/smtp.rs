@@ -31,6 +31,8 @@ struct Shared {
     rejected: Mutex<Vec<Mail>>,
     /// `None` answers the final "." with 250.
     reject_with: Mutex<Option<u16>>,
+    /// Accept the message, then wait this long before saying so.
+    hang_after_accepting: Mutex<Option<std::time::Duration>>,
     next_queue_id: AtomicU64,
 }
 
@@ -99,6 +101,13 @@ impl SmtpSink {
             assert!((200..600).contains(&code), "not an SMTP reply code: {code}");
         }
         *self.shared.reject_with.lock().unwrap() = code;
+    }
+
+    /// From now on, accept each message (it is in `messages()`) but answer its final "." only after
+    /// this long — a relay that took the message while its reply is still on the way; `None` answers
+    /// at once again.
+    pub fn hang_after_accepting(&self, delay: Option<std::time::Duration>) {
+        *self.shared.hang_after_accepting.lock().unwrap() = delay;
     }
 }
 
@@ -236,6 +245,10 @@ async fn session(stream: TcpStream, shared: &Shared) -> std::io::Result<()> {
                         format!("250 2.0.0 ok: queued as SINK{id:06}")
                     }
                 };
+                let hang = *shared.hang_after_accepting.lock().unwrap();
+                if let Some(delay) = hang.filter(|_| reject_with.is_none()) {
+                    tokio::time::sleep(delay).await;
+                }
                 reply(&mut write, &answer).await?;
             }
             "RSET" => {

@@ -254,6 +254,12 @@ async fn email_goes_out_with_its_basis(s: Backend) {
             Some("body"),
         ),
         (
+            json!({"channel": "phone", "player_id": "p_mail", "template_id": "tpl_kyc"}),
+            422,
+            "invalid_message",
+            Some("channel"),
+        ),
+        (
             json!({"channel": "email", "player_id": "p_mail", "template_id": "tpl_kyc", "frequency_policy_id": "fp_nope",
                 "personalization": {"first_name": "A"}}),
             422,

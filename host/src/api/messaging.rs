@@ -114,6 +114,12 @@ async fn send(
         ApiError::new(StatusCode::BAD_REQUEST, "malformed_json", format!("the body is not JSON: {e}"))
     })?;
     let req: SendRequest = serde_json::from_value(doc).map_err(|e| invalid(e.to_string(), field_of(&e)))?;
+    if req.channel == Channel::Phone {
+        return Err(invalid(
+            "phone contact is made by agents; the host sends email, sms, push and in_app",
+            "channel",
+        ));
+    }
     let brand = brand_of(&principal, &BrandQuery { brand_id: req.brand_id.clone() })?;
     // The same key for the same request is the same delivery, whoever asks again.
     let request_hash =

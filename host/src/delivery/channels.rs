@@ -80,7 +80,13 @@ impl Channels {
         Ok(Channels { http, smtp })
     }
 
-    pub async fn email(&self, brand: Option<&BrandSettings>, d: &Delivery, to: &str) -> Outcome {
+    pub async fn email(
+        &self,
+        brand: Option<&BrandSettings>,
+        d: &Delivery,
+        to: &str,
+        metrics: &Metrics,
+    ) -> Outcome {
         let Some(smtp) = &self.smtp else {
             return Outcome::Permanent("no SMTP relay is configured".into());
         };
@@ -114,11 +120,14 @@ impl Channels {
             Ok(m) => m,
             Err(e) => return Outcome::Permanent(e),
         };
-        match smtp.send(message).await {
+        let outcome = match smtp.send(message).await {
             Ok(_) => Outcome::Accepted { provider: "smtp".into(), message_id: None },
             Err(e) if e.is_permanent() => Outcome::Permanent(format!("SMTP: {e}")),
             Err(e) => Outcome::Retry(format!("SMTP: {e}")),
-        }
+        };
+        let result = if matches!(outcome, Outcome::Accepted { .. }) { "accepted" } else { "failed" };
+        metrics.attempt("email", "smtp", result);
+        outcome
     }
 
     /// Tries each provider in turn; the first to accept wins.

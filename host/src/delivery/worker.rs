@@ -97,7 +97,7 @@ impl Worker {
         let Some(d) = deliveries::get(&mut conn, id).await? else { return Ok(()) };
         drop(conn);
         if was == "sending" && d.provider_call_at.is_some() && d.channel == "email" {
-            let why = "the host stopped during the SMTP conversation; the relay may have accepted it, so it is not sent again";
+            let why = "the host stopped once the SMTP call had begun; the relay may have accepted it, so it is not sent again";
             return self.finish(&d, "dead_letter", Step::Gave("in_doubt", why.into()), now).await;
         }
         if !self.gate_again(&d, now).await? {
@@ -128,10 +128,9 @@ impl Worker {
         let providers = &self.ctx.settings.providers;
         let outcome = match channel {
             Channel::Email => {
-                let o = self.channels.email(self.ctx.settings.brands.get(&d.brand_id), &d, &to).await;
-                let result = if matches!(o, Outcome::Accepted { .. }) { "accepted" } else { "failed" };
-                self.ctx.metrics.attempt("email", "smtp", result);
-                o
+                self.channels
+                    .email(self.ctx.settings.brands.get(&d.brand_id), &d, &to, &self.ctx.metrics)
+                    .await
             }
             Channel::Push => {
                 self.channels.http(&providers.push, &d, &to, now.as_second(), &self.ctx.metrics).await

@@ -154,6 +154,11 @@ impl Rig {
     }
 }
 
+/// An RFC 3339 time of the API, in milliseconds.
+fn ms(v: &Value) -> i64 {
+    v.as_str().unwrap().parse::<jiff::Timestamp>().unwrap().as_millisecond()
+}
+
 fn reasons(v: &Value) -> Vec<String> {
     v["reasons"].as_array().unwrap().iter().map(|r| r["code"].as_str().unwrap().to_string()).collect()
 }
@@ -594,12 +599,11 @@ async fn retries_back_off_then_dead_letter(s: Backend) {
     assert_eq!(d["attempts"], 3, "max_attempts = 3: {d}");
     assert_eq!(reasons(&d), Vec::<String>::new());
     let history = d["history"].as_array().unwrap();
-    let retries: Vec<&Value> = history.iter().filter(|h| h["detail"]["next_attempt_at"].is_i64()).collect();
+    let retries: Vec<&Value> =
+        history.iter().filter(|h| h["detail"]["next_attempt_at"].is_string()).collect();
     assert_eq!(retries.len(), 2, "{d}");
-    let waits: Vec<i64> = retries
-        .iter()
-        .map(|h| h["detail"]["next_attempt_at"].as_i64().unwrap() - h["at"].as_i64().unwrap())
-        .collect();
+    let waits: Vec<i64> =
+        retries.iter().map(|h| ms(&h["detail"]["next_attempt_at"]) - ms(&h["at"])).collect();
     assert_eq!(waits, [50, 100], "exponential backoff from 50 ms");
     assert_eq!(history.last().unwrap()["detail"]["reasons"][0]["code"], "attempts_exhausted");
     assert_eq!(r.smtp.rejected().len(), 3);

@@ -87,7 +87,8 @@ async fn apply_once(
     if !fresh {
         return Ok(applied);
     }
-    let mut detail = json!({"feedback": name, "occurred_at": occurred_at, "source": source});
+    let when = jiff::Timestamp::from_millisecond(occurred_at).ok();
+    let mut detail = json!({"feedback": name, "occurred_at": when, "source": source});
     match event {
         FeedbackEvent::Unsubscribe | FeedbackEvent::Complaint => {
             let changes = [("channel", d.channel.clone(), false)];
@@ -111,20 +112,25 @@ async fn apply_once(
         }
         _ => {}
     }
-    // Delivery milestones move the status forward; engagement is history only.
-    let status = match (event, d.status.as_str()) {
-        (FeedbackEvent::Delivered, "sent") => Some("delivered"),
-        (FeedbackEvent::HardBounce, "sent" | "delivered") => Some("bounced"),
+    // Delivery milestones move the status forward (from the status as it is now, not as it was read);
+    // engagement is history only.
+    let milestone = match event {
+        FeedbackEvent::Delivered => Some(("delivered", "'sent'")),
+        FeedbackEvent::HardBounce => Some(("bounced", "'sent', 'delivered'")),
         _ => None,
     };
-    if let Some(s) = status {
-        sqlx::query("UPDATE deliveries SET status = $2, updated_at = $3 WHERE delivery_id = $1")
-            .bind(&d.delivery_id)
-            .bind(s)
-            .bind(now)
-            .execute(&mut *tx)
-            .await?;
-        applied.status = s.to_string();
+    if let Some((to, from)) = milestone {
+        let moved = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "UPDATE deliveries SET status = $2, updated_at = $3 WHERE delivery_id = $1 AND status IN ({from})"
+        )))
+        .bind(&d.delivery_id)
+        .bind(to)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        if moved.rows_affected() == 1 {
+            applied.status = to.to_string();
+        }
     }
     deliveries::event(&mut tx, &d.delivery_id, now, &name, detail).await?;
     tx.commit().await?;

@@ -220,11 +220,13 @@ impl Worker {
         Ok(allowed)
     }
 
+    /// Records how the turn ended: the delivery's new status and a line of its history.
     async fn finish(&self, d: &Delivery, status: &str, step: Step, now: Timestamp) -> anyhow::Result<()> {
         let now_ms = now.as_millisecond();
-        let (attempted, provider, message_id, error, next, detail) = match &step {
+        // (a provider was called, provider, its message id, error, next attempt, history detail)
+        let (called, provider, message_id, error, next, detail) = match &step {
             Step::Accepted(p, m) => (
-                1,
+                true,
                 Some(p.as_str()),
                 m.as_deref(),
                 None,
@@ -232,12 +234,13 @@ impl Worker {
                 json!({"provider": p, "provider_message_id": m}),
             ),
             Step::Retry(e, at) => {
-                (1, None, None, Some(e.as_str()), Some(*at), json!({"error": e, "next_attempt_at": at}))
+                let next = Timestamp::from_millisecond(*at).ok();
+                (true, None, None, Some(e.as_str()), Some(*at), json!({"error": e, "next_attempt_at": next}))
             }
             Step::Gave(code, why) => {
-                let attempted = i64::from(matches!(*code, "permanent_failure" | "attempts_exhausted"));
+                let called = matches!(*code, "permanent_failure" | "attempts_exhausted");
                 (
-                    attempted,
+                    called,
                     None,
                     None,
                     Some(why.as_str()),
@@ -246,6 +249,7 @@ impl Worker {
                 )
             }
         };
+        // A refusal replaces the gate's reasons; a dead letter keeps them (its cause is in the history).
         let reasons = match &step {
             Step::Gave(code, why) if status != "dead_letter" => Some(json!([{"code": code, "detail": why}])),
             _ => None,
@@ -259,7 +263,7 @@ impl Worker {
         )
         .bind(&d.delivery_id)
         .bind(status)
-        .bind(attempted)
+        .bind(i64::from(called))
         .bind(provider)
         .bind(message_id)
         .bind(error)

@@ -35,8 +35,10 @@ pub struct Delivery {
     pub status: String,
     pub reasons: Value,
     pub basis: Option<Value>,
+    #[serde(serialize_with = "rfc3339_opt")]
     pub counted_at: Option<i64>,
     pub attempts: i64,
+    #[serde(serialize_with = "rfc3339_opt")]
     pub next_attempt_at: Option<i64>,
     #[serde(skip)]
     pub lease_until: Option<i64>,
@@ -45,9 +47,27 @@ pub struct Delivery {
     pub provider: Option<String>,
     pub provider_message_id: Option<String>,
     pub last_error: Option<String>,
+    #[serde(serialize_with = "rfc3339")]
     pub created_at: i64,
+    #[serde(serialize_with = "rfc3339")]
     pub updated_at: i64,
+    #[serde(serialize_with = "rfc3339_opt")]
     pub read_at: Option<i64>,
+}
+
+/// Times are milliseconds in the database and RFC 3339 in the API, as everywhere else.
+fn rfc3339<S: serde::Serializer>(ms: &i64, s: S) -> Result<S::Ok, S::Error> {
+    match jiff::Timestamp::from_millisecond(*ms) {
+        Ok(t) => s.collect_str(&t),
+        Err(_) => s.serialize_i64(*ms),
+    }
+}
+
+fn rfc3339_opt<S: serde::Serializer>(ms: &Option<i64>, s: S) -> Result<S::Ok, S::Error> {
+    match ms {
+        Some(ms) => rfc3339(ms, s),
+        None => s.serialize_none(),
+    }
 }
 
 const COLUMNS: &str = "delivery_id, brand_id, player_id, idempotency_key, request_hash, channel, template_id, locale,
@@ -302,6 +322,7 @@ pub async fn event(
 
 #[derive(Debug, Clone, Serialize)]
 pub struct HistoryLine {
+    #[serde(serialize_with = "rfc3339")]
     pub at: i64,
     pub status: String,
     pub detail: Value,

@@ -1,8 +1,10 @@
 //! Right to erasure: the player's contacts (all their personal data) are deleted; what must be kept —
 //! aggregates, consent history, the bare events — is moved to a random pseudonym that nothing links back
 //! to the player id; the events lose their payload, trace id and client event id (which may embed the
-//! player's id), and the player's hash goes on a list that refuses their events from then on. One transaction; it holds the profile consumer's offset lock so that a consumer batch in
-//! flight cannot write the old id back.
+//! player's id), and the player's hash goes on a list that refuses their events from then on. Messages
+//! not sent yet are suppressed; the texts of sent ones (a first name, an offer) are removed. One
+//! transaction; it holds the profile consumer's offset lock so that a consumer batch in flight cannot
+//! write the old id back.
 
 use super::{Backend, Db, now_ms};
 

@@ -65,10 +65,7 @@ async fn pitboss_server(backend: Backend) -> Option<(TestDb, String, String)> {
 }
 
 fn main() {
-    let seconds: f64 =
-        std::env::var("PITBOSS_BENCH_SECONDS").ok().and_then(|s| s.parse().ok()).unwrap_or(5.0);
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
-    rt.block_on(async {
+    support::load::run(|seconds| async move {
         let mut results = Vec::new();
         let noop = noop_server("/v1/events").await;
         results.push(events("no-op axum handler (ceiling)", noop, "x".into(), 1, seconds).await);
@@ -78,11 +75,14 @@ fn main() {
                 println!("{label}: skipped (not reachable)");
                 continue;
             };
-            results.push(events(&format!("{label}, single events"), url.clone(), key.clone(), 1, seconds).await);
+            results
+                .push(events(&format!("{label}, single events"), url.clone(), key.clone(), 1, seconds).await);
             results.push(events(&format!("{label}, batches of 100"), url, key, 100, seconds).await);
             keep.push(db);
         }
-        let title = format!("POST /v1/events, {CLIENTS} keep-alive clients, {seconds} s each, server and clients in one process:");
+        let title = format!(
+            "POST /v1/events, {CLIENTS} keep-alive clients, {seconds} s each, server and clients in one process:"
+        );
         print(&title, "events", &results);
         drop(keep);
     });

@@ -81,10 +81,7 @@ async fn delivered(s: &TestServer) -> (i64, [f64; 3]) {
 }
 
 fn main() {
-    let seconds: f64 =
-        std::env::var("PITBOSS_BENCH_SECONDS").ok().and_then(|s| s.parse().ok()).unwrap_or(5.0);
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
-    rt.block_on(async {
+    support::load::run(|seconds| async move {
         let mut results = Vec::new();
         let noop = noop_server("/v1/messaging/send").await;
         results.push(sends("no-op axum handler (ceiling)", noop, "x".into(), "tpl_receipt", seconds).await);
@@ -95,17 +92,31 @@ fn main() {
                 continue;
             };
             let url = format!("{}/v1/messaging/send", s.base);
-            results.push(sends(&format!("{label}, transactional, queued"), url.clone(), key.clone(), "tpl_receipt", seconds).await);
+            results.push(
+                sends(
+                    &format!("{label}, transactional, queued"),
+                    url.clone(),
+                    key.clone(),
+                    "tpl_receipt",
+                    seconds,
+                )
+                .await,
+            );
             latencies.push((label, delivered(&s).await));
-            results.push(sends(&format!("{label}, marketing, refused"), url, key, "tpl_promo", seconds).await);
+            results
+                .push(sends(&format!("{label}, marketing, refused"), url, key, "tpl_promo", seconds).await);
             s.stop().await;
         }
-        let title = format!("POST /v1/messaging/send, {CLIENTS} keep-alive clients, {seconds} s each, server and clients in one process:");
+        let title = format!(
+            "POST /v1/messaging/send, {CLIENTS} keep-alive clients, {seconds} s each, server and clients in one process:"
+        );
         print(&title, "messages", &results);
         println!();
         println!("send request → in the inbox (workers delivering while the load ran):");
         for (label, (n, [p50, p95, p99])) in latencies {
-            println!("  {label:<12} {n:>7} delivered   p50 {p50:>7.0} ms   p95 {p95:>7.0} ms   p99 {p99:>7.0} ms");
+            println!(
+                "  {label:<12} {n:>7} delivered   p50 {p50:>7.0} ms   p95 {p95:>7.0} ms   p99 {p99:>7.0} ms"
+            );
         }
     });
 }

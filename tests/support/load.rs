@@ -8,6 +8,15 @@ use std::time::{Duration, Instant};
 
 pub const CLIENTS: usize = 16;
 
+/// Runs a benchmark's body on a two-thread runtime, with each measurement's length in seconds
+/// (`PITBOSS_BENCH_SECONDS`, default 5).
+pub fn run<F: std::future::Future<Output = ()>>(body: impl FnOnce(f64) -> F) {
+    let seconds: f64 =
+        std::env::var("PITBOSS_BENCH_SECONDS").ok().and_then(|s| s.parse().ok()).unwrap_or(5.0);
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    rt.block_on(body(seconds));
+}
+
 pub struct Measured {
     pub name: String,
     /// Units (events, messages) per second.

@@ -88,38 +88,13 @@ pub async fn upsert(
     Ok(())
 }
 
-/// A contact in clear, for delivery (never for plugins or logs).
-pub async fn get(
-    db: &Db,
-    key: &ContactsKey,
-    brand: &str,
-    player: &str,
-    kind: &str,
-) -> anyhow::Result<Option<String>> {
-    let row = sqlx::query(
-        "SELECT nonce, ciphertext FROM contacts WHERE brand_id = $1 AND player_id = $2 AND kind = $3",
-    )
-    .bind(brand)
-    .bind(player)
-    .bind(kind)
-    .fetch_optional(&db.pool)
-    .await?;
-    match row {
-        None => Ok(None),
-        Some(r) => {
-            let nonce: Vec<u8> = r.try_get("nonce")?;
-            let ct: Vec<u8> = r.try_get("ciphertext")?;
-            key.open(&aad(brand, player, kind), &nonce, &ct).map(Some)
-        }
-    }
-}
-
 /// A contact as delivery sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Contact {
     Missing,
     /// It bounced hard; nothing goes to it until it changes.
     Invalid,
+    /// In clear: for delivery, never for plugins or logs.
     Valid(String),
 }
 
@@ -131,18 +106,35 @@ pub async fn for_delivery(
     kind: &str,
 ) -> anyhow::Result<Contact> {
     let row = sqlx::query(
-        "SELECT invalid_since FROM contacts WHERE brand_id = $1 AND player_id = $2 AND kind = $3",
+        "SELECT nonce, ciphertext, invalid_since FROM contacts
+         WHERE brand_id = $1 AND player_id = $2 AND kind = $3",
     )
     .bind(brand)
     .bind(player)
     .bind(kind)
     .fetch_optional(&db.pool)
     .await?;
-    match row {
-        None => Ok(Contact::Missing),
-        Some(r) if r.try_get::<Option<i64>, _>("invalid_since")?.is_some() => Ok(Contact::Invalid),
-        Some(_) => Ok(get(db, key, brand, player, kind).await?.map_or(Contact::Missing, Contact::Valid)),
+    let Some(r) = row else { return Ok(Contact::Missing) };
+    if r.try_get::<Option<i64>, _>("invalid_since")?.is_some() {
+        return Ok(Contact::Invalid);
     }
+    let nonce: Vec<u8> = r.try_get("nonce")?;
+    let ct: Vec<u8> = r.try_get("ciphertext")?;
+    key.open(&aad(brand, player, kind), &nonce, &ct).map(Contact::Valid)
+}
+
+/// A contact's value in clear, if there is a valid one.
+pub async fn get(
+    db: &Db,
+    key: &ContactsKey,
+    brand: &str,
+    player: &str,
+    kind: &str,
+) -> anyhow::Result<Option<String>> {
+    Ok(match for_delivery(db, key, brand, player, kind).await? {
+        Contact::Valid(v) => Some(v),
+        Contact::Missing | Contact::Invalid => None,
+    })
 }
 
 /// Marks a contact invalid (a hard bounce), inside the caller's transaction.

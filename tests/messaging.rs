@@ -256,7 +256,26 @@ async fn email_goes_out_with_its_basis(s: Backend) {
             json!({"channel": "fax", "player_id": "p_mail", "template_id": "tpl_kyc"}),
             422,
             "invalid_message",
-            Some("body"),
+            Some("channel"),
+        ),
+        (json!({"channel": "email", "player_id": "p_mail"}), 422, "invalid_message", Some("template_id")),
+        (
+            json!({"channel": "email", "player_id": "p_mail", "template_id": "tpl_kyc", "colour": "red"}),
+            422,
+            "invalid_message",
+            Some("colour"),
+        ),
+        (
+            json!({"channel": "email", "player_id": "p_mail", "template_id": "tpl_kyc", "personalization": {"n": 1}}),
+            422,
+            "invalid_message",
+            Some("personalization"),
+        ),
+        (
+            json!({"channel": "email", "player_id": "p_mail", "template_id": "tpl_kyc", "priority": "urgent"}),
+            422,
+            "invalid_message",
+            Some("priority"),
         ),
         (
             json!({"channel": "phone", "player_id": "p_mail", "template_id": "tpl_kyc"}),

@@ -59,10 +59,23 @@ fn default_policy() -> String {
     "fp_default".into()
 }
 
-/// The field a serde error is about, when it says.
-fn field_of(e: &serde_json::Error) -> &'static str {
+/// The field a request's error is about: the one serde names (unknown or missing), else the first whose
+/// value is of the wrong kind.
+fn field_of(e: &serde_json::Error, doc: &Value) -> String {
     let m = e.to_string();
-    [
+    if let Some(rest) = m.strip_prefix("unknown field `").or_else(|| m.strip_prefix("missing field `"))
+        && let Some((name, _)) = rest.split_once('`')
+    {
+        return name.to_string();
+    }
+    let fits = |name: &str, v: &Value| match name {
+        "channel" => serde_json::from_value::<Channel>(v.clone()).is_ok(),
+        "personalization" => serde_json::from_value::<BTreeMap<String, String>>(v.clone()).is_ok(),
+        "priority" => serde_json::from_value::<Priority>(v.clone()).is_ok(),
+        "campaign_id" | "brand_id" => v.is_string() || v.is_null(),
+        _ => v.is_string(),
+    };
+    const FIELDS: [&str; 8] = [
         "channel",
         "player_id",
         "template_id",
@@ -70,10 +83,13 @@ fn field_of(e: &serde_json::Error) -> &'static str {
         "frequency_policy_id",
         "priority",
         "campaign_id",
-    ]
-    .into_iter()
-    .find(|f| m.contains(&format!("`{f}`")))
-    .unwrap_or("body")
+        "brand_id",
+    ];
+    FIELDS
+        .into_iter()
+        .find(|name| doc.get(name).is_some_and(|v| !fits(name, v)))
+        .unwrap_or("body")
+        .to_string()
 }
 
 /// What a send answers, the first time and every time its key comes again.
@@ -113,7 +129,8 @@ async fn send(
     let doc: Value = serde_json::from_slice(&body).map_err(|e| {
         ApiError::new(StatusCode::BAD_REQUEST, "malformed_json", format!("the body is not JSON: {e}"))
     })?;
-    let req: SendRequest = serde_json::from_value(doc).map_err(|e| invalid(e.to_string(), field_of(&e)))?;
+    let req: SendRequest =
+        serde_json::from_value(doc.clone()).map_err(|e| invalid(e.to_string(), &field_of(&e, &doc)))?;
     if req.channel == Channel::Phone {
         return Err(invalid(
             "phone contact is made by agents; the host sends email, sms, push and in_app",

@@ -303,6 +303,31 @@ async fn email_goes_out_with_its_basis(s: Backend) {
     // Another brand's key sees nothing of it.
     let other_brand = r.s.key(Role::Platform, &["B"]).await;
     assert_eq!(r.s.get(&other_brand, &format!("/v1/deliveries/{id}")).await.0, 404);
+    let open = json!({"delivery_id": id, "event": "open", "occurred_at": "2026-11-23T12:00:00Z"});
+    assert_eq!(r.s.post(&other_brand, "/v1/messaging/feedback", &open).await.0, 404);
+    assert_eq!(r.s.get(&other_brand, "/v1/players/p_mail/inbox?brand_id=A").await.0, 404);
+    let resp =
+        r.s.http
+            .post(format!("{}/v1/messaging/send", r.s.base))
+            .bearer_auth(&other_brand)
+            .header("X-Idempotency-Key", "b_1")
+            .json(&email("p_mail", "tpl_kyc"))
+            .send()
+            .await
+            .unwrap();
+    assert_eq!(resp.status().as_u16(), 404, "brand B has no such player");
+    let mut to_a = email("p_mail", "tpl_kyc");
+    to_a["brand_id"] = json!("A");
+    let resp =
+        r.s.http
+            .post(format!("{}/v1/messaging/send", r.s.base))
+            .bearer_auth(&other_brand)
+            .header("X-Idempotency-Key", "b_2")
+            .json(&to_a)
+            .send()
+            .await
+            .unwrap();
+    assert_eq!(resp.status().as_u16(), 404, "nor may it name brand A");
     r.s.stop().await;
 }
 

@@ -437,6 +437,22 @@ async fn push_and_sms_are_signed_and_fail_over(s: Backend) {
     assert!(failed[0].signature_valid);
     let d = r.wait_status(&id, "SENT").await;
     assert_eq!(d["provider"], "push-two");
+    let sent = d["history"].as_array().unwrap().last().unwrap().clone();
+    assert_eq!(sent["detail"]["failed_over"], json!(["push-one: HTTP 500"]), "{d}");
+
+    // A provider that does not answer in time (2 s here) is given up for the next one.
+    r.push[0].set_behaviour(Behaviour::AcceptThenHang(Duration::from_secs(30)));
+    r.template("tpl_alert", "transactional", "Your withdrawal went out, {{first_name}}").await;
+    let alert = json!({"channel": "push", "player_id": "p_push", "template_id": "tpl_alert", "personalization": {"first_name": "Lee"}});
+    let (_, sent) = r.send("push_alert", &alert).await;
+    let d = r.wait_status(sent["delivery_id"].as_str().unwrap(), "SENT").await;
+    assert_eq!(d["provider"], "push-two", "{d}");
+    assert_eq!(
+        d["history"].as_array().unwrap().last().unwrap()["detail"]["failed_over"],
+        json!(["push-one: timed out"])
+    );
+    assert_eq!(r.push[0].received().len(), 2);
+    assert_eq!(r.push[1].accepted().len(), 2);
 
     // The campaign waits its cooldown (72 h) before reaching the player again, on any channel.
     r.template("tpl_push2", "casino", "More spins, {{first_name}}").await;

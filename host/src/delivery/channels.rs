@@ -17,13 +17,31 @@ use crate::config::{BrandSettings, HttpProvider, Settings};
 use crate::store::deliveries::Delivery;
 use crate::telemetry::Metrics;
 
+/// A provider took the message.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Accepted {
+    pub provider: String,
+    /// The provider's own id for it, if it gave one.
+    pub provider_message_id: Option<String>,
+    /// The providers tried before, and why they were given up.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub failed_over: Vec<String>,
+}
+
+impl Accepted {
+    pub fn by(provider: &str) -> Outcome {
+        Outcome::Accepted(Accepted {
+            provider: provider.into(),
+            provider_message_id: None,
+            failed_over: Vec::new(),
+        })
+    }
+}
+
 /// How a provider call ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
-    Accepted {
-        provider: String,
-        message_id: Option<String>,
-    },
+    Accepted(Accepted),
     /// Worth another attempt later (timeout, 4xx SMTP reply, 5xx, connection refused).
     Retry(String),
     /// Will not work however often it is tried (a 5xx SMTP reply, a bad address, no relay).
@@ -121,11 +139,11 @@ impl Channels {
             Err(e) => return Outcome::Permanent(e),
         };
         let outcome = match smtp.send(message).await {
-            Ok(_) => Outcome::Accepted { provider: "smtp".into(), message_id: None },
+            Ok(_) => Accepted::by("smtp"),
             Err(e) if e.is_permanent() => Outcome::Permanent(format!("SMTP: {e}")),
             Err(e) => Outcome::Retry(format!("SMTP: {e}")),
         };
-        let result = if matches!(outcome, Outcome::Accepted { .. }) { "accepted" } else { "failed" };
+        let result = if matches!(outcome, Outcome::Accepted(_)) { "accepted" } else { "failed" };
         metrics.attempt("email", "smtp", result);
         outcome
     }
@@ -165,7 +183,11 @@ impl Channels {
                     metrics.attempt(&d.channel, &p.name, "accepted");
                     let v: serde_json::Value = r.json().await.unwrap_or_default();
                     let message_id = v["message_id"].as_str().map(String::from);
-                    return Outcome::Accepted { provider: p.name.clone(), message_id };
+                    return Outcome::Accepted(Accepted {
+                        provider: p.name.clone(),
+                        provider_message_id: message_id,
+                        failed_over: errors,
+                    });
                 }
                 Ok(r) => {
                     metrics.attempt(&d.channel, &p.name, "failed");

@@ -18,7 +18,7 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 use super::Context;
-use super::channels::{Channels, Outcome};
+use super::channels::{Accepted, Channels, Outcome};
 use super::outbox::{self, Message};
 use crate::model::{Channel, Product};
 use crate::policy::{Decision, MessageClass, Priority};
@@ -140,16 +140,16 @@ impl Worker {
             }
             Channel::InApp => {
                 self.ctx.metrics.attempt("in_app", "inbox", "accepted");
-                Outcome::Accepted { provider: "inbox".into(), message_id: None }
+                Accepted::by("inbox")
             }
             Channel::Phone => Outcome::Permanent("phone messages are made by agents, not sent".into()),
         };
         let now = self.ctx.clock.now();
         match outcome {
-            Outcome::Accepted { provider, message_id } => {
+            Outcome::Accepted(accepted) => {
                 let seconds = (now.as_millisecond() - d.created_at).max(0) as f64 / 1000.0;
                 self.ctx.metrics.send_to_provider(&d.channel, seconds);
-                self.finish(&d, "sent", Step::Accepted(provider, message_id), now).await
+                self.finish(&d, "sent", Step::Accepted(accepted), now).await
             }
             Outcome::Permanent(e) => {
                 self.finish(&d, "dead_letter", Step::Gave("permanent_failure", e), now).await
@@ -225,14 +225,9 @@ impl Worker {
         let now_ms = now.as_millisecond();
         // (a provider was called, provider, its message id, error, next attempt, history detail)
         let (called, provider, message_id, error, next, detail) = match &step {
-            Step::Accepted(p, m) => (
-                true,
-                Some(p.as_str()),
-                m.as_deref(),
-                None,
-                None,
-                json!({"provider": p, "provider_message_id": m}),
-            ),
+            Step::Accepted(a) => {
+                (true, Some(a.provider.as_str()), a.provider_message_id.as_deref(), None, None, json!(a))
+            }
             Step::Retry(e, at) => {
                 let next = Timestamp::from_millisecond(*at).ok();
                 (true, None, None, Some(e.as_str()), Some(*at), json!({"error": e, "next_attempt_at": next}))
@@ -285,7 +280,7 @@ impl Worker {
 
 /// How a worker's turn with a delivery ended.
 enum Step {
-    Accepted(String, Option<String>),
+    Accepted(Accepted),
     /// Try again at this time.
     Retry(String, i64),
     /// Stopped, with a code and why.

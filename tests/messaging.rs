@@ -648,6 +648,29 @@ lease_ms = 5000",
     r.s.stop().await;
 }
 
+async fn a_delivery_that_always_breaks_ends_in_the_dead_letter(s: Backend) {
+    let Some(r) = rig(s, FAST).await else { return };
+    r.player("p_poison", "GB", "Europe/London").await;
+    r.template("tpl_p", "casino", "Hi {{first_name}}").await;
+    r.s.clock.set(noon_tomorrow() + jiff::SignedDuration::from_hours(11)); // night in London: deferred
+    let (_, q) = r.send("p_1", &email("p_poison", "tpl_p")).await;
+    assert_eq!(q["status"], "DEFERRED");
+    let id = q["delivery_id"].as_str().unwrap().to_string();
+    // A row the worker cannot read (as a bad migration or a hand edit could leave it).
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "UPDATE deliveries SET product = 'lottery' WHERE delivery_id = '{id}'"
+    )))
+    .execute(&r.s.db.pool)
+    .await
+    .unwrap();
+    r.s.clock.set(noon_tomorrow() + jiff::SignedDuration::from_hours(24));
+    let d = r.wait_status(&id, "DEAD_LETTER").await;
+    assert_eq!(d["attempts"], 3, "{d}");
+    assert!(d["last_error"].as_str().unwrap().contains("internal error"), "{d}");
+    assert!(r.smtp.messages().is_empty());
+    r.s.stop().await;
+}
+
 async fn retries_back_off_then_dead_letter(s: Backend) {
     let Some(r) = rig(s, FAST).await else { return };
     r.player("p_retry", "GB", "Europe/London").await;
@@ -802,6 +825,7 @@ on_both!(
     quiet_hours_in_the_players_zone_defer,
     exclusion_after_queueing_stops_the_message,
     retries_back_off_then_dead_letter,
+    a_delivery_that_always_breaks_ends_in_the_dead_letter,
     a_crash_mid_call_sends_once,
     an_email_in_doubt_is_never_sent_twice,
     two_hosts_send_each_message_once,

@@ -58,6 +58,10 @@ impl Worker {
                             in_hand.spawn(async move {
                                 if let Err(e) = w.process(&id, &was).await {
                                     tracing::error!(delivery_id = %id, error = format!("{e:#}"), "delivery");
+                                    if let Err(e) = w.broke(&id, &e).await {
+                                        // Left to its lease: the next worker takes it up again.
+                                        tracing::error!(delivery_id = %id, error = format!("{e:#}"), "recording");
+                                    }
                                 }
                             });
                         }
@@ -96,7 +100,7 @@ impl Worker {
         let mut conn = self.db.pool.acquire().await?;
         let Some(d) = deliveries::get(&mut conn, id).await? else { return Ok(()) };
         drop(conn);
-        if was == "sending" && d.provider_call_at.is_some() && d.channel == "email" {
+        if was == "sending" && in_doubt(&d) {
             let why = "the host stopped once the SMTP call had begun; the relay may have accepted it, so it is not sent again";
             return self.finish(&d, "dead_letter", Step::Gave("in_doubt", why.into()), now).await;
         }
@@ -154,18 +158,39 @@ impl Worker {
             Outcome::Permanent(e) => {
                 self.finish(&d, "dead_letter", Step::Gave("permanent_failure", e), now).await
             }
-            Outcome::Retry(e) if d.attempts + 1 >= i64::from(self.ctx.settings.delivery.max_attempts) => {
-                let why = format!("{} attempts; last: {e}", d.attempts + 1);
-                self.finish(&d, "dead_letter", Step::Gave("attempts_exhausted", why), now).await
-            }
-            Outcome::Retry(e) => {
-                let s = &self.ctx.settings.delivery;
-                let shift = u32::try_from(d.attempts).unwrap_or(u32::MAX).min(30);
-                let wait = s.backoff_initial_ms.saturating_mul(1 << shift).min(s.backoff_max_ms);
-                let at = now.as_millisecond() + wait as i64;
-                self.finish(&d, "queued", Step::Retry(e, at), now).await
-            }
+            Outcome::Retry(e) => self.retry_or_give_up(&d, e, now).await,
         }
+    }
+
+    /// Another attempt after the backoff, or the dead letter once `max_attempts` are used.
+    async fn retry_or_give_up(&self, d: &Delivery, error: String, now: Timestamp) -> anyhow::Result<()> {
+        let s = &self.ctx.settings.delivery;
+        if d.attempts + 1 >= i64::from(s.max_attempts) {
+            let why = format!("{} attempts; last: {error}", d.attempts + 1);
+            return self.finish(d, "dead_letter", Step::Gave("attempts_exhausted", why), now).await;
+        }
+        let shift = u32::try_from(d.attempts).unwrap_or(u32::MAX).min(30);
+        let wait = s.backoff_initial_ms.saturating_mul(1 << shift).min(s.backoff_max_ms);
+        let at = now.as_millisecond() + wait as i64;
+        self.finish(d, "queued", Step::Retry(error, at), now).await
+    }
+
+    /// A turn that broke on our side (the database, a row that does not read) counts as an attempt, so a
+    /// delivery that always breaks ends in the dead letter instead of coming back forever. An e-mail
+    /// whose SMTP call may have begun is in doubt, as after a crash.
+    async fn broke(&self, id: &str, e: &anyhow::Error) -> anyhow::Result<()> {
+        let now = self.ctx.clock.now();
+        let mut conn = self.db.pool.acquire().await?;
+        let Some(d) = deliveries::get(&mut conn, id).await? else { return Ok(()) };
+        drop(conn);
+        if d.status != "sending" {
+            return Ok(()); // the turn had already recorded how it ended
+        }
+        if in_doubt(&d) {
+            let why = format!("the turn broke once the SMTP call had begun ({e:#}); not sent again");
+            return self.finish(&d, "dead_letter", Step::Gave("in_doubt", why), now).await;
+        }
+        self.retry_or_give_up(&d, format!("internal error: {e:#}"), now).await
     }
 
     /// The gate, right before sending, exactly as on the send path (this delivery left out of what was
@@ -253,7 +278,8 @@ impl Worker {
         sqlx::query(
             "UPDATE deliveries SET status = $2, attempts = attempts + $3, provider = COALESCE($4, provider),
                  provider_message_id = COALESCE($5, provider_message_id), last_error = COALESCE($6, last_error),
-                 next_attempt_at = $7, reasons = COALESCE($8, reasons), lease_until = NULL, updated_at = $9
+                 next_attempt_at = $7, reasons = COALESCE($8, reasons), lease_until = NULL, provider_call_at = NULL,
+                 updated_at = $9
              WHERE delivery_id = $1",
         )
         .bind(&d.delivery_id)
@@ -276,6 +302,12 @@ impl Worker {
         }
         Ok(())
     }
+}
+
+/// An e-mail whose SMTP call was marked as begun in a turn that did not record its end: the relay may
+/// have it. (Each recorded end clears the mark.)
+fn in_doubt(d: &Delivery) -> bool {
+    d.channel == "email" && d.provider_call_at.is_some()
 }
 
 /// How a worker's turn with a delivery ended.

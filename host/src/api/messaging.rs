@@ -163,8 +163,8 @@ async fn send(
         }
     }
     let now = state.delivery.clock.now();
-    let profile =
-        stored_profile(&state, &brand, &req.player_id).await?.at(&brand, &req.player_id, now).profile;
+    let stored = stored_profile(&state, &brand, &req.player_id).await?;
+    let profile = stored.at(&brand, &req.player_id, now).profile;
     let rendered =
         templates::render(&state.db, &brand, &req.template_id, &profile.locale, &req.personalization)
             .await
@@ -181,9 +181,6 @@ async fn send(
                 .with_field("template_id"),
                 other => super::templates::render_error(other),
             })?;
-    let consents = crate::store::consents::history(&state.db, &brand, &req.player_id)
-        .await
-        .map_err(ApiError::internal)?;
     let m = Message {
         brand: &brand,
         player: &req.player_id,
@@ -202,7 +199,7 @@ async fn send(
         subject: rendered.subject.as_deref(),
         body: &rendered.body,
     };
-    match outbox::enqueue(&state.db, &state.delivery, &m, &content, &profile, &consents)
+    match outbox::enqueue(&state.db, &state.delivery, &m, &content, &profile, &stored.consent_history)
         .await
         .map_err(|e| ApiError::internal(format!("{e:#}")))?
     {

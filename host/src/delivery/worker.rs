@@ -22,9 +22,9 @@ use super::channels::{Accepted, Channels, Outcome};
 use super::outbox::{self, Message};
 use crate::model::{Channel, Product};
 use crate::policy::{Decision, MessageClass, Priority};
+use crate::store::Db;
 use crate::store::contacts::{self, Contact, ContactsKey};
 use crate::store::deliveries::{self, Delivery};
-use crate::store::{Db, consents};
 
 pub struct Worker {
     pub db: Db,
@@ -51,12 +51,14 @@ impl Worker {
         while !*stop.borrow() {
             let free = settings.concurrency.saturating_sub(in_hand.len());
             if free > 0 {
-                match self.take(free).await {
+                let now = self.ctx.clock.now_ms();
+                let lease = now + settings.lease_ms as i64;
+                match deliveries::claim_due(&self.db, now, lease, free as i64).await {
                     Ok(taken) => {
-                        for (id, was) in taken {
+                        for id in taken {
                             let w = self.clone();
                             in_hand.spawn(async move {
-                                if let Err(e) = w.process(&id, &was).await {
+                                if let Err(e) = w.process(&id).await {
                                     tracing::error!(delivery_id = %id, error = format!("{e:#}"), "delivery");
                                     if let Err(e) = w.broke(&id, &e).await {
                                         // Left to its lease: the next worker takes it up again.
@@ -79,28 +81,12 @@ impl Worker {
         while in_hand.join_next().await.is_some() {}
     }
 
-    /// Claims up to `n` due deliveries; returns each with the status it had.
-    async fn take(&self, n: usize) -> anyhow::Result<Vec<(String, String)>> {
-        let now = self.ctx.clock.now_ms();
-        let lease = now + self.ctx.settings.delivery.lease_ms as i64;
-        let mut taken = Vec::new();
-        for (id, status, seen_lease) in deliveries::due(&self.db, now, (n * 2) as i64).await? {
-            if taken.len() == n {
-                break;
-            }
-            if deliveries::claim(&self.db, &id, &status, seen_lease, lease).await? {
-                taken.push((id, status));
-            }
-        }
-        Ok(taken)
-    }
-
-    async fn process(&self, id: &str, was: &str) -> anyhow::Result<()> {
+    async fn process(&self, id: &str) -> anyhow::Result<()> {
         let now = self.ctx.clock.now();
         let mut conn = self.db.pool.acquire().await?;
         let Some(d) = deliveries::get(&mut conn, id).await? else { return Ok(()) };
         drop(conn);
-        if was == "sending" && in_doubt(&d) {
+        if in_doubt(&d) {
             let why = "the host stopped once the SMTP call had begun; the relay may have accepted it, so it is not sent again";
             return self.finish(&d, "dead_letter", Step::Gave("in_doubt", why.into()), now).await;
         }
@@ -196,11 +182,10 @@ impl Worker {
     /// The gate, right before sending, exactly as on the send path (this delivery left out of what was
     /// sent). Writes its verdict; true if the message may go now.
     async fn gate_again(&self, d: &Delivery, now: Timestamp) -> anyhow::Result<bool> {
-        let profile = crate::profiles::load(&self.db, &self.key, &d.brand_id, &d.player_id)
-            .await?
-            .map(|p| p.at(&d.brand_id, &d.player_id, now).profile);
+        // Read afresh, not from a cache: an exclusion recorded a moment ago must count.
+        let stored = crate::profiles::load(&self.db, &self.key, &d.brand_id, &d.player_id).await?;
         let policy = self.ctx.policies.get(&d.frequency_policy);
-        let (Some(profile), Some(policy)) = (profile, policy) else {
+        let (Some(stored), Some(policy)) = (stored, policy) else {
             let why = if policy.is_none() { "unknown_frequency_policy" } else { "unknown_player" };
             self.finish(d, "suppressed", Step::Gave(why, "at send time".into()), now).await?;
             return Ok(false);
@@ -213,7 +198,7 @@ impl Worker {
                 bonus_offer: d.bonus_offer,
             },
         };
-        let history = consents::history(&self.db, &d.brand_id, &d.player_id).await?;
+        let profile = stored.at(&d.brand_id, &d.player_id, now).profile;
         let m = Message {
             brand: &d.brand_id,
             player: &d.player_id,
@@ -226,7 +211,8 @@ impl Worker {
         };
         let mut tx = self.db.begin_write().await?;
         let (decision, now) =
-            outbox::gate(&mut tx, &self.ctx, &m, &profile, &history, Some(&d.delivery_id)).await?;
+            outbox::gate(&mut tx, &self.ctx, &m, &profile, &stored.consent_history, Some(&d.delivery_id))
+                .await?;
         let mut g = outbox::gated(&decision, now);
         let allowed = matches!(decision, Decision::Allow { .. });
         if allowed {

@@ -259,6 +259,8 @@ pub struct StoredProfile {
     birth_date: Option<jiff::civil::Date>,
     consents: m::Consents,
     consent_version: i64,
+    /// Every consent version, for the gate (which asks what was in force at send time).
+    pub consent_history: Vec<crate::store::consents::ConsentRecord>,
     pub updated_seq: i64,
 }
 
@@ -315,8 +317,8 @@ pub async fn load(
         if kind == "provider" { providers.push(entry) } else { categories.push(entry) }
     }
     let birth_date = contacts::get(db, key, brand, player, "birth_date").await?.and_then(|d| d.parse().ok());
-    let (consents, consent_version) =
-        crate::store::consents::current(&crate::store::consents::history(db, brand, player).await?);
+    let consent_history = crate::store::consents::history(db, brand, player).await?;
+    let (consents, consent_version) = crate::store::consents::current(&consent_history);
     Ok(Some(StoredProfile {
         state,
         days,
@@ -325,6 +327,7 @@ pub async fn load(
         birth_date,
         consents,
         consent_version,
+        consent_history,
         updated_seq,
     }))
 }

@@ -7,7 +7,7 @@ use serde::Serialize;
 use serde_json::Value;
 use sqlx::Row;
 
-use super::Db;
+use super::{Backend, Db};
 
 /// A delivery as stored (the rendered content stays out of API answers; only the inbox shows it).
 #[derive(Debug, Clone, Serialize)]
@@ -345,42 +345,26 @@ pub async fn history(db: &Db, delivery_id: &str) -> anyhow::Result<Vec<HistoryLi
         .collect()
 }
 
-/// Deliveries a worker may take now: due ones, and ones whose worker's lease ran out.
-pub async fn due(db: &Db, now: i64, limit: i64) -> anyhow::Result<Vec<(String, String, Option<i64>)>> {
-    let rows = sqlx::query(
-        "SELECT delivery_id, status, lease_until FROM deliveries
-         WHERE (status IN ('queued', 'deferred') AND next_attempt_at <= $1)
-            OR (status = 'sending' AND lease_until <= $1)
-         ORDER BY next_attempt_at LIMIT $2",
-    )
+/// Claims, in one statement, up to `limit` deliveries a worker may take now — due ones, and ones whose
+/// worker's lease ran out — until `lease_until`. Of several hosts racing, each row goes to one: the
+/// condition is checked again on the row as it is when locked (and PostgreSQL skips rows another host
+/// is claiming).
+pub async fn claim_due(db: &Db, now: i64, lease_until: i64, limit: i64) -> anyhow::Result<Vec<String>> {
+    const DUE: &str = "((status IN ('queued', 'deferred') AND next_attempt_at <= $1)
+        OR (status = 'sending' AND lease_until <= $1))";
+    let skip_locked = if db.backend == Backend::Postgres { "FOR UPDATE SKIP LOCKED" } else { "" };
+    let ids = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+        "UPDATE deliveries SET status = 'sending', lease_until = $2
+         WHERE {DUE} AND delivery_id IN
+             (SELECT delivery_id FROM deliveries WHERE {DUE} ORDER BY next_attempt_at LIMIT $3 {skip_locked})
+         RETURNING delivery_id"
+    )))
     .bind(now)
+    .bind(lease_until)
     .bind(limit)
     .fetch_all(&db.pool)
     .await?;
-    rows.iter()
-        .map(|r| Ok((r.try_get("delivery_id")?, r.try_get("status")?, r.try_get("lease_until")?)))
-        .collect()
-}
-
-/// Claims a delivery for one worker: succeeds for exactly one of several hosts racing for it.
-pub async fn claim(
-    db: &Db,
-    delivery_id: &str,
-    seen_status: &str,
-    seen_lease: Option<i64>,
-    lease_until: i64,
-) -> anyhow::Result<bool> {
-    let done = sqlx::query(
-        "UPDATE deliveries SET status = 'sending', lease_until = $4
-         WHERE delivery_id = $1 AND status = $2 AND COALESCE(lease_until, -1) = COALESCE($3, -1)",
-    )
-    .bind(delivery_id)
-    .bind(seen_status)
-    .bind(seen_lease)
-    .bind(lease_until)
-    .execute(&db.pool)
-    .await?;
-    Ok(done.rows_affected() == 1)
+    Ok(ids)
 }
 
 /// Counts of deliveries by status, for the queue-depth gauge.

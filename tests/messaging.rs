@@ -239,6 +239,31 @@ async fn email_goes_out_with_its_basis(s: Backend) {
     let (_, mkt) = r.send("msg_004", &email("p_mail", "tpl_reengage_01")).await;
     assert!(reasons(&mkt).contains(&"no_consent".to_string()), "{mkt}");
 
+    // The player's deliveries, newest first, each with its status and reasons.
+    let (st, list) = r.s.get(&r.marketing, "/v1/players/p_mail/deliveries").await;
+    assert_eq!(st, 200, "{list}");
+    let statuses: Vec<&str> =
+        list["deliveries"].as_array().unwrap().iter().map(|d| d["status"].as_str().unwrap()).collect();
+    assert_eq!(statuses.len(), 4, "{list}");
+    assert_eq!(statuses[0], "SUPPRESSED");
+    assert!(statuses[1] == "SENT" || statuses[1] == "SENDING" || statuses[1] == "QUEUED", "{list}");
+
+    // The same new key sent ten times at once: one delivery.
+    let r = std::sync::Arc::new(r);
+    let same = (0..10).map(|_| {
+        let r = r.clone();
+        tokio::spawn(async move { r.send("msg_same", &email("p_mail", "tpl_kyc")).await })
+    });
+    let mut ids = Vec::new();
+    for t in same {
+        let (st, v) = t.await.unwrap();
+        assert_eq!(st, 202, "{v}");
+        ids.push(v["delivery_id"].as_str().unwrap().to_string());
+    }
+    ids.dedup();
+    assert_eq!(ids.len(), 1, "one delivery for one key");
+    let Ok(r) = std::sync::Arc::try_unwrap(r) else { panic!("a send task still holds the rig") };
+
     // Bad requests: each a clear error, nothing stored.
     let before = r.s.count("SELECT COUNT(*) FROM deliveries").await;
     let no_key = r.s.post(&r.platform, "/v1/messaging/send", &email("p_mail", "tpl_kyc")).await;

@@ -31,6 +31,7 @@ pub fn router() -> Router<AppState> {
         .route("/v1/messaging/feedback", post(post_feedback))
         .route("/v1/webhooks/{provider}", post(webhook))
         .route("/v1/deliveries/{delivery_id}", get(get_delivery))
+        .route("/v1/players/{player_id}/deliveries", get(player_deliveries))
         .route("/v1/players/{player_id}/inbox", get(inbox))
         .route("/v1/players/{player_id}/inbox/{delivery_id}/read", post(mark_read))
 }
@@ -320,9 +321,23 @@ async fn get_delivery(
     let d = visible(&state, &principal, &delivery_id).await?;
     let history = deliveries::history(&state.db, &delivery_id).await.map_err(ApiError::internal)?;
     let mut v = json!(d);
-    v["status"] = json!(d.status.to_uppercase());
     v["history"] = json!(history);
     Ok(Json(v))
+}
+
+/// A player's latest deliveries (200), newest first, each with its status, reasons and basis.
+async fn player_deliveries(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path(player_id): Path<String>,
+    Query(q): Query<BrandQuery>,
+) -> Result<Json<Value>, ApiError> {
+    principal.require(&[Role::Platform, Role::Marketing, Role::Compliance, Role::Analyst, Role::Admin])?;
+    let brand = brand_of(&principal, &q)?;
+    stored_profile(&state, &brand, &player_id).await?;
+    let list =
+        deliveries::for_player(&state.db, &brand, &player_id, false).await.map_err(ApiError::internal)?;
+    Ok(Json(json!({"player_id": player_id, "deliveries": list})))
 }
 
 async fn inbox(
@@ -334,7 +349,7 @@ async fn inbox(
     principal.require(&[Role::Platform])?;
     let brand = brand_of(&principal, &q)?;
     stored_profile(&state, &brand, &player_id).await?;
-    let messages: Vec<Value> = deliveries::inbox(&state.db, &brand, &player_id)
+    let messages: Vec<Value> = deliveries::for_player(&state.db, &brand, &player_id, true)
         .await
         .map_err(ApiError::internal)?
         .into_iter()

@@ -32,6 +32,8 @@ pub struct Delivery {
     pub subject: Option<String>,
     #[serde(skip)]
     pub body: Option<String>,
+    /// Upper case in the API (QUEUED, SENT), as §12 has it.
+    #[serde(serialize_with = "upper")]
     pub status: String,
     pub reasons: Value,
     pub basis: Option<Value>,
@@ -53,6 +55,10 @@ pub struct Delivery {
     pub updated_at: i64,
     #[serde(serialize_with = "rfc3339_opt")]
     pub read_at: Option<i64>,
+}
+
+fn upper<S: serde::Serializer>(status: &str, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&status.to_uppercase())
 }
 
 /// Times are milliseconds in the database and RFC 3339 in the API, as everywhere else.
@@ -133,11 +139,13 @@ pub async fn by_key(db: &Db, brand: &str, key: &str) -> anyhow::Result<Option<De
     row.as_ref().map(row_to_delivery).transpose()
 }
 
-/// A player's in-app messages that reached the inbox, newest first.
-pub async fn inbox(db: &Db, brand: &str, player: &str) -> anyhow::Result<Vec<Delivery>> {
+/// A player's latest deliveries, newest first: all of them, or the in-app messages that reached the
+/// inbox.
+pub async fn for_player(db: &Db, brand: &str, player: &str, inbox: bool) -> anyhow::Result<Vec<Delivery>> {
+    let which = if inbox { "AND channel = 'in_app' AND status IN ('sent', 'delivered')" } else { "" };
     let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
-        "SELECT {COLUMNS} FROM deliveries WHERE brand_id = $1 AND player_id = $2 AND channel = 'in_app'
-         AND status IN ('sent', 'delivered') ORDER BY created_at DESC, delivery_id LIMIT 200"
+        "SELECT {COLUMNS} FROM deliveries WHERE brand_id = $1 AND player_id = $2 {which}
+         ORDER BY created_at DESC, delivery_id LIMIT 200"
     )))
     .bind(brand)
     .bind(player)

@@ -55,10 +55,11 @@ impl Worker {
                 let lease = now + settings.lease_ms as i64;
                 match deliveries::claim_due(&self.db, now, lease, free as i64).await {
                     Ok(taken) => {
-                        for id in taken {
+                        for d in taken {
                             let w = self.clone();
                             in_hand.spawn(async move {
-                                if let Err(e) = w.process(&id).await {
+                                let id = d.delivery_id.clone();
+                                if let Err(e) = w.process(d).await {
                                     tracing::error!(delivery_id = %id, error = format!("{e:#}"), "delivery");
                                     if let Err(e) = w.broke(&id, &e).await {
                                         // Left to its lease: the next worker takes it up again.
@@ -81,11 +82,9 @@ impl Worker {
         while in_hand.join_next().await.is_some() {}
     }
 
-    async fn process(&self, id: &str) -> anyhow::Result<()> {
+    /// One turn with a delivery this worker claimed (the row as claimed).
+    async fn process(&self, d: Delivery) -> anyhow::Result<()> {
         let now = self.ctx.clock.now();
-        let mut conn = self.db.pool.acquire().await?;
-        let Some(d) = deliveries::get(&mut conn, id).await? else { return Ok(()) };
-        drop(conn);
         if in_doubt(&d) {
             let why = "the host stopped once the SMTP call had begun; the relay may have accepted it, so it is not sent again";
             return self.finish(&d, "dead_letter", Step::Gave("in_doubt", why.into()), now).await;

@@ -357,22 +357,22 @@ pub async fn history(db: &Db, delivery_id: &str) -> anyhow::Result<Vec<HistoryLi
 /// worker's lease ran out — until `lease_until`. Of several hosts racing, each row goes to one: the
 /// condition is checked again on the row as it is when locked (and PostgreSQL skips rows another host
 /// is claiming).
-pub async fn claim_due(db: &Db, now: i64, lease_until: i64, limit: i64) -> anyhow::Result<Vec<String>> {
+pub async fn claim_due(db: &Db, now: i64, lease_until: i64, limit: i64) -> anyhow::Result<Vec<Delivery>> {
     const DUE: &str = "((status IN ('queued', 'deferred') AND next_attempt_at <= $1)
         OR (status = 'sending' AND lease_until <= $1))";
     let skip_locked = if db.backend == Backend::Postgres { "FOR UPDATE SKIP LOCKED" } else { "" };
-    let ids = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+    let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
         "UPDATE deliveries SET status = 'sending', lease_until = $2
          WHERE {DUE} AND delivery_id IN
              (SELECT delivery_id FROM deliveries WHERE {DUE} ORDER BY next_attempt_at LIMIT $3 {skip_locked})
-         RETURNING delivery_id"
+         RETURNING {COLUMNS}"
     )))
     .bind(now)
     .bind(lease_until)
     .bind(limit)
     .fetch_all(&db.pool)
     .await?;
-    Ok(ids)
+    rows.iter().map(row_to_delivery).collect()
 }
 
 /// Counts of deliveries by status, for the queue-depth gauge.

@@ -31,7 +31,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             "no contacts key: set PITBOSS_CONTACTS_KEY (64 hex characters, e.g. `openssl rand -hex 32`) or run with --dev"
         ),
     };
-    let mut options = args.options.clone();
+    let mut options = args.options;
     if let Some(path) = &options.config {
         options.settings = crate::config::Settings::load(path)?;
     }

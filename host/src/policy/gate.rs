@@ -248,12 +248,12 @@ pub fn decide(r: &Request) -> Decision {
 
     // Caps (this message included).
     let s = r.sent;
-    let class = r.policy.caps(r.priority);
+    let limits = r.policy.caps(r.priority);
     let mut caps = vec![
-        CapUse { cap: "channel_per_day", used: s.channel_today + 1, limit: class.channel_per_day },
-        CapUse { cap: "channel_per_week", used: s.channel_this_week + 1, limit: class.channel_per_week },
-        CapUse { cap: "global_per_day", used: s.class_today + 1, limit: class.global_per_day },
-        CapUse { cap: "global_per_week", used: s.class_this_week + 1, limit: class.global_per_week },
+        CapUse { cap: "channel_per_day", used: s.channel_today + 1, limit: limits.channel_per_day },
+        CapUse { cap: "channel_per_week", used: s.channel_this_week + 1, limit: limits.channel_per_week },
+        CapUse { cap: "global_per_day", used: s.class_today + 1, limit: limits.global_per_day },
+        CapUse { cap: "global_per_week", used: s.class_this_week + 1, limit: limits.global_per_week },
     ];
     if let Some(pack) = pack {
         caps.push(CapUse {

@@ -182,7 +182,8 @@ impl Worker {
     /// sent). Writes its verdict; true if the message may go now.
     async fn gate_again(&self, d: &Delivery, now: Timestamp) -> anyhow::Result<bool> {
         // Read afresh, not from a cache: an exclusion recorded a moment ago must count.
-        let stored = crate::profiles::load(&self.db, &self.key, &d.brand_id, &d.player_id).await?;
+        let stored =
+            crate::profiles::load_without_activity(&self.db, &self.key, &d.brand_id, &d.player_id).await?;
         let policy = self.ctx.policies.get(&d.frequency_policy);
         let (Some(stored), Some(policy)) = (stored, policy) else {
             let why = if policy.is_none() { "unknown_frequency_policy" } else { "unknown_player" };

@@ -271,6 +271,27 @@ pub async fn load(
     brand: &str,
     player: &str,
 ) -> anyhow::Result<Option<StoredProfile>> {
+    read(db, key, brand, player, true).await
+}
+
+/// The player's state, age and consents without their activity (features read as zero): what the
+/// policy gate decides from, in fewer reads.
+pub async fn load_without_activity(
+    db: &Db,
+    key: &ContactsKey,
+    brand: &str,
+    player: &str,
+) -> anyhow::Result<Option<StoredProfile>> {
+    read(db, key, brand, player, false).await
+}
+
+async fn read(
+    db: &Db,
+    key: &ContactsKey,
+    brand: &str,
+    player: &str,
+    activity: bool,
+) -> anyhow::Result<Option<StoredProfile>> {
     let Some(row) =
         sqlx::query("SELECT state, updated_seq FROM profiles WHERE brand_id = $1 AND player_id = $2")
             .bind(brand)
@@ -282,39 +303,43 @@ pub async fn load(
     };
     let state: State = serde_json::from_str(&row.try_get::<String, _>("state")?)?;
     let updated_seq: i64 = row.try_get("updated_seq")?;
-    let days = sqlx::query(
-        "SELECT day, deposits, deposit_sum, stakes, wins, bets, sessions FROM player_days
-         WHERE brand_id = $1 AND player_id = $2 ORDER BY day",
-    )
-    .bind(brand)
-    .bind(player)
-    .fetch_all(&db.pool)
-    .await?
-    .into_iter()
-    .map(|r| -> Result<[i64; 7], sqlx::Error> {
-        Ok([
-            r.try_get("day")?,
-            r.try_get("deposits")?,
-            r.try_get("deposit_sum")?,
-            r.try_get("stakes")?,
-            r.try_get("wins")?,
-            r.try_get("bets")?,
-            r.try_get("sessions")?,
-        ])
-    })
-    .collect::<Result<Vec<_>, _>>()?;
+    let mut days = Vec::new();
     let mut providers = Vec::new();
     let mut categories = Vec::new();
-    for r in
-        sqlx::query("SELECT kind, name, stake_sum FROM player_stakes WHERE brand_id = $1 AND player_id = $2")
-            .bind(brand)
-            .bind(player)
-            .fetch_all(&db.pool)
-            .await?
-    {
-        let kind: String = r.try_get("kind")?;
-        let entry = (r.try_get::<String, _>("name")?, r.try_get::<i64, _>("stake_sum")?);
-        if kind == "provider" { providers.push(entry) } else { categories.push(entry) }
+    if activity {
+        days = sqlx::query(
+            "SELECT day, deposits, deposit_sum, stakes, wins, bets, sessions FROM player_days
+             WHERE brand_id = $1 AND player_id = $2 ORDER BY day",
+        )
+        .bind(brand)
+        .bind(player)
+        .fetch_all(&db.pool)
+        .await?
+        .into_iter()
+        .map(|r| -> Result<[i64; 7], sqlx::Error> {
+            Ok([
+                r.try_get("day")?,
+                r.try_get("deposits")?,
+                r.try_get("deposit_sum")?,
+                r.try_get("stakes")?,
+                r.try_get("wins")?,
+                r.try_get("bets")?,
+                r.try_get("sessions")?,
+            ])
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+        for r in sqlx::query(
+            "SELECT kind, name, stake_sum FROM player_stakes WHERE brand_id = $1 AND player_id = $2",
+        )
+        .bind(brand)
+        .bind(player)
+        .fetch_all(&db.pool)
+        .await?
+        {
+            let kind: String = r.try_get("kind")?;
+            let entry = (r.try_get::<String, _>("name")?, r.try_get::<i64, _>("stake_sum")?);
+            if kind == "provider" { providers.push(entry) } else { categories.push(entry) }
+        }
     }
     let birth_date = contacts::get(db, key, brand, player, "birth_date").await?.and_then(|d| d.parse().ok());
     let consent_history = crate::store::consents::history(db, brand, player).await?;

@@ -205,7 +205,10 @@ impl Settings {
             d.lease_ms,
             d.provider_timeout_ms * most
         );
+        let mut names = std::collections::BTreeSet::new();
         for p in self.providers.push.iter().chain(&self.providers.sms) {
+            // Webhooks name their provider: a name must say which one.
+            anyhow::ensure!(names.insert(&p.name), "two providers are named {}", p.name);
             anyhow::ensure!(!p.secret.is_empty(), "provider {}: an empty secret", p.name);
             reqwest::Url::parse(&p.url).with_context(|| format!("provider {}: url", p.name))?;
         }
@@ -244,5 +247,8 @@ mod tests {
             Settings::from_toml("[brands.A]\nlicense = [\"GB\"]\n").is_err(),
             "unknown fields are errors"
         );
+        let twice = "[[providers.push]]\nname = \"p\"\nurl = \"http://a/\"\nsecret = \"s\"\n\
+                     [[providers.sms]]\nname = \"p\"\nurl = \"http://b/\"\nsecret = \"t\"\n";
+        assert!(Settings::from_toml(twice).unwrap_err().to_string().contains("two providers"));
     }
 }

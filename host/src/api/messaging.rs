@@ -130,7 +130,7 @@ async fn send(
     let doc: Value = serde_json::from_slice(&body).map_err(|e| {
         ApiError::new(StatusCode::BAD_REQUEST, "malformed_json", format!("the body is not JSON: {e}"))
     })?;
-    let req: SendRequest =
+    let mut req: SendRequest =
         serde_json::from_value(doc.clone()).map_err(|e| invalid(e.to_string(), &field_of(&e, &doc)))?;
     if req.channel == Channel::Phone {
         return Err(invalid(
@@ -138,7 +138,8 @@ async fn send(
             "channel",
         ));
     }
-    let brand = brand_of(&principal, &BrandQuery { brand_id: req.brand_id.clone() })?;
+    // The brand is hashed as resolved, whether the request named it or the key implied it.
+    let brand = brand_of(&principal, &BrandQuery { brand_id: req.brand_id.take() })?;
     // The same key for the same request is the same delivery, whoever asks again.
     let request_hash =
         hex::encode(Sha256::digest(serde_json::to_vec(&(&brand, &req)).map_err(ApiError::internal)?));

@@ -42,99 +42,83 @@ pub async fn apply(
     source: &str,
     now: i64,
 ) -> anyhow::Result<Applied> {
-    let mut attempt = 0;
-    loop {
-        attempt += 1;
-        match apply_once(db, d, event, occurred_at, source, now).await {
-            Err(e) if attempt < 5 && e.downcast_ref::<sqlx::Error>().is_some_and(consents::is_collision) => {
-                continue;
-            }
-            other => return other,
-        }
-    }
-}
-
-async fn apply_once(
-    db: &Db,
-    d: &Delivery,
-    event: FeedbackEvent,
-    occurred_at: i64,
-    source: &str,
-    now: i64,
-) -> anyhow::Result<Applied> {
-    let name = crate::model::wire_name(event);
-    let mut tx = db.begin_write().await?;
-    let fresh = sqlx::query(
-        "INSERT INTO delivery_feedback (delivery_id, event, occurred_at, received_at, source)
-         VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
-    )
-    .bind(&d.delivery_id)
-    .bind(&name)
-    .bind(occurred_at)
-    .bind(now)
-    .bind(source)
-    .execute(&mut *tx)
-    .await?
-    .rows_affected()
-        == 1;
-    let mut applied = Applied {
-        delivery_id: d.delivery_id.clone(),
-        event,
-        duplicate: !fresh,
-        consent_version: None,
-        status: d.status.clone(),
-    };
-    if !fresh {
-        return Ok(applied);
-    }
-    let when = jiff::Timestamp::from_millisecond(occurred_at).ok();
-    let mut detail = json!({"feedback": name, "occurred_at": when, "source": source});
-    match event {
-        FeedbackEvent::Unsubscribe | FeedbackEvent::Complaint => {
-            let changes = [("channel", d.channel.clone(), false)];
-            let version = consents::record_in(
-                &mut tx,
-                &d.brand_id,
-                &d.player_id,
-                &changes,
-                &format!("feedback:{name}"),
-                now,
-            )
-            .await?;
-            applied.consent_version = Some(version);
-            detail["consent_withdrawn"] = json!({"channel": d.channel, "version": version});
-        }
-        FeedbackEvent::HardBounce => {
-            if let Some(kind) = contact_kind(&d.channel) {
-                contacts::mark_invalid(&mut tx, &d.brand_id, &d.player_id, kind, now).await?;
-                detail["contact_invalid"] = json!(kind);
-            }
-        }
-        _ => {}
-    }
-    // Delivery milestones move the status forward (from the status as it is now, not as it was read);
-    // engagement is history only.
-    let milestone = match event {
-        FeedbackEvent::Delivered => Some(("delivered", "'sent'")),
-        FeedbackEvent::HardBounce => Some(("bounced", "'sent', 'delivered'")),
-        _ => None,
-    };
-    if let Some((to, from)) = milestone {
-        let moved = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "UPDATE deliveries SET status = $2, updated_at = $3 WHERE delivery_id = $1 AND status IN ({from})"
-        )))
+    // A withdrawal writes a consent version: a concurrent one may take its number, and it goes again.
+    consents::retrying(move || async move {
+        let name = crate::model::wire_name(event);
+        let mut tx = db.begin_write().await?;
+        let fresh = sqlx::query(
+            "INSERT INTO delivery_feedback (delivery_id, event, occurred_at, received_at, source)
+             VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
+        )
         .bind(&d.delivery_id)
-        .bind(to)
+        .bind(&name)
+        .bind(occurred_at)
         .bind(now)
+        .bind(source)
         .execute(&mut *tx)
-        .await?;
-        if moved.rows_affected() == 1 {
-            applied.status = to.to_string();
+        .await?
+        .rows_affected()
+            == 1;
+        let mut applied = Applied {
+            delivery_id: d.delivery_id.clone(),
+            event,
+            duplicate: !fresh,
+            consent_version: None,
+            status: d.status.clone(),
+        };
+        if !fresh {
+            return Ok(applied);
         }
-    }
-    deliveries::event(&mut tx, &d.delivery_id, now, &name, detail).await?;
-    tx.commit().await?;
-    Ok(applied)
+        let when = jiff::Timestamp::from_millisecond(occurred_at).ok();
+        let mut detail = json!({"feedback": name, "occurred_at": when, "source": source});
+        match event {
+            FeedbackEvent::Unsubscribe | FeedbackEvent::Complaint => {
+                let changes = [("channel", d.channel.clone(), false)];
+                let version = consents::record_in(
+                    &mut tx,
+                    &d.brand_id,
+                    &d.player_id,
+                    &changes,
+                    &format!("feedback:{name}"),
+                    now,
+                )
+                .await?;
+                applied.consent_version = Some(version);
+                detail["consent_withdrawn"] = json!({"channel": d.channel, "version": version});
+            }
+            FeedbackEvent::HardBounce => {
+                if let Some(kind) = contact_kind(&d.channel) {
+                    contacts::mark_invalid(&mut tx, &d.brand_id, &d.player_id, kind, now).await?;
+                    detail["contact_invalid"] = json!(kind);
+                }
+            }
+            _ => {}
+        }
+        // Delivery milestones move the status forward (from the status as it is now, not as it was read);
+        // engagement is history only.
+        let milestone = match event {
+            FeedbackEvent::Delivered => Some(("delivered", "'sent'")),
+            FeedbackEvent::HardBounce => Some(("bounced", "'sent', 'delivered'")),
+            _ => None,
+        };
+        if let Some((to, from)) = milestone {
+            let moved = sqlx::query(sqlx::AssertSqlSafe(format!(
+                "UPDATE deliveries SET status = $2, updated_at = $3 WHERE delivery_id = $1 AND status IN ({from})"
+            )))
+            .bind(&d.delivery_id)
+            .bind(to)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+            if moved.rows_affected() == 1 {
+                applied.status = to.to_string();
+            }
+        }
+        deliveries::event(&mut tx, &d.delivery_id, now, &name, detail).await?;
+        tx.commit().await?;
+        Ok(applied)
+    })
+    .await
 }
 
 /// The contact a channel sends to, if any.

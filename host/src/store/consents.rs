@@ -27,27 +27,35 @@ pub async fn record(
     changes: &[(&str, String, bool)],
     source: &str,
 ) -> anyhow::Result<i64> {
-    let mut attempt = 0;
-    loop {
-        attempt += 1;
+    retrying(move || async move {
         let mut tx = db.begin_write().await?;
-        match record_in(&mut tx, brand, player, changes, source, now_ms()).await {
-            Ok(version) => {
-                tx.commit().await?;
-                return Ok(version);
-            }
-            Err(e) if is_collision(&e) && attempt < 5 => continue,
-            Err(e) => return Err(e.into()),
+        let version = record_in(&mut tx, brand, player, changes, source, now_ms()).await?;
+        tx.commit().await?;
+        Ok(version)
+    })
+    .await
+}
+
+/// Runs a transaction that writes a consent version again (five tries in all) when it lost the race
+/// for the version number to a concurrent writer.
+pub async fn retrying<T, F: Future<Output = anyhow::Result<T>>>(
+    transaction: impl Fn() -> F,
+) -> anyhow::Result<T> {
+    for _ in 1..5 {
+        match transaction().await {
+            Err(e) if e.downcast_ref::<sqlx::Error>().is_some_and(is_collision) => continue,
+            done => return done,
         }
     }
+    transaction().await
 }
 
 /// Two writers took the same version number; the loser may try again.
-pub fn is_collision(e: &sqlx::Error) -> bool {
+fn is_collision(e: &sqlx::Error) -> bool {
     matches!(e, sqlx::Error::Database(d) if d.is_unique_violation())
 }
 
-/// `record` inside the caller's transaction (a collision is the caller's to retry).
+/// `record` inside the caller's transaction (a collision is the caller's to retry: `retrying`).
 pub async fn record_in(
     conn: &mut sqlx::AnyConnection,
     brand: &str,

@@ -220,11 +220,20 @@ fn key_conflict() -> ApiError {
 
 /// A delivery the caller may see, or 404 (another brand's delivery is "not found").
 async fn visible(state: &AppState, principal: &Principal, delivery_id: &str) -> Result<Delivery, ApiError> {
+    found(state, delivery_id, |d| principal.may_see_brand(&d.brand_id)).await
+}
+
+/// A delivery that passes `may_see`, or 404.
+async fn found(
+    state: &AppState,
+    delivery_id: &str,
+    may_see: impl Fn(&Delivery) -> bool,
+) -> Result<Delivery, ApiError> {
     let mut conn = state.db.pool.acquire().await.map_err(ApiError::internal)?;
     deliveries::get(&mut conn, delivery_id)
         .await
         .map_err(ApiError::internal)?
-        .filter(|d| principal.may_see_brand(&d.brand_id))
+        .filter(|d| may_see(d))
         .ok_or_else(|| ApiError::not_found("delivery"))
 }
 
@@ -303,13 +312,7 @@ async fn webhook(
         ));
     }
     let f = parse_feedback(&body)?;
-    let mut conn = state.db.pool.acquire().await.map_err(ApiError::internal)?;
-    let d = deliveries::get(&mut conn, &f.delivery_id)
-        .await
-        .map_err(ApiError::internal)?
-        .filter(|d| d.provider.as_deref() == Some(p.name.as_str()))
-        .ok_or_else(|| ApiError::not_found("delivery"))?;
-    drop(conn);
+    let d = found(&state, &f.delivery_id, |d| d.provider.as_deref() == Some(p.name.as_str())).await?;
     apply_feedback(&state, &d, &f, &format!("webhook:{}", p.name)).await
 }
 
@@ -363,7 +366,7 @@ async fn inbox(
     Ok(Json(json!({"player_id": player_id, "messages": messages})))
 }
 
-/// Marks an inbox message read; reading counts as an `open`.
+/// Marks an inbox message read: an `open`, recorded once (again, the first reading's time).
 async fn mark_read(
     State(state): State<AppState>,
     principal: Principal,
@@ -375,14 +378,7 @@ async fn mark_read(
     {
         return Err(ApiError::not_found("inbox message"));
     }
-    let now = state.delivery.clock.now_ms();
-    sqlx::query("UPDATE deliveries SET read_at = COALESCE(read_at, $2) WHERE delivery_id = $1")
-        .bind(&delivery_id)
-        .bind(now)
-        .execute(&state.db.pool)
-        .await
-        .map_err(ApiError::internal)?;
-    let read_at = d.read_at.unwrap_or(now);
+    let read_at = d.read_at.unwrap_or_else(|| state.delivery.clock.now_ms());
     let f = Feedback {
         delivery_id,
         event: FeedbackEvent::Open,

@@ -2,7 +2,7 @@
 //! posted by the platform or by a provider's signed webhook. Idempotent: the same report twice changes
 //! nothing the second time. An unsubscribe or a complaint withdraws the marketing consent of that
 //! channel at once (a new consent version with source `feedback:…`); a hard bounce marks the contact
-//! invalid. Each report and its effect commit together.
+//! invalid; an in-app message opened is read. Each report and its effect commit together.
 
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -93,6 +93,14 @@ pub async fn apply(
                 }
             }
             _ => {}
+        }
+        // An in-app message opened is read (the first time counts).
+        if event == FeedbackEvent::Open && d.channel == "in_app" {
+            sqlx::query("UPDATE deliveries SET read_at = COALESCE(read_at, $2) WHERE delivery_id = $1")
+                .bind(&d.delivery_id)
+                .bind(occurred_at)
+                .execute(&mut *tx)
+                .await?;
         }
         // Delivery milestones move the status forward (from the status as it is now, not as it was read);
         // engagement is history only.

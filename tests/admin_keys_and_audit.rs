@@ -1,7 +1,7 @@
 //! `/admin/keys` and the audit log over real HTTP, on SQLite and PostgreSQL; `pitboss audit verify`
 //! finds an edited or deleted entry.
 
-mod support;
+use crate::support;
 
 use std::process::Command;
 

@@ -2,7 +2,7 @@
 //! three keys, a swap under load with no failed call, rollback, unbinding on revoked approval, integrity
 //! checks that make altered versions fail closed, and decision records naming what ran.
 
-mod support;
+use crate::support;
 
 use std::collections::HashMap;
 

@@ -1,6 +1,6 @@
 //! The `pitboss plugin` commands a brand team runs locally, as a user runs them: the real binary.
 
-mod support;
+use crate::support;
 
 use std::process::{Command, Output};
 

@@ -1,7 +1,7 @@
 //! Compiled components are kept by the sha256 of their bytes, in memory and on disk; a disk entry that
 //! does not check out is refused and rebuilt, never run.
 
-mod support;
+use crate::support;
 
 use std::path::Path;
 

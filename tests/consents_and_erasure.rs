@@ -1,7 +1,7 @@
 //! Consents (versioned, never overwritten) and the right to erasure, over real HTTP, on SQLite and
 //! PostgreSQL.
 
-mod support;
+use crate::support;
 
 use pitboss::auth::Role;
 use serde_json::{Value, json};

@@ -2,7 +2,7 @@
 //! limits as Rust ones: the same decision tables, their hostile twins stopped, and the same registry
 //! lifecycle over HTTP.
 
-mod support;
+use crate::support;
 
 use pitboss::auth::Role;
 use pitboss::plugins::table::{Case, run_table};

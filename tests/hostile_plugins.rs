@@ -1,7 +1,7 @@
 //! Broken and hostile plugins fail with their own typed error, within their limits, and never harm the
 //! host or the decisions running beside them.
 
-mod support;
+use crate::support;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};

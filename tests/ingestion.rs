@@ -1,6 +1,6 @@
 //! `POST /v1/events` and `GET /v1/players/{id}` over real HTTP, each on SQLite and on PostgreSQL.
 
-mod support;
+use crate::support;
 
 use pitboss::auth::Role;
 use serde_json::{Value, json};

@@ -3,170 +3,15 @@
 //! real HTTP providers (signed with HMAC, with failover), the in-app inbox, feedback and webhooks, and
 //! the delivery's explanation afterwards.
 
-mod support;
+use crate::support;
 
 use std::time::Duration;
 
 use pitboss::auth::Role;
-use pitboss::config::Settings;
 use serde_json::{Value, json};
-use support::provider::{Behaviour, ProviderServer};
-use support::server::{Backend, TestServer};
-use support::smtp::SmtpSink;
-
-const SECRET_1: &str = "push-one-secret";
-const SECRET_2: &str = "push-two-secret";
-const SECRET_SMS: &str = "sms-secret";
-
-/// Noon UTC tomorrow: not quiet hours in London, and after every consent the test records today.
-fn noon_tomorrow() -> jiff::Timestamp {
-    let today = jiff::Timestamp::now().to_zoned_datetime(jiff::tz::TimeZone::UTC).date();
-    let noon = today.tomorrow().unwrap().at(12, 0, 0, 0);
-    noon.to_zoned_datetime(jiff::tz::TimeZone::UTC).unwrap().timestamp()
-}
-
-struct Rig {
-    s: TestServer,
-    smtp: SmtpSink,
-    push: [ProviderServer; 2],
-    sms: ProviderServer,
-    platform: String,
-    marketing: String,
-}
-
-/// A host with brand A licensed in GB and CA-ON, a relay, two push providers and one SMS provider.
-async fn rig(backend: Backend, delivery: &str) -> Option<Rig> {
-    let smtp = SmtpSink::start().await;
-    let push = [
-        ProviderServer::start(SECRET_1, Behaviour::Accept).await,
-        ProviderServer::start(SECRET_2, Behaviour::Accept).await,
-    ];
-    let sms = ProviderServer::start(SECRET_SMS, Behaviour::Accept).await;
-    let config = format!(
-        r#"
-        [brands.A]
-        licences = ["GB", "CA-ON", "MT"]
-        email_from = "Brand A <crm@a.example>"
-        unsubscribe_url = "https://a.example/unsubscribe/{{delivery_id}}"
-        unsubscribe_mailto = "unsubscribe@a.example"
-
-        [smtp]
-        relay = "{smtp}"
-
-        [[providers.push]]
-        name = "push-one"
-        url = "{p1}"
-        secret = "{SECRET_1}"
-
-        [[providers.push]]
-        name = "push-two"
-        url = "{p2}"
-        secret = "{SECRET_2}"
-
-        [[providers.sms]]
-        name = "sms-one"
-        url = "{sms_url}"
-        secret = "{SECRET_SMS}"
-
-        [[frequency_policies]]
-        id = "fp_test"
-        dedup_window_minutes = 1440
-        campaign_cooldown_minutes = 4320
-        normal = {{ channel_per_day = 5, channel_per_week = 10, global_per_day = 5, global_per_week = 10 }}
-        high = {{ channel_per_day = 5, channel_per_week = 10, global_per_day = 5, global_per_week = 10 }}
-
-        [[frequency_policies]]
-        id = "fp_cap3"
-        dedup_window_minutes = 0
-        campaign_cooldown_minutes = 0
-        normal = {{ channel_per_day = 3, channel_per_week = 10, global_per_day = 10, global_per_week = 20 }}
-        high = {{ channel_per_day = 5, channel_per_week = 10, global_per_day = 10, global_per_week = 20 }}
-
-        [delivery]
-        {delivery}
-        "#,
-        smtp = smtp.addr,
-        p1 = push[0].url,
-        p2 = push[1].url,
-        sms_url = sms.url,
-    );
-    let settings = Settings::from_toml(&config).unwrap();
-    let s = TestServer::start_with(backend, settings).await?;
-    s.clock.set(noon_tomorrow());
-    let platform = s.key(Role::Platform, &["A"]).await;
-    let marketing = s.key(Role::Marketing, &["A"]).await;
-    Some(Rig { s, smtp, push, sms, platform, marketing })
-}
-
-const FAST: &str = "backoff_initial_ms = 50\nbackoff_max_ms = 200\nmax_attempts = 3\npoll_ms = 50\nprovider_timeout_ms = 2000\nlease_ms = 5000";
-
-impl Rig {
-    /// A registered player with contacts and consents to e-mail, push and SMS marketing about casino.
-    async fn player(&self, id: &str, jurisdiction: &str, time_zone: &str) {
-        let reg = json!({"event_id": format!("reg_{id}"), "event_type": "player.registered", "player_id": id,
-            "brand_id": "A", "occurred_at": "2026-11-01T10:00:00Z",
-            "payload": {"jurisdiction": jurisdiction, "locale": "en-GB", "time_zone": time_zone, "currency": "GBP",
-                        "email": format!("{id}@example.com"), "phone": "+447700900123", "birth_date": "1990-05-17"}});
-        assert_eq!(self.s.post(&self.platform, "/v1/events", &reg).await.0, 202);
-        let consents = json!({"channels": {"email": true, "push": true, "sms": true, "in_app": true},
-                              "products": {"casino": true}, "source": "signup"});
-        let (st, c) = self.s.put(&self.platform, &format!("/v1/players/{id}/consents"), &consents).await;
-        assert_eq!(st, 200, "{c}");
-        self.s.settled().await;
-    }
-
-    async fn template(&self, id: &str, topic: &str, body: &str) {
-        let t = json!({"topic": topic, "subject": "Hello {{first_name}}", "body": body});
-        let (st, r) = self.s.put(&self.marketing, &format!("/admin/templates/{id}/default"), &t).await;
-        assert_eq!(st, 200, "{r}");
-    }
-
-    async fn send(&self, key: &str, body: &Value) -> (u16, Value) {
-        let r = self
-            .s
-            .http
-            .post(format!("{}/v1/messaging/send", self.s.base))
-            .bearer_auth(&self.platform)
-            .header("X-Idempotency-Key", key)
-            .json(body)
-            .send()
-            .await
-            .unwrap();
-        (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
-    }
-
-    async fn delivery(&self, id: &str) -> Value {
-        let (st, d) = self.s.get(&self.platform, &format!("/v1/deliveries/{id}")).await;
-        assert_eq!(st, 200, "{d}");
-        d
-    }
-
-    /// Waits until the delivery reaches `status`.
-    async fn wait_status(&self, id: &str, status: &str) -> Value {
-        for _ in 0..400 {
-            let d = self.delivery(id).await;
-            if d["status"] == status {
-                return d;
-            }
-            tokio::time::sleep(Duration::from_millis(25)).await;
-        }
-        panic!("{id} never reached {status}: {}", self.delivery(id).await);
-    }
-}
-
-/// An RFC 3339 time of the API, in milliseconds.
-fn ms(v: &Value) -> i64 {
-    v.as_str().unwrap().parse::<jiff::Timestamp>().unwrap().as_millisecond()
-}
-
-fn reasons(v: &Value) -> Vec<String> {
-    v["reasons"].as_array().unwrap().iter().map(|r| r["code"].as_str().unwrap().to_string()).collect()
-}
-
-fn email(player: &str, template: &str) -> Value {
-    json!({"channel": "email", "player_id": player, "template_id": template,
-           "personalization": {"first_name": "Alex", "offer_id": "of_777"}, "frequency_policy_id": "fp_test"})
-}
+use support::provider::Behaviour;
+use support::rig::*;
+use support::server::Backend;
 
 async fn email_goes_out_with_its_basis(s: Backend) {
     let Some(r) = rig(s, FAST).await else { return };
@@ -825,21 +670,6 @@ async fn two_hosts_send_each_message_once(s: Backend) {
     let _ = stop.send(());
     task.await.unwrap().unwrap();
     r.s.stop().await;
-}
-
-macro_rules! on_both {
-    ($($name:ident),* $(,)?) => {
-        $(mod $name {
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn sqlite() {
-                super::$name(super::Backend::Sqlite).await
-            }
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn postgres() {
-                super::$name(super::Backend::Postgres).await
-            }
-        })*
-    };
 }
 
 on_both!(

@@ -1,7 +1,7 @@
 //! The plugin registry over real HTTP, on SQLite and PostgreSQL: upload with validation, compliance
 //! keys, signed approvals with four eyes, dual approval where a jurisdiction asks for it.
 
-mod support;
+use crate::support;
 
 use pitboss::auth::Role;
 use serde_json::{Value, json};

@@ -1,6 +1,6 @@
 //! Each reference plugin against its decision table (`plugins/<name>/decisions.json`), in the real runtime.
 
-mod support;
+use crate::support;
 
 use pitboss::plugins::table::{Case, run_table};
 use pitboss::plugins::{Limits, World};

@@ -2,7 +2,7 @@
 //! profiles as a run without the kill: no event lost, none counted twice. SIGTERM stops it cleanly.
 //! Runs the real binary, on SQLite and on PostgreSQL.
 
-mod support;
+use crate::support;
 
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;

@@ -1,7 +1,7 @@
 //! `/admin/templates` over real HTTP, on SQLite and PostgreSQL: per brand and locale, fallback
 //! de-AT → de → default, a missing variable is an error, another brand sees nothing.
 
-mod support;
+use crate::support;
 
 use pitboss::auth::Role;
 use serde_json::{Value, json};

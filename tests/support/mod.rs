@@ -11,6 +11,9 @@ use pitboss::plugins::{Plugin, Runtime, RuntimeConfig};
 pub mod load;
 pub mod provider;
 pub mod registry;
+#[macro_use]
+pub mod rig;
+#[macro_use]
 pub mod server;
 pub mod smtp;
 

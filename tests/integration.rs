@@ -9,6 +9,7 @@ mod bindings_and_decisions;
 mod cli;
 mod code_cache;
 mod consents_and_erasure;
+mod event_log;
 mod guest_languages;
 mod hostile_plugins;
 mod ingestion;

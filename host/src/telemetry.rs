@@ -49,9 +49,19 @@ impl Metrics {
         h.sum += seconds;
     }
 
-    /// The exposition text; `depth` is the outbox by status.
-    pub fn render(&self, depth: &[(String, i64)]) -> String {
+    /// The exposition text; `depth` is the outbox by status, `set_aside` the events each bus consumer
+    /// set aside.
+    pub fn render(&self, depth: &[(String, i64)], set_aside: &[(String, i64)]) -> String {
         let mut out = String::new();
+        out.push_str("# HELP pitboss_events_set_aside_total Events a bus consumer could not apply and passed over.\n");
+        out.push_str("# TYPE pitboss_events_set_aside_total counter\n");
+        for consumer in ["profiles"] {
+            let n = set_aside.iter().find(|(c, _)| c == consumer).map_or(0, |(_, n)| *n);
+            let _ = writeln!(out, "pitboss_events_set_aside_total{{consumer=\"{consumer}\"}} {n}");
+        }
+        for (consumer, n) in set_aside.iter().filter(|(c, _)| c != "profiles") {
+            let _ = writeln!(out, "pitboss_events_set_aside_total{{consumer=\"{consumer}\"}} {n}");
+        }
         out.push_str(
             "# HELP pitboss_gate_refusals_total Messages the policy gate refused or deferred, by reason.\n",
         );
@@ -109,7 +119,7 @@ mod tests {
         let m = Metrics::default();
         m.send_to_provider("email", 0.02);
         m.send_to_provider("email", 3.0);
-        let text = m.render(&[("queued".into(), 4)]);
+        let text = m.render(&[("queued".into(), 4)], &[]);
         assert!(text.contains("pitboss_send_to_provider_seconds_bucket{channel=\"email\",le=\"0.025\"} 1"));
         assert!(text.contains("pitboss_send_to_provider_seconds_bucket{channel=\"email\",le=\"5\"} 2"));
         assert!(text.contains("pitboss_send_to_provider_seconds_count{channel=\"email\"} 2"));

@@ -196,23 +196,8 @@ impl TestServer {
 
     /// Waits until the profile consumer has applied everything in the log.
     pub async fn settled(&self) {
-        use sqlx::Row;
         for _ in 0..500 {
-            let last: i64 = sqlx::query("SELECT COALESCE(MAX(seq), 0) AS m FROM events")
-                .fetch_one(&self.db.pool)
-                .await
-                .unwrap()
-                .try_get("m")
-                .unwrap();
-            let done: i64 = sqlx::query(
-                "SELECT COALESCE(MAX(position), 0) AS p FROM consumer_offsets WHERE consumer = 'profiles'",
-            )
-            .fetch_one(&self.db.pool)
-            .await
-            .unwrap()
-            .try_get("p")
-            .unwrap();
-            if done >= last {
+            if !pitboss::bus::pending(&self.db, "profiles", None).await.unwrap() {
                 return;
             }
             tokio::time::sleep(Duration::from_millis(10)).await;

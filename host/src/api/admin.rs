@@ -1,4 +1,5 @@
-//! `/admin/keys` (admin: create, list, revoke) and `/admin/audit` (admin, compliance). An admin key acts
+//! `/admin/keys` (admin: create, list, revoke), `/admin/audit` (admin, compliance) and
+//! `/admin/set-aside-events` (events no consumer could apply). An admin key acts
 //! only within its brands: a key or entry of another brand is "not found".
 
 use axum::extract::{Path, Query, State};
@@ -17,6 +18,20 @@ pub fn router() -> Router<AppState> {
         .route("/admin/keys", get(list_keys).post(create_key))
         .route("/admin/keys/{id}", delete(revoke_key))
         .route("/admin/audit", get(audit_entries))
+        .route("/admin/set-aside-events", get(set_aside_events))
+}
+
+/// `GET /admin/set-aside-events`: events a consumer could not apply and passed over, with the error,
+/// newest first (admin, operator, compliance).
+async fn set_aside_events(
+    State(state): State<AppState>,
+    principal: Principal,
+) -> Result<Json<Value>, ApiError> {
+    principal.require(&[Role::Admin, Role::Operator, Role::Compliance])?;
+    let list = crate::bus::set_aside_list(&state.db, &principal.brands, 500)
+        .await
+        .map_err(|e| ApiError::internal(format!("{e:#}")))?;
+    Ok(Json(json!({ "events": list })))
 }
 
 #[derive(Debug, Deserialize)]

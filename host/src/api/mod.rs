@@ -53,7 +53,8 @@ pub fn app(state: AppState) -> Router {
 /// `GET /metrics`: Prometheus text; no player data in it, so no key is asked for (like /healthz).
 async fn metrics(axum::extract::State(state): axum::extract::State<AppState>) -> Result<Response, ApiError> {
     let depth = crate::store::deliveries::depth(&state.db).await.map_err(ApiError::internal)?;
-    let text = state.delivery.metrics.render(&depth);
+    let set_aside = crate::bus::set_aside_counts(&state.db).await.map_err(ApiError::internal)?;
+    let text = state.delivery.metrics.render(&depth, &set_aside);
     Ok(([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response())
 }
 

@@ -3,6 +3,16 @@
 //! in the same transaction as the consumer's own writes — so a restart resumes exactly where it stopped:
 //! no event counted twice, none lost.
 //!
+//! Log order is (writing transaction, seq). On PostgreSQL concurrent requests commit in any order, so a
+//! higher `seq` can be visible while a lower one is still being written; a consumer therefore reads only
+//! what was written by transactions older than the oldest one still running (the snapshot's xmin), in
+//! (tx_id, seq) order: nothing can ever appear below a position it has passed. SQLite has one writer at
+//! a time: there tx_id is 0 and the order is plain seq.
+//!
+//! An event whose effects cannot be applied (a sum out of range, a payload that no longer reads) is set
+//! aside with its error — listed by the admin API, counted in `/metrics` — and the consumer goes on; a
+//! failure of the system (the database away, a lost race) is retried and never sets anything aside.
+//!
 //! `Bus` is what producers see; the embedded implementation reads the event table. A NATS JetStream
 //! implementation will sit behind the same trait.
 
@@ -13,7 +23,7 @@ use sqlx::Row;
 use tokio::sync::{Notify, watch};
 
 use crate::model::{EventPayload, EventType};
-use crate::store::{Backend, Db};
+use crate::store::{Backend, Db, now_ms};
 
 /// The producer's side.
 pub trait Bus: Send + Sync {
@@ -21,16 +31,37 @@ pub trait Bus: Send + Sync {
     fn notify(&self);
 }
 
+/// A place in the log: events are read in (tx, seq) order.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Position {
+    /// The id of the transaction that wrote the event (0 on SQLite and for rows older than the column).
+    pub tx: i64,
+    pub seq: i64,
+}
+
 /// One event as consumers receive it.
 #[derive(Debug, Clone)]
 pub struct LoggedEvent {
     pub seq: i64,
+    pub tx: i64,
     pub brand_id: String,
     pub player_id: String,
     pub event_type: EventType,
     pub occurred_at: i64,
     pub payload: EventPayload,
 }
+
+impl LoggedEvent {
+    pub fn position(&self) -> Position {
+        Position { tx: self.tx, seq: self.seq }
+    }
+}
+
+/// A handler's way of saying that an event's effects cannot be applied, ever (e.g. a sum that would
+/// leave its range): the event is set aside at once.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct Unapplicable(pub String);
 
 /// A consumer: applies a batch of events, in log order, in the transaction the offset moves in.
 pub trait Handler: Send + Sync + 'static {
@@ -58,97 +89,347 @@ impl Bus for EmbeddedBus {
     }
 }
 
+/// What a consumer remembers between batches: after a batch failed, events are taken one at a time up
+/// to its end, so that the one that fails is found and the others still go through.
+#[derive(Debug, Default)]
+pub struct Progress {
+    single_until: Option<Position>,
+}
+
+/// How a drain ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Drained {
+    pub applied: usize,
+    pub set_aside: usize,
+    /// Committed events exist beyond what could be read yet (a transaction older than them still runs).
+    pub held_back: bool,
+}
+
+/// Reads the log after `after`, up to `horizon` (exclusive, on tx).
+async fn read_after(
+    conn: &mut sqlx::AnyConnection,
+    after: Position,
+    horizon: i64,
+    limit: i64,
+) -> anyhow::Result<Vec<Result<LoggedEvent, (i64, i64, String)>>> {
+    let rows = sqlx::query(
+        "SELECT seq, tx_id, brand_id, player_id, event_type, occurred_at, payload FROM events
+         WHERE (tx_id, seq) > ($1, $2) AND tx_id < $3
+         ORDER BY tx_id, seq LIMIT $4",
+    )
+    .bind(after.tx)
+    .bind(after.seq)
+    .bind(horizon)
+    .bind(limit)
+    .fetch_all(conn)
+    .await?;
+    let mut out = Vec::with_capacity(rows.len());
+    for row in rows {
+        let seq: i64 = row.try_get("seq")?;
+        let tx: i64 = row.try_get("tx_id")?;
+        let event_type: String = row.try_get("event_type")?;
+        let payload: String = row.try_get("payload")?;
+        let parsed = (|| -> anyhow::Result<LoggedEvent> {
+            Ok(LoggedEvent {
+                seq,
+                tx,
+                brand_id: row.try_get("brand_id")?,
+                player_id: row.try_get("player_id")?,
+                event_type: serde_json::from_value(serde_json::Value::String(event_type))?,
+                occurred_at: row.try_get("occurred_at")?,
+                payload: serde_json::from_str(&payload)?,
+            })
+        })();
+        out.push(parsed.map_err(|e| (tx, seq, format!("the stored event does not read: {e:#}"))));
+    }
+    Ok(out)
+}
+
+/// Whether an error is the event's own — its values cannot be stored (a number out of range, a
+/// constraint it breaks) — rather than the system's (the database away, a table missing, a lost race):
+/// the event's is set aside, the system's is retried, for every event alike.
+fn never_applies(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<Unapplicable>().is_some()
+            || c.downcast_ref::<sqlx::Error>().is_some_and(|s| match s {
+                sqlx::Error::Database(d) => {
+                    let code = d.code().unwrap_or_default();
+                    // PostgreSQL: data exception (22…), integrity constraint (23…) other than a unique key a
+                    // concurrent writer took. SQLite: our overflow triggers, a CHECK or NOT NULL.
+                    code.starts_with("22")
+                        || (code.starts_with("23") && !d.is_unique_violation())
+                        || d.message().contains("integer overflow")
+                        || d.message().contains("constraint failed") && !d.is_unique_violation()
+                }
+                _ => false,
+            })
+    })
+}
+
 impl EmbeddedBus {
     pub fn new(db: Db) -> Self {
         EmbeddedBus { db, wake: Arc::new(Notify::new()) }
     }
 
     /// The consumer's position in the log.
-    pub async fn offset(&self, consumer: &str) -> anyhow::Result<i64> {
-        let row = sqlx::query("SELECT position FROM consumer_offsets WHERE consumer = $1")
-            .bind(consumer)
-            .fetch_optional(&self.db.pool)
-            .await?;
-        Ok(match row {
-            Some(r) => r.try_get("position")?,
-            None => 0,
+    pub async fn offset(&self, consumer: &str) -> anyhow::Result<Position> {
+        let mut conn = self.db.pool.acquire().await?;
+        offset_of(&mut conn, consumer, "").await
+    }
+
+    /// The first transaction id whose events may not be read yet: on PostgreSQL the oldest transaction
+    /// still running, read before the consumer's own transaction starts (which would hold it back).
+    async fn horizon(&self) -> anyhow::Result<i64> {
+        Ok(match self.db.backend {
+            Backend::Sqlite => i64::MAX,
+            Backend::Postgres => sqlx::query("SELECT txid_snapshot_xmin(txid_current_snapshot()) AS h")
+                .fetch_one(&self.db.pool)
+                .await?
+                .try_get("h")?,
         })
     }
 
     /// Applies every event after the consumer's offset, in order; returns how many it applied.
     pub async fn drain<H: Handler>(&self, consumer: &str, handler: &H) -> anyhow::Result<usize> {
-        let mut total = 0;
+        Ok(self.drain_with(consumer, handler, &mut Progress::default()).await?.applied)
+    }
+
+    /// `drain`, remembering across calls which event failed.
+    pub async fn drain_with<H: Handler>(
+        &self,
+        consumer: &str,
+        handler: &H,
+        progress: &mut Progress,
+    ) -> anyhow::Result<Drained> {
+        let mut done = Drained { applied: 0, set_aside: 0, held_back: false };
         loop {
+            let horizon = self.horizon().await?;
             let mut tx = self.db.begin_write().await?;
-            // On PostgreSQL the offset row is locked for the batch: erasure takes the same lock.
+            // On PostgreSQL the offset row is locked for the batch (erasure takes the same lock, and a
+            // second host's consumer waits for it).
+            sqlx::query("INSERT INTO consumer_offsets (consumer, position, tx_id) VALUES ($1, 0, 0) ON CONFLICT (consumer) DO NOTHING")
+                .bind(consumer)
+                .execute(&mut *tx)
+                .await?;
             let lock = if self.db.backend == Backend::Postgres { " FOR UPDATE" } else { "" };
-            let sql = format!("SELECT position FROM consumer_offsets WHERE consumer = $1{lock}");
-            let position: i64 =
-                match sqlx::query(sqlx::AssertSqlSafe(sql)).bind(consumer).fetch_optional(&mut *tx).await? {
-                    Some(r) => r.try_get("position")?,
-                    None => 0,
-                };
-            let rows = sqlx::query(
-                "SELECT seq, brand_id, player_id, event_type, occurred_at, payload FROM events
-                 WHERE seq > $1 ORDER BY seq LIMIT $2",
-            )
-            .bind(position)
-            .bind(BATCH)
-            .fetch_all(&mut *tx)
-            .await?;
+            let position = offset_of(&mut tx, consumer, lock).await?;
+            let single = progress.single_until.is_some_and(|end| position < end);
+            if !single {
+                progress.single_until = None;
+            }
+            let rows = read_after(&mut tx, position, horizon, if single { 1 } else { BATCH }).await?;
             if rows.is_empty() {
-                return Ok(total);
+                drop(tx);
+                done.held_back = self.pending(consumer, None).await?;
+                return Ok(done);
             }
+            // Events that read, up to the first that does not; one that does not read alone is set aside.
             let mut events = Vec::with_capacity(rows.len());
+            let mut unreadable = None;
             for row in rows {
-                let event_type: String = row.try_get("event_type")?;
-                let payload: String = row.try_get("payload")?;
-                events.push(LoggedEvent {
-                    seq: row.try_get("seq")?,
-                    brand_id: row.try_get("brand_id")?,
-                    player_id: row.try_get("player_id")?,
-                    event_type: serde_json::from_value(serde_json::Value::String(event_type))?,
-                    occurred_at: row.try_get("occurred_at")?,
-                    payload: serde_json::from_str(&payload)?,
-                });
+                match row {
+                    Ok(e) => events.push(e),
+                    Err(bad) => {
+                        unreadable = Some(bad);
+                        break;
+                    }
+                }
             }
-            handler.handle(&mut tx, &events).await?;
-            let last = events.last().expect("non-empty").seq;
-            sqlx::query(
-                "INSERT INTO consumer_offsets (consumer, position) VALUES ($1, $2)
-                 ON CONFLICT (consumer) DO UPDATE SET position = excluded.position",
-            )
-            .bind(consumer)
-            .bind(last)
-            .execute(&mut *tx)
-            .await?;
-            tx.commit().await?;
-            handler.committed(&events);
-            total += events.len();
+            if events.is_empty() {
+                let (tx_id, seq, error) = unreadable.expect("a row that did not read");
+                tracing::error!(consumer, seq, %error, "event set aside");
+                set_aside(&mut tx, consumer, Position { tx: tx_id, seq }, &error).await?;
+                tx.commit().await?;
+                done.set_aside += 1;
+                continue;
+            }
+            let last = events.last().expect("non-empty").position();
+            match handler.handle(&mut tx, &events).await {
+                Ok(()) => {
+                    move_offset(&mut tx, consumer, last).await?;
+                    tx.commit().await?;
+                    handler.committed(&events);
+                    done.applied += events.len();
+                }
+                Err(e) => {
+                    drop(tx);
+                    if events.len() > 1 {
+                        // Find the one that fails: one at a time up to the end of this batch.
+                        tracing::warn!(consumer, error = %format!("{e:#}"), "a batch failed; applying its events one by one");
+                        progress.single_until = Some(last);
+                        continue;
+                    }
+                    if !never_applies(&e) {
+                        return Err(e);
+                    }
+                    let error = format!("{e:#}");
+                    tracing::error!(consumer, seq = last.seq, %error, "event set aside: its effects cannot be applied");
+                    let mut tx = self.db.begin_write().await?;
+                    set_aside(&mut tx, consumer, last, &error).await?;
+                    tx.commit().await?;
+                    done.set_aside += 1;
+                }
+            }
         }
     }
 
+    /// Whether committed events beyond the consumer's offset exist — for one player's (brand, player)
+    /// when given — including those a transaction still running keeps from being read yet.
+    pub async fn pending(&self, consumer: &str, player: Option<(&str, &str)>) -> anyhow::Result<bool> {
+        pending(&self.db, consumer, player).await
+    }
+
     /// Runs a consumer until `shutdown` turns true: drains, then waits for a notification (or a second,
-    /// for events written by another process).
+    /// for events written by another process). A failure is retried after a pause; shutdown always ends
+    /// the loop, failing or not.
     pub async fn run<H: Handler>(&self, consumer: &str, handler: H, mut shutdown: watch::Receiver<bool>) {
+        let mut progress = Progress::default();
         loop {
             let woken = self.wake.notified();
             tokio::pin!(woken);
             // Registered before draining, so a notification that arrives meanwhile is not lost.
             woken.as_mut().enable();
-            if let Err(e) = self.drain(consumer, &handler).await {
-                tracing::error!(consumer, error = %format!("{e:#}"), "consumer failed; retrying");
-                tokio::time::sleep(Duration::from_millis(500)).await;
-                continue;
-            }
+            let pause = match self.drain_with(consumer, &handler, &mut progress).await {
+                Err(e) => {
+                    tracing::error!(consumer, error = %format!("{e:#}"), "consumer failed; retrying");
+                    Some(Duration::from_millis(500))
+                }
+                // Events are committed but an older transaction still runs: look again soon.
+                Ok(d) if d.held_back => Some(Duration::from_millis(10)),
+                Ok(_) => None,
+            };
             if *shutdown.borrow() {
                 return;
             }
             tokio::select! {
-                _ = woken => {}
-                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                _ = woken, if pause.is_none() => {}
+                _ = tokio::time::sleep(pause.unwrap_or(Duration::from_secs(1))) => {}
                 _ = shutdown.changed() => {}
             }
         }
     }
+}
+
+async fn offset_of(conn: &mut sqlx::AnyConnection, consumer: &str, lock: &str) -> anyhow::Result<Position> {
+    let sql = format!("SELECT tx_id, position FROM consumer_offsets WHERE consumer = $1{lock}");
+    Ok(match sqlx::query(sqlx::AssertSqlSafe(sql)).bind(consumer).fetch_optional(conn).await? {
+        Some(r) => Position { tx: r.try_get("tx_id")?, seq: r.try_get("position")? },
+        None => Position::default(),
+    })
+}
+
+async fn move_offset(conn: &mut sqlx::AnyConnection, consumer: &str, to: Position) -> anyhow::Result<()> {
+    sqlx::query("UPDATE consumer_offsets SET tx_id = $2, position = $3 WHERE consumer = $1")
+        .bind(consumer)
+        .bind(to.tx)
+        .bind(to.seq)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+/// Records an event the consumer cannot apply and moves past it, in the caller's transaction.
+async fn set_aside(conn: &mut sqlx::AnyConnection, consumer: &str, at: Position, error: &str) -> anyhow::Result<()> {
+    let error: String = error.chars().take(2000).collect();
+    sqlx::query(
+        "INSERT INTO set_aside_events (consumer, seq, error, set_aside_at) VALUES ($1, $2, $3, $4)
+         ON CONFLICT (consumer, seq) DO NOTHING",
+    )
+    .bind(consumer)
+    .bind(at.seq)
+    .bind(error)
+    .bind(now_ms())
+    .execute(&mut *conn)
+    .await?;
+    move_offset(conn, consumer, at).await
+}
+
+/// See [`EmbeddedBus::pending`].
+pub async fn pending(db: &Db, consumer: &str, player: Option<(&str, &str)>) -> anyhow::Result<bool> {
+    let offset = "(SELECT COALESCE(MAX(tx_id), 0), COALESCE(MAX(position), 0) FROM consumer_offsets WHERE consumer = $1)";
+    let sql = match player {
+        Some(_) => format!(
+            "SELECT 1 AS one FROM events WHERE brand_id = $2 AND player_id = $3 AND (tx_id, seq) > {offset} LIMIT 1"
+        ),
+        None => format!("SELECT 1 AS one FROM events WHERE (tx_id, seq) > {offset} LIMIT 1"),
+    };
+    let mut q = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(consumer);
+    if let Some((brand, player)) = player {
+        q = q.bind(brand).bind(player);
+    }
+    Ok(q.fetch_optional(&db.pool).await?.is_some())
+}
+
+/// Waits until `consumer` has applied (or set aside) every event of the player committed so far, calling
+/// `wake` to hurry it; false if it did not within `patience`. What changes whether a player may be
+/// contacted arrives as events: a decision or a send waits for them, so that none is taken on a state
+/// older than what the platform was told was accepted.
+pub async fn caught_up(
+    db: &Db,
+    wake: &(dyn Fn() + Sync),
+    consumer: &str,
+    (brand, player): (&str, &str),
+    patience: Duration,
+) -> anyhow::Result<bool> {
+    let until = tokio::time::Instant::now() + patience;
+    loop {
+        if !pending(db, consumer, Some((brand, player))).await? {
+            return Ok(true);
+        }
+        if tokio::time::Instant::now() >= until {
+            return Ok(false);
+        }
+        wake();
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// One event set aside by a consumer, as the admin API lists it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct SetAside {
+    pub consumer: String,
+    pub seq: i64,
+    pub brand_id: String,
+    pub event_id: String,
+    pub event_type: String,
+    pub error: String,
+    pub set_aside_at: Option<jiff::Timestamp>,
+}
+
+/// The events set aside, newest first, of the given brands.
+pub async fn set_aside_list(db: &Db, brands: &[String], limit: i64) -> anyhow::Result<Vec<SetAside>> {
+    let mut out = Vec::new();
+    for brand in brands {
+        let rows = sqlx::query(
+            "SELECT s.consumer, s.seq, s.error, s.set_aside_at, e.brand_id, e.event_id, e.event_type
+             FROM set_aside_events s JOIN events e ON e.seq = s.seq
+             WHERE e.brand_id = $1 ORDER BY s.set_aside_at DESC, s.seq DESC LIMIT $2",
+        )
+        .bind(brand)
+        .bind(limit)
+        .fetch_all(&db.pool)
+        .await?;
+        for r in rows {
+            out.push(SetAside {
+                consumer: r.try_get("consumer")?,
+                seq: r.try_get("seq")?,
+                brand_id: r.try_get("brand_id")?,
+                event_id: r.try_get("event_id")?,
+                event_type: r.try_get("event_type")?,
+                error: r.try_get("error")?,
+                set_aside_at: jiff::Timestamp::from_millisecond(r.try_get("set_aside_at")?).ok(),
+            });
+        }
+    }
+    out.sort_by(|a, b| (b.set_aside_at, b.seq).cmp(&(a.set_aside_at, a.seq)));
+    out.truncate(usize::try_from(limit).unwrap_or(0));
+    Ok(out)
+}
+
+/// How many events each consumer set aside, for `/metrics`.
+pub async fn set_aside_counts(db: &Db) -> anyhow::Result<Vec<(String, i64)>> {
+    let rows = sqlx::query("SELECT consumer, COUNT(*) AS n FROM set_aside_events GROUP BY consumer ORDER BY consumer")
+        .fetch_all(&db.pool)
+        .await?;
+    rows.into_iter().map(|r| Ok((r.try_get("consumer")?, r.try_get("n")?))).collect()
 }

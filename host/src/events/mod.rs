@@ -12,6 +12,14 @@ use crate::model::{self as m, EventType};
 /// Most events one `POST /v1/events` may carry.
 pub const MAX_BATCH: usize = 500;
 
+/// The largest amount an event may carry, in minor units (ten billion in a currency of cents): far
+/// above any real payment or bet, far enough below the range of a 64-bit sum that aggregates of
+/// millions of such events still add up exactly.
+pub const MAX_AMOUNT_MINOR: i64 = 1_000_000_000_000;
+
+/// The earliest year an event may have occurred in.
+const MIN_YEAR: i16 = 2000;
+
 /// A validation failure, naming the field.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FieldError {
@@ -124,9 +132,18 @@ fn payload_of(t: EventType, p: &Fields) -> Result<(m::EventPayload, Personal), F
                     None => None,
                 },
                 birth_date: match p.opt_string("birth_date")? {
-                    Some(d) => Some(
-                        d.parse::<Date>().map_err(|_| p.err("birth_date", "must be a date YYYY-MM-DD"))?,
-                    ),
+                    Some(d) => {
+                        let date =
+                            d.parse::<Date>().map_err(|_| p.err("birth_date", "must be a date YYYY-MM-DD"))?;
+                        // Today somewhere on Earth: a day ahead of UTC at most.
+                        let today = (Timestamp::now() + jiff::SignedDuration::from_hours(24))
+                            .to_zoned_datetime(jiff::tz::TimeZone::UTC)
+                            .date();
+                        if date < jiff::civil::date(1900, 1, 1) || date > today {
+                            return Err(p.err("birth_date", format!("must be between 1900-01-01 and {today}")));
+                        }
+                        Some(date)
+                    }
                     None => None,
                 },
             };
@@ -242,10 +259,8 @@ fn payload_of(t: EventType, p: &Fields) -> Result<(m::EventPayload, Personal), F
             m::EventPayload::SelfExclusion(m::SelfExclusion {
                 scope: p.parse_enum("scope", "brand, operator")?,
                 register: p.parse_enum("register", "own, GAMSTOP, OASIS, CRUKS, ON")?,
-                until: match p.opt_string("until")? {
-                    Some(s) => {
-                        Some(s.parse::<Timestamp>().map_err(|_| p.err("until", "must be an RFC 3339 time"))?)
-                    }
+                until: match p.get("until") {
+                    Some(_) => Some(p.timestamp_until("until", far_future())?),
                     None => None,
                 },
             }),
@@ -290,6 +305,9 @@ impl Fields<'_> {
         match self.get(name) {
             None => Ok(None),
             Some(Value::String(s)) if s.len() > 1024 => Err(self.err(name, "longer than 1024 bytes")),
+            Some(Value::String(s)) if s.chars().any(char::is_control) => {
+                Err(self.err(name, "must not contain control characters"))
+            }
             Some(Value::String(s)) => Ok(Some(s.clone())),
             Some(_) => Err(self.err(name, "must be a string")),
         }
@@ -316,7 +334,8 @@ impl Fields<'_> {
         match self.get(name) {
             None => Ok(None),
             Some(Value::Number(n)) => match n.as_i64() {
-                Some(v) => Ok(Some(v)),
+                Some(v) if (0..=MAX_AMOUNT_MINOR).contains(&v) => Ok(Some(v)),
+                Some(_) => Err(self.err(name, format!("must be between 0 and {MAX_AMOUNT_MINOR}"))),
                 None => Err(self.err(name, "must be an integer number of minor units (no decimals)")),
             },
             Some(_) => Err(self.err(name, "must be an integer number of minor units")),
@@ -344,10 +363,25 @@ impl Fields<'_> {
         }
     }
 
+    /// An RFC 3339 time with an offset, strictly: seconds up to 59, an offset within ±23:59, from the
+    /// year 2000 on, and not later than `latest`.
+    fn timestamp_until(&self, name: &str, latest: Timestamp) -> Result<Timestamp, FieldError> {
+        let s = self.string(name)?;
+        let bad = || self.err(name, "must be an RFC 3339 time with an offset (e.g. 2026-11-23T12:00:00Z)");
+        let t = strict_rfc3339(&s).ok_or_else(bad)?;
+        if t.to_zoned_datetime(jiff::tz::TimeZone::UTC).year() < MIN_YEAR {
+            return Err(self.err(name, format!("must not be before the year {MIN_YEAR}")));
+        }
+        if t > latest {
+            return Err(self.err(name, format!("must not be later than {latest}")));
+        }
+        Ok(t)
+    }
+
+    /// When an event occurred: up to a day ahead of this host's clock (clocks differ), never more.
     fn timestamp(&self, name: &str) -> Result<Timestamp, FieldError> {
-        self.string(name)?
-            .parse::<Timestamp>()
-            .map_err(|_| self.err(name, "must be an RFC 3339 time with an offset"))
+        let latest = Timestamp::now() + jiff::SignedDuration::from_hours(24);
+        self.timestamp_until(name, latest)
     }
 
     fn parse_enum<T: serde::de::DeserializeOwned>(&self, name: &str, allowed: &str) -> Result<T, FieldError> {
@@ -355,6 +389,51 @@ impl Fields<'_> {
         serde_json::from_value(Value::String(s.clone()))
             .map_err(|_| self.err(name, format!("`{s}` is not one of: {allowed}")))
     }
+}
+
+/// The latest end an exclusion may name (an indefinite one names none).
+fn far_future() -> Timestamp {
+    "2999-12-31T23:59:59Z".parse().expect("a valid time")
+}
+
+/// Parses `YYYY-MM-DDTHH:MM:SS[.frac](Z|±HH:MM)` and nothing looser: jiff on its own takes a leap second
+/// `:60` (as :59) and offsets up to ±25:59, which no real clock writes.
+fn strict_rfc3339(s: &str) -> Option<Timestamp> {
+    let b = s.as_bytes();
+    let digits = |r: std::ops::Range<usize>| -> Option<u32> {
+        let part = s.get(r)?;
+        part.bytes().all(|c| c.is_ascii_digit()).then(|| part.parse().ok())?
+    };
+    if b.len() < 20 || !matches!(b[10], b'T' | b't') || b[13] != b':' || b[16] != b':' {
+        return None;
+    }
+    if digits(17..19)? > 59 {
+        return None;
+    }
+    let mut rest = 19;
+    if b.get(rest) == Some(&b'.') {
+        rest += 1;
+        let start = rest;
+        while b.get(rest).is_some_and(u8::is_ascii_digit) {
+            rest += 1;
+        }
+        if rest == start || rest - start > 9 {
+            return None;
+        }
+    }
+    match &s[rest..] {
+        "Z" | "z" => {}
+        offset => {
+            let ob = offset.as_bytes();
+            if offset.len() != 6 || !matches!(ob[0], b'+' | b'-') || ob[3] != b':' {
+                return None;
+            }
+            if digits(rest + 1..rest + 3)? > 23 || digits(rest + 4..rest + 6)? > 59 {
+                return None;
+            }
+        }
+    }
+    s.parse::<Timestamp>().ok()
 }
 
 fn is_jurisdiction(s: &str) -> bool {
@@ -435,6 +514,20 @@ mod tests {
         );
         assert_eq!(field_of(bet(), |v| v["occurred_at"] = json!("yesterday")).0, "occurred_at");
         assert_eq!(field_of(bet(), |v| v["occurred_at"] = json!("2026-11-23T12:00:00")).0, "occurred_at");
+        for bad in ["0000-01-01T00:00:00Z", "2026-11-23T12:00:00+25:00", "2026-11-23T12:00:60Z", "2999-01-01T00:00:00Z"]
+        {
+            assert_eq!(field_of(bet(), |v| v["occurred_at"] = json!(bad)).0, "occurred_at", "{bad}");
+        }
+        assert!(validate(&{
+            let mut v = bet();
+            v["occurred_at"] = json!("2026-11-23T12:00:00.123+05:30");
+            v
+        })
+        .is_ok());
+        for bad in [json!(-1), json!(i64::MAX), json!(MAX_AMOUNT_MINOR + 1)] {
+            assert_eq!(field_of(bet(), |v| v["payload"]["stake_minor"] = bad.clone()).0, "payload.stake_minor");
+        }
+        assert_eq!(field_of(bet(), |v| v["payload"]["game_id"] = json!("g\u{0}1")).0, "payload.game_id");
         assert_eq!(field_of(bet(), |v| v["player_id"] = json!("")).0, "player_id");
         assert_eq!(field_of(bet(), |v| v["surprise"] = json!(1)).0, "surprise");
         assert_eq!(
@@ -456,6 +549,23 @@ mod tests {
             !stored.contains("alex@") && !stored.contains("1990") && !stored.contains("+1416"),
             "{stored}"
         );
+    }
+
+    #[test]
+    fn birth_dates_and_addresses_are_real() {
+        let registered = |edit: &dyn Fn(&mut Value)| {
+            let mut v = json!({"event_id": "e3", "event_type": "player.registered", "player_id": "p_1",
+                "brand_id": "A", "occurred_at": "2026-11-23T12:00:00Z",
+                "payload": {"jurisdiction": "GB", "locale": "en-GB", "time_zone": "Europe/London",
+                            "currency": "GBP", "email": "a@example.com", "birth_date": "1990-05-17"}});
+            edit(&mut v);
+            validate(&v).map(drop).map_err(|e| e.field)
+        };
+        assert_eq!(registered(&|_| {}), Ok(()));
+        for bad in ["1800-01-01", "2100-01-01"] {
+            assert_eq!(registered(&|v| v["payload"]["birth_date"] = json!(bad)), Err("payload.birth_date".into()));
+        }
+        assert_eq!(registered(&|v| v["payload"]["email"] = json!("a\u{0}@example.com")), Err("payload.email".into()));
     }
 
     #[test]

@@ -10,7 +10,7 @@ use jiff::{Timestamp, tz::TimeZone};
 use serde::{Deserialize, Serialize};
 use sqlx::Row;
 
-use crate::bus::{Handler, LoggedEvent};
+use crate::bus::{Handler, LoggedEvent, Unapplicable};
 use crate::model::{self as m, EventPayload, EventType as T};
 use crate::store::Db;
 use crate::store::contacts::{self, ContactsKey};
@@ -94,9 +94,9 @@ impl Handler for ProfileUpdater {
             let mut stakes: BTreeMap<(&'static str, String), i64> = BTreeMap::new();
             let mut last_seq = 0;
             for e in events.iter().filter(|e| e.brand_id == brand && e.player_id == player) {
-                let day = apply(&mut s, e, &mut stakes);
+                let day = apply(&mut s, e, &mut stakes)?;
                 if day != Day::default() {
-                    days.entry(local_day(e.occurred_at, &s.time_zone)).or_default().add(&day);
+                    days.entry(local_day(e.occurred_at, &s.time_zone)).or_default().add(&day)?;
                 }
                 last_seq = e.seq;
             }
@@ -158,8 +158,17 @@ impl Handler for ProfileUpdater {
     }
 }
 
+/// `a + b`, or the event cannot be applied.
+fn sum(a: i64, b: i64) -> Result<i64, Unapplicable> {
+    a.checked_add(b).ok_or_else(|| Unapplicable(format!("a sum leaves the range of amounts ({a} + {b})")))
+}
+
 /// Applies one event to a player's state; returns what it adds to its day, and adds its stakes.
-fn apply(s: &mut State, e: &LoggedEvent, stakes: &mut BTreeMap<(&'static str, String), i64>) -> Day {
+fn apply(
+    s: &mut State,
+    e: &LoggedEvent,
+    stakes: &mut BTreeMap<(&'static str, String), i64>,
+) -> Result<Day, Unapplicable> {
     let at = e.occurred_at;
     s.first_seen_at = Some(s.first_seen_at.map_or(at, |f| f.min(at)));
     let mut day = Day::default();
@@ -189,7 +198,8 @@ fn apply(s: &mut State, e: &LoggedEvent, stakes: &mut BTreeMap<(&'static str, St
             s.last_seen_at = Some(s.last_seen_at.map_or(at, |l| l.max(at)));
             for (kind, name) in [("provider", &b.provider), ("category", &b.category)] {
                 if !name.is_empty() {
-                    *stakes.entry((kind, name.clone())).or_default() += b.stake.amount_minor;
+                    let total = stakes.entry((kind, name.clone())).or_default();
+                    *total = sum(*total, b.stake.amount_minor)?;
                 }
             }
         }
@@ -223,7 +233,7 @@ fn apply(s: &mut State, e: &LoggedEvent, stakes: &mut BTreeMap<(&'static str, St
         }
         _ => {}
     }
-    day
+    Ok(day)
 }
 
 #[derive(Debug, Default, PartialEq, Eq)]
@@ -237,13 +247,14 @@ struct Day {
 }
 
 impl Day {
-    fn add(&mut self, o: &Day) {
-        self.deposits += o.deposits;
-        self.deposit_sum += o.deposit_sum;
-        self.stakes += o.stakes;
-        self.wins += o.wins;
-        self.bets += o.bets;
-        self.sessions += o.sessions;
+    fn add(&mut self, o: &Day) -> Result<(), Unapplicable> {
+        self.deposits = sum(self.deposits, o.deposits)?;
+        self.deposit_sum = sum(self.deposit_sum, o.deposit_sum)?;
+        self.stakes = sum(self.stakes, o.stakes)?;
+        self.wins = sum(self.wins, o.wins)?;
+        self.bets = sum(self.bets, o.bets)?;
+        self.sessions = sum(self.sessions, o.sessions)?;
+        Ok(())
     }
 }
 
@@ -403,14 +414,15 @@ impl StoredProfile {
     pub fn at(&self, brand: &str, player: &str, now: Timestamp) -> ProfileView {
         let s = &self.state;
         let today = local_day(now.as_millisecond(), &s.time_zone);
+        // Sums saturate: a profile must read whatever its totals, never fail.
         let window = |n: i64, col: usize| -> i64 {
-            self.days.iter().filter(|d| d[0] > today - n && d[0] <= today).map(|d| d[col]).sum()
+            self.days.iter().filter(|d| d[0] > today - n && d[0] <= today).fold(0, |a, d| a.saturating_add(d[col]))
         };
         let ms_days =
             |ms: i64| u32::try_from((now.as_millisecond() - ms).max(0) / DAY_MS).unwrap_or(u32::MAX);
         let days_since_seen = s.last_seen_at.or(s.first_seen_at).map_or(0, ms_days);
-        let total_bets: i64 = self.days.iter().map(|d| d[5]).sum();
-        let total_stakes: i64 = self.days.iter().map(|d| d[3]).sum();
+        let total_bets = self.days.iter().fold(0i64, |a, d| a.saturating_add(d[5]));
+        let total_stakes = self.days.iter().fold(0i64, |a, d| a.saturating_add(d[3]));
         let (sessions_7d, sessions_30d, deps_30d) =
             (window(7, 6) as u32, window(30, 6) as u32, window(30, 1) as u32);
         let ranked = |v: &[(String, i64)]| {
@@ -423,9 +435,9 @@ impl StoredProfile {
             tenure_days: s.registered_at.or(s.first_seen_at).map_or(0, ms_days),
             dep_count_30d: deps_30d,
             dep_sum_30d_minor: window(30, 2),
-            net_loss_today_minor: window(1, 3) - window(1, 4),
-            net_loss_7d_minor: window(7, 3) - window(7, 4),
-            net_loss_30d_minor: window(30, 3) - window(30, 4),
+            net_loss_today_minor: window(1, 3).saturating_sub(window(1, 4)),
+            net_loss_7d_minor: window(7, 3).saturating_sub(window(7, 4)),
+            net_loss_30d_minor: window(30, 3).saturating_sub(window(30, 4)),
             bets_7d: window(7, 5) as u32,
             sessions_7d,
             avg_stake_minor: if total_bets > 0 { total_stakes / total_bets } else { 0 },

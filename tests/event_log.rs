@@ -1,0 +1,233 @@
+//! The log and its consumers under load and under bad input: every accepted event reaches the profiles
+//! exactly once whatever order concurrent transactions commit in, on one host or two; an event whose
+//! effects cannot be applied is set aside without stopping anyone else's; shutdown always ends.
+
+use crate::support;
+
+use std::time::Duration;
+
+use pitboss::auth::Role;
+use serde_json::{Value, json};
+use support::server::{Backend, TestServer};
+
+/// Every player's applied deposits and bets equal the stored (accepted) ones.
+pub async fn assert_applied_equals_accepted(db: &pitboss::store::Db) {
+    use sqlx::Row;
+    let pairs = |sql: &'static str| async move {
+        let mut v: Vec<(String, i64)> = sqlx::query(sql)
+            .fetch_all(&db.pool)
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| (r.try_get::<String, _>(0).unwrap(), r.try_get::<i64, _>(1).unwrap()))
+            .collect();
+        v.sort();
+        v
+    };
+    let accepted = pairs(
+        "SELECT player_id, COUNT(*) FROM events WHERE event_type IN ('payment.captured', 'bet.placed')
+         GROUP BY player_id",
+    )
+    .await;
+    let applied = pairs(
+        "SELECT player_id, CAST(SUM(deposits + bets) AS BIGINT) FROM player_days GROUP BY player_id",
+    )
+    .await;
+    assert!(!accepted.is_empty());
+    assert_eq!(applied, accepted, "applied (left) and accepted (right) events per player");
+}
+
+fn registered(player: &str) -> Value {
+    json!({"event_id": format!("reg_{player}"), "event_type": "player.registered", "player_id": player,
+           "brand_id": "A", "occurred_at": "2026-11-20T10:00:00Z",
+           "payload": {"jurisdiction": "DE", "locale": "de-DE", "time_zone": "Europe/Berlin", "currency": "EUR"}})
+}
+
+/// A deposit or a bet, alternating, for one of 20 players.
+fn activity(client: usize, n: usize) -> Value {
+    let player = format!("p_{:02}", (client * 7 + n) % 20);
+    let id = format!("c{client}_{n}");
+    let (kind, payload) = if n % 2 == 0 {
+        ("payment.captured", json!({"payment_id": id, "amount_minor": 1000, "currency": "EUR"}))
+    } else {
+        ("bet.placed", json!({"bet_id": id, "stake_minor": 100, "currency": "EUR", "category": "slots"}))
+    };
+    json!({"event_id": id, "event_type": kind, "player_id": player, "brand_id": "A",
+           "occurred_at": "2026-11-21T10:00:00Z", "payload": payload})
+}
+
+/// `clients` concurrent clients, each posting `per_client` single events to the hosts in turn,
+/// pausing `pause` between posts (zero: as fast as the hosts take them).
+async fn stream(hosts: &[String], key: &str, clients: usize, per_client: usize, pause: Duration) {
+    let http = reqwest::Client::new();
+    let mut tasks = tokio::task::JoinSet::new();
+    for client in 0..clients {
+        let (http, key, hosts) = (http.clone(), key.to_string(), hosts.to_vec());
+        tasks.spawn(async move {
+            for n in 0..per_client {
+                let base = &hosts[(client + n) % hosts.len()];
+                let r = http
+                    .post(format!("{base}/v1/events"))
+                    .bearer_auth(&key)
+                    .json(&activity(client, n))
+                    .send()
+                    .await
+                    .unwrap();
+                assert_eq!(r.status().as_u16(), 202);
+                if !pause.is_zero() {
+                    tokio::time::sleep(pause).await;
+                }
+            }
+        });
+    }
+    while let Some(done) = tasks.join_next().await {
+        done.unwrap();
+    }
+}
+
+async fn concurrent_clients_lose_no_event(backend: Backend, two_hosts: bool, pause: Duration) {
+    let Some(s) = TestServer::start(backend).await else { return };
+    let key = s.key(Role::Platform, &["A"]).await;
+    for p in 0..20 {
+        assert_eq!(s.post(&key, "/v1/events", &registered(&format!("p_{p:02}"))).await.0, 202);
+    }
+    let mut hosts = vec![s.base.clone()];
+    let second = if two_hosts {
+        let (base, stop, task) = s.second_host().await;
+        hosts.push(base);
+        Some((stop, task))
+    } else {
+        None
+    };
+    stream(&hosts, &key, 24, 60, pause).await;
+    s.settled().await;
+    assert_applied_equals_accepted(&s.db).await;
+    if let Some((stop, task)) = second {
+        let _ = stop.send(());
+        task.await.unwrap().unwrap();
+    }
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn postgres_one_host_moderate_rate_loses_no_event() {
+    concurrent_clients_lose_no_event(Backend::Postgres, false, Duration::from_millis(3)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn postgres_one_host_saturated_loses_no_event() {
+    concurrent_clients_lose_no_event(Backend::Postgres, false, Duration::ZERO).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn postgres_two_hosts_moderate_rate_lose_no_event() {
+    concurrent_clients_lose_no_event(Backend::Postgres, true, Duration::from_millis(3)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn postgres_two_hosts_saturated_lose_no_event() {
+    concurrent_clients_lose_no_event(Backend::Postgres, true, Duration::ZERO).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sqlite_concurrent_clients_lose_no_event() {
+    concurrent_clients_lose_no_event(Backend::Sqlite, false, Duration::ZERO).await;
+}
+
+/// The player's own calendar day of an instant, as the profiles count it (days since 1970-01-01).
+fn day_of(at: &str, time_zone: &str) -> i64 {
+    let date = at
+        .parse::<jiff::Timestamp>()
+        .unwrap()
+        .to_zoned_datetime(jiff::tz::TimeZone::get(time_zone).unwrap())
+        .date();
+    i64::from((date - jiff::civil::date(1970, 1, 1)).get_days())
+}
+
+async fn an_event_that_cannot_be_applied_is_set_aside(s: &TestServer) {
+    let key = s.key(Role::Platform, &["A"]).await;
+    let admin = s.key(Role::Admin, &["A"]).await;
+    // Amounts out of range never get in.
+    let mut huge = json!({"event_id": "pay_huge", "event_type": "payment.captured", "player_id": "p_a",
+        "brand_id": "A", "occurred_at": "2026-11-21T10:00:00Z",
+        "payload": {"payment_id": "pay_huge", "amount_minor": 9223372036854775807_i64, "currency": "EUR"}});
+    let (st, v) = s.post(&key, "/v1/events", &huge).await;
+    assert_eq!((st, v["error"]["field"].as_str()), (422, Some("payload.amount_minor")), "{v}");
+    huge["payload"]["amount_minor"] = json!(-5);
+    assert_eq!(s.post(&key, "/v1/events", &huge).await.0, 422);
+
+    // A player whose day total is already at the edge of the range (as data written by an older
+    // version, or by years of play): one more deposit cannot be added.
+    for p in ["p_a", "p_b"] {
+        assert_eq!(s.post(&key, "/v1/events", &registered(p)).await.0, 202);
+    }
+    s.settled().await;
+    sqlx::query(
+        "INSERT INTO player_days (brand_id, player_id, day, deposits, deposit_sum, stakes, wins, bets, sessions)
+         VALUES ('A', 'p_a', $1, 1, 9223372036854775000, 0, 0, 0, 0)",
+    )
+    .bind(day_of("2026-11-21T10:00:00Z", "Europe/Berlin"))
+    .execute(&s.db.pool)
+    .await
+    .unwrap();
+    let deposit = |id: &str, player: &str| {
+        json!({"event_id": id, "event_type": "payment.captured", "player_id": player, "brand_id": "A",
+               "occurred_at": "2026-11-21T10:00:00Z",
+               "payload": {"payment_id": id, "amount_minor": 5000, "currency": "EUR"}})
+    };
+    // In one batch with other players' events, and alone after them.
+    let batch = json!([deposit("pay_b1", "p_b"), deposit("pay_a1", "p_a"), registered("p_c"), deposit("pay_b2", "p_b")]);
+    assert_eq!(s.post(&key, "/v1/events", &batch).await.0, 202);
+    assert_eq!(s.post(&key, "/v1/events", &deposit("pay_a2", "p_a")).await.0, 202);
+    s.settled().await;
+
+    // Everyone else's events went through; the player's profile still answers.
+    let (st, b) = s.get(&key, "/v1/players/p_b").await;
+    assert_eq!((st, b["features"]["dep_count_30d"].as_u64()), (200, Some(2)), "{b}");
+    assert_eq!(s.get(&key, "/v1/players/p_c").await.0, 200);
+    assert_eq!(s.get(&key, "/v1/players/p_a").await.0, 200);
+    let (st, list) = s.get(&admin, "/admin/set-aside-events").await;
+    assert_eq!(st, 200, "{list}");
+    let ids: Vec<&str> = list["events"].as_array().unwrap().iter().map(|e| e["event_id"].as_str().unwrap()).collect();
+    assert_eq!(ids.len(), 2, "{list}");
+    assert!(ids.contains(&"pay_a1") && ids.contains(&"pay_a2"), "{list}");
+    assert!(list["events"][0]["error"].as_str().unwrap().contains("range") || list["events"][0]["error"].as_str().unwrap().contains("overflow"), "{list}");
+    let metrics = s.http.get(format!("{}/metrics", s.base)).send().await.unwrap().text().await.unwrap();
+    assert!(metrics.contains("pitboss_events_set_aside_total{consumer=\"profiles\"} 2"), "{metrics}");
+    // Another brand's admin sees none of it.
+    let other = s.key(Role::Admin, &["B"]).await;
+    assert_eq!(s.get(&other, "/admin/set-aside-events").await.1["events"], json!([]));
+}
+
+/// Shutdown ends even while the consumer keeps failing (here: its database is gone).
+async fn shutdown_ends_while_the_consumer_fails(s: &TestServer) {
+    let key = s.key(Role::Platform, &["A"]).await;
+    assert_eq!(s.post(&key, "/v1/events", &registered("p_z")).await.0, 202);
+    s.settled().await;
+    sqlx::query("DROP TABLE player_days").execute(&s.db.pool).await.unwrap();
+    let deposit = json!({"event_id": "pay_z", "event_type": "payment.captured", "player_id": "p_z",
+        "brand_id": "A", "occurred_at": "2026-11-21T10:00:00Z",
+        "payload": {"payment_id": "pay_z", "amount_minor": 5000, "currency": "EUR"}});
+    assert_eq!(s.post(&key, "/v1/events", &deposit).await.0, 202);
+    tokio::time::sleep(Duration::from_millis(700)).await;
+}
+
+crate::both!(set_aside, an_event_that_cannot_be_applied_is_set_aside);
+
+mod shutdown {
+    use super::*;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn ends_while_the_consumer_fails_sqlite() {
+        let Some(s) = TestServer::start(Backend::Sqlite).await else { return };
+        shutdown_ends_while_the_consumer_fails(&s).await;
+        tokio::time::timeout(Duration::from_secs(20), s.stop()).await.expect("shutdown ends");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn ends_while_the_consumer_fails_postgres() {
+        let Some(s) = TestServer::start(Backend::Postgres).await else { return };
+        shutdown_ends_while_the_consumer_fails(&s).await;
+        tokio::time::timeout(Duration::from_secs(20), s.stop()).await.expect("shutdown ends");
+    }
+}

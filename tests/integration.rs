@@ -8,6 +8,7 @@ mod admin_keys_and_audit;
 mod bindings_and_decisions;
 mod cli;
 mod code_cache;
+mod compliance;
 mod consents_and_erasure;
 mod event_log;
 mod guest_languages;

@@ -20,6 +20,12 @@ fn profile(jurisdiction: &str, time_zone: &str, age: &str) -> Profile {
     .unwrap()
 }
 
+/// The youngest age of the profile's band (none for `unknown`).
+fn age_of_band(p: &Profile) -> Option<i32> {
+    let band = serde_json::to_value(p.age_band).unwrap();
+    band.as_str().unwrap().split(['-', '+']).next().and_then(|a| a.parse().ok())
+}
+
 fn consent(version: i64, scope: &str, name: &str, granted: bool, at: &str) -> ConsentRecord {
     ConsentRecord {
         version,
@@ -41,6 +47,8 @@ fn base_consents() -> Vec<ConsentRecord> {
 struct Case {
     name: &'static str,
     profile: Profile,
+    /// The exact age on the day; when not set, the youngest of the profile's band.
+    age: Option<i32>,
     channel: Channel,
     class: MessageClass,
     consents: Vec<ConsentRecord>,
@@ -56,6 +64,7 @@ fn case(name: &'static str, expect: &str) -> Case {
     Case {
         name,
         profile: profile("GB", "Europe/London", "26-34"),
+        age: None,
         channel: Channel::Email,
         class: MessageClass::Marketing { product: Product::Casino, bonus_offer: false },
         consents: base_consents(),
@@ -136,6 +145,21 @@ fn the_gate_decides_as_its_table_says() {
         with(case("unknown age never passes a minimum", "deny:under_age"), &|c| {
             c.profile = profile("GB", "Europe/London", "unknown")
         }),
+        with(case("CA-ON: marketing needs 19, an 18-year-old gets none", "deny:under_age"), &|c| {
+            c.profile = profile("CA-ON", "America/Toronto", "18-20");
+            c.age = Some(18);
+            c.now = "2026-11-23T18:00:00Z";
+        }),
+        with(case("CA-ON: 19 on the day may get marketing", "allow"), &|c| {
+            c.profile = profile("CA-ON", "America/Toronto", "18-20");
+            c.age = Some(19);
+            c.now = "2026-11-23T18:00:00Z";
+        }),
+        with(case("NL: 23 is under 24 for a bonus offer", "deny:under_age"), &|c| {
+            c.profile = profile("NL", "Europe/Amsterdam", "21-23");
+            c.age = Some(23);
+            c.class = MessageClass::Marketing { product: Product::Casino, bonus_offer: true };
+        }),
         with(case("brand not licensed in MT", "deny:not_licensed"), &|c| {
             c.profile = profile("MT", "Europe/Malta", "26-34")
         }),
@@ -213,6 +237,7 @@ fn the_gate_decides_as_its_table_says() {
             channel: c.channel,
             class: c.class,
             profile: &c.profile,
+            age: c.age.or_else(|| age_of_band(&c.profile)),
             consents: &c.consents,
             pack: packs.for_jurisdiction(&c.profile.jurisdiction),
             licensed: &c.licensed.iter().map(|s| s.to_string()).collect::<Vec<_>>(),
@@ -246,6 +271,7 @@ fn an_allowed_message_carries_its_basis() {
         channel: Channel::Email,
         class: MessageClass::Marketing { product: Product::Casino, bonus_offer: false },
         profile: &p,
+        age: Some(30),
         consents: &consents,
         pack: packs.for_jurisdiction("GB"),
         licensed: &["GB".to_string()],

@@ -66,6 +66,7 @@ pub async fn run(
     let registry = Arc::new(Registry::open(db.clone(), blobs, runtime, options.dual_approval.clone()).await?);
     options.settings.check()?;
     let delivery = Arc::new(crate::delivery::Context::new(options.settings.clone(), options.clock.clone()));
+    let clock = options.clock.clone();
     let worker =
         Arc::new(crate::delivery::worker::Worker::new(db.clone(), contacts_key.clone(), delivery.clone())?);
     let state = AppState {
@@ -100,7 +101,7 @@ pub async fn run(
     {
         let bus = bus.clone();
         let stop = stop_rx.clone();
-        tasks.spawn(async move { bus.run(profiles::CONSUMER, ProfileUpdater { cache }, stop).await });
+        tasks.spawn(async move { bus.run(profiles::CONSUMER, ProfileUpdater { cache, clock }, stop).await });
     }
     tasks.spawn(worker.run(stop_rx));
     axum::serve(listener, api::app(state)).with_graceful_shutdown(shutdown).await?;

@@ -53,15 +53,28 @@ async fn post_events(
         .iter()
         .map(|item| {
             let e = events::validate(item)?;
-            if principal.may_see_brand(&e.brand_id) {
-                Ok(e)
-            } else {
-                Err(FieldError {
+            if !principal.may_see_brand(&e.brand_id) {
+                return Err(FieldError {
                     code: "brand_not_allowed",
                     field: "brand_id".into(),
                     message: format!("this key may not post events of brand `{}`", e.brand_id),
-                })
+                });
             }
+            // A jurisdiction no policy pack knows could never be decided for: refused at the door.
+            if let crate::model::EventPayload::Player(p) = &e.event.payload
+                && let Some(j) = &p.jurisdiction
+                && state.delivery.packs.for_jurisdiction(j).is_none()
+            {
+                return Err(FieldError {
+                    code: "invalid_event",
+                    field: "payload.jurisdiction".into(),
+                    message: format!(
+                        "no policy pack covers `{j}` (known: {})",
+                        state.delivery.packs.jurisdictions().join(", ")
+                    ),
+                });
+            }
+            Ok(e)
         })
         .collect();
     if checked.iter().any(Result::is_err) {

@@ -166,7 +166,8 @@ async fn send(
     }
     let now = state.delivery.clock.now();
     let stored = stored_profile(&state, &brand, &req.player_id).await?;
-    let profile = stored.at(&brand, &req.player_id, now).profile;
+    let view = stored.at(&brand, &req.player_id, now);
+    let profile = &view.profile;
     let rendered =
         templates::render(&state.db, &brand, &req.template_id, &profile.locale, &req.personalization)
             .await
@@ -201,7 +202,7 @@ async fn send(
         subject: rendered.subject.as_deref(),
         body: &rendered.body,
     };
-    match outbox::enqueue(&state.db, &state.delivery, &m, &content, &profile, &stored.consent_history)
+    match outbox::enqueue(&state.db, &state.delivery, &m, &content, &view, &stored.consent_history)
         .await
         .map_err(|e| ApiError::internal(format!("{e:#}")))?
     {

@@ -51,11 +51,33 @@ async fn get_player(
 }
 
 /// What is stored for a player, through the profile cache (which the consumer keeps correct).
+/// How long a request waits for the player's accepted events to be applied.
+const PROFILE_PATIENCE: std::time::Duration = std::time::Duration::from_secs(5);
+
 pub async fn stored_profile(
     state: &AppState,
     brand: &str,
     player_id: &str,
 ) -> Result<std::sync::Arc<profiles::StoredProfile>, ApiError> {
+    // Events already accepted for the player are applied first: an unsubscribe or an exclusion posted
+    // a moment ago counts for this decision.
+    let bus = state.bus.clone();
+    let caught_up = crate::bus::caught_up(
+        &state.db,
+        &move || bus.notify(),
+        profiles::CONSUMER,
+        (brand, player_id),
+        PROFILE_PATIENCE,
+    )
+    .await
+    .map_err(|e| ApiError::internal(format!("{e:#}")))?;
+    if !caught_up {
+        return Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "profile_behind",
+            "the player's latest events are still being applied; try again",
+        ));
+    }
     let key = (brand.to_string(), player_id.to_string());
     if let Some(p) = state.profiles.get(&key) {
         return Ok(p);

@@ -8,7 +8,8 @@ use serde_json::{Value, json};
 
 use super::Context;
 use super::templates::Topic;
-use crate::model::{Channel, Product, Profile, wire_name};
+use crate::model::{Channel, Product, wire_name};
+use crate::profiles::ProfileView;
 use crate::policy::{self, Decision, FrequencyPolicy, MessageClass, Priority, Sent};
 use crate::store::Db;
 use crate::store::consents::ConsentRecord;
@@ -49,27 +50,39 @@ pub fn class_name(class: MessageClass) -> &'static str {
     }
 }
 
-/// The start of the player's local day and week (Monday) containing `now`.
-fn local_windows(time_zone: &str, now: Timestamp) -> (Timestamp, Timestamp) {
-    let tz = TimeZone::get(time_zone).unwrap_or(TimeZone::UTC);
-    let local = now.to_zoned_datetime(tz);
-    let day = local.start_of_day().map(|d| d.timestamp()).unwrap_or(now);
-    let monday = local
-        .date()
-        .checked_sub(i64::from(local.weekday().to_monday_zero_offset()).days())
-        .ok()
-        .and_then(|d| {
-            d.to_datetime(jiff::civil::Time::midnight()).to_zoned_datetime(local.time_zone().clone()).ok()
-        })
-        .map(|z| z.timestamp())
-        .unwrap_or(day);
-    (day, monday)
+/// The player's local day and week (from Monday) containing an instant, as [start, end) in ms.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Windows {
+    day: (i64, i64),
+    week: (i64, i64),
 }
 
-/// Counts what was sent, as the gate sees it, leaving out `exclude` (the delivery being re-checked).
-fn tally(counted: &[Counted], m: &Message, day: i64, week: i64, exclude: Option<&str>) -> Sent {
+fn local_windows(time_zone: &str, at: Timestamp) -> Windows {
+    let tz = TimeZone::get(time_zone).unwrap_or(TimeZone::UTC);
+    let local = at.to_zoned_datetime(tz);
+    let start_of = |date: jiff::civil::Date| {
+        date.to_datetime(jiff::civil::Time::midnight())
+            .to_zoned_datetime(local.time_zone().clone())
+            .map(|z| z.timestamp().as_millisecond())
+            .ok()
+    };
+    let date = local.date();
+    let monday = date.checked_sub(i64::from(local.weekday().to_monday_zero_offset()).days()).ok();
+    let ms = at.as_millisecond();
+    let day_start = start_of(date).unwrap_or(ms);
+    let day_end = date.tomorrow().ok().and_then(start_of).unwrap_or(day_start + 86_400_000);
+    let week_start = monday.and_then(start_of).unwrap_or(day_start);
+    let week_end =
+        monday.and_then(|m| m.checked_add(7.days()).ok()).and_then(start_of).unwrap_or(week_start + 7 * 86_400_000);
+    Windows { day: (day_start, day_end), week: (week_start, week_end) }
+}
+
+/// Counts what was sent, as the gate sees it, leaving out `exclude` (the delivery being re-checked). A
+/// message counts in the day and week it went out — or, deferred, will go out.
+fn tally(counted: &[Counted], m: &Message, w: Windows, exclude: Option<&str>) -> Sent {
     let channel = wire_name(m.channel);
     let priority = wire_name(m.priority);
+    let within = |at: i64, (start, end): (i64, i64)| u32::from(at >= start && at < end);
     let mut s = Sent::default();
     for c in counted.iter().filter(|c| Some(c.delivery_id.as_str()) != exclude) {
         let at = Timestamp::from_millisecond(c.counted_at).ok();
@@ -82,7 +95,7 @@ fn tally(counted: &[Counted], m: &Message, day: i64, week: i64, exclude: Option<
         if c.class != "marketing" {
             continue;
         }
-        let (today, week) = (u32::from(c.counted_at >= day), u32::from(c.counted_at >= week));
+        let (today, week) = (within(c.counted_at, w.day), within(c.counted_at, w.week));
         s.marketing_today += today;
         s.marketing_this_week += week;
         if c.priority == priority {
@@ -100,35 +113,52 @@ fn tally(counted: &[Counted], m: &Message, day: i64, week: i64, exclude: Option<
 /// Takes the player's send lock, counts what was sent and asks the gate; returns the decision and its
 /// time. The time is read once the lock is held, so that one player's decisions are ordered in time as
 /// they are in fact. The caller writes the result in the same transaction.
+///
+/// A deferred message is a promise: it must fit under the caps of the day it will go out, counted with
+/// what is already deferred to that day; if that day is full, the answer is a refusal now, not a
+/// suppression later.
 pub async fn gate(
     conn: &mut sqlx::AnyConnection,
     ctx: &Context,
     m: &Message<'_>,
-    profile: &Profile,
+    view: &ProfileView,
     consents: &[ConsentRecord],
     exclude: Option<&str>,
 ) -> anyhow::Result<(Decision, Timestamp)> {
+    let profile = &view.profile;
     deliveries::lock_player(conn, m.brand, m.player).await?;
     let now = ctx.clock.now();
-    let (day, week) = local_windows(&profile.time_zone, now);
-    let since = week
+    let windows = local_windows(&profile.time_zone, now);
+    let since = Timestamp::from_millisecond(windows.week.0)?
         .min(now - m.policy.dedup_window())
         .min(now - m.policy.campaign_cooldown())
         .min(now - SignedDuration::from_hours(24 * 8));
+    // Everything counted from then on, including what is deferred to a later day.
     let counted = deliveries::counted_since(conn, m.brand, m.player, since.as_millisecond()).await?;
-    let sent = tally(&counted, m, day.as_millisecond(), week.as_millisecond(), exclude);
-    let decision = policy::decide(&policy::Request {
-        channel: m.channel,
-        class: m.class,
-        profile,
-        consents,
-        pack: ctx.packs.for_jurisdiction(&profile.jurisdiction),
-        licensed: ctx.licences(m.brand),
-        policy: m.policy,
-        priority: m.priority,
-        sent: &sent,
-        now,
-    });
+    let decide = |sent: &Sent| {
+        policy::decide(&policy::Request {
+            channel: m.channel,
+            class: m.class,
+            profile,
+            age: view.age,
+            consents,
+            pack: ctx.packs.for_jurisdiction(&profile.jurisdiction),
+            licensed: ctx.licences(m.brand),
+            policy: m.policy,
+            priority: m.priority,
+            sent,
+            now,
+        })
+    };
+    let mut decision = decide(&tally(&counted, m, windows, exclude));
+    if let Decision::Defer { until, .. } = &decision {
+        let then = local_windows(&profile.time_zone, *until);
+        if then != windows
+            && let refused @ Decision::Deny { .. } = decide(&tally(&counted, m, then, exclude))
+        {
+            decision = refused;
+        }
+    }
     if let Decision::Deny { reasons } | Decision::Defer { reasons, .. } = &decision {
         for r in reasons {
             ctx.metrics.refusal(r.code);
@@ -151,7 +181,8 @@ pub fn gated(d: &Decision, now: Timestamp) -> Gated {
             status: "deferred",
             reasons: json!(reasons),
             basis: None,
-            counted_at: None,
+            // Its place under the caps of the day it will go out.
+            counted_at: Some(until.as_millisecond()),
             next_attempt_at: Some(until.as_millisecond()),
         },
         Decision::Deny { reasons } => Gated {
@@ -199,7 +230,7 @@ pub async fn enqueue(
     ctx: &Context,
     m: &Message<'_>,
     content: &Content<'_>,
-    profile: &Profile,
+    profile: &ProfileView,
     consents: &[ConsentRecord],
 ) -> anyhow::Result<Enqueued> {
     let (channel, priority) = (wire_name(m.channel), wire_name(m.priority));
@@ -269,11 +300,15 @@ mod tests {
     fn days_and_weeks_are_the_players_own() {
         // Monday 2026-11-23 00:30 in Berlin is still Sunday in UTC.
         let now: Timestamp = "2026-11-22T23:30:00Z".parse().unwrap();
-        let (day, week) = local_windows("Europe/Berlin", now);
-        assert_eq!(day.to_string(), "2026-11-22T23:00:00Z");
-        assert_eq!(week.to_string(), "2026-11-22T23:00:00Z");
-        let (day, week) = local_windows("UTC", now);
-        assert_eq!(day.to_string(), "2026-11-22T00:00:00Z");
-        assert_eq!(week.to_string(), "2026-11-16T00:00:00Z");
+        let t = |ms: i64| Timestamp::from_millisecond(ms).unwrap().to_string();
+        let w = local_windows("Europe/Berlin", now);
+        assert_eq!((t(w.day.0), t(w.day.1)), ("2026-11-22T23:00:00Z".into(), "2026-11-23T23:00:00Z".into()));
+        assert_eq!((t(w.week.0), t(w.week.1)), ("2026-11-22T23:00:00Z".into(), "2026-11-29T23:00:00Z".into()));
+        let w = local_windows("UTC", now);
+        assert_eq!(t(w.day.0), "2026-11-22T00:00:00Z");
+        assert_eq!((t(w.week.0), t(w.week.1)), ("2026-11-16T00:00:00Z".into(), "2026-11-23T00:00:00Z".into()));
+        // A day of 23 hours: spring forward in London.
+        let w = local_windows("Europe/London", "2026-03-29T12:00:00Z".parse().unwrap());
+        assert_eq!(w.day.1 - w.day.0, 23 * 3_600_000);
     }
 }

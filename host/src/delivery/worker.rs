@@ -181,7 +181,13 @@ impl Worker {
     /// The gate, right before sending, exactly as on the send path (this delivery left out of what was
     /// sent). Writes its verdict; true if the message may go now.
     async fn gate_again(&self, d: &Delivery, now: Timestamp) -> anyhow::Result<bool> {
-        // Read afresh, not from a cache: an exclusion recorded a moment ago must count.
+        // Read afresh, not from a cache, once the player's accepted events are applied: an exclusion or an
+        // unsubscribe recorded a moment ago must count.
+        let player = (d.brand_id.as_str(), d.player_id.as_str());
+        let patience = std::time::Duration::from_secs(2);
+        if !crate::bus::caught_up(&self.db, &|| {}, crate::profiles::CONSUMER, player, patience).await? {
+            anyhow::bail!("the player's latest events are not applied yet");
+        }
         let stored =
             crate::profiles::load_without_activity(&self.db, &self.key, &d.brand_id, &d.player_id).await?;
         let policy = self.ctx.policies.get(&d.frequency_policy);
@@ -198,7 +204,7 @@ impl Worker {
                 bonus_offer: d.bonus_offer,
             },
         };
-        let profile = stored.at(&d.brand_id, &d.player_id, now).profile;
+        let profile = stored.at(&d.brand_id, &d.player_id, now);
         let m = Message {
             brand: &d.brand_id,
             player: &d.player_id,
@@ -265,7 +271,7 @@ impl Worker {
             "UPDATE deliveries SET status = $2, attempts = attempts + $3, provider = COALESCE($4, provider),
                  provider_message_id = COALESCE($5, provider_message_id), last_error = COALESCE($6, last_error),
                  next_attempt_at = $7, reasons = COALESCE($8, reasons), lease_until = NULL, provider_call_at = NULL,
-                 updated_at = $9
+                 updated_at = $9, in_doubt = $10
              WHERE delivery_id = $1",
         )
         .bind(&d.delivery_id)
@@ -277,6 +283,7 @@ impl Worker {
         .bind(next)
         .bind(reasons.map(|r| r.to_string()))
         .bind(now_ms)
+        .bind(i64::from(matches!(step, Step::Gave("in_doubt", _))))
         .execute(&mut *tx)
         .await?;
         deliveries::event(&mut tx, &d.delivery_id, now_ms, status, detail).await?;

@@ -8,7 +8,7 @@ use jiff::tz::TimeZone;
 use jiff::{SignedDuration, Timestamp, ToSpan, ZonedDateTime};
 use serde::{Deserialize, Serialize};
 
-use super::packs::{Pack, age_rank};
+use super::packs::Pack;
 use crate::model::{Channel, Product, Profile, wire_name};
 use crate::store::consents::ConsentRecord;
 
@@ -100,6 +100,8 @@ pub struct Request<'a> {
     pub channel: Channel,
     pub class: MessageClass,
     pub profile: &'a Profile,
+    /// The player's exact age on their own date today; none when no birth date is known.
+    pub age: Option<i32>,
     pub consents: &'a [ConsentRecord],
     pub pack: Option<&'a Pack>,
     /// Jurisdictions the brand holds a licence for.
@@ -221,17 +223,19 @@ pub fn decide(r: &Request) -> Decision {
                     format!("{} marketing is banned in {}", wire_name(r.channel), p.jurisdiction),
                 ));
             }
+            // The law is a number of years on the day, not a band: an unknown age never passes.
             let min = if bonus_offer { pack.min_age_bonus_offers } else { pack.min_age_marketing };
-            if age_rank(p.age_band) < age_rank(min) {
-                deny.push(reason(
+            let what = if bonus_offer { "bonus offers" } else { "marketing" };
+            match r.age {
+                None => deny.push(reason(
                     "under_age",
-                    format!(
-                        "age band {} is under {} for {}",
-                        wire_name(p.age_band),
-                        wire_name(min),
-                        if bonus_offer { "bonus offers" } else { "marketing" }
-                    ),
-                ));
+                    format!("the player's age is unknown; {what} needs {min} in {}", p.jurisdiction),
+                )),
+                Some(age) if age < i32::from(min) => deny.push(reason(
+                    "under_age",
+                    format!("age {age} is under {min} for {what} in {} ({})", p.jurisdiction, pack.version),
+                )),
+                Some(_) => {}
             }
         }
     }

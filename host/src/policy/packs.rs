@@ -4,7 +4,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::model::{AgeBand, Channel};
+use crate::model::Channel;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -12,10 +12,10 @@ pub struct Pack {
     /// The jurisdiction codes the pack applies to ("GB", "CA-ON").
     pub jurisdictions: Vec<String>,
     pub version: String,
-    /// The youngest band marketing may reach.
-    pub min_age_marketing: AgeBand,
-    /// The youngest band bonus offers may reach (NL: 24).
-    pub min_age_bonus_offers: AgeBand,
+    /// The youngest age, in whole years on the day, that marketing may reach (CA-ON: 19).
+    pub min_age_marketing: u8,
+    /// The youngest age bonus offers may reach (NL: 24).
+    pub min_age_bonus_offers: u8,
     /// Channels marketing may not use at all.
     #[serde(default)]
     pub banned_channels: Vec<Channel>,
@@ -27,15 +27,15 @@ pub struct Pack {
 
 /// The packs the host ships: GB (UKGC), DE (GlüStV), NL (KSA), CA-ON (AGCO/iGO), MT (MGA).
 pub const DEFAULT_PACKS: &str = r#"[
-  {"jurisdictions": ["GB"], "version": "GB-2026.1", "min_age_marketing": "18-20", "min_age_bonus_offers": "18-20",
+  {"jurisdictions": ["GB"], "version": "GB-2026.1", "min_age_marketing": 18, "min_age_bonus_offers": 18,
    "banned_channels": [], "quiet_hours": ["21:00", "09:00"], "max_marketing_per_day": 2, "max_marketing_per_week": 7},
-  {"jurisdictions": ["DE"], "version": "DE-2026.1", "min_age_marketing": "18-20", "min_age_bonus_offers": "18-20",
+  {"jurisdictions": ["DE"], "version": "DE-2026.1", "min_age_marketing": 18, "min_age_bonus_offers": 18,
    "banned_channels": ["phone"], "quiet_hours": ["22:00", "08:00"], "max_marketing_per_day": 1, "max_marketing_per_week": 5},
-  {"jurisdictions": ["NL"], "version": "NL-2026.1", "min_age_marketing": "24-25", "min_age_bonus_offers": "24-25",
+  {"jurisdictions": ["NL"], "version": "NL-2026.1", "min_age_marketing": 24, "min_age_bonus_offers": 24,
    "banned_channels": ["phone", "sms"], "quiet_hours": ["21:00", "09:00"], "max_marketing_per_day": 1, "max_marketing_per_week": 3},
-  {"jurisdictions": ["CA-ON"], "version": "ON-2026.1", "min_age_marketing": "18-20", "min_age_bonus_offers": "18-20",
+  {"jurisdictions": ["CA-ON"], "version": "ON-2026.1", "min_age_marketing": 19, "min_age_bonus_offers": 19,
    "banned_channels": [], "quiet_hours": ["21:00", "08:00"], "max_marketing_per_day": 2, "max_marketing_per_week": 6},
-  {"jurisdictions": ["MT"], "version": "MT-2026.1", "min_age_marketing": "18-20", "min_age_bonus_offers": "18-20",
+  {"jurisdictions": ["MT"], "version": "MT-2026.1", "min_age_marketing": 18, "min_age_bonus_offers": 18,
    "banned_channels": [], "quiet_hours": ["22:00", "08:00"], "max_marketing_per_day": 3, "max_marketing_per_week": 10}
 ]"#;
 
@@ -82,20 +82,12 @@ impl Packs {
         Packs::parse(DEFAULT_PACKS).expect("the shipped packs parse")
     }
 
+    /// Every jurisdiction a pack covers.
+    pub fn jurisdictions(&self) -> Vec<String> {
+        self.0.iter().flat_map(|p| p.jurisdictions.iter().cloned()).collect()
+    }
+
     pub fn for_jurisdiction(&self, jurisdiction: &str) -> Option<&Pack> {
         self.0.iter().find(|p| p.jurisdictions.iter().any(|j| j == jurisdiction))
-    }
-}
-
-/// Orders age bands (Unknown is the lowest: an unknown age never passes a minimum).
-pub fn age_rank(b: AgeBand) -> u8 {
-    match b {
-        AgeBand::Unknown => 0,
-        AgeBand::Age18To20 => 1,
-        AgeBand::Age21To23 => 2,
-        AgeBand::Age24To25 => 3,
-        AgeBand::Age26To34 => 4,
-        AgeBand::Age35To54 => 5,
-        AgeBand::Age55Plus => 6,
     }
 }

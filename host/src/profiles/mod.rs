@@ -12,8 +12,8 @@ use sqlx::Row;
 
 use crate::bus::{Handler, LoggedEvent, Unapplicable};
 use crate::model::{self as m, EventPayload, EventType as T};
-use crate::store::Db;
 use crate::store::contacts::{self, ContactsKey};
+use crate::store::{Db, consents};
 
 pub const CONSUMER: &str = "profiles";
 
@@ -29,8 +29,15 @@ struct State {
     time_zone: String,
     currency: String,
     kyc: m::KycStatus,
+    /// Every self-exclusion the player took or a register reported, each on its own: the player is
+    /// excluded while any is in force, and an end names the one it ends.
+    exclusions: Vec<Exclusion>,
+    /// Before exclusions were kept one by one (state written by earlier versions): read, never written.
+    #[serde(skip_serializing)]
     self_excluded: bool,
+    #[serde(skip_serializing)]
     self_excluded_until: Option<i64>,
+    #[serde(skip_serializing)]
     exclusion_registers: Vec<m::ExclusionRegister>,
     cooling_off_until: Option<i64>,
     harm_flag: bool,
@@ -41,6 +48,50 @@ struct State {
     last_seen_at: Option<i64>,
     last_deposit_at: Option<i64>,
     first_seen_at: Option<i64>,
+}
+
+/// One self-exclusion: who keeps it, how wide it is, from when, until when (none: indefinite).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct Exclusion {
+    register: m::ExclusionRegister,
+    scope: m::ExclusionScope,
+    started_at: i64,
+    until: Option<i64>,
+    /// When a `self_exclusion.ended` naming it ended it.
+    ended_at: Option<i64>,
+}
+
+impl Exclusion {
+    fn in_force(&self, now: i64) -> bool {
+        self.ended_at.is_none() && self.until.is_none_or(|u| u > now)
+    }
+}
+
+impl State {
+    /// Brings a state written by an earlier version to today's shape: its one exclusion becomes one per
+    /// register it named.
+    fn upgrade(mut self) -> State {
+        if self.self_excluded && self.exclusions.is_empty() {
+            let registers = if self.exclusion_registers.is_empty() {
+                vec![m::ExclusionRegister::Own]
+            } else {
+                std::mem::take(&mut self.exclusion_registers)
+            };
+            for register in registers {
+                self.exclusions.push(Exclusion {
+                    register,
+                    scope: m::ExclusionScope::Operator,
+                    started_at: self.first_seen_at.unwrap_or(0),
+                    until: self.self_excluded_until,
+                    ended_at: None,
+                });
+            }
+        }
+        self.self_excluded = false;
+        self.self_excluded_until = None;
+        self.exclusion_registers.clear();
+        self
+    }
 }
 
 fn local_day(ms: i64, tz: &str) -> i64 {
@@ -54,6 +105,8 @@ fn local_day(ms: i64, tz: &str) -> i64 {
 /// The consumer that keeps profiles up to date.
 pub struct ProfileUpdater {
     pub cache: ProfileCache,
+    /// The host's clock: when a consent change from an event is recorded.
+    pub clock: crate::config::Clock,
 }
 
 /// Profiles as last assembled, keyed by (brand, player); the consumer evicts a player when one of their
@@ -87,7 +140,7 @@ impl Handler for ProfileUpdater {
                 .fetch_optional(&mut *conn)
                 .await?;
             let mut s: State = match row {
-                Some(r) => serde_json::from_str(&r.try_get::<String, _>("state")?)?,
+                Some(r) => serde_json::from_str::<State>(&r.try_get::<String, _>("state")?)?.upgrade(),
                 None => State::default(),
             };
             let mut days: BTreeMap<i64, Day> = BTreeMap::new();
@@ -97,6 +150,14 @@ impl Handler for ProfileUpdater {
                 let day = apply(&mut s, e, &mut stakes)?;
                 if day != Day::default() {
                     days.entry(local_day(e.occurred_at, &s.time_zone)).or_default().add(&day)?;
+                }
+                if let Some(channel) = withdrawn_channel(e) {
+                    // An unsubscribe or a complaint reported as an event withdraws that channel's
+                    // marketing consent, as the same report through feedback does; in force from when it
+                    // happened (never later than now).
+                    let at = e.occurred_at.min(self.clock.now_ms());
+                    let source = format!("event:{}", crate::model::wire_name(e.event_type));
+                    consents::record_in(conn, brand, player, &[("channel", channel, false)], &source, at).await?;
                 }
                 last_seq = e.seq;
             }
@@ -155,6 +216,14 @@ impl Handler for ProfileUpdater {
         for e in events {
             self.cache.invalidate(&(e.brand_id.clone(), e.player_id.clone()));
         }
+    }
+}
+
+/// The channel whose marketing consent an event withdraws (`crm.unsubscribed`, `crm.complained`).
+fn withdrawn_channel(e: &LoggedEvent) -> Option<String> {
+    match (&e.event_type, &e.payload) {
+        (T::CrmUnsubscribed | T::CrmComplained, EventPayload::Crm(c)) => Some(c.channel.clone()),
+        _ => None,
     }
 }
 
@@ -218,17 +287,25 @@ fn apply(
         },
         (T::RgLimitHit, _) => s.limit_hit_day = Some(local_day(at, &s.time_zone)),
         (T::SelfExclusionStarted, EventPayload::SelfExclusion(x)) => {
-            s.self_excluded = true;
-            s.self_excluded_until = x.until.map(|u| u.as_millisecond());
-            if !s.exclusion_registers.contains(&x.register) {
-                s.exclusion_registers.push(x.register);
+            let new = Exclusion {
+                register: x.register,
+                scope: x.scope,
+                started_at: at,
+                until: x.until.map(|u| u.as_millisecond()),
+                ended_at: None,
+            };
+            if !s.exclusions.contains(&new) {
+                s.exclusions.push(new);
             }
         }
         (T::SelfExclusionEnded, EventPayload::SelfExclusion(x)) => {
-            s.exclusion_registers.retain(|r| *r != x.register);
-            if s.exclusion_registers.is_empty() {
-                s.self_excluded = false;
-                s.self_excluded_until = None;
+            // Ends the exclusions it names — same register, same scope — and no other: an own-brand
+            // end never lifts a national register's flag, and a short exclusion ending leaves a longer
+            // one in force.
+            for ex in s.exclusions.iter_mut().filter(|ex| {
+                ex.register == x.register && ex.scope == x.scope && ex.ended_at.is_none() && ex.started_at <= at
+            }) {
+                ex.ended_at = Some(at);
             }
         }
         _ => {}
@@ -312,7 +389,7 @@ async fn read(
     else {
         return Ok(None);
     };
-    let state: State = serde_json::from_str(&row.try_get::<String, _>("state")?)?;
+    let state = serde_json::from_str::<State>(&row.try_get::<String, _>("state")?)?.upgrade();
     let updated_seq: i64 = row.try_get("updated_seq")?;
     let mut days = Vec::new();
     let mut providers = Vec::new();
@@ -380,12 +457,17 @@ fn churn_score(days_since_seen: u32, sessions_7d: u32, sessions_30d: u32, deps_3
     (s * 1000.0).round() / 1000.0
 }
 
-fn age_band(birth: jiff::civil::Date, today: jiff::civil::Date) -> m::AgeBand {
+/// Whole years of age on `today` (a birthday on 29 February turns on 1 March in other years).
+pub fn age_on(birth: jiff::civil::Date, today: jiff::civil::Date) -> i32 {
     let mut age = i32::from(today.year()) - i32::from(birth.year());
     if (today.month(), today.day()) < (birth.month(), birth.day()) {
         age -= 1;
     }
-    match age {
+    age
+}
+
+fn age_band(birth: jiff::civil::Date, today: jiff::civil::Date) -> m::AgeBand {
+    match age_on(birth, today) {
         ..18 => m::AgeBand::Unknown,
         18..=20 => m::AgeBand::Age18To20,
         21..=23 => m::AgeBand::Age21To23,
@@ -405,6 +487,10 @@ pub struct ProfileView {
     pub last_deposit_at: Option<Timestamp>,
     pub registered_at: Option<Timestamp>,
     pub self_exclusion_registers: Vec<m::ExclusionRegister>,
+    /// The exact age on the player's own date today (from the encrypted birth date; none if unknown):
+    /// what the gate checks against each jurisdiction's minimum. Not shown: the band is.
+    #[serde(skip)]
+    pub age: Option<i32>,
     /// The consent version in force (0: none recorded).
     pub consent_version: i64,
     pub churn_inputs: serde_json::Value,
@@ -431,6 +517,7 @@ impl StoredProfile {
             v.into_iter().take(5).map(|(n, _)| n).collect::<Vec<_>>()
         };
         let tz = TimeZone::get(&s.time_zone).unwrap_or(TimeZone::UTC);
+        let local_today = now.to_zoned_datetime(tz.clone()).date();
         let features = m::Features {
             tenure_days: s.registered_at.or(s.first_seen_at).map_or(0, ms_days),
             dep_count_30d: deps_30d,
@@ -448,7 +535,21 @@ impl StoredProfile {
             fav_categories: ranked(&self.categories),
         };
         let ts = |ms: Option<i64>| ms.and_then(|v| Timestamp::from_millisecond(v).ok());
-        let excluded = s.self_excluded && s.self_excluded_until.is_none_or(|u| u > now.as_millisecond());
+        let in_force: Vec<&Exclusion> =
+            s.exclusions.iter().filter(|x| x.in_force(now.as_millisecond())).collect();
+        let excluded = !in_force.is_empty();
+        // Until the last of them ends; none if any is indefinite.
+        let excluded_until = if in_force.iter().any(|x| x.until.is_none()) {
+            None
+        } else {
+            in_force.iter().filter_map(|x| x.until).max()
+        };
+        let mut registers: Vec<m::ExclusionRegister> = Vec::new();
+        for x in &in_force {
+            if !registers.contains(&x.register) {
+                registers.push(x.register);
+            }
+        }
         ProfileView {
             profile: m::Profile {
                 player_id: player.to_string(),
@@ -457,13 +558,11 @@ impl StoredProfile {
                 locale: s.locale.clone(),
                 time_zone: s.time_zone.clone(),
                 currency: s.currency.clone(),
-                age_band: self
-                    .birth_date
-                    .map_or(m::AgeBand::Unknown, |b| age_band(b, now.to_zoned_datetime(tz.clone()).date())),
+                age_band: self.birth_date.map_or(m::AgeBand::Unknown, |b| age_band(b, local_today)),
                 kyc: s.kyc,
                 rg: m::RgStatus {
                     self_excluded: excluded,
-                    self_excluded_until: if excluded { ts(s.self_excluded_until) } else { None },
+                    self_excluded_until: ts(excluded_until),
                     cooling_off: s.cooling_off_until.is_some_and(|u| u > now.as_millisecond()),
                     harm_flag: s.harm_flag,
                     limit_hit_today: s.limit_hit_day == Some(today),
@@ -476,7 +575,8 @@ impl StoredProfile {
             last_seen_at: ts(s.last_seen_at),
             last_deposit_at: ts(s.last_deposit_at),
             registered_at: ts(s.registered_at),
-            self_exclusion_registers: if excluded { s.exclusion_registers.clone() } else { Vec::new() },
+            self_exclusion_registers: registers,
+            age: self.birth_date.map(|b| age_on(b, local_today)),
             consent_version: self.consent_version,
             churn_inputs: serde_json::json!({
                 "days_since_last_seen": days_since_seen, "sessions_7d": sessions_7d,

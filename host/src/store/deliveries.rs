@@ -189,7 +189,7 @@ pub async fn counted_since(
     let rows = sqlx::query(
         "SELECT delivery_id, channel, class, priority, template_id, campaign_id, counted_at FROM deliveries
          WHERE brand_id = $1 AND player_id = $2 AND counted_at >= $3
-         AND status NOT IN ('suppressed', 'dead_letter')",
+         AND (status NOT IN ('suppressed', 'dead_letter') OR in_doubt = 1)",
     )
     .bind(brand)
     .bind(player)
@@ -293,7 +293,7 @@ pub async fn regated(
 ) -> anyhow::Result<()> {
     sqlx::query(
         "UPDATE deliveries SET status = $2, reasons = $3, basis = COALESCE($4, basis),
-             counted_at = COALESCE(counted_at, $5), next_attempt_at = $6,
+             counted_at = CASE WHEN $2 = 'deferred' THEN $5 ELSE COALESCE(counted_at, $5) END, next_attempt_at = $6,
              provider_call_at = CASE WHEN $7 = 1 THEN $8 ELSE provider_call_at END, updated_at = $8
          WHERE delivery_id = $1",
     )

@@ -476,6 +476,9 @@ pub fn is_currency(s: &str) -> bool {
 }
 
 #[cfg(test)]
+mod catalogue_doc;
+
+#[cfg(test)]
 mod tests {
     use super::*;
     use serde_json::json;

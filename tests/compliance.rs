@@ -30,12 +30,18 @@ async fn unsubscribe_and_complaint_events_stop_the_next_send(s: Backend) {
     let (_, first) = r.send("ev_1", &email("p_ev", "tpl_1")).await;
     assert_eq!(first["status"], "QUEUED", "{first}");
 
-    let unsub = event("u_1", "crm.unsubscribed", "p_ev", json!({"delivery_id": first["delivery_id"], "channel": "email"}));
+    let unsub = event(
+        "u_1",
+        "crm.unsubscribed",
+        "p_ev",
+        json!({"delivery_id": first["delivery_id"], "channel": "email"}),
+    );
     assert_eq!(r.s.post(&r.platform, "/v1/events", &unsub).await.0, 202);
     let (_, next) = r.send("ev_2", &email("p_ev", "tpl_2")).await;
     assert_eq!(status(&next), ("SUPPRESSED".into(), vec!["no_consent".into()]), "{next}");
 
-    let complaint = event("c_1", "crm.complained", "p_ev", json!({"delivery_id": "dlv_x", "channel": "push"}));
+    let complaint =
+        event("c_1", "crm.complained", "p_ev", json!({"delivery_id": "dlv_x", "channel": "push"}));
     assert_eq!(r.s.post(&r.platform, "/v1/events", &complaint).await.0, 202);
     let push = json!({"channel": "push", "player_id": "p_ev", "template_id": "tpl_2",
                       "personalization": {"first_name": "Alex"}, "frequency_policy_id": "fp_test"});
@@ -91,7 +97,10 @@ async fn overlapping_exclusions_each_hold(s: Backend) {
     post(ended("x_3", "own", "brand")).await;
     post(ended("x_4", "own", "operator")).await;
     let (_, p) = r.s.get(&r.platform, "/v1/players/p_x").await;
-    assert_eq!((p["rg"]["self_excluded"].as_bool(), &p["self_exclusion_registers"]), (Some(true), &json!(["GAMSTOP"])));
+    assert_eq!(
+        (p["rg"]["self_excluded"].as_bool(), &p["self_exclusion_registers"]),
+        (Some(true), &json!(["GAMSTOP"]))
+    );
     let (_, d) = r.send("x_s1", &email("p_x", "tpl_x")).await;
     assert_eq!(status(&d), ("SUPPRESSED".into(), vec!["self_excluded".into()]), "{d}");
 
@@ -119,9 +128,14 @@ async fn ontario_marketing_needs_nineteen_on_the_day(s: Backend) {
         // Turns 19 today.
         ("p_19", day.checked_sub(19.years()).unwrap()),
     ] {
-        let reg = event(&format!("reg_{player}"), "player.registered", player, json!({
+        let reg = event(
+            &format!("reg_{player}"),
+            "player.registered",
+            player,
+            json!({
             "jurisdiction": "CA-ON", "locale": "en-CA", "time_zone": "America/Toronto", "currency": "CAD",
-            "email": format!("{player}@example.com"), "birth_date": birth.to_string()}));
+            "email": format!("{player}@example.com"), "birth_date": birth.to_string()}),
+        );
         assert_eq!(r.s.post(&r.platform, "/v1/events", &reg).await.0, 202);
         let consents = json!({"channels": {"email": true}, "products": {"casino": true}, "source": "signup"});
         assert_eq!(r.s.put(&r.platform, &format!("/v1/players/{player}/consents"), &consents).await.0, 200);

@@ -29,10 +29,9 @@ pub async fn assert_applied_equals_accepted(db: &pitboss::store::Db) {
          GROUP BY player_id",
     )
     .await;
-    let applied = pairs(
-        "SELECT player_id, CAST(SUM(deposits + bets) AS BIGINT) FROM player_days GROUP BY player_id",
-    )
-    .await;
+    let applied =
+        pairs("SELECT player_id, CAST(SUM(deposits + bets) AS BIGINT) FROM player_days GROUP BY player_id")
+            .await;
     assert!(!accepted.is_empty());
     assert_eq!(applied, accepted, "applied (left) and accepted (right) events per player");
 }
@@ -176,7 +175,12 @@ async fn an_event_that_cannot_be_applied_is_set_aside(s: &TestServer) {
                "payload": {"payment_id": id, "amount_minor": 5000, "currency": "EUR"}})
     };
     // In one batch with other players' events, and alone after them.
-    let batch = json!([deposit("pay_b1", "p_b"), deposit("pay_a1", "p_a"), registered("p_c"), deposit("pay_b2", "p_b")]);
+    let batch = json!([
+        deposit("pay_b1", "p_b"),
+        deposit("pay_a1", "p_a"),
+        registered("p_c"),
+        deposit("pay_b2", "p_b")
+    ]);
     assert_eq!(s.post(&key, "/v1/events", &batch).await.0, 202);
     assert_eq!(s.post(&key, "/v1/events", &deposit("pay_a2", "p_a")).await.0, 202);
     s.settled().await;
@@ -188,10 +192,15 @@ async fn an_event_that_cannot_be_applied_is_set_aside(s: &TestServer) {
     assert_eq!(s.get(&key, "/v1/players/p_a").await.0, 200);
     let (st, list) = s.get(&admin, "/admin/set-aside-events").await;
     assert_eq!(st, 200, "{list}");
-    let ids: Vec<&str> = list["events"].as_array().unwrap().iter().map(|e| e["event_id"].as_str().unwrap()).collect();
+    let ids: Vec<&str> =
+        list["events"].as_array().unwrap().iter().map(|e| e["event_id"].as_str().unwrap()).collect();
     assert_eq!(ids.len(), 2, "{list}");
     assert!(ids.contains(&"pay_a1") && ids.contains(&"pay_a2"), "{list}");
-    assert!(list["events"][0]["error"].as_str().unwrap().contains("range") || list["events"][0]["error"].as_str().unwrap().contains("overflow"), "{list}");
+    assert!(
+        list["events"][0]["error"].as_str().unwrap().contains("range")
+            || list["events"][0]["error"].as_str().unwrap().contains("overflow"),
+        "{list}"
+    );
     let metrics = s.http.get(format!("{}/metrics", s.base)).send().await.unwrap().text().await.unwrap();
     assert!(metrics.contains("pitboss_events_set_aside_total{consumer=\"profiles\"} 2"), "{metrics}");
     // Another brand's admin sees none of it.

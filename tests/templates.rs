@@ -85,3 +85,69 @@ async fn templates_per_brand_and_locale(s: &TestServer) {
     assert_eq!(puts, 2);
 }
 both!(templates_per_brand_and_locale_sqlite_and_postgres, templates_per_brand_and_locale);
+
+/// A template that would render into gigabytes is refused when saved; a rendering given huge values is
+/// refused, never built; nothing of it is stored.
+async fn template_bombs_are_refused(s: &TestServer) {
+    let marketing = s.key(Role::Marketing, &["A"]).await;
+    let platform = s.key(Role::Platform, &["A"]).await;
+    // 1 MB of 200,000 placeholders.
+    let bomb = json!({"topic": "casino", "body": "{{a}}".repeat(200_000)});
+    let (st, e) = s.put(&marketing, "/admin/templates/tpl_bomb/default", &bomb).await;
+    assert_eq!((st, e["error"]["code"].as_str()), (422, Some("template_too_large")), "{e}");
+    let (st, e) = s
+        .put(
+            &marketing,
+            "/admin/templates/tpl_bomb/default",
+            &json!({"topic": "casino", "body": "x".repeat(100_000)}),
+        )
+        .await;
+    assert_eq!((st, e["error"]["field"].as_str()), (422, Some("body")), "{e}");
+    assert_eq!(s.get(&marketing, "/admin/templates").await.1["templates"], json!([]));
+
+    // Within the limits, rendered with a 100 KB value: refused with the field named.
+    let ok = json!({"topic": "transactional", "body": "{{a}}".repeat(200)});
+    assert_eq!(s.put(&marketing, "/admin/templates/tpl_many/default", &ok).await.0, 200);
+    let big = "x".repeat(100 * 1024);
+    let body = json!({"locale": "en", "personalization": {"a": big}});
+    let (st, e) = s.post(&marketing, "/admin/templates/tpl_many/render", &body).await;
+    assert_eq!(
+        (st, e["error"]["code"].as_str(), e["error"]["field"].as_str()),
+        (422, Some("personalization_too_large"), Some("personalization.a")),
+        "{e}"
+    );
+    let reg = json!({"event_id": "reg_1", "event_type": "player.registered", "player_id": "p_1", "brand_id": "A",
+        "occurred_at": "2026-11-20T10:00:00Z", "payload": {"jurisdiction": "DE", "locale": "de-DE",
+        "time_zone": "Europe/Berlin", "currency": "EUR", "email": "p1@example.com"}});
+    assert_eq!(s.post(&platform, "/v1/events", &reg).await.0, 202);
+    let send = json!({"channel": "email", "player_id": "p_1", "template_id": "tpl_many", "personalization": {"a": big}});
+    let r = s
+        .http
+        .post(format!("{}/v1/messaging/send", s.base))
+        .bearer_auth(&platform)
+        .header("X-Idempotency-Key", "bomb_1")
+        .json(&send)
+        .send()
+        .await
+        .unwrap();
+    let status = r.status().as_u16();
+    let e: Value = r.json().await.unwrap();
+    assert_eq!((status, e["error"]["code"].as_str()), (422, Some("personalization_too_large")), "{e}");
+    // 4 KB values, 200 of them: 800 KB rendered, beyond the limit.
+    let send = json!({"channel": "email", "player_id": "p_1", "template_id": "tpl_many", "personalization": {"a": "y".repeat(4096)}});
+    let r = s
+        .http
+        .post(format!("{}/v1/messaging/send", s.base))
+        .bearer_auth(&platform)
+        .header("X-Idempotency-Key", "bomb_2")
+        .json(&send)
+        .send()
+        .await
+        .unwrap();
+    let status = r.status().as_u16();
+    let e: Value = r.json().await.unwrap();
+    assert_eq!((status, e["error"]["code"].as_str()), (422, Some("rendered_too_large")), "{e}");
+    assert_eq!(s.count("SELECT COUNT(*) FROM deliveries").await, 0);
+}
+
+both!(template_bombs_are_refused_sqlite_and_postgres, template_bombs_are_refused);

@@ -53,7 +53,9 @@ impl Metrics {
     /// set aside.
     pub fn render(&self, depth: &[(String, i64)], set_aside: &[(String, i64)]) -> String {
         let mut out = String::new();
-        out.push_str("# HELP pitboss_events_set_aside_total Events a bus consumer could not apply and passed over.\n");
+        out.push_str(
+            "# HELP pitboss_events_set_aside_total Events a bus consumer could not apply and passed over.\n",
+        );
         out.push_str("# TYPE pitboss_events_set_aside_total counter\n");
         for consumer in ["profiles"] {
             let n = set_aside.iter().find(|(c, _)| c == consumer).map_or(0, |(_, n)| *n);

@@ -165,7 +165,6 @@ pub fn email(player: &str, template: &str) -> Value {
            "personalization": {"first_name": "Alex", "offer_id": "of_777"}, "frequency_policy_id": "fp_test"})
 }
 
-
 /// Runs `async fn name(backend: Backend)` tests on SQLite and on PostgreSQL: `on_both!(name, other…)`
 /// (the invoking module imports `Backend`).
 #[macro_export]

@@ -53,6 +53,9 @@ async fn put_template(
     let brand = brand_of(&principal, &q)?;
     check_ids(&template_id, &locale)?;
     let input: TemplateInput = serde_json::from_slice(&body).map_err(|e| invalid(e.to_string(), "body"))?;
+    if let Err(e @ TemplateError::TooLarge { .. }) = templates::variables_of(&input) {
+        return Err(render_error(e));
+    }
     for (field, text) in [("body", Some(input.body.as_str())), ("subject", input.subject.as_deref())] {
         if let Some(text) = text {
             templates::placeholders(text).map_err(|e| invalid(e.to_string(), field))?;
@@ -127,5 +130,8 @@ pub fn render_error(e: TemplateError) -> ApiError {
         )
         .with_field(format!("personalization.{v}")),
         TemplateError::Invalid(m) => invalid(m, "body"),
+        TemplateError::TooLarge { code, field, message } => {
+            ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, code, message).with_field(field)
+        }
     }
 }

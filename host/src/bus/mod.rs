@@ -329,7 +329,12 @@ async fn move_offset(conn: &mut sqlx::AnyConnection, consumer: &str, to: Positio
 }
 
 /// Records an event the consumer cannot apply and moves past it, in the caller's transaction.
-async fn set_aside(conn: &mut sqlx::AnyConnection, consumer: &str, at: Position, error: &str) -> anyhow::Result<()> {
+async fn set_aside(
+    conn: &mut sqlx::AnyConnection,
+    consumer: &str,
+    at: Position,
+    error: &str,
+) -> anyhow::Result<()> {
     let error: String = error.chars().take(2000).collect();
     sqlx::query(
         "INSERT INTO set_aside_events (consumer, seq, error, set_aside_at) VALUES ($1, $2, $3, $4)
@@ -428,8 +433,10 @@ pub async fn set_aside_list(db: &Db, brands: &[String], limit: i64) -> anyhow::R
 
 /// How many events each consumer set aside, for `/metrics`.
 pub async fn set_aside_counts(db: &Db) -> anyhow::Result<Vec<(String, i64)>> {
-    let rows = sqlx::query("SELECT consumer, COUNT(*) AS n FROM set_aside_events GROUP BY consumer ORDER BY consumer")
-        .fetch_all(&db.pool)
-        .await?;
+    let rows = sqlx::query(
+        "SELECT consumer, COUNT(*) AS n FROM set_aside_events GROUP BY consumer ORDER BY consumer",
+    )
+    .fetch_all(&db.pool)
+    .await?;
     rows.into_iter().map(|r| Ok((r.try_get("consumer")?, r.try_get("n")?))).collect()
 }

@@ -9,8 +9,8 @@ use serde_json::{Value, json};
 use super::Context;
 use super::templates::Topic;
 use crate::model::{Channel, Product, wire_name};
-use crate::profiles::ProfileView;
 use crate::policy::{self, Decision, FrequencyPolicy, MessageClass, Priority, Sent};
+use crate::profiles::ProfileView;
 use crate::store::Db;
 use crate::store::consents::ConsentRecord;
 use crate::store::deliveries::{self, Counted, Gated, NewDelivery};
@@ -72,8 +72,10 @@ fn local_windows(time_zone: &str, at: Timestamp) -> Windows {
     let day_start = start_of(date).unwrap_or(ms);
     let day_end = date.tomorrow().ok().and_then(start_of).unwrap_or(day_start + 86_400_000);
     let week_start = monday.and_then(start_of).unwrap_or(day_start);
-    let week_end =
-        monday.and_then(|m| m.checked_add(7.days()).ok()).and_then(start_of).unwrap_or(week_start + 7 * 86_400_000);
+    let week_end = monday
+        .and_then(|m| m.checked_add(7.days()).ok())
+        .and_then(start_of)
+        .unwrap_or(week_start + 7 * 86_400_000);
     Windows { day: (day_start, day_end), week: (week_start, week_end) }
 }
 
@@ -303,10 +305,16 @@ mod tests {
         let t = |ms: i64| Timestamp::from_millisecond(ms).unwrap().to_string();
         let w = local_windows("Europe/Berlin", now);
         assert_eq!((t(w.day.0), t(w.day.1)), ("2026-11-22T23:00:00Z".into(), "2026-11-23T23:00:00Z".into()));
-        assert_eq!((t(w.week.0), t(w.week.1)), ("2026-11-22T23:00:00Z".into(), "2026-11-29T23:00:00Z".into()));
+        assert_eq!(
+            (t(w.week.0), t(w.week.1)),
+            ("2026-11-22T23:00:00Z".into(), "2026-11-29T23:00:00Z".into())
+        );
         let w = local_windows("UTC", now);
         assert_eq!(t(w.day.0), "2026-11-22T00:00:00Z");
-        assert_eq!((t(w.week.0), t(w.week.1)), ("2026-11-16T00:00:00Z".into(), "2026-11-23T00:00:00Z".into()));
+        assert_eq!(
+            (t(w.week.0), t(w.week.1)),
+            ("2026-11-16T00:00:00Z".into(), "2026-11-23T00:00:00Z".into())
+        );
         // A day of 23 hours: spring forward in London.
         let w = local_windows("Europe/London", "2026-03-29T12:00:00Z".parse().unwrap());
         assert_eq!(w.day.1 - w.day.0, 23 * 3_600_000);

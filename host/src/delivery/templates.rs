@@ -11,6 +11,17 @@ use crate::audit;
 use crate::auth::Principal;
 use crate::store::{Db, now_ms};
 
+/// Most bytes of a template's body, and of its subject.
+pub const MAX_BODY_BYTES: usize = 64 * 1024;
+pub const MAX_SUBJECT_BYTES: usize = 1024;
+/// Most placeholders (every use counts) in a template's body and subject together.
+pub const MAX_PLACEHOLDERS: usize = 256;
+/// Most personalization entries a rendering takes, and most bytes of each value.
+pub const MAX_VARIABLES: usize = 64;
+pub const MAX_VALUE_BYTES: usize = 4 * 1024;
+/// Most bytes a rendered subject or body may reach.
+pub const MAX_RENDERED_BYTES: usize = 256 * 1024;
+
 /// What a message is about.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -62,20 +73,39 @@ pub enum TemplateError {
     NotFound(String),
     #[error("personalization lacks `{0}`")]
     MissingVariable(String),
+    /// Beyond one of the published limits: `code` names which (`template_too_large`,
+    /// `personalization_too_large`, `rendered_too_large`), `field` what was too large.
+    #[error("{message}")]
+    TooLarge { code: &'static str, field: String, message: String },
 }
 
-/// The placeholders of a text, in order of first use; an unclosed or empty one is an error.
+fn too_large(code: &'static str, field: impl Into<String>, message: String) -> TemplateError {
+    TemplateError::TooLarge { code, field: field.into(), message }
+}
+
+/// The placeholders of a text, in order of first use; an unclosed or empty one is an error, and so are
+/// more than [`MAX_PLACEHOLDERS`] uses. Linear in the text.
 pub fn placeholders(text: &str) -> Result<Vec<String>, TemplateError> {
     let mut out: Vec<String> = Vec::new();
+    let mut seen = std::collections::HashSet::new();
+    let mut uses = 0;
     let mut rest = text;
     while let Some(start) = rest.find("{{") {
+        uses += 1;
+        if uses > MAX_PLACEHOLDERS {
+            return Err(too_large(
+                "template_too_large",
+                "body",
+                format!("more than {MAX_PLACEHOLDERS} placeholders"),
+            ));
+        }
         let after = &rest[start + 2..];
         let end = after.find("}}").ok_or_else(|| TemplateError::Invalid("an unclosed `{{`".into()))?;
         let name = after[..end].trim();
         if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.') {
             return Err(TemplateError::Invalid(format!("`{{{{{name}}}}}` is not a placeholder name")));
         }
-        if !out.iter().any(|n| n == name) {
+        if seen.insert(name) {
             out.push(name.to_string());
         }
         rest = &after[end + 2..];
@@ -83,18 +113,83 @@ pub fn placeholders(text: &str) -> Result<Vec<String>, TemplateError> {
     Ok(out)
 }
 
-fn fill(text: &str, vars: &BTreeMap<String, String>) -> Result<String, TemplateError> {
-    let mut out = String::with_capacity(text.len());
+/// Checks a template against the limits and returns its variables (body first, then the subject's).
+pub fn variables_of(input: &TemplateInput) -> Result<Vec<String>, TemplateError> {
+    if input.body.len() > MAX_BODY_BYTES {
+        return Err(too_large(
+            "template_too_large",
+            "body",
+            format!("body: more than {MAX_BODY_BYTES} bytes"),
+        ));
+    }
+    let subject = input.subject.as_deref().unwrap_or("");
+    if subject.len() > MAX_SUBJECT_BYTES {
+        return Err(too_large(
+            "template_too_large",
+            "subject",
+            format!("subject: more than {MAX_SUBJECT_BYTES} bytes"),
+        ));
+    }
+    let mut variables = placeholders(&input.body)?;
+    let in_subject = placeholders(subject)?;
+    if variables.len() + in_subject.len() > MAX_PLACEHOLDERS {
+        return Err(too_large(
+            "template_too_large",
+            "subject",
+            format!("more than {MAX_PLACEHOLDERS} placeholders"),
+        ));
+    }
+    for v in in_subject {
+        if !variables.contains(&v) {
+            variables.push(v);
+        }
+    }
+    Ok(variables)
+}
+
+/// Checks what a rendering is given against the limits.
+fn check_personalization(vars: &BTreeMap<String, String>) -> Result<(), TemplateError> {
+    if vars.len() > MAX_VARIABLES {
+        return Err(too_large(
+            "personalization_too_large",
+            "personalization",
+            format!("more than {MAX_VARIABLES} entries"),
+        ));
+    }
+    match vars.iter().find(|(k, v)| k.len() > 64 || v.len() > MAX_VALUE_BYTES) {
+        Some((k, _)) => Err(too_large(
+            "personalization_too_large",
+            format!("personalization.{}", k.chars().take(64).collect::<String>()),
+            format!("a name is at most 64 bytes, a value at most {MAX_VALUE_BYTES} bytes"),
+        )),
+        None => Ok(()),
+    }
+}
+
+/// Fills the placeholders; the result never grows beyond [`MAX_RENDERED_BYTES`] (a refusal instead).
+fn fill(text: &str, vars: &BTreeMap<String, String>, field: &str) -> Result<String, TemplateError> {
+    let mut out = String::with_capacity(text.len().min(MAX_RENDERED_BYTES));
+    let mut push = |out: &mut String, piece: &str| {
+        if out.len() + piece.len() > MAX_RENDERED_BYTES {
+            return Err(too_large(
+                "rendered_too_large",
+                field,
+                format!("{field}: the rendered text would pass {MAX_RENDERED_BYTES} bytes"),
+            ));
+        }
+        out.push_str(piece);
+        Ok(())
+    };
     let mut rest = text;
     while let Some(start) = rest.find("{{") {
-        out.push_str(&rest[..start]);
+        push(&mut out, &rest[..start])?;
         let after = &rest[start + 2..];
         let end = after.find("}}").ok_or_else(|| TemplateError::Invalid("an unclosed `{{`".into()))?;
         let name = after[..end].trim();
-        out.push_str(vars.get(name).ok_or_else(|| TemplateError::MissingVariable(name.to_string()))?);
+        push(&mut out, vars.get(name).ok_or_else(|| TemplateError::MissingVariable(name.to_string()))?)?;
         rest = &after[end + 2..];
     }
-    out.push_str(rest);
+    push(&mut out, rest)?;
     Ok(out)
 }
 
@@ -135,12 +230,7 @@ pub async fn put(
     locale: &str,
     input: &TemplateInput,
 ) -> Result<Template, anyhow::Error> {
-    let mut variables = placeholders(&input.body)?;
-    for v in placeholders(input.subject.as_deref().unwrap_or(""))? {
-        if !variables.contains(&v) {
-            variables.push(v);
-        }
-    }
+    let variables = variables_of(input)?;
     let mut tx = db.begin_write().await?;
     sqlx::query(
         "INSERT INTO templates (brand_id, template_id, locale, topic, subject, body, variables, updated_at, updated_by)
@@ -233,6 +323,9 @@ pub async fn render(
     locale: &str,
     vars: &BTreeMap<String, String>,
 ) -> anyhow::Result<Result<Rendered, TemplateError>> {
+    if let Err(e) = check_personalization(vars) {
+        return Ok(Err(e));
+    }
     for candidate in fallbacks(locale) {
         if let Some(t) = get_exact(db, brand, template_id, &candidate).await? {
             let rendered = (|| {
@@ -240,8 +333,8 @@ pub async fn render(
                     template_id: t.template_id.clone(),
                     locale: t.locale.clone(),
                     topic: t.topic,
-                    subject: t.subject.as_deref().map(|s| fill(s, vars)).transpose()?,
-                    body: fill(&t.body, vars)?,
+                    subject: t.subject.as_deref().map(|s| fill(s, vars, "subject")).transpose()?,
+                    body: fill(&t.body, vars, "body")?,
                 })
             })();
             return Ok(rendered);
@@ -268,11 +361,40 @@ mod tests {
     #[test]
     fn a_missing_variable_is_an_error_not_a_blank() {
         let vars: BTreeMap<String, String> = [("first_name".to_string(), "Alex".to_string())].into();
-        assert_eq!(fill("Hi {{first_name}}!", &vars).unwrap(), "Hi Alex!");
+        assert_eq!(fill("Hi {{first_name}}!", &vars, "body").unwrap(), "Hi Alex!");
         assert_eq!(
-            fill("{{first_name}}: {{offer_id}}", &vars).unwrap_err(),
+            fill("{{first_name}}: {{offer_id}}", &vars, "body").unwrap_err(),
             TemplateError::MissingVariable("offer_id".into())
         );
+    }
+
+    #[test]
+    fn a_template_bomb_is_refused_not_rendered() {
+        // 200,000 uses of one placeholder: refused at save, after reading only what it must.
+        let bomb = "{{a}}".repeat(200_000);
+        let input = TemplateInput { topic: Topic::Casino, subject: None, body: bomb.clone() };
+        assert!(matches!(
+            variables_of(&input),
+            Err(TemplateError::TooLarge { code: "template_too_large", .. })
+        ));
+        assert!(matches!(placeholders(&bomb), Err(TemplateError::TooLarge { .. })));
+        // Many distinct names: linear, and refused past the limit.
+        let distinct: String = (0..100_000).map(|i| format!("{{{{v{i}}}}}")).collect();
+        let started = std::time::Instant::now();
+        assert!(placeholders(&distinct).is_err());
+        assert!(started.elapsed() < std::time::Duration::from_secs(5));
+        // A stored template within the limits, rendered with large values, stops at the rendered limit.
+        let vars: BTreeMap<String, String> = [("a".to_string(), "x".repeat(MAX_VALUE_BYTES))].into();
+        let body = "{{a}}".repeat(MAX_PLACEHOLDERS);
+        assert!(matches!(
+            fill(&body, &vars, "body"),
+            Err(TemplateError::TooLarge { code: "rendered_too_large", .. })
+        ));
+        let big: BTreeMap<String, String> = [("a".to_string(), "x".repeat(100 * 1024))].into();
+        assert!(matches!(
+            check_personalization(&big),
+            Err(TemplateError::TooLarge { code: "personalization_too_large", .. })
+        ));
     }
 
     #[test]

@@ -133,14 +133,17 @@ fn payload_of(t: EventType, p: &Fields) -> Result<(m::EventPayload, Personal), F
                 },
                 birth_date: match p.opt_string("birth_date")? {
                     Some(d) => {
-                        let date =
-                            d.parse::<Date>().map_err(|_| p.err("birth_date", "must be a date YYYY-MM-DD"))?;
+                        let date = d
+                            .parse::<Date>()
+                            .map_err(|_| p.err("birth_date", "must be a date YYYY-MM-DD"))?;
                         // Today somewhere on Earth: a day ahead of UTC at most.
                         let today = (Timestamp::now() + jiff::SignedDuration::from_hours(24))
                             .to_zoned_datetime(jiff::tz::TimeZone::UTC)
                             .date();
                         if date < jiff::civil::date(1900, 1, 1) || date > today {
-                            return Err(p.err("birth_date", format!("must be between 1900-01-01 and {today}")));
+                            return Err(
+                                p.err("birth_date", format!("must be between 1900-01-01 and {today}"))
+                            );
                         }
                         Some(date)
                     }
@@ -517,18 +520,27 @@ mod tests {
         );
         assert_eq!(field_of(bet(), |v| v["occurred_at"] = json!("yesterday")).0, "occurred_at");
         assert_eq!(field_of(bet(), |v| v["occurred_at"] = json!("2026-11-23T12:00:00")).0, "occurred_at");
-        for bad in ["0000-01-01T00:00:00Z", "2026-11-23T12:00:00+25:00", "2026-11-23T12:00:60Z", "2999-01-01T00:00:00Z"]
-        {
+        for bad in [
+            "0000-01-01T00:00:00Z",
+            "2026-11-23T12:00:00+25:00",
+            "2026-11-23T12:00:60Z",
+            "2999-01-01T00:00:00Z",
+        ] {
             assert_eq!(field_of(bet(), |v| v["occurred_at"] = json!(bad)).0, "occurred_at", "{bad}");
         }
-        assert!(validate(&{
-            let mut v = bet();
-            v["occurred_at"] = json!("2026-11-23T12:00:00.123+05:30");
-            v
-        })
-        .is_ok());
+        assert!(
+            validate(&{
+                let mut v = bet();
+                v["occurred_at"] = json!("2026-11-23T12:00:00.123+05:30");
+                v
+            })
+            .is_ok()
+        );
         for bad in [json!(-1), json!(i64::MAX), json!(MAX_AMOUNT_MINOR + 1)] {
-            assert_eq!(field_of(bet(), |v| v["payload"]["stake_minor"] = bad.clone()).0, "payload.stake_minor");
+            assert_eq!(
+                field_of(bet(), |v| v["payload"]["stake_minor"] = bad.clone()).0,
+                "payload.stake_minor"
+            );
         }
         assert_eq!(field_of(bet(), |v| v["payload"]["game_id"] = json!("g\u{0}1")).0, "payload.game_id");
         assert_eq!(field_of(bet(), |v| v["player_id"] = json!("")).0, "player_id");
@@ -566,9 +578,15 @@ mod tests {
         };
         assert_eq!(registered(&|_| {}), Ok(()));
         for bad in ["1800-01-01", "2100-01-01"] {
-            assert_eq!(registered(&|v| v["payload"]["birth_date"] = json!(bad)), Err("payload.birth_date".into()));
+            assert_eq!(
+                registered(&|v| v["payload"]["birth_date"] = json!(bad)),
+                Err("payload.birth_date".into())
+            );
         }
-        assert_eq!(registered(&|v| v["payload"]["email"] = json!("a\u{0}@example.com")), Err("payload.email".into()));
+        assert_eq!(
+            registered(&|v| v["payload"]["email"] = json!("a\u{0}@example.com")),
+            Err("payload.email".into())
+        );
     }
 
     #[test]

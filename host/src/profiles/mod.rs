@@ -157,7 +157,8 @@ impl Handler for ProfileUpdater {
                     // happened (never later than now).
                     let at = e.occurred_at.min(self.clock.now_ms());
                     let source = format!("event:{}", crate::model::wire_name(e.event_type));
-                    consents::record_in(conn, brand, player, &[("channel", channel, false)], &source, at).await?;
+                    consents::record_in(conn, brand, player, &[("channel", channel, false)], &source, at)
+                        .await?;
                 }
                 last_seq = e.seq;
             }
@@ -303,7 +304,10 @@ fn apply(
             // end never lifts a national register's flag, and a short exclusion ending leaves a longer
             // one in force.
             for ex in s.exclusions.iter_mut().filter(|ex| {
-                ex.register == x.register && ex.scope == x.scope && ex.ended_at.is_none() && ex.started_at <= at
+                ex.register == x.register
+                    && ex.scope == x.scope
+                    && ex.ended_at.is_none()
+                    && ex.started_at <= at
             }) {
                 ex.ended_at = Some(at);
             }
@@ -502,7 +506,10 @@ impl StoredProfile {
         let today = local_day(now.as_millisecond(), &s.time_zone);
         // Sums saturate: a profile must read whatever its totals, never fail.
         let window = |n: i64, col: usize| -> i64 {
-            self.days.iter().filter(|d| d[0] > today - n && d[0] <= today).fold(0, |a, d| a.saturating_add(d[col]))
+            self.days
+                .iter()
+                .filter(|d| d[0] > today - n && d[0] <= today)
+                .fold(0, |a, d| a.saturating_add(d[col]))
         };
         let ms_days =
             |ms: i64| u32::try_from((now.as_millisecond() - ms).max(0) / DAY_MS).unwrap_or(u32::MAX);

@@ -26,14 +26,26 @@ impl Drop for Server {
 }
 
 async fn start(db_url: &str) -> Server {
+    let data = std::env::temp_dir().join(format!("pitboss-restart-{}", std::process::id()));
+    start_with(db_url, &data, &[], Some(KEY)).await
+}
+
+/// `pitboss serve` on `db_url` with its data in `data_dir`, more arguments, and a contacts key or none.
+async fn start_with(db_url: &str, data_dir: &std::path::Path, args: &[&str], key: Option<&str>) -> Server {
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let child = Command::new(env!("CARGO_BIN_EXE_pitboss"))
+    let mut command = Command::new(env!("CARGO_BIN_EXE_pitboss"));
+    command
         .args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--database-url", db_url])
-        .env("PITBOSS_CONTACTS_KEY", KEY)
+        .arg("--data-dir")
+        .arg(data_dir)
+        .args(args)
+        .env_remove("PITBOSS_CONTACTS_KEY")
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+        .stderr(Stdio::null());
+    if let Some(key) = key {
+        command.env("PITBOSS_CONTACTS_KEY", key);
+    }
+    let child = command.spawn().unwrap();
     let server = Server { child, base: format!("http://127.0.0.1:{port}") };
     for _ in 0..300 {
         if reqwest::get(format!("{}/healthz", server.base)).await.is_ok_and(|r| r.status().is_success()) {
@@ -175,4 +187,42 @@ async fn killed_mid_stream_then_restarted_gives_the_same_profiles_sqlite() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killed_mid_stream_then_restarted_gives_the_same_profiles_postgres() {
     killed_and_restarted_equals_uninterrupted(Backend::Postgres).await;
+}
+
+/// The README's quick start, `serve --dev`, survives a restart: the development key is kept beside the
+/// data, so the contacts written before read again after. A host given another key reads them as
+/// unreadable — no age — and answers as usual, never a 500.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_dev_reads_its_contacts_after_a_restart() {
+    let Some(db) = TestDb::new(Backend::Sqlite).await else { return };
+    let data = tempfile::tempdir().unwrap();
+    let server = start_with(&db.url, data.path(), &["--dev"], None).await;
+    let key = create_key(&db.url);
+    let reg = json!({"event_id": "evt_1", "event_type": "player.registered", "player_id": "p_123", "brand_id": "A",
+        "occurred_at": "2026-11-01T10:00:00Z", "payload": {"jurisdiction": "DE", "locale": "de-DE",
+        "time_zone": "Europe/Berlin", "currency": "EUR", "email": "alex@example.com", "birth_date": "1990-05-17"}});
+    post_all(&server, &key, &[std::slice::from_ref(&reg)]).await;
+    settled(&db.url).await;
+    let band = |server: &Server| {
+        let url = format!("{}/v1/players/p_123", server.base);
+        let key = key.clone();
+        async move {
+            let r = reqwest::Client::new().get(url).bearer_auth(key).send().await.unwrap();
+            let status = r.status().as_u16();
+            let v: Value = r.json().await.unwrap();
+            (status, v["age_band"].as_str().unwrap_or_default().to_string())
+        }
+    };
+    assert_eq!(band(&server).await, (200, "35-54".to_string()));
+    terminate(server);
+    assert!(data.path().join("dev-contacts.key").exists());
+
+    let server = start_with(&db.url, data.path(), &["--dev"], None).await;
+    assert_eq!(band(&server).await, (200, "35-54".to_string()), "the same key after a restart");
+    terminate(server);
+
+    let other = "ffeeddccbbaa99887766554433221100ffeeddccbbaa99887766554433221100";
+    let server = start_with(&db.url, data.path(), &[], Some(other)).await;
+    assert_eq!(band(&server).await, (200, "unknown".to_string()), "another key: unreadable, not a failure");
+    terminate(server);
 }

@@ -32,8 +32,8 @@ pub struct ServeArgs {
     /// AES-256 key for contacts at rest, 64 hex characters. Required unless --dev.
     #[arg(long, env = "PITBOSS_CONTACTS_KEY", hide_env_values = true)]
     pub contacts_key: Option<String>,
-    /// Development mode: without a contacts key, generate a throw-away one (contacts written with it are
-    /// unreadable after a restart).
+    /// Development mode: without a contacts key, use (or make) a development key kept in
+    /// DATA_DIR/dev-contacts.key, so that a restart reads the contacts again. Not for production.
     #[arg(long)]
     pub dev: bool,
     #[command(flatten)]

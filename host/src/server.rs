@@ -22,9 +22,10 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let contacts_key = match (&args.contacts_key, args.dev) {
         (Some(k), _) => ContactsKey::from_hex(k)?,
         (None, true) => {
-            let (key, hex) = ContactsKey::generate();
-            eprintln!("--dev: contacts are encrypted with a throw-away key: {hex}");
-            eprintln!("       (set PITBOSS_CONTACTS_KEY to it to read them after a restart)");
+            // Kept beside the data, so that a restart reads what the last run wrote.
+            let path = args.options.data_dir.join("dev-contacts.key");
+            let key = ContactsKey::dev(&path)?;
+            eprintln!("--dev: contacts are encrypted with the development key in {}", path.display());
             key
         }
         (None, false) => anyhow::bail!(

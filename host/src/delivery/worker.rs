@@ -111,6 +111,13 @@ impl Worker {
                         let why = format!("the player's {kind} contact bounced hard");
                         return self.finish(&d, "suppressed", Step::Gave("contact_invalid", why), now).await;
                     }
+                    Contact::Unreadable => {
+                        let why =
+                            format!("the player's {kind} contact does not decrypt with this host's key");
+                        return self
+                            .finish(&d, "dead_letter", Step::Gave("contact_unreadable", why), now)
+                            .await;
+                    }
                 }
             }
         };

@@ -10,7 +10,11 @@ use super::{Db, now_ms};
 
 /// The key that encrypts contacts at rest.
 #[derive(Clone)]
-pub struct ContactsKey(Aes256Gcm);
+pub struct ContactsKey {
+    cipher: Aes256Gcm,
+    /// Set once a contact did not decrypt: said once in the log, not at every read.
+    told: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
 
 impl std::fmt::Debug for ContactsKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -26,7 +30,31 @@ impl ContactsKey {
         anyhow::ensure!(bytes.len() == 32, "the contacts key must be 32 bytes (64 hex characters)");
         let key =
             Key::<Aes256Gcm>::try_from(bytes.as_slice()).map_err(|_| anyhow::anyhow!("bad key length"))?;
-        Ok(ContactsKey(Aes256Gcm::new(&key)))
+        Ok(ContactsKey { cipher: Aes256Gcm::new(&key), told: Default::default() })
+    }
+
+    /// The development key kept in `path`: read if it is there, else made and written (readable by
+    /// its owner only), so that `serve --dev` reads its contacts again after a restart.
+    pub fn dev(path: &std::path::Path) -> anyhow::Result<Self> {
+        use anyhow::Context as _;
+        if path.exists() {
+            let hex_key =
+                std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+            return Self::from_hex(&hex_key).with_context(|| format!("the key in {}", path.display()));
+        }
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        let (key, hex_key) = Self::generate();
+        let mut file = std::fs::OpenOptions::new();
+        file.write(true).create_new(true);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut file, 0o600);
+        std::io::Write::write_all(
+            &mut file.open(path).with_context(|| format!("writing {}", path.display()))?,
+            hex_key.as_bytes(),
+        )?;
+        Ok(key)
     }
 
     /// A random key, printed by `serve --dev` and forgotten at exit.
@@ -41,7 +69,7 @@ impl ContactsKey {
         let mut nonce = [0u8; 12];
         getrandom::fill(&mut nonce).expect("randomness");
         let ct = self
-            .0
+            .cipher
             .encrypt(&Nonce::from(nonce), Payload { msg: plaintext.as_bytes(), aad: aad.as_bytes() })
             .expect("AES-GCM encryption of a small value");
         (nonce.to_vec(), ct)
@@ -50,7 +78,7 @@ impl ContactsKey {
     fn open(&self, aad: &str, nonce: &[u8], ciphertext: &[u8]) -> anyhow::Result<String> {
         let nonce = Nonce::try_from(nonce).map_err(|_| anyhow::anyhow!("bad nonce"))?;
         let pt = self
-            .0
+            .cipher
             .decrypt(&nonce, Payload { msg: ciphertext, aad: aad.as_bytes() })
             .map_err(|_| anyhow::anyhow!("a contact does not decrypt (wrong key or tampered row)"))?;
         Ok(String::from_utf8(pt)?)
@@ -96,6 +124,9 @@ pub enum Contact {
     Invalid,
     /// In clear: for delivery, never for plugins or logs.
     Valid(String),
+    /// Stored, but it does not decrypt with this host's key (another key, or a tampered row): treated
+    /// as no contact, never as an error of the request.
+    Unreadable,
 }
 
 pub async fn for_delivery(
@@ -120,7 +151,16 @@ pub async fn for_delivery(
     }
     let nonce: Vec<u8> = r.try_get("nonce")?;
     let ct: Vec<u8> = r.try_get("ciphertext")?;
-    key.open(&aad(brand, player, kind), &nonce, &ct).map(Contact::Valid)
+    match key.open(&aad(brand, player, kind), &nonce, &ct) {
+        Ok(value) => Ok(Contact::Valid(value)),
+        Err(e) => {
+            if !key.told.swap(true, std::sync::atomic::Ordering::Relaxed) {
+                tracing::error!(brand, kind, error = %e,
+                    "contacts do not decrypt with this host's key: they are treated as unreadable (is PITBOSS_CONTACTS_KEY the key they were written with?)");
+            }
+            Ok(Contact::Unreadable)
+        }
+    }
 }
 
 /// A contact's value in clear, if there is a valid one.
@@ -133,7 +173,7 @@ pub async fn get(
 ) -> anyhow::Result<Option<String>> {
     Ok(match for_delivery(db, key, brand, player, kind).await? {
         Contact::Valid(v) => Some(v),
-        Contact::Missing | Contact::Invalid => None,
+        Contact::Missing | Contact::Invalid | Contact::Unreadable => None,
     })
 }
 

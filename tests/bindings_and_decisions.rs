@@ -527,3 +527,58 @@ both!(
     a_binding_reaches_another_host_process_sqlite_and_postgres,
     a_binding_reaches_another_host_process_within_seconds
 );
+
+/// Binds and rollbacks back to back while refreshes of the snapshot run all the time (as the background
+/// refresh and other hosts' changes make them): once a bind has returned, no read ever sees the binding
+/// it replaced — an older snapshot never overwrites a newer one.
+async fn a_swap_never_goes_back(s: &TestServer) {
+    use pitboss::plugins::registry::{BlobStore, Registry};
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let t = team(s).await;
+    let first = approved_dormant(s, &t).await;
+    let second = approved(
+        s,
+        &t.operator,
+        &[&t.carla],
+        "churn-risk",
+        &manifest("churn-risk", "1.0.0", "segment", &["DE"]),
+    )
+    .await;
+    let runtime = Arc::new(support::cached_runtime());
+    let blobs = BlobStore::open(&s.data_dir.path().join("plugins")).unwrap();
+    let registry = Arc::new(Registry::open(s.db.clone(), blobs, runtime, vec![]).await.unwrap());
+    let operator = pitboss::auth::Principal {
+        key_id: "key_test".into(),
+        role: Role::Operator,
+        brands: vec!["A".into()],
+        holder: "Olga Operator".into(),
+    };
+    let stop = Arc::new(AtomicBool::new(false));
+    let refreshers: Vec<_> = (0..3)
+        .map(|_| {
+            let (registry, stop) = (registry.clone(), stop.clone());
+            tokio::spawn(async move {
+                while !stop.load(Ordering::Relaxed) {
+                    registry.reload().await.unwrap();
+                }
+            })
+        })
+        .collect();
+    let mut stale = 0;
+    for round in 0..80 {
+        let target = if round % 2 == 0 { &first } else { &second };
+        registry.bind(&operator, "A", "DE", target, Default::default(), Default::default()).await.unwrap();
+        for _ in 0..20 {
+            let live = registry.snapshot.load().resolve("A", "DE", pitboss::plugins::World::Segment).unwrap();
+            stale += usize::from(&live.plugin_id != target);
+            tokio::task::yield_now().await;
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+    for r in refreshers {
+        r.await.unwrap();
+    }
+    assert_eq!(stale, 0, "reads after a bind had returned that saw the binding it replaced");
+}
+both!(a_swap_never_goes_back_sqlite_and_postgres, a_swap_never_goes_back);

@@ -48,6 +48,9 @@ pub struct ActiveBinding {
 #[derive(Debug, Default)]
 pub struct Snapshot {
     bindings: HashMap<(String, String, World), Arc<ActiveBinding>>,
+    /// Which reload made it: a reload that began reading later saw at least as much, so a snapshot
+    /// never replaces one of a higher generation.
+    generation: u64,
 }
 
 impl Snapshot {
@@ -297,12 +300,15 @@ impl Registry {
 
     /// Rebuilds the live snapshot from the database, verifying every bound version, and swaps it in.
     pub async fn reload(&self) -> Result<(), RegistryError> {
+        // Taken before reading: reloads that overlap (a bind's own, the background refresh) are ordered
+        // by when they began to read, and the older read can never be stored over the newer.
+        let generation = self.reloads.fetch_add(1, Ordering::SeqCst) + 1;
         let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
             "SELECT {BINDING_COLUMNS} FROM bindings WHERE replaced_at IS NULL"
         )))
         .fetch_all(&self.db.pool)
         .await?;
-        let mut snapshot = Snapshot::default();
+        let mut snapshot = Snapshot { generation, ..Snapshot::default() };
         for b in rows.iter().map(row_to_binding).collect::<Result<Vec<_>, _>>()? {
             let Ok(world) = serde_json::from_value::<World>(serde_json::Value::String(b.world.clone()))
             else {
@@ -311,7 +317,17 @@ impl Registry {
             let active = self.activate(&b).await;
             snapshot.bindings.insert((b.brand_id.clone(), b.jurisdiction.clone(), world), Arc::new(active));
         }
-        self.snapshot.store(Arc::new(snapshot));
+        let fresh = Arc::new(snapshot);
+        loop {
+            let current = self.snapshot.load_full();
+            if current.generation >= generation {
+                break; // a reload that read later already stored its snapshot
+            }
+            let previous = self.snapshot.compare_and_swap(&current, fresh.clone());
+            if Arc::ptr_eq(&previous, &current) {
+                break;
+            }
+        }
         Ok(())
     }
 

@@ -123,6 +123,8 @@ pub struct Registry {
     pub snapshot: arc_swap::ArcSwap<bindings::Snapshot>,
     /// Versions refused at load because their bytes or approvals did not check out.
     pub integrity_failures: std::sync::atomic::AtomicU64,
+    /// Reloads begun (the generation of the next snapshot).
+    reloads: std::sync::atomic::AtomicU64,
 }
 
 pub enum Uploaded {
@@ -146,6 +148,7 @@ impl Registry {
             dual_approval,
             snapshot: Default::default(),
             integrity_failures: Default::default(),
+            reloads: Default::default(),
         };
         registry.reload().await.map_err(|e| anyhow::anyhow!("loading bindings: {e}"))?;
         Ok(registry)

@@ -12,6 +12,7 @@ mod compliance;
 mod consents_and_erasure;
 mod event_log;
 mod guest_languages;
+mod hostile_http;
 mod hostile_plugins;
 mod ingestion;
 mod messaging;

@@ -2,15 +2,17 @@
 //! `/admin/set-aside-events` (events no consumer could apply). An admin key acts
 //! only within its brands: a key or entry of another brand is "not found".
 
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::{delete, get};
 use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+use super::extract::roles::{ADMIN, COMPLIANCE, OPERATOR};
+use super::extract::{Authorized, Path, Query};
 use super::{ApiError, AppState};
-use crate::auth::{Principal, Role};
+use crate::auth::Role;
 use crate::store::keys;
 
 pub fn router() -> Router<AppState> {
@@ -25,9 +27,8 @@ pub fn router() -> Router<AppState> {
 /// newest first (admin, operator, compliance).
 async fn set_aside_events(
     State(state): State<AppState>,
-    principal: Principal,
+    Authorized(principal): Authorized<{ ADMIN | OPERATOR | COMPLIANCE }>,
 ) -> Result<Json<Value>, ApiError> {
-    principal.require(&[Role::Admin, Role::Operator, Role::Compliance])?;
     let list = crate::bus::set_aside_list(&state.db, &principal.brands, 500)
         .await
         .map_err(|e| ApiError::internal(format!("{e:#}")))?;
@@ -44,10 +45,9 @@ struct NewKey {
 
 async fn create_key(
     State(state): State<AppState>,
-    principal: Principal,
+    Authorized(principal): Authorized<{ ADMIN }>,
     body: axum::body::Bytes,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
-    principal.require(&[Role::Admin])?;
     let new: NewKey = serde_json::from_slice(&body)
         .map_err(|e| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_key_request", e.to_string()))?;
     let role: Role = new
@@ -75,8 +75,10 @@ async fn create_key(
     ))
 }
 
-async fn list_keys(State(state): State<AppState>, principal: Principal) -> Result<Json<Value>, ApiError> {
-    principal.require(&[Role::Admin])?;
+async fn list_keys(
+    State(state): State<AppState>,
+    Authorized(principal): Authorized<{ ADMIN }>,
+) -> Result<Json<Value>, ApiError> {
     let all = keys::list(&state.db).await.map_err(ApiError::internal)?;
     let mine: Vec<_> = all.into_iter().filter(|k| principal.covers(&k.brands)).collect();
     Ok(Json(json!({"keys": mine})))
@@ -84,10 +86,9 @@ async fn list_keys(State(state): State<AppState>, principal: Principal) -> Resul
 
 async fn revoke_key(
     State(state): State<AppState>,
-    principal: Principal,
+    Authorized(principal): Authorized<{ ADMIN }>,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    principal.require(&[Role::Admin])?;
     let visible = keys::list(&state.db)
         .await
         .map_err(ApiError::internal)?
@@ -114,10 +115,9 @@ struct AuditQuery {
 
 async fn audit_entries(
     State(state): State<AppState>,
-    principal: Principal,
+    Authorized(principal): Authorized<{ ADMIN | COMPLIANCE }>,
     Query(q): Query<AuditQuery>,
 ) -> Result<Json<Value>, ApiError> {
-    principal.require(&[Role::Admin, Role::Compliance])?;
     let limit = q.limit.unwrap_or(100).clamp(1, 1000);
     let entries = crate::audit::list(&state.db, q.after, limit).await.map_err(ApiError::internal)?;
     let next = entries.last().map(|e| e.seq);

@@ -3,7 +3,7 @@
 //! binding that made it (`GET /admin/decisions?player_id=…`). A version that failed its integrity check
 //! at load fails closed: no decision, an error, a record.
 
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -11,9 +11,10 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
+use super::extract::roles::{ADMIN, ANALYST, COMPLIANCE, OPERATOR, PLATFORM};
+use super::extract::{Authorized, Path, Query};
 use super::players::{BrandQuery, brand_of, stored_profile};
 use super::{ApiError, AppState};
-use crate::auth::{Principal, Role};
 use crate::model as m;
 use crate::plugins::{CallOptions, World};
 use crate::store::decisions::{self, NewDecision};
@@ -43,11 +44,10 @@ fn invalid(message: impl Into<String>) -> ApiError {
 
 async fn decide(
     State(state): State<AppState>,
-    principal: Principal,
+    Authorized(principal): Authorized<{ PLATFORM }>,
     Path(world): Path<String>,
     body: axum::body::Bytes,
 ) -> Result<Json<Value>, ApiError> {
-    principal.require(&[Role::Platform])?;
     let world: World =
         serde_json::from_value(Value::String(world)).map_err(|_| ApiError::not_found("world"))?;
     let req: DecisionRequest = serde_json::from_slice(&body).map_err(|e| invalid(e.to_string()))?;
@@ -126,13 +126,12 @@ async fn decide(
         Err(e) => {
             let out = json!({"error": e});
             recorder.save(&out, e.code(), usage.fuel, usage.duration_ns).await?;
-            let err = ApiError::new(
+            // The runtime's own code is the error's code: one list, documented once.
+            Err(ApiError::new(
                 StatusCode::UNPROCESSABLE_ENTITY,
-                "plugin_failed",
+                e.code(),
                 format!("{} {}: {e}", binding.name, binding.version),
-            )
-            .with_field(e.code().to_string());
-            Err(err)
+            ))
         }
     }
 }
@@ -181,10 +180,9 @@ struct DecisionQuery {
 
 async fn list(
     State(state): State<AppState>,
-    principal: Principal,
+    Authorized(principal): Authorized<{ OPERATOR | COMPLIANCE | ANALYST | ADMIN }>,
     Query(q): Query<DecisionQuery>,
 ) -> Result<Json<Value>, ApiError> {
-    principal.require(&[Role::Operator, Role::Compliance, Role::Analyst, Role::Admin])?;
     let brand = brand_of(&principal, &BrandQuery { brand_id: q.brand_id.clone() })?;
     let records =
         decisions::for_player(&state.db, &brand, &q.player_id, q.limit.unwrap_or(100).clamp(1, 1000))

@@ -9,8 +9,9 @@ use axum::routing::post;
 use axum::{Json, Router};
 use serde_json::{Value, json};
 
+use super::extract::Authorized;
+use super::extract::roles::PLATFORM;
 use super::{ApiError, AppState};
-use crate::auth::{Principal, Role};
 use crate::events::{self, FieldError, MAX_BATCH, ValidEvent};
 use crate::store::events::{AppendError, Stored};
 
@@ -31,10 +32,9 @@ fn status_of(s: &Stored) -> Value {
 
 async fn post_events(
     State(state): State<AppState>,
-    principal: Principal,
+    Authorized(principal): Authorized<{ PLATFORM }>,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    principal.require(&[Role::Platform])?;
     let doc: Value = serde_json::from_slice(&body).map_err(|e| {
         ApiError::new(StatusCode::BAD_REQUEST, "malformed_json", format!("the body is not JSON: {e}"))
     })?;

@@ -6,7 +6,7 @@
 
 use std::collections::BTreeMap;
 
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -15,9 +15,11 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
+use super::extract::roles::{ADMIN, ANALYST, COMPLIANCE, MARKETING, PLATFORM};
+use super::extract::{Authorized, Path, Query};
 use super::players::{BrandQuery, brand_of, stored_profile};
 use super::{ApiError, AppState};
-use crate::auth::{Principal, Role};
+use crate::auth::Principal;
 use crate::delivery::feedback::{self, FeedbackEvent};
 use crate::delivery::outbox::{self, Content, Enqueued, Message};
 use crate::delivery::templates::{self, TemplateError};
@@ -107,9 +109,20 @@ fn accepted(d: &Delivery) -> Response {
 
 /// The `X-Idempotency-Key` header, required.
 fn idempotency_key(headers: &HeaderMap) -> Result<String, ApiError> {
-    let key = headers.get("x-idempotency-key").and_then(|v| v.to_str().ok()).map(str::trim).unwrap_or("");
+    let Some(value) = headers.get("x-idempotency-key") else {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "idempotency_key_required",
+            "the X-Idempotency-Key header is required",
+        ));
+    };
+    // Present but not visible ASCII (e.g. UTF-8 bytes) is a wrong key, not a missing one.
+    let key = value.to_str().map(str::trim).unwrap_or("\u{0}");
     let problem = match key.len() {
         0 => Some(("idempotency_key_required", "the X-Idempotency-Key header is required")),
+        _ if key.contains('\u{0}') => {
+            Some(("idempotency_key_invalid", "X-Idempotency-Key: visible ASCII characters only"))
+        }
         129.. => Some(("idempotency_key_invalid", "X-Idempotency-Key: at most 128 characters")),
         _ => None,
     };
@@ -121,11 +134,10 @@ fn idempotency_key(headers: &HeaderMap) -> Result<String, ApiError> {
 
 async fn send(
     State(state): State<AppState>,
-    principal: Principal,
+    Authorized(principal): Authorized<{ PLATFORM | MARKETING }>,
     headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> Result<Response, ApiError> {
-    principal.require(&[Role::Platform, Role::Marketing])?;
     let key = idempotency_key(&headers)?;
     let doc: Value = serde_json::from_slice(&body).map_err(|e| {
         ApiError::new(StatusCode::BAD_REQUEST, "malformed_json", format!("the body is not JSON: {e}"))
@@ -269,10 +281,9 @@ async fn apply_feedback(
 
 async fn post_feedback(
     State(state): State<AppState>,
-    principal: Principal,
+    Authorized(principal): Authorized<{ PLATFORM }>,
     body: axum::body::Bytes,
 ) -> Result<Json<Value>, ApiError> {
-    principal.require(&[Role::Platform])?;
     let f = parse_feedback(&body)?;
     let d = visible(&state, &principal, &f.delivery_id).await?;
     apply_feedback(&state, &d, &f, "api").await
@@ -319,10 +330,9 @@ async fn webhook(
 
 async fn get_delivery(
     State(state): State<AppState>,
-    principal: Principal,
+    Authorized(principal): Authorized<{ PLATFORM | MARKETING | COMPLIANCE | ANALYST | ADMIN }>,
     Path(delivery_id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    principal.require(&[Role::Platform, Role::Marketing, Role::Compliance, Role::Analyst, Role::Admin])?;
     let d = visible(&state, &principal, &delivery_id).await?;
     let history = deliveries::history(&state.db, &delivery_id).await.map_err(ApiError::internal)?;
     let mut v = json!(d);
@@ -333,11 +343,10 @@ async fn get_delivery(
 /// A player's latest deliveries (200), newest first, each with its status, reasons and basis.
 async fn player_deliveries(
     State(state): State<AppState>,
-    principal: Principal,
+    Authorized(principal): Authorized<{ PLATFORM | MARKETING | COMPLIANCE | ANALYST | ADMIN }>,
     Path(player_id): Path<String>,
     Query(q): Query<BrandQuery>,
 ) -> Result<Json<Value>, ApiError> {
-    principal.require(&[Role::Platform, Role::Marketing, Role::Compliance, Role::Analyst, Role::Admin])?;
     let brand = brand_of(&principal, &q)?;
     stored_profile(&state, &brand, &player_id).await?;
     let list =
@@ -347,11 +356,10 @@ async fn player_deliveries(
 
 async fn inbox(
     State(state): State<AppState>,
-    principal: Principal,
+    Authorized(principal): Authorized<{ PLATFORM }>,
     Path(player_id): Path<String>,
     Query(q): Query<BrandQuery>,
 ) -> Result<Json<Value>, ApiError> {
-    principal.require(&[Role::Platform])?;
     let brand = brand_of(&principal, &q)?;
     stored_profile(&state, &brand, &player_id).await?;
     let messages: Vec<Value> = deliveries::for_player(&state.db, &brand, &player_id, true)
@@ -370,10 +378,9 @@ async fn inbox(
 /// Marks an inbox message read: an `open`, recorded once (again, the first reading's time).
 async fn mark_read(
     State(state): State<AppState>,
-    principal: Principal,
+    Authorized(principal): Authorized<{ PLATFORM }>,
     Path((player_id, delivery_id)): Path<(String, String)>,
 ) -> Result<Json<Value>, ApiError> {
-    principal.require(&[Role::Platform])?;
     let d = visible(&state, &principal, &delivery_id).await?;
     if d.player_id != player_id || d.channel != "in_app" || !matches!(d.status.as_str(), "sent" | "delivered")
     {

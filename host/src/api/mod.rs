@@ -5,6 +5,7 @@
 mod admin;
 mod decisions;
 mod events;
+pub mod extract;
 mod messaging;
 mod players;
 mod plugins;
@@ -47,7 +48,72 @@ pub fn app(state: AppState) -> Router {
         .merge(players::router())
         .merge(messaging::router())
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint") })
+        .layer(axum::middleware::map_response(json_errors))
+        .layer(axum::middleware::from_fn(uri_limit))
         .with_state(state)
+}
+
+/// Longest request target (path and query) the API reads.
+pub const MAX_URI_BYTES: usize = 8 * 1024;
+
+/// A request target longer than [`MAX_URI_BYTES`] is refused before routing, in the JSON shape. (Past
+/// 64 KiB the HTTP server itself answers 414, with no body, before the API sees the request.)
+async fn uri_limit(request: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let len = request.uri().path_and_query().map_or(0, |p| p.as_str().len());
+    if len > MAX_URI_BYTES {
+        return ApiError::new(
+            StatusCode::URI_TOO_LONG,
+            "uri_too_long",
+            format!("the request target is {len} bytes; at most {MAX_URI_BYTES}"),
+        )
+        .into_response();
+    }
+    next.run(request).await
+}
+
+/// Every error answer in the API's shape: what axum or a body extractor answers on its own — 405, 413,
+/// a malformed multipart body, a JSON body of the wrong shape — becomes `{"error": {code, message}}`
+/// with a stable code (its headers, such as `Allow`, kept).
+async fn json_errors(response: Response) -> Response {
+    let status = response.status();
+    let is_json = response
+        .headers()
+        .get(axum::http::header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
+    if !(status.is_client_error() || status.is_server_error()) || is_json {
+        return response;
+    }
+    let (mut parts, body) = response.into_parts();
+    let text = axum::body::to_bytes(body, 4096).await.unwrap_or_default();
+    let mut message = String::from_utf8_lossy(&text).trim().to_string();
+    if message.is_empty() {
+        message = status.canonical_reason().unwrap_or("error").to_lowercase();
+    }
+    let code = match status.as_u16() {
+        400 => "bad_request",
+        401 => "unauthorized",
+        403 => "forbidden",
+        404 => "not_found",
+        405 => "method_not_allowed",
+        408 => "request_timeout",
+        413 => "payload_too_large",
+        414 => "uri_too_long",
+        415 => "unsupported_media_type",
+        422 => "unprocessable_body",
+        431 => "headers_too_large",
+        500..=599 => "internal",
+        _ => "bad_request",
+    };
+    if status.is_server_error() {
+        tracing::error!(%status, %message, "an error answered outside the handlers");
+        message = "internal error".into();
+    }
+    let error = ApiError::new(status, code, message).into_response();
+    parts.headers.remove(axum::http::header::CONTENT_LENGTH);
+    parts
+        .headers
+        .insert(axum::http::header::CONTENT_TYPE, axum::http::HeaderValue::from_static("application/json"));
+    Response::from_parts(parts, error.into_body())
 }
 
 /// `GET /metrics`: Prometheus text; no player data in it, so no key is asked for (like /healthz).

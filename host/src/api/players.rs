@@ -1,14 +1,16 @@
 //! `GET /v1/players/{id}`: the profile of §3.2 as of now. A key sees only its brands' players; another
 //! brand's player is "not found", never "forbidden", so brands cannot probe each other.
 
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::get;
 use axum::{Json, Router};
 use serde::Deserialize;
 
+use super::extract::roles::{ADMIN, ANALYST, COMPLIANCE, MARKETING, PLATFORM};
+use super::extract::{Authorized, Path, Query};
 use super::{ApiError, AppState};
-use crate::auth::{Principal, Role};
+use crate::auth::Principal;
 use crate::profiles::{self, ProfileView};
 
 pub fn router() -> Router<AppState> {
@@ -28,7 +30,8 @@ pub struct BrandQuery {
 pub fn brand_of(principal: &Principal, q: &BrandQuery) -> Result<String, ApiError> {
     match (&q.brand_id, principal.brands.as_slice()) {
         (Some(b), _) if principal.may_see_brand(b) => Ok(b.clone()),
-        (Some(_), _) => Err(ApiError::not_found("player")),
+        // Another brand is "not found", whatever the route is about: nothing of it is shown.
+        (Some(_), _) => Err(ApiError::not_found("brand")),
         (None, [only]) => Ok(only.clone()),
         (None, _) => Err(ApiError::new(
             StatusCode::BAD_REQUEST,
@@ -40,11 +43,10 @@ pub fn brand_of(principal: &Principal, q: &BrandQuery) -> Result<String, ApiErro
 
 async fn get_player(
     State(state): State<AppState>,
-    principal: Principal,
+    Authorized(principal): Authorized<{ PLATFORM | MARKETING | ANALYST | ADMIN }>,
     Path(player_id): Path<String>,
     Query(q): Query<BrandQuery>,
 ) -> Result<Json<ProfileView>, ApiError> {
-    principal.require(&[Role::Platform, Role::Marketing, Role::Analyst, Role::Admin])?;
     let brand = brand_of(&principal, &q)?;
     let stored = stored_profile(&state, &brand, &player_id).await?;
     Ok(Json(stored.at(&brand, &player_id, jiff::Timestamp::now())))
@@ -114,12 +116,11 @@ const PRODUCTS: [&str; 4] = ["casino", "sports", "poker", "bingo"];
 
 async fn put_consents(
     State(state): State<AppState>,
-    principal: Principal,
+    Authorized(principal): Authorized<{ PLATFORM | ADMIN }>,
     Path(player_id): Path<String>,
     Query(q): Query<BrandQuery>,
     body: axum::body::Bytes,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    principal.require(&[Role::Platform, Role::Admin])?;
     let brand = brand_of(&principal, &q)?;
     let change: ConsentChange = serde_json::from_slice(&body)
         .map_err(|e| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_consents", format!("{e}")))?;
@@ -173,11 +174,10 @@ async fn put_consents(
 
 async fn consent_history(
     State(state): State<AppState>,
-    principal: Principal,
+    Authorized(principal): Authorized<{ PLATFORM | MARKETING | COMPLIANCE | ADMIN }>,
     Path(player_id): Path<String>,
     Query(q): Query<BrandQuery>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    principal.require(&[Role::Platform, Role::Marketing, Role::Compliance, Role::Admin])?;
     let brand = brand_of(&principal, &q)?;
     if !known(&state, &brand, &player_id).await? {
         return Err(ApiError::not_found("player"));
@@ -190,11 +190,10 @@ async fn consent_history(
 /// `DELETE /v1/players/{id}`: right to erasure.
 async fn erase_player(
     State(state): State<AppState>,
-    principal: Principal,
+    Authorized(principal): Authorized<{ PLATFORM | ADMIN }>,
     Path(player_id): Path<String>,
     Query(q): Query<BrandQuery>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    principal.require(&[Role::Platform, Role::Admin])?;
     let brand = brand_of(&principal, &q)?;
     let erased = crate::store::erasure::erase(&state.db, &brand, &player_id)
         .await

@@ -1,14 +1,15 @@
 //! The plugin registry over HTTP: uploads (operator), compliance keys (admin), approvals (compliance).
 
-use axum::extract::{DefaultBodyLimit, Multipart, Path, State};
+use axum::extract::{DefaultBodyLimit, Multipart, State};
 use axum::http::StatusCode;
 use axum::routing::{delete, get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+use super::extract::roles::{ADMIN, ANALYST, COMPLIANCE, OPERATOR};
+use super::extract::{Authorized, Path};
 use super::{ApiError, AppState};
-use crate::auth::{Principal, Role};
 use crate::plugins::registry::{MAX_COMPONENT_BYTES, RegistryError, Uploaded};
 
 pub fn router() -> Router<AppState> {
@@ -57,10 +58,9 @@ fn bad_request(message: String) -> ApiError {
 /// `multipart/form-data` with a `manifest` part (JSON) and a `component` part (the .wasm bytes).
 async fn upload(
     State(state): State<AppState>,
-    principal: Principal,
+    Authorized(principal): Authorized<{ OPERATOR }>,
     mut form: Multipart,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
-    principal.require(&[Role::Operator])?;
     let (mut manifest, mut component) = (None, None);
     while let Some(field) = form.next_field().await.map_err(|e| bad_request(e.to_string()))? {
         match field.name() {
@@ -84,17 +84,18 @@ async fn upload(
     })
 }
 
-async fn list(State(state): State<AppState>, principal: Principal) -> Result<Json<Value>, ApiError> {
-    principal.require(&[Role::Operator, Role::Compliance, Role::Admin])?;
+async fn list(
+    State(state): State<AppState>,
+    Authorized(principal): Authorized<{ OPERATOR | COMPLIANCE | ADMIN }>,
+) -> Result<Json<Value>, ApiError> {
     Ok(Json(json!({"plugins": state.registry.list(&principal).await?})))
 }
 
 async fn show(
     State(state): State<AppState>,
-    principal: Principal,
+    Authorized(principal): Authorized<{ OPERATOR | COMPLIANCE | ADMIN }>,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    principal.require(&[Role::Operator, Role::Compliance, Role::Admin])?;
     let v = state.registry.get(&id).await?.filter(|v| principal.covers(&v.manifest.brands));
     Ok(Json(json!(v.ok_or(RegistryError::NotFound("plugin version"))?)))
 }
@@ -108,11 +109,10 @@ struct Approval {
 
 async fn approve(
     State(state): State<AppState>,
-    principal: Principal,
+    Authorized(principal): Authorized<{ COMPLIANCE }>,
     Path(id): Path<String>,
     body: axum::body::Bytes,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
-    principal.require(&[Role::Compliance])?;
     let a: Approval = serde_json::from_slice(&body)
         .map_err(|e| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_approval", e.to_string()))?;
     let v = state.registry.approve(&principal, &id, &a.signing_key_id, &a.signature).await?;
@@ -121,10 +121,9 @@ async fn approve(
 
 async fn revoke_approval(
     State(state): State<AppState>,
-    principal: Principal,
+    Authorized(principal): Authorized<{ COMPLIANCE | ADMIN }>,
     Path((id, approval_id)): Path<(String, String)>,
 ) -> Result<Json<Value>, ApiError> {
-    principal.require(&[Role::Compliance, Role::Admin])?;
     Ok(Json(json!(state.registry.revoke_approval(&principal, &id, &approval_id).await?)))
 }
 
@@ -138,10 +137,9 @@ struct SigningKey {
 
 async fn register_signing_key(
     State(state): State<AppState>,
-    principal: Principal,
+    Authorized(principal): Authorized<{ ADMIN }>,
     body: axum::body::Bytes,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
-    principal.require(&[Role::Admin])?;
     let k: SigningKey = serde_json::from_slice(&body)
         .map_err(|e| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_manifest", e.to_string()))?;
     let id = state.registry.register_signing_key(&principal, &k.holder, &k.public_key, &k.brands).await?;
@@ -150,10 +148,9 @@ async fn register_signing_key(
 
 async fn revoke_signing_key(
     State(state): State<AppState>,
-    principal: Principal,
+    Authorized(principal): Authorized<{ ADMIN }>,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    principal.require(&[Role::Admin])?;
     state.registry.revoke_signing_key(&principal, &id).await?;
     Ok(Json(json!({"id": id, "status": "revoked"})))
 }
@@ -173,12 +170,24 @@ struct NewBinding {
 
 async fn bind(
     State(state): State<AppState>,
-    principal: Principal,
+    Authorized(principal): Authorized<{ OPERATOR }>,
     body: axum::body::Bytes,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
-    principal.require(&[Role::Operator])?;
     let b: NewBinding = serde_json::from_slice(&body)
         .map_err(|e| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_binding", e.to_string()))?;
+    // A jurisdiction no policy pack covers has no players to decide for: a typo, refused.
+    if b.jurisdiction != "*" && state.delivery.packs.for_jurisdiction(&b.jurisdiction).is_none() {
+        let known = state.delivery.packs.jurisdictions().join(", ");
+        return Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_binding",
+            format!(
+                "no policy pack covers `{}` (known: {known}, or `*` for the brand's default)",
+                b.jurisdiction
+            ),
+        )
+        .with_field("jurisdiction"));
+    }
     let row = state
         .registry
         .bind(&principal, &b.brand_id, &b.jurisdiction, &b.plugin_id, b.config, b.limits)
@@ -196,17 +205,18 @@ struct Rollback {
 
 async fn rollback(
     State(state): State<AppState>,
-    principal: Principal,
+    Authorized(principal): Authorized<{ OPERATOR }>,
     body: axum::body::Bytes,
 ) -> Result<Json<Value>, ApiError> {
-    principal.require(&[Role::Operator])?;
     let r: Rollback = serde_json::from_slice(&body)
         .map_err(|e| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_binding", e.to_string()))?;
     Ok(Json(json!(state.registry.rollback(&principal, &r.brand_id, &r.jurisdiction, r.world).await?)))
 }
 
-async fn list_bindings(State(state): State<AppState>, principal: Principal) -> Result<Json<Value>, ApiError> {
-    principal.require(&[Role::Operator, Role::Compliance, Role::Analyst, Role::Admin])?;
+async fn list_bindings(
+    State(state): State<AppState>,
+    Authorized(principal): Authorized<{ OPERATOR | COMPLIANCE | ANALYST | ADMIN }>,
+) -> Result<Json<Value>, ApiError> {
     let all = state.registry.bindings(&principal).await?;
     let (current, history): (Vec<_>, Vec<_>) = all.into_iter().partition(|b| b.replaced_at.is_none());
     let integrity_failures = state.registry.integrity_failures.load(std::sync::atomic::Ordering::Relaxed);

@@ -3,16 +3,17 @@
 
 use std::collections::BTreeMap;
 
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+use super::extract::roles::{ADMIN, COMPLIANCE, MARKETING, OPERATOR};
+use super::extract::{Authorized, Path, Query};
 use super::players::{BrandQuery, brand_of};
 use super::{ApiError, AppState};
-use crate::auth::{Principal, Role};
 use crate::delivery::templates::{self, TemplateError, TemplateInput};
 
 pub fn router() -> Router<AppState> {
@@ -44,12 +45,11 @@ fn check_ids(template_id: &str, locale: &str) -> Result<(), ApiError> {
 
 async fn put_template(
     State(state): State<AppState>,
-    principal: Principal,
+    Authorized(principal): Authorized<{ MARKETING | OPERATOR }>,
     Path((template_id, locale)): Path<(String, String)>,
     Query(q): Query<BrandQuery>,
     body: axum::body::Bytes,
 ) -> Result<Json<Value>, ApiError> {
-    principal.require(&[Role::Marketing, Role::Operator])?;
     let brand = brand_of(&principal, &q)?;
     check_ids(&template_id, &locale)?;
     let input: TemplateInput = serde_json::from_slice(&body).map_err(|e| invalid(e.to_string(), "body"))?;
@@ -69,21 +69,19 @@ async fn put_template(
 
 async fn list(
     State(state): State<AppState>,
-    principal: Principal,
+    Authorized(principal): Authorized<{ MARKETING | OPERATOR | COMPLIANCE | ADMIN }>,
     Query(q): Query<BrandQuery>,
 ) -> Result<Json<Value>, ApiError> {
-    principal.require(&[Role::Marketing, Role::Operator, Role::Compliance, Role::Admin])?;
     let brand = brand_of(&principal, &q)?;
     Ok(Json(json!({"templates": templates::list(&state.db, &brand).await.map_err(ApiError::internal)?})))
 }
 
 async fn delete_template(
     State(state): State<AppState>,
-    principal: Principal,
+    Authorized(principal): Authorized<{ MARKETING | OPERATOR }>,
     Path((template_id, locale)): Path<(String, String)>,
     Query(q): Query<BrandQuery>,
 ) -> Result<Json<Value>, ApiError> {
-    principal.require(&[Role::Marketing, Role::Operator])?;
     let brand = brand_of(&principal, &q)?;
     if !templates::delete(&state.db, &principal, &brand, &template_id, &locale)
         .await
@@ -104,12 +102,11 @@ struct RenderRequest {
 
 async fn render(
     State(state): State<AppState>,
-    principal: Principal,
+    Authorized(principal): Authorized<{ MARKETING | OPERATOR | COMPLIANCE | ADMIN }>,
     Path(template_id): Path<String>,
     Query(q): Query<BrandQuery>,
     body: axum::body::Bytes,
 ) -> Result<Json<Value>, ApiError> {
-    principal.require(&[Role::Marketing, Role::Operator, Role::Compliance, Role::Admin])?;
     let brand = brand_of(&principal, &q)?;
     let req: RenderRequest = serde_json::from_slice(&body).map_err(|e| invalid(e.to_string(), "body"))?;
     let rendered = templates::render(&state.db, &brand, &template_id, &req.locale, &req.personalization)

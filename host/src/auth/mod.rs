@@ -1,12 +1,8 @@
 //! Who is calling: API keys with a role and the brands they may touch. No endpoint is open; a key of
-//! brand A sees nothing of brand B.
+//! brand A sees nothing of brand B. The core's own types: the HTTP layer reads them from a request
+//! (`api::extract`), the CLI and tests make them directly.
 
 use std::str::FromStr;
-
-use axum::extract::FromRequestParts;
-use axum::http::request::Parts;
-
-use crate::api::{ApiError, AppState};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Role {
@@ -19,6 +15,14 @@ pub enum Role {
 }
 
 impl Role {
+    pub const ALL: [Role; 6] =
+        [Role::Platform, Role::Operator, Role::Compliance, Role::Marketing, Role::Analyst, Role::Admin];
+
+    /// The role as one bit of a set of roles.
+    pub const fn bit(self) -> u8 {
+        1 << self as u8
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Role::Platform => "platform",
@@ -78,39 +82,5 @@ impl Principal {
 
     pub fn may_see_brand(&self, brand: &str) -> bool {
         self.brands.iter().any(|b| b == brand)
-    }
-
-    pub fn require(&self, roles: &[Role]) -> Result<(), ApiError> {
-        if roles.contains(&self.role) {
-            Ok(())
-        } else {
-            Err(ApiError::forbidden(format!("role `{}` may not do this", self.role.as_str())))
-        }
-    }
-}
-
-impl FromRequestParts<AppState> for Principal {
-    type Rejection = ApiError;
-
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        let header = parts
-            .headers
-            .get(axum::http::header::AUTHORIZATION)
-            .ok_or_else(|| ApiError::unauthorized("missing `Authorization: Bearer KEY`"))?;
-        let key = header
-            .to_str()
-            .ok()
-            .and_then(|h| h.strip_prefix("Bearer "))
-            .ok_or_else(|| ApiError::unauthorized("the Authorization header must be `Bearer KEY`"))?;
-        let hash = crate::store::keys::hash(key.trim());
-        if let Some(p) = state.principals.get(&hash) {
-            return Ok(p);
-        }
-        let principal = crate::store::keys::lookup(&state.db, key.trim())
-            .await
-            .map_err(ApiError::internal)?
-            .ok_or_else(|| ApiError::unauthorized("unknown or revoked API key"))?;
-        state.principals.insert(hash, principal.clone());
-        Ok(principal)
     }
 }

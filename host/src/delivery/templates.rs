@@ -169,7 +169,7 @@ fn check_personalization(vars: &BTreeMap<String, String>) -> Result<(), Template
 /// Fills the placeholders; the result never grows beyond [`MAX_RENDERED_BYTES`] (a refusal instead).
 fn fill(text: &str, vars: &BTreeMap<String, String>, field: &str) -> Result<String, TemplateError> {
     let mut out = String::with_capacity(text.len().min(MAX_RENDERED_BYTES));
-    let mut push = |out: &mut String, piece: &str| {
+    let push = |out: &mut String, piece: &str| {
         if out.len() + piece.len() > MAX_RENDERED_BYTES {
             return Err(too_large(
                 "rendered_too_large",

@@ -1,0 +1,114 @@
+//! Requests an outsider sends to break the API: every answer is the JSON error shape with a stable
+//! code, and a caller is authorised before its body is read. Runs on SQLite (the HTTP layer is the
+//! same on both databases).
+
+use crate::support;
+
+use pitboss::auth::Role;
+use reqwest::Method;
+use serde_json::{Value, json};
+use support::server::{Backend, TestServer};
+
+/// Status, error code and the whole answer of a raw request.
+async fn call(
+    s: &TestServer,
+    method: Method,
+    path: &str,
+    key: &str,
+    body: Vec<u8>,
+    headers: &[(&str, &[u8])],
+) -> (u16, String, Value) {
+    let mut r = s.http.request(method, format!("{}{path}", s.base)).bearer_auth(key).body(body);
+    for (name, value) in headers {
+        r = r.header(*name, reqwest::header::HeaderValue::from_bytes(value).unwrap());
+    }
+    let r = r.send().await.unwrap();
+    let status = r.status().as_u16();
+    let text = r.text().await.unwrap();
+    let v: Value =
+        serde_json::from_str(&text).unwrap_or_else(|_| panic!("{status} {path}: not JSON: {text:?}"));
+    (status, v["error"]["code"].as_str().unwrap_or_default().to_string(), v)
+}
+
+/// A request written by hand on a socket (what a client library refuses to send); its status and body.
+async fn raw(s: &TestServer, request: &str) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut socket = tokio::net::TcpStream::connect(s.base.trim_start_matches("http://")).await.unwrap();
+    let _ = socket.write_all(request.as_bytes()).await;
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(5), socket.read_to_end(&mut answer)).await;
+    let text = String::from_utf8_lossy(&answer).to_string();
+    let status = text.split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+    (status, body)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_error_is_json_and_roles_come_before_bodies() {
+    let Some(s) = TestServer::start(Backend::Sqlite).await else { return };
+    let platform = s.key(Role::Platform, &["A"]).await;
+    let operator = s.key(Role::Operator, &["A"]).await;
+    let admin = s.key(Role::Admin, &["A"]).await;
+    let other = s.key(Role::Marketing, &["B"]).await;
+
+    // The wrong role is told so before its body is read, whatever the body.
+    let (st, code, _) =
+        call(&s, Method::POST, "/admin/plugins", &platform, b"not multipart".to_vec(), &[]).await;
+    assert_eq!((st, code.as_str()), (403, "forbidden"));
+    let huge = vec![b'x'; 3 * 1024 * 1024];
+    let (st, code, _) = call(&s, Method::POST, "/admin/plugins", &platform, huge.clone(), &[]).await;
+    assert_eq!((st, code.as_str()), (403, "forbidden"));
+    // The right role with a broken body: the extractor's complaint, in the JSON shape.
+    let (st, code, _) = call(&s, Method::POST, "/admin/plugins", &operator, b"x".to_vec(), &[]).await;
+    assert_eq!((st, code.as_str()), (400, "bad_request"));
+    let (st, code, _) = call(&s, Method::POST, "/v1/events", &platform, huge, &[]).await;
+    assert_eq!((st, code.as_str()), (413, "payload_too_large"));
+    // Wrong method, unknown route, bad query, a path that is not UTF-8.
+    let (st, code, _) = call(&s, Method::DELETE, "/v1/events", &platform, vec![], &[]).await;
+    assert_eq!((st, code.as_str()), (405, "method_not_allowed"));
+    let (st, code, _) = call(&s, Method::GET, "/v1/nothing", &platform, vec![], &[]).await;
+    assert_eq!((st, code.as_str()), (404, "not_found"));
+    let (st, code, v) = call(&s, Method::GET, "/admin/audit?limit=abc", &admin, vec![], &[]).await;
+    assert_eq!((st, code.as_str()), (400, "invalid_query"), "{v}");
+    let (st, code, _) = call(&s, Method::GET, "/v1/players/%FF%FE", &platform, vec![], &[]).await;
+    assert_eq!((st, code.as_str()), (400, "invalid_path"));
+    // A request target too long: refused in the JSON shape; past 64 KiB the HTTP server itself says 414.
+    let (status, body) = raw(
+        &s,
+        &format!("GET /v1/players/{} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", "p".repeat(10_000)),
+    )
+    .await;
+    assert_eq!(status, 414);
+    assert!(body.contains("\"uri_too_long\""), "{}", &body[..body.len().min(200)]);
+    let (status, _) =
+        raw(&s, &format!("GET /v1/players/{} HTTP/1.1\r\nHost: x\r\n\r\n", "p".repeat(70_000))).await;
+    assert_eq!(status, 414);
+    // A key that is there but not ASCII is invalid, not missing.
+    let send =
+        serde_json::to_vec(&json!({"channel": "email", "player_id": "p", "template_id": "t"})).unwrap();
+    let (st, code, _) = call(
+        &s,
+        Method::POST,
+        "/v1/messaging/send",
+        &platform,
+        send,
+        &[("x-idempotency-key", "clé".as_bytes())],
+    )
+    .await;
+    assert_eq!((st, code.as_str()), (400, "idempotency_key_invalid"));
+    // Another brand's templates: not found, without speaking of players.
+    let (st, code, v) = call(&s, Method::GET, "/admin/templates?brand_id=A", &other, vec![], &[]).await;
+    assert_eq!((st, code.as_str()), (404, "not_found"));
+    assert!(!v["error"]["message"].as_str().unwrap().contains("player"), "{v}");
+
+    // Jurisdictions no pack knows: refused at registration and in a binding.
+    let reg = json!({"event_id": "r1", "event_type": "player.registered", "player_id": "p_zz", "brand_id": "A",
+        "occurred_at": "2026-11-20T10:00:00Z",
+        "payload": {"jurisdiction": "ZZ", "locale": "en", "time_zone": "UTC", "currency": "EUR"}});
+    let (st, v) = s.post(&platform, "/v1/events", &reg).await;
+    assert_eq!((st, v["error"]["field"].as_str()), (422, Some("payload.jurisdiction")), "{v}");
+    let bind = json!({"brand_id": "A", "jurisdiction": "SE", "plugin_id": "plg_x"});
+    let (st, v) = s.post(&operator, "/admin/bindings", &bind).await;
+    assert_eq!((st, v["error"]["field"].as_str()), (422, Some("jurisdiction")), "{v}");
+    s.stop().await;
+}

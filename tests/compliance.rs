@@ -194,7 +194,83 @@ async fn an_email_in_doubt_counts_against_the_caps(s: Backend) {
     r.s.stop().await;
 }
 
+/// Packs are data: shipped with their sources, changed only as a new version that a second compliance
+/// officer approves, audited, in force from the approval on (also after a restart), and named in every
+/// decision's basis.
+async fn packs_change_only_through_approved_versions(s: Backend) {
+    let Some(mut r) = rig(s, FAST).await else { return };
+    let carla = r.s.key_of(pitboss::auth::Role::Compliance, &["A"], "Carla Compliance").await;
+    let dave = r.s.key_of(pitboss::auth::Role::Compliance, &["A"], "Dave Compliance").await;
+    let admin = r.s.key_of(pitboss::auth::Role::Admin, &["A"], "Ada Admin").await;
+    let (st, all) = r.s.get(&carla, "/admin/packs").await;
+    assert_eq!(st, 200, "{all}");
+    let in_force = |all: &Value, pack: &str| {
+        all["packs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|v| v["pack"] == pack && v["status"] == "in_force")
+            .cloned()
+            .unwrap()
+    };
+    let gb = in_force(&all, "GB");
+    assert_eq!(gb["version"], "GB-2026.1");
+    assert!(gb["document"]["min_age_marketing"]["source"].as_str().unwrap().contains("Gambling Act 2005"));
+    assert_eq!(in_force(&all, "CA-ON")["document"]["min_age_marketing"]["value"], 19);
+
+    // A stricter GB cap, proposed by Carla.
+    let mut doc = gb["document"].clone();
+    doc["version"] = json!("GB-2026.2");
+    doc["max_marketing_per_day"] =
+        json!({"value": 1, "source": "operator compliance policy, tightened after review"});
+    assert_eq!(r.s.post(&r.marketing, "/admin/packs", &doc).await.0, 403, "marketing cannot propose");
+    let mut unsourced = doc.clone();
+    unsourced["quiet_hours"]["source"] = json!("");
+    let (st, e) = r.s.post(&carla, "/admin/packs", &unsourced).await;
+    assert_eq!((st, e["error"]["field"].as_str()), (422, Some("quiet_hours.source")), "{e}");
+    let (st, v) = r.s.post(&carla, "/admin/packs", &doc).await;
+    assert_eq!((st, v["status"].as_str()), (201, Some("proposed")), "{v}");
+    assert_eq!(r.s.post(&carla, "/admin/packs", &doc).await.0, 409, "a version is never rewritten");
+
+    // Not in force yet: two marketing e-mails go today.
+    r.player("p_pack", "GB", "Europe/London").await;
+    for t in ["tpl_p1", "tpl_p2", "tpl_p3"] {
+        r.template(t, "casino", "Hi {{first_name}}").await;
+    }
+    let (_, first) = r.send("pk_1", &email("p_pack", "tpl_p1")).await;
+    assert_eq!(first["status"], "QUEUED", "{first}");
+
+    // Carla cannot approve her own proposal; Dave can, and it is in force at once.
+    let approve = "/admin/packs/GB/versions/GB-2026.2/approve";
+    let (st, e) = r.s.post(&carla, approve, &json!({})).await;
+    assert_eq!((st, e["error"]["code"].as_str()), (403, Some("four_eyes")), "{e}");
+    let (st, v) = r.s.post(&dave, approve, &json!({})).await;
+    assert_eq!(
+        (st, v["status"].as_str(), v["approved_by"].as_str()),
+        (200, Some("in_force"), Some("Dave Compliance")),
+        "{v}"
+    );
+    let (_, second) = r.send("pk_2", &email("p_pack", "tpl_p2")).await;
+    assert_eq!(status(&second), ("SUPPRESSED".into(), vec!["cap_reached".into()]), "{second}");
+    assert!(second["reasons"][0]["detail"].as_str().unwrap().contains("of 1"), "{second}");
+
+    // In force after a restart too, and every step is in the audit log.
+    r.s.restart().await;
+    let (_, all) = r.s.get(&carla, "/admin/packs").await;
+    assert_eq!(in_force(&all, "GB")["version"], "GB-2026.2");
+    let (_, third) = r.send("pk_3", &email("p_pack", "tpl_p3")).await;
+    assert_eq!(status(&third).0, "SUPPRESSED");
+    let first = r.delivery(first["delivery_id"].as_str().unwrap()).await;
+    assert_eq!(first["history"][0]["detail"]["basis"]["pack_version"], "GB-2026.1", "{first}");
+    let (_, audit) = r.s.get(&admin, "/admin/audit").await;
+    let actions: Vec<&str> =
+        audit["entries"].as_array().unwrap().iter().map(|e| e["action"].as_str().unwrap()).collect();
+    assert!(actions.contains(&"pack.proposed") && actions.contains(&"pack.approved"), "{actions:?}");
+    r.s.stop().await;
+}
+
 crate::on_both!(
+    packs_change_only_through_approved_versions,
     unsubscribe_and_complaint_events_stop_the_next_send,
     overlapping_exclusions_each_hold,
     ontario_marketing_needs_nineteen_on_the_day,

@@ -46,7 +46,7 @@ fn registered(player: &str) -> Value {
 fn activity(client: usize, n: usize) -> Value {
     let player = format!("p_{:02}", (client * 7 + n) % 20);
     let id = format!("c{client}_{n}");
-    let (kind, payload) = if n % 2 == 0 {
+    let (kind, payload) = if n.is_multiple_of(2) {
         ("payment.captured", json!({"payment_id": id, "amount_minor": 1000, "currency": "EUR"}))
     } else {
         ("bet.placed", json!({"bet_id": id, "stake_minor": 100, "currency": "EUR", "category": "slots"}))

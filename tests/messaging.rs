@@ -472,7 +472,7 @@ async fn quiet_hours_in_the_players_zone_defer(s: Backend) {
     r.s.clock.set(morning + jiff::SignedDuration::from_mins(1));
     let id = d["delivery_id"].as_str().unwrap();
     let sent = r.wait_status(id, "SENT").await;
-    assert_eq!(sent["basis"]["pack_version"], "ON-2026.1", "allowed when it was due, with its basis");
+    assert_eq!(sent["basis"]["pack_version"], "ON-2026.2", "allowed when it was due, with its basis");
     assert_eq!(r.smtp.messages().len(), 1);
     r.s.stop().await;
 }

@@ -66,7 +66,12 @@ pub async fn run(
     let blobs = BlobStore::open(&options.data_dir.join("plugins"))?;
     let registry = Arc::new(Registry::open(db.clone(), blobs, runtime, options.dual_approval.clone()).await?);
     options.settings.check()?;
-    let delivery = Arc::new(crate::delivery::Context::new(options.settings.clone(), options.clock.clone()));
+    let packs = Arc::new(crate::policy::PackStore::open(db.clone()).await?);
+    let delivery = Arc::new(crate::delivery::Context::new(
+        options.settings.clone(),
+        options.clock.clone(),
+        packs.clone(),
+    ));
     let clock = options.clock.clone();
     let worker =
         Arc::new(crate::delivery::worker::Worker::new(db.clone(), contacts_key.clone(), delivery.clone())?);
@@ -82,15 +87,18 @@ pub async fn run(
     };
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut tasks = tokio::task::JoinSet::new();
-    // Binding changes made by other processes sharing the database arrive within a second.
+    // Binding and pack changes made by other processes sharing the database arrive within a second.
     {
         let registry = registry.clone();
         let mut stop = stop_rx.clone();
         tasks.spawn(async move {
-            let mut seen = None;
+            let (mut seen, mut seen_packs) = (None, None);
             loop {
                 if let Err(e) = registry.refresh_if_changed(&mut seen).await {
                     tracing::error!(error = %e, "refreshing bindings");
+                }
+                if let Err(e) = packs.refresh_if_changed(&mut seen_packs).await {
+                    tracing::error!(error = %format!("{e:#}"), "refreshing policy packs");
                 }
                 tokio::select! {
                     _ = tokio::time::sleep(std::time::Duration::from_secs(1)) => {}

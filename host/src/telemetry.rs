@@ -57,11 +57,11 @@ impl Metrics {
             "# HELP pitboss_events_set_aside_total Events a bus consumer could not apply and passed over.\n",
         );
         out.push_str("# TYPE pitboss_events_set_aside_total counter\n");
-        for consumer in ["profiles"] {
-            let n = set_aside.iter().find(|(c, _)| c == consumer).map_or(0, |(_, n)| *n);
-            let _ = writeln!(out, "pitboss_events_set_aside_total{{consumer=\"{consumer}\"}} {n}");
+        // The profiles consumer always shows, at 0 too, so that an alert on it has a series to watch.
+        if !set_aside.iter().any(|(c, _)| c == "profiles") {
+            out.push_str("pitboss_events_set_aside_total{consumer=\"profiles\"} 0\n");
         }
-        for (consumer, n) in set_aside.iter().filter(|(c, _)| c != "profiles") {
+        for (consumer, n) in set_aside {
             let _ = writeln!(out, "pitboss_events_set_aside_total{{consumer=\"{consumer}\"}} {n}");
         }
         out.push_str(

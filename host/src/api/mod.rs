@@ -7,6 +7,7 @@ mod decisions;
 mod events;
 pub mod extract;
 mod messaging;
+mod packs;
 mod players;
 mod plugins;
 mod templates;
@@ -47,6 +48,7 @@ pub fn app(state: AppState) -> Router {
         .merge(templates::router())
         .merge(players::router())
         .merge(messaging::router())
+        .merge(packs::router())
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint") })
         .layer(axum::middleware::map_response(json_errors))
         .layer(axum::middleware::from_fn(uri_limit))

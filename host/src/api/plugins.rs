@@ -176,8 +176,8 @@ async fn bind(
     let b: NewBinding = serde_json::from_slice(&body)
         .map_err(|e| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_binding", e.to_string()))?;
     // A jurisdiction no policy pack covers has no players to decide for: a typo, refused.
-    if b.jurisdiction != "*" && state.delivery.packs.for_jurisdiction(&b.jurisdiction).is_none() {
-        let known = state.delivery.packs.jurisdictions().join(", ");
+    if b.jurisdiction != "*" && state.delivery.packs.current().for_jurisdiction(&b.jurisdiction).is_none() {
+        let known = state.delivery.packs.current().jurisdictions().join(", ");
         return Err(ApiError::new(
             StatusCode::UNPROCESSABLE_ENTITY,
             "invalid_binding",

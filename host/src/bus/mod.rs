@@ -426,7 +426,7 @@ pub async fn set_aside_list(db: &Db, brands: &[String], limit: i64) -> anyhow::R
             });
         }
     }
-    out.sort_by(|a, b| (b.set_aside_at, b.seq).cmp(&(a.set_aside_at, a.seq)));
+    out.sort_by_key(|e| std::cmp::Reverse((e.set_aside_at, e.seq)));
     out.truncate(usize::try_from(limit).unwrap_or(0));
     Ok(out)
 }

@@ -15,13 +15,14 @@ use std::collections::BTreeMap;
 use tokio::sync::Notify;
 
 use crate::config::{Clock, Settings};
-use crate::policy::{FrequencyPolicy, Packs};
+use crate::policy::{FrequencyPolicy, PackStore};
 use crate::telemetry::Metrics;
 
 /// What the send path, the workers and the feedback endpoints share.
 pub struct Context {
     pub settings: Settings,
-    pub packs: Packs,
+    /// The jurisdiction packs in force.
+    pub packs: std::sync::Arc<PackStore>,
     pub policies: BTreeMap<String, FrequencyPolicy>,
     pub clock: Clock,
     pub metrics: Metrics,
@@ -30,16 +31,9 @@ pub struct Context {
 }
 
 impl Context {
-    pub fn new(settings: Settings, clock: Clock) -> Context {
+    pub fn new(settings: Settings, clock: Clock, packs: std::sync::Arc<PackStore>) -> Context {
         let policies = settings.frequency_policies().into_iter().map(|p| (p.id.clone(), p)).collect();
-        Context {
-            settings,
-            packs: Packs::defaults(),
-            policies,
-            clock,
-            metrics: Metrics::default(),
-            wake: Notify::new(),
-        }
+        Context { settings, packs, policies, clock, metrics: Metrics::default(), wake: Notify::new() }
     }
 
     /// The jurisdictions the brand is licensed in (none unless configured: fail closed).

@@ -137,6 +137,7 @@ pub async fn gate(
         .min(now - SignedDuration::from_hours(24 * 8));
     // Everything counted from then on, including what is deferred to a later day.
     let counted = deliveries::counted_since(conn, m.brand, m.player, since.as_millisecond()).await?;
+    let packs = ctx.packs.current();
     let decide = |sent: &Sent| {
         policy::decide(&policy::Request {
             channel: m.channel,
@@ -144,7 +145,7 @@ pub async fn gate(
             profile,
             age: view.age,
             consents,
-            pack: ctx.packs.for_jurisdiction(&profile.jurisdiction),
+            pack: packs.for_jurisdiction(&profile.jurisdiction),
             licensed: ctx.licences(m.brand),
             policy: m.policy,
             priority: m.priority,

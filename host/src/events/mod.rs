@@ -439,7 +439,7 @@ fn strict_rfc3339(s: &str) -> Option<Timestamp> {
     s.parse::<Timestamp>().ok()
 }
 
-fn is_jurisdiction(s: &str) -> bool {
+pub fn is_jurisdiction(s: &str) -> bool {
     // ISO 3166-1 alpha-2, optionally with a subdivision (CA-ON, US-NJ).
     let (country, sub) = s.split_once('-').map_or((s, None), |(c, r)| (c, Some(r)));
     country.len() == 2

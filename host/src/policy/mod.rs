@@ -5,8 +5,10 @@
 
 pub mod gate;
 pub mod packs;
+pub mod store;
 
 pub use gate::{
     Basis, Caps, Decision, FrequencyPolicy, MessageClass, Priority, Reason, Request, Sent, decide,
 };
-pub use packs::{Pack, Packs};
+pub use packs::{Pack, PackDocument, Packs};
+pub use store::{PackError, PackStore};

@@ -269,7 +269,82 @@ async fn packs_change_only_through_approved_versions(s: Backend) {
     r.s.stop().await;
 }
 
+/// The catalogue's other rows that change contact, each posted and followed at once by a send: a new
+/// time zone moves quiet hours, a new jurisdiction brings its pack, a new birth date its age, a limit
+/// hit stops marketing for the day; a KYC change does not touch contact.
+async fn catalogue_changes_count_for_the_next_send(s: Backend) {
+    let Some(r) = rig(s, FAST).await else { return };
+    r.player("p_cat", "GB", "Europe/London").await;
+    let n = std::cell::Cell::new(0);
+    let send = || {
+        n.set(n.get() + 1);
+        let (template, key) = (format!("tpl_cat_{}", n.get()), format!("cat_{}", n.get()));
+        let r = &r;
+        async move {
+            r.template(&template, "casino", "Hi {{first_name}}").await;
+            r.send(&key, &email("p_cat", &template)).await.1
+        }
+    };
+    let update = |id: &str, payload: Value| event(id, "player.updated", "p_cat", payload);
+    let rig = &r;
+    let post = |e: Value| async move { assert_eq!(rig.s.post(&rig.platform, "/v1/events", &e).await.0, 202) };
+
+    // Noon UTC: day in London; in Tokyo it is 21:00, quiet hours.
+    post(update("u_tz", json!({"time_zone": "Asia/Tokyo"}))).await;
+    let d = send().await;
+    assert_eq!(status(&d), ("DEFERRED".into(), vec!["quiet_hours".into()]), "{d}");
+    post(update("u_tz2", json!({"time_zone": "Europe/London"}))).await;
+    // Malta's pack (three a day) in force for the next decision.
+    post(update("u_mt", json!({"jurisdiction": "MT"}))).await;
+    let d = send().await;
+    assert_eq!(d["status"], "QUEUED", "{d}");
+    let basis = r.delivery(d["delivery_id"].as_str().unwrap()).await["basis"].clone();
+    assert_eq!(basis["pack_version"], "MT-2026.1", "{basis}");
+    // KYC changes no contact rule.
+    post(event("k_1", "kyc.status_changed", "p_cat", json!({"status": "rejected"}))).await;
+    assert_eq!(send().await["status"], "QUEUED");
+    // A birth date that makes the player 17 today.
+    let today = noon_tomorrow().to_zoned_datetime(jiff::tz::TimeZone::UTC).date();
+    let minor = today.checked_sub(jiff::Span::new().years(17)).unwrap();
+    post(update("u_age", json!({"birth_date": minor.to_string()}))).await;
+    let d = send().await;
+    assert_eq!(status(&d), ("SUPPRESSED".into(), vec!["under_age".into()]), "{d}");
+    post(update("u_age2", json!({"birth_date": "1990-05-17"}))).await;
+    // After a hard bounce, the same address sent again stays invalid; a new one is tried.
+    r.template("tpl_receipt", "transactional", "Receipt {{first_name}}").await;
+    let receipt = |key: &'static str| {
+        let r = &r;
+        async move {
+            r.send(key, &email("p_cat", "tpl_receipt")).await.1["delivery_id"].as_str().unwrap().to_string()
+        }
+    };
+    let first = receipt("rc_1").await;
+    r.wait_status(&first, "SENT").await;
+    let bounce = json!({"delivery_id": first, "event": "hard_bounce", "occurred_at": "2026-11-23T12:01:00Z"});
+    assert_eq!(r.s.post(&r.platform, "/v1/messaging/feedback", &bounce).await.0, 200);
+    post(update("u_same", json!({"email": "p_cat@example.com"}))).await;
+    let d = r.wait_status(&receipt("rc_2").await, "SUPPRESSED").await;
+    assert_eq!(reasons(&d), ["contact_invalid"]);
+    post(update("u_new", json!({"email": "p_cat.new@example.com"}))).await;
+    r.wait_status(&receipt("rc_3").await, "SENT").await;
+    assert_eq!(r.smtp.messages().last().unwrap().header("To").as_deref(), Some("p_cat.new@example.com"));
+    // A limit hit today stops marketing today.
+    let hit = event(
+        "l_1",
+        "rg.limit_hit",
+        "p_cat",
+        json!({"kind": "deposit", "period": "day", "amount_minor": 5000, "currency": "EUR"}),
+    );
+    let mut hit = hit;
+    hit["occurred_at"] = json!(noon_tomorrow().to_string());
+    post(hit).await;
+    let d = send().await;
+    assert_eq!(status(&d), ("SUPPRESSED".into(), vec!["limit_hit_today".into()]), "{d}");
+    r.s.stop().await;
+}
+
 crate::on_both!(
+    catalogue_changes_count_for_the_next_send,
     packs_change_only_through_approved_versions,
     unsubscribe_and_complaint_events_stop_the_next_send,
     overlapping_exclusions_each_hold,

@@ -90,7 +90,7 @@ fn aad(brand: &str, player: &str, kind: &str) -> String {
 }
 
 /// Stores (or replaces) one contact value inside the caller's transaction. A new value is valid again
-/// even if the old one bounced.
+/// even if the old one bounced; the same value again changes nothing.
 pub async fn upsert(
     conn: &mut sqlx::AnyConnection,
     key: &ContactsKey,
@@ -99,6 +99,22 @@ pub async fn upsert(
     kind: &str,
     value: &str,
 ) -> anyhow::Result<()> {
+    // The same value sent again (a profile update repeating the address) keeps a hard bounce's mark:
+    // only a different address is worth trying.
+    let old = sqlx::query(
+        "SELECT nonce, ciphertext FROM contacts WHERE brand_id = $1 AND player_id = $2 AND kind = $3",
+    )
+    .bind(brand)
+    .bind(player)
+    .bind(kind)
+    .fetch_optional(&mut *conn)
+    .await?;
+    if let Some(r) = old {
+        let (nonce, ct): (Vec<u8>, Vec<u8>) = (r.try_get("nonce")?, r.try_get("ciphertext")?);
+        if key.open(&aad(brand, player, kind), &nonce, &ct).is_ok_and(|v| v == value) {
+            return Ok(());
+        }
+    }
     let (nonce, ct) = key.seal(&aad(brand, player, kind), value);
     sqlx::query(
         "INSERT INTO contacts (brand_id, player_id, kind, nonce, ciphertext, updated_at) VALUES ($1, $2, $3, $4, $5, $6)

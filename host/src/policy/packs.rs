@@ -219,6 +219,29 @@ mod tests {
     }
 
     #[test]
+    fn the_readme_shows_the_shipped_values() {
+        let readme = include_str!("../../../README.md");
+        for (_, d) in shipped() {
+            let row = readme
+                .lines()
+                .find(|l| l.starts_with(&format!("| `{}` |", d.pack)))
+                .unwrap_or_else(|| panic!("README has no row for pack {}", d.pack));
+            let cells: Vec<&str> = row.split('|').map(str::trim).collect();
+            let channels: Vec<String> =
+                d.banned_channels.value.iter().map(|c| crate::model::wire_name(*c)).collect();
+            let expected = [
+                d.version.clone(),
+                d.min_age_marketing.value.to_string(),
+                d.min_age_bonus_offers.value.to_string(),
+                if channels.is_empty() { "—".into() } else { channels.join(", ") },
+                d.quiet_hours.value.join("–"),
+                format!("{} / {}", d.max_marketing_per_day.value, d.max_marketing_per_week.value),
+            ];
+            assert_eq!(cells[2..8], expected, "README row of {}", d.pack);
+        }
+    }
+
+    #[test]
     fn a_pack_without_a_source_or_with_a_bad_value_is_refused() {
         let (_, mut doc) = shipped().remove(0);
         doc.quiet_hours.source = " ".into();

@@ -199,3 +199,23 @@ fn oversized_input_is_refused_before_any_instance_exists() {
     assert_eq!(run.outcome.unwrap_err().code(), "input_too_large");
     assert_eq!(run.usage.instances, 0);
 }
+
+/// A plugin stopped by its deadline reports the fuel it burnt, not what was last written down before its
+/// loop began: an infinite loop given 5 G of fuel and 50 ms uses millions of instructions (to within one
+/// yield interval), and the call takes about its deadline.
+#[test]
+fn a_plugin_stopped_by_its_deadline_reports_what_it_burnt() {
+    let limits =
+        Limits { fuel: Limits::CEILING.fuel, deadline_ms: 50, ..Limits::default_for(World::Segment) };
+    let rt = support::runtime();
+    let p = support::load(&rt, "hostile-infinite-loop");
+    let mut opts = CallOptions::new(World::Segment, support::now());
+    opts.limits = limits;
+    let run = rt.segment(&p, &opts, &support::profile("p_1"), None);
+    let (err, usage) = (run.outcome.expect_err("a loop"), run.usage);
+    assert_eq!(err.code(), "deadline_exceeded", "{err}");
+    assert!(usage.fuel > 5_000_000, "reported {} fuel for a 50 ms loop", usage.fuel);
+    assert!(usage.fuel < limits.fuel);
+    let ms = usage.duration_ns / 1_000_000;
+    assert!((50..1_000).contains(&ms), "stopped after {ms} ms");
+}

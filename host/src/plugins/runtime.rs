@@ -26,6 +26,10 @@ use crate::model as m;
 
 /// Granularity of the wall-clock deadline.
 const EPOCH_TICK: Duration = Duration::from_millis(1);
+/// Fuel between two points where a running guest hands control back to the runtime, which then checks
+/// the wall-clock deadline; at those points the fuel consumed is on record, so a call stopped by its
+/// deadline reports what it really burnt (to within this much).
+const YIELD_FUEL: u64 = 1_000_000;
 
 /// Profiles per call of the segment batch form; each chunk runs in its own instance under the limits.
 pub const BATCH_CHUNK: usize = 1024;
@@ -277,10 +281,12 @@ impl Runtime {
         let profile = convert::profile(profile);
         let event = event.map(convert::event);
         let input = profile.wire_size() + event.wire_size();
-        self.execute(opts, input, |store| {
-            let guest = pre.instantiate(&mut *store)?;
-            let answer =
-                guest.pitboss_rules_segmentation().call_evaluate(&mut *store, &profile, event.as_ref())?;
+        self.execute(opts, input, async |store| {
+            let guest = pre.instantiate_async(&mut *store).await?;
+            let answer = guest
+                .pitboss_rules_segmentation()
+                .call_evaluate(&mut *store, &profile, event.as_ref())
+                .await?;
             Ok(answer.map(convert::membership))
         })
         .and_then(|m| check_membership(&m).map(|()| m))
@@ -306,10 +312,10 @@ impl Runtime {
             let input: Vec<wit::Profile> = chunk.iter().map(convert::profile).collect();
             let size = input.wire_size();
             let run = self
-                .execute(opts, size, |store| {
-                    let guest = pre.instantiate(&mut *store)?;
+                .execute(opts, size, async |store| {
+                    let guest = pre.instantiate_async(&mut *store).await?;
                     let answer =
-                        guest.pitboss_rules_segmentation().call_evaluate_batch(&mut *store, &input)?;
+                        guest.pitboss_rules_segmentation().call_evaluate_batch(&mut *store, &input).await?;
                     Ok(answer.map(|v| v.into_iter().map(convert::membership).collect::<Vec<_>>()))
                 })
                 .and_then(|ms: Vec<m::Membership>| {
@@ -363,14 +369,12 @@ impl Runtime {
         let w_profile = convert::profile(profile);
         let w_bonuses: Vec<wit::BonusState> = bonuses.iter().map(convert::bonus_state).collect();
         let input = w_event.wire_size() + w_profile.wire_size() + w_bonuses.wire_size();
-        self.execute(opts, input, |store| {
-            let guest = pre.instantiate(&mut *store)?;
-            let answer = guest.pitboss_rules_bonus_rules().call_evaluate(
-                &mut *store,
-                &w_event,
-                &w_profile,
-                &w_bonuses,
-            )?;
+        self.execute(opts, input, async |store| {
+            let guest = pre.instantiate_async(&mut *store).await?;
+            let answer = guest
+                .pitboss_rules_bonus_rules()
+                .call_evaluate(&mut *store, &w_event, &w_profile, &w_bonuses)
+                .await?;
             Ok(answer)
         })
         .and_then(|actions| {
@@ -400,14 +404,12 @@ impl Runtime {
         let w_candidates: Vec<wit::OfferTemplate> = candidates.iter().map(convert::offer_template).collect();
         let w_context = convert::offer_context(context);
         let input = w_profile.wire_size() + w_candidates.wire_size() + w_context.wire_size();
-        self.execute(opts, input, |store| {
-            let guest = pre.instantiate(&mut *store)?;
-            let answer = guest.pitboss_rules_offer_scoring().call_score(
-                &mut *store,
-                &w_profile,
-                &w_candidates,
-                &w_context,
-            )?;
+        self.execute(opts, input, async |store| {
+            let guest = pre.instantiate_async(&mut *store).await?;
+            let answer = guest
+                .pitboss_rules_offer_scoring()
+                .call_score(&mut *store, &w_profile, &w_candidates, &w_context)
+                .await?;
             Ok(answer.map(|v| v.into_iter().map(convert::ranked_offer).collect::<Vec<_>>()))
         })
         .and_then(|offers| {
@@ -422,7 +424,7 @@ impl Runtime {
         &self,
         opts: &CallOptions,
         input_bytes: u64,
-        call: impl FnOnce(&mut Store<PluginState>) -> wasmtime::Result<Result<T, wit::RuleError>>,
+        call: impl AsyncFnOnce(&mut Store<PluginState>) -> wasmtime::Result<Result<T, wit::RuleError>>,
     ) -> Run<T> {
         let limits = opts.limits.clamped();
         let mut usage = Usage { input_bytes, ..Usage::default() };
@@ -434,9 +436,11 @@ impl Runtime {
         }
         let started = Instant::now();
         let mut store = self.store(&limits, opts);
-        let result = call(&mut store);
+        let deadline = started + Duration::from_millis(limits.deadline_ms);
+        let result =
+            drive(call(&mut store), deadline).unwrap_or_else(|| Err(wasmtime::Error::from(Trap::Interrupt)));
         usage.duration_ns = started.elapsed().as_nanos() as u64;
-        usage.fuel = limits.fuel - store.get_fuel().unwrap_or(0);
+        usage.fuel = limits.fuel.saturating_sub(store.get_fuel().unwrap_or(0));
         usage.instances = 1;
         let state = store.into_data();
         usage.peak_memory_bytes = state.limiter.peak;
@@ -463,9 +467,12 @@ impl Runtime {
         let state = PluginState::new(limits, opts.now.as_millisecond(), opts.config.clone());
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| &mut s.limiter);
-        // Fuel is enabled on the engine, so this cannot fail.
+        // Fuel and async are enabled on the engine, so these cannot fail.
         let _ = store.set_fuel(limits.fuel);
-        store.set_epoch_deadline(limits.deadline_ms.div_ceil(EPOCH_TICK.as_millis() as u64) + 1);
+        let _ = store.fuel_async_yield_interval(Some(YIELD_FUEL));
+        // The deadline is kept by `drive` at each yield; the epoch is the backstop for a guest that burns
+        // no fuel (stuck in one long instruction), a few ticks later.
+        store.set_epoch_deadline(limits.deadline_ms.div_ceil(EPOCH_TICK.as_millis() as u64) + 5);
         store
     }
 
@@ -475,11 +482,18 @@ impl Runtime {
     pub fn instantiate_only(&self, plugin: &Plugin, opts: &CallOptions) -> Result<(), PluginError> {
         let limits = opts.limits.clamped();
         let mut store = self.store(&limits, opts);
-        let result = match &plugin.pre {
-            Pre::Segment(pre) => pre.instantiate(&mut store).map(drop),
-            Pre::BonusRule(pre) => pre.instantiate(&mut store).map(drop),
-            Pre::OfferScorer(pre) => pre.instantiate(&mut store).map(drop),
-        };
+        let deadline = Instant::now() + Duration::from_millis(limits.deadline_ms);
+        let result = drive(
+            async {
+                match &plugin.pre {
+                    Pre::Segment(pre) => pre.instantiate_async(&mut store).await.map(drop),
+                    Pre::BonusRule(pre) => pre.instantiate_async(&mut store).await.map(drop),
+                    Pre::OfferScorer(pre) => pre.instantiate_async(&mut store).await.map(drop),
+                }
+            },
+            deadline,
+        )
+        .unwrap_or_else(|| Err(wasmtime::Error::from(Trap::Interrupt)));
         result.map_err(|e| classify(e, &limits, None))
     }
 }
@@ -554,6 +568,21 @@ fn import_allowed(name: &str) -> bool {
 }
 
 /// Turns a wasmtime error from instantiation or a call into the typed failure it stands for.
+/// Runs a guest call to its end on this thread, checking the deadline each time the guest yields (every
+/// `YIELD_FUEL`): past it, the call is dropped — wasmtime unwinds the guest — and `None` says so. Nothing
+/// else ever makes a call wait (no host import is asynchronous), so there is no executor to wake.
+fn drive<F: Future>(call: F, deadline: Instant) -> Option<F::Output> {
+    let mut call = std::pin::pin!(call);
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    loop {
+        match call.as_mut().poll(&mut cx) {
+            std::task::Poll::Ready(out) => return Some(out),
+            std::task::Poll::Pending if Instant::now() >= deadline => return None,
+            std::task::Poll::Pending => {}
+        }
+    }
+}
+
 fn classify(e: wasmtime::Error, limits: &Limits, stderr: Option<String>) -> PluginError {
     for cause in e.chain() {
         if let Some(limit) = cause.downcast_ref::<LimitExceeded>() {

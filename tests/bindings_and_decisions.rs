@@ -582,3 +582,83 @@ async fn a_swap_never_goes_back(s: &TestServer) {
     assert_eq!(stale, 0, "reads after a bind had returned that saw the binding it replaced");
 }
 both!(a_swap_never_goes_back_sqlite_and_postgres, a_swap_never_goes_back);
+
+/// The use cases need no socket: a second host core on the same database (as a bus consumer, a sweep or
+/// the CLI would hold) ingests an event, takes a decision and sends a message through the same services
+/// the HTTP API calls; the decision is recorded with its version, the message is in the outbox.
+async fn a_decision_and_a_send_without_http(s: &TestServer) {
+    use pitboss::delivery::send::{SendRequest, send};
+    let t = team(s).await;
+    let plugin_id = approved_dormant(s, &t).await;
+    assert_eq!(bind(s, &t, "DE", &plugin_id, json!({})).await.0, 201);
+    let options = pitboss::config::ServeOptions {
+        data_dir: s.data_dir.path().to_path_buf(),
+        code_cache: Some(support::code_cache()),
+        dual_approval: vec![],
+        config: None,
+        settings: Default::default(),
+        clock: s.clock.clone(),
+    };
+    let (key, _) = pitboss::store::contacts::ContactsKey::generate();
+    let core = pitboss::core::Core::open(s.db.clone(), key, &options).await.unwrap();
+
+    let event = pitboss::events::validate(&register("p_core", "DE")).unwrap();
+    core.append(vec![event]).await.unwrap();
+    let decided = pitboss::decisions::decide(
+        &core,
+        &pitboss::decisions::DecisionRequest {
+            brand: "A".into(),
+            player_id: "p_core".into(),
+            world: pitboss::plugins::World::Segment,
+            trace_id: Some("tr_core".into()),
+            event: None,
+            bonuses: vec![],
+            candidates: vec![],
+            context: None,
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(decided.plugin.plugin_id, plugin_id);
+    let (_, records) = s.get(&t.admin, "/admin/decisions?player_id=p_core").await;
+    let record = &records["decisions"][0];
+    assert_eq!(
+        (
+            record["seq"].as_i64(),
+            record["plugin_id"].as_str(),
+            record["outcome"].as_str(),
+            record["trace_id"].as_str()
+        ),
+        (Some(decided.decision_seq), Some(plugin_id.as_str()), Some("ok"), Some("tr_core")),
+        "{records}"
+    );
+
+    let marketing = pitboss::auth::Principal {
+        key_id: "key_core".into(),
+        role: Role::Marketing,
+        brands: vec!["A".into()],
+        holder: "Mia Marketing".into(),
+    };
+    let template = pitboss::delivery::templates::TemplateInput {
+        topic: pitboss::delivery::templates::Topic::Transactional,
+        subject: None,
+        body: "Your withdrawal is on its way".into(),
+    };
+    pitboss::delivery::templates::put(&core.db, &marketing, "A", "tpl_core", "default", &template)
+        .await
+        .unwrap();
+    let request: SendRequest = serde_json::from_value(
+        json!({"channel": "in_app", "player_id": "p_core", "template_id": "tpl_core"}),
+    )
+    .unwrap();
+    let delivery = send(&core, "A", "core_1", request.clone()).await.unwrap();
+    assert_eq!(delivery.status, "queued");
+    assert_eq!(
+        send(&core, "A", "core_1", request).await.unwrap().delivery_id,
+        delivery.delivery_id,
+        "idempotent"
+    );
+    let (st, d) = s.get(&t.platform, &format!("/v1/deliveries/{}", delivery.delivery_id)).await;
+    assert_eq!(st, 200, "{d}");
+}
+both!(a_decision_and_a_send_without_http_sqlite_and_postgres, a_decision_and_a_send_without_http);

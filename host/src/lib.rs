@@ -8,6 +8,8 @@ pub mod auth;
 pub mod bus;
 pub mod cli;
 pub mod config;
+pub mod core;
+pub mod decisions;
 pub mod delivery;
 pub mod events;
 pub mod model;

@@ -10,11 +10,9 @@ use anyhow::Context as _;
 use tokio::sync::watch;
 
 use crate::api::{self, AppState};
-use crate::bus::EmbeddedBus;
 use crate::config::{ServeArgs, ServeOptions};
-use crate::plugins::registry::{BlobStore, Registry};
-use crate::plugins::{Runtime, RuntimeConfig};
-use crate::profiles::{self, ProfileUpdater};
+use crate::core::Core;
+use crate::profiles;
 use crate::store::Db;
 use crate::store::contacts::ContactsKey;
 
@@ -56,48 +54,26 @@ pub async fn run(
     listener: tokio::net::TcpListener,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    let bus = Arc::new(EmbeddedBus::new(db.clone()));
-    let cache = profiles::new_cache();
-    let appender = crate::store::events::Appender::spawn(db.clone(), contacts_key.clone());
-    let runtime = Arc::new(Runtime::new(RuntimeConfig {
-        cache_dir: Some(options.code_cache.clone().unwrap_or_else(|| options.data_dir.join("code-cache"))),
-        ..RuntimeConfig::default()
-    })?);
-    let blobs = BlobStore::open(&options.data_dir.join("plugins"))?;
-    let registry = Arc::new(Registry::open(db.clone(), blobs, runtime, options.dual_approval.clone()).await?);
-    options.settings.check()?;
-    let packs = Arc::new(crate::policy::PackStore::open(db.clone()).await?);
-    let delivery = Arc::new(crate::delivery::Context::new(
-        options.settings.clone(),
-        options.clock.clone(),
-        packs.clone(),
-    ));
-    let clock = options.clock.clone();
-    let worker =
-        Arc::new(crate::delivery::worker::Worker::new(db.clone(), contacts_key.clone(), delivery.clone())?);
-    let state = AppState {
-        db,
-        contacts_key,
-        bus: bus.clone(),
-        profiles: cache.clone(),
-        appender,
-        principals: crate::auth::new_principal_cache(),
-        registry: registry.clone(),
-        delivery,
-    };
+    let core = Arc::new(Core::open(db, contacts_key, options).await?);
+    let worker = Arc::new(crate::delivery::worker::Worker::new(
+        core.db.clone(),
+        core.contacts_key.clone(),
+        core.delivery.clone(),
+    )?);
+    let state = AppState { core: core.clone(), principals: crate::auth::new_principal_cache() };
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut tasks = tokio::task::JoinSet::new();
     // Binding and pack changes made by other processes sharing the database arrive within a second.
     {
-        let registry = registry.clone();
+        let core = core.clone();
         let mut stop = stop_rx.clone();
         tasks.spawn(async move {
             let (mut seen, mut seen_packs) = (None, None);
             loop {
-                if let Err(e) = registry.refresh_if_changed(&mut seen).await {
+                if let Err(e) = core.registry.refresh_if_changed(&mut seen).await {
                     tracing::error!(error = %e, "refreshing bindings");
                 }
-                if let Err(e) = packs.refresh_if_changed(&mut seen_packs).await {
+                if let Err(e) = core.delivery.packs.refresh_if_changed(&mut seen_packs).await {
                     tracing::error!(error = %format!("{e:#}"), "refreshing policy packs");
                 }
                 tokio::select! {
@@ -108,9 +84,9 @@ pub async fn run(
         });
     }
     {
-        let bus = bus.clone();
+        let core = core.clone();
         let stop = stop_rx.clone();
-        tasks.spawn(async move { bus.run(profiles::CONSUMER, ProfileUpdater { cache, clock }, stop).await });
+        tasks.spawn(async move { core.bus.run(profiles::CONSUMER, core.profile_updater(), stop).await });
     }
     tasks.spawn(worker.run(stop_rx));
     axum::serve(listener, api::app(state)).with_graceful_shutdown(shutdown).await?;

@@ -114,7 +114,7 @@ async fn post_events(
     // The field an error is about: `[3].event_id` in a batch, `event_id` alone.
     let item_field =
         |index: usize, name: &str| if batch { format!("[{index}].{name}") } else { name.to_string() };
-    let stored = match state.appender.append(valid).await {
+    let stored = match state.append(valid).await {
         Ok(s) => s,
         Err(AppendError::Conflict { index, seq }) => {
             let message = format!(
@@ -134,7 +134,6 @@ async fn post_events(
         }
         Err(AppendError::Db(e)) => return Err(ApiError::internal(format!("{e:#}"))),
     };
-    state.bus.notify();
     let results: Vec<Value> = ids
         .iter()
         .zip(&stored)

@@ -13,16 +13,14 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{Value, json};
-use sha2::{Digest, Sha256};
 
 use super::extract::roles::{ADMIN, ANALYST, COMPLIANCE, MARKETING, PLATFORM};
 use super::extract::{Authorized, Path, Query};
-use super::players::{BrandQuery, brand_of, stored_profile};
+use super::players::{BrandQuery, brand_of};
 use super::{ApiError, AppState};
 use crate::auth::Principal;
 use crate::delivery::feedback::{self, FeedbackEvent};
-use crate::delivery::outbox::{self, Content, Enqueued, Message};
-use crate::delivery::templates::{self, TemplateError};
+use crate::delivery::send::{SendError, SendRequest};
 use crate::model::Channel;
 use crate::policy::Priority;
 use crate::store::deliveries::{self, Delivery};
@@ -40,26 +38,6 @@ pub fn router() -> Router<AppState> {
 
 fn invalid(message: impl Into<String>, field: &str) -> ApiError {
     ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_message", message).with_field(field)
-}
-
-#[derive(Debug, Deserialize, serde::Serialize)]
-#[serde(deny_unknown_fields)]
-struct SendRequest {
-    channel: Channel,
-    player_id: String,
-    template_id: String,
-    #[serde(default)]
-    personalization: BTreeMap<String, String>,
-    #[serde(default = "default_policy")]
-    frequency_policy_id: String,
-    #[serde(default)]
-    priority: Priority,
-    campaign_id: Option<String>,
-    brand_id: Option<String>,
-}
-
-fn default_policy() -> String {
-    "fp_default".into()
 }
 
 /// The field a request's error is about: the one serde names (unknown or missing), else the first whose
@@ -150,76 +128,27 @@ async fn send(
             "channel",
         ));
     }
-    // The brand is hashed as resolved, whether the request named it or the key implied it.
     let brand = brand_of(&principal, &BrandQuery { brand_id: req.brand_id.take() })?;
-    // The same key for the same request is the same delivery, whoever asks again.
-    let request_hash =
-        hex::encode(Sha256::digest(serde_json::to_vec(&(&brand, &req)).map_err(ApiError::internal)?));
-    match outbox::existing(&state.db, &brand, &key, &request_hash).await.map_err(ApiError::internal)? {
-        Some(Enqueued::Existing(d)) => return Ok(accepted(&d)),
-        Some(_) => return Err(key_conflict()),
-        None => {}
-    }
-    let policy = state.delivery.policies.get(&req.frequency_policy_id).ok_or_else(|| {
-        invalid(format!("no frequency policy `{}`", req.frequency_policy_id), "frequency_policy_id")
-    })?;
-    if req.campaign_id.as_ref().is_some_and(|c| c.is_empty() || c.len() > 64) {
-        return Err(invalid("campaign_id: 1 to 64 characters", "campaign_id"));
-    }
-    {
-        let mut conn = state.db.pool.acquire().await.map_err(ApiError::internal)?;
-        if crate::store::erasure::is_erased(&mut conn, &brand, &req.player_id)
-            .await
-            .map_err(ApiError::internal)?
-        {
-            return Err(ApiError::new(StatusCode::GONE, "player_erased", "the player was erased")
-                .with_field("player_id"));
+    let delivery = crate::delivery::send::send(&state, &brand, &key, req).await?;
+    Ok(accepted(&delivery))
+}
+
+impl From<SendError> for ApiError {
+    fn from(e: SendError) -> Self {
+        match e {
+            SendError::Invalid { message, field } => invalid(message, field),
+            SendError::Erased => {
+                ApiError::new(StatusCode::GONE, "player_erased", e.to_string()).with_field("player_id")
+            }
+            SendError::Profile(p) => p.into(),
+            SendError::UnknownTemplate { .. } => {
+                ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "unknown_template", e.to_string())
+                    .with_field("template_id")
+            }
+            SendError::Template(t) => super::templates::render_error(t),
+            SendError::KeyConflict => key_conflict(),
+            SendError::Internal(e) => ApiError::internal(format!("{e:#}")),
         }
-    }
-    let now = state.delivery.clock.now();
-    let stored = stored_profile(&state, &brand, &req.player_id).await?;
-    let view = stored.at(&brand, &req.player_id, now);
-    let profile = &view.profile;
-    let rendered =
-        templates::render(&state.db, &brand, &req.template_id, &profile.locale, &req.personalization)
-            .await
-            .map_err(|e| ApiError::internal(format!("{e:#}")))?
-            .map_err(|e| match e {
-                TemplateError::NotFound(_) => ApiError::new(
-                    StatusCode::UNPROCESSABLE_ENTITY,
-                    "unknown_template",
-                    format!(
-                        "no template `{}` for the player's locale {}, its language or the default",
-                        req.template_id, profile.locale
-                    ),
-                )
-                .with_field("template_id"),
-                other => super::templates::render_error(other),
-            })?;
-    let m = Message {
-        brand: &brand,
-        player: &req.player_id,
-        channel: req.channel,
-        class: outbox::class_of(rendered.topic, req.personalization.contains_key("offer_id")),
-        priority: req.priority,
-        template_id: &req.template_id,
-        campaign_id: req.campaign_id.as_deref(),
-        policy,
-    };
-    let content = Content {
-        delivery_id: &crate::delivery::new_delivery_id(),
-        idempotency_key: &key,
-        request_hash: &request_hash,
-        locale: &rendered.locale,
-        subject: rendered.subject.as_deref(),
-        body: &rendered.body,
-    };
-    match outbox::enqueue(&state.db, &state.delivery, &m, &content, &view, &stored.consent_history)
-        .await
-        .map_err(|e| ApiError::internal(format!("{e:#}")))?
-    {
-        Enqueued::New(d) | Enqueued::Existing(d) => Ok(accepted(&d)),
-        Enqueued::Conflict => Err(key_conflict()),
     }
 }
 
@@ -274,7 +203,7 @@ async fn apply_feedback(
         .await
         .map_err(|e| ApiError::internal(format!("{e:#}")))?;
     if applied.consent_version.is_some() {
-        state.profiles.invalidate(&(d.brand_id.clone(), d.player_id.clone()));
+        state.profiles.invalidate(&d.brand_id, &d.player_id);
     }
     Ok(Json(json!(applied)))
 }
@@ -348,7 +277,7 @@ async fn player_deliveries(
     Query(q): Query<BrandQuery>,
 ) -> Result<Json<Value>, ApiError> {
     let brand = brand_of(&principal, &q)?;
-    stored_profile(&state, &brand, &player_id).await?;
+    state.profiles.current(&brand, &player_id).await?;
     let list =
         deliveries::for_player(&state.db, &brand, &player_id, false).await.map_err(ApiError::internal)?;
     Ok(Json(json!({"player_id": player_id, "deliveries": list})))
@@ -361,7 +290,7 @@ async fn inbox(
     Query(q): Query<BrandQuery>,
 ) -> Result<Json<Value>, ApiError> {
     let brand = brand_of(&principal, &q)?;
-    stored_profile(&state, &brand, &player_id).await?;
+    state.profiles.current(&brand, &player_id).await?;
     let messages: Vec<Value> = deliveries::for_player(&state.db, &brand, &player_id, true)
         .await
         .map_err(ApiError::internal)?

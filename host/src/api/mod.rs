@@ -20,21 +20,21 @@ use serde_json::json;
 
 use std::sync::Arc;
 
-use crate::bus::Bus;
-use crate::profiles::ProfileCache;
-use crate::store::Db;
-use crate::store::contacts::ContactsKey;
+use crate::core::Core;
 
+/// What every handler has: the core (the same one bus consumers and the CLI use) and the cache of API
+/// keys seen.
 #[derive(Clone)]
 pub struct AppState {
-    pub db: Db,
-    pub contacts_key: ContactsKey,
-    pub bus: Arc<dyn Bus>,
-    pub profiles: ProfileCache,
-    pub appender: crate::store::events::Appender,
+    pub core: Arc<Core>,
     pub principals: crate::auth::PrincipalCache,
-    pub registry: Arc<crate::plugins::registry::Registry>,
-    pub delivery: Arc<crate::delivery::Context>,
+}
+
+impl std::ops::Deref for AppState {
+    type Target = Core;
+    fn deref(&self) -> &Core {
+        &self.core
+    }
 }
 
 pub fn app(state: AppState) -> Router {

@@ -48,49 +48,20 @@ async fn get_player(
     Query(q): Query<BrandQuery>,
 ) -> Result<Json<ProfileView>, ApiError> {
     let brand = brand_of(&principal, &q)?;
-    let stored = stored_profile(&state, &brand, &player_id).await?;
-    Ok(Json(stored.at(&brand, &player_id, jiff::Timestamp::now())))
+    let stored = state.profiles.current(&brand, &player_id).await?;
+    Ok(Json(stored.at(&brand, &player_id, state.clock().now())))
 }
 
-/// What is stored for a player, through the profile cache (which the consumer keeps correct).
-/// How long a request waits for the player's accepted events to be applied.
-const PROFILE_PATIENCE: std::time::Duration = std::time::Duration::from_secs(5);
-
-pub async fn stored_profile(
-    state: &AppState,
-    brand: &str,
-    player_id: &str,
-) -> Result<std::sync::Arc<profiles::StoredProfile>, ApiError> {
-    // Events already accepted for the player are applied first: an unsubscribe or an exclusion posted
-    // a moment ago counts for this decision.
-    let bus = state.bus.clone();
-    let caught_up = crate::bus::caught_up(
-        &state.db,
-        &move || bus.notify(),
-        profiles::CONSUMER,
-        (brand, player_id),
-        PROFILE_PATIENCE,
-    )
-    .await
-    .map_err(|e| ApiError::internal(format!("{e:#}")))?;
-    if !caught_up {
-        return Err(ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "profile_behind",
-            "the player's latest events are still being applied; try again",
-        ));
+impl From<profiles::ProfileError> for ApiError {
+    fn from(e: profiles::ProfileError) -> Self {
+        match e {
+            profiles::ProfileError::NotFound => ApiError::not_found("player"),
+            profiles::ProfileError::Behind => {
+                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "profile_behind", e.to_string())
+            }
+            profiles::ProfileError::Failed(e) => ApiError::internal(format!("{e:#}")),
+        }
     }
-    let key = (brand.to_string(), player_id.to_string());
-    if let Some(p) = state.profiles.get(&key) {
-        return Ok(p);
-    }
-    let p = profiles::load(&state.db, &state.contacts_key, brand, player_id)
-        .await
-        .map_err(|e| ApiError::internal(format!("{e:#}")))?
-        .ok_or_else(|| ApiError::not_found("player"))?;
-    let p = std::sync::Arc::new(p);
-    state.profiles.insert(key, p.clone());
-    Ok(p)
 }
 
 /// Does the brand have this player (any event of theirs)?
@@ -165,7 +136,7 @@ async fn put_consents(
     let version = crate::store::consents::record(&state.db, &brand, &player_id, &items, &source)
         .await
         .map_err(|e| ApiError::internal(format!("{e:#}")))?;
-    state.profiles.invalidate(&(brand.clone(), player_id.clone()));
+    state.profiles.invalidate(&brand, &player_id);
     let history =
         crate::store::consents::history(&state.db, &brand, &player_id).await.map_err(ApiError::internal)?;
     let (current, _) = crate::store::consents::current(&history);
@@ -201,6 +172,6 @@ async fn erase_player(
     if !erased {
         return Err(ApiError::not_found("player"));
     }
-    state.profiles.invalidate(&(brand, player_id));
+    state.profiles.invalidate(&brand, &player_id);
     Ok(Json(serde_json::json!({"status": "erased"})))
 }

@@ -113,6 +113,66 @@ pub struct ProfileUpdater {
 /// events is applied, so a read never sees a state older than what was committed before it.
 pub type ProfileCache = Arc<moka::sync::Cache<(String, String), Arc<StoredProfile>>>;
 
+/// How long a read waits for the player's accepted events to be applied.
+const PATIENCE: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Why a profile cannot be had.
+#[derive(Debug, thiserror::Error)]
+pub enum ProfileError {
+    #[error("player not found")]
+    NotFound,
+    #[error("the player's latest events are still being applied; try again")]
+    Behind,
+    #[error(transparent)]
+    Failed(#[from] anyhow::Error),
+}
+
+/// The profiles as every decision and send reads them: the player's accepted events applied first,
+/// then through the cache the consumer keeps correct.
+#[derive(Clone)]
+pub struct Profiles {
+    db: Db,
+    key: ContactsKey,
+    cache: ProfileCache,
+    bus: Arc<dyn crate::bus::Bus>,
+}
+
+impl Profiles {
+    pub fn new(db: Db, key: ContactsKey, bus: Arc<dyn crate::bus::Bus>) -> Profiles {
+        Profiles { db, key, cache: new_cache(), bus }
+    }
+
+    /// The consumer that keeps these profiles, with the host's clock.
+    pub fn updater(&self, clock: crate::config::Clock) -> ProfileUpdater {
+        ProfileUpdater { cache: self.cache.clone(), clock }
+    }
+
+    /// What is stored for a player now. Events already accepted for them are applied first (waiting at
+    /// most a few seconds, hurrying the consumer): an unsubscribe or an exclusion posted a moment ago
+    /// counts for this read.
+    pub async fn current(&self, brand: &str, player: &str) -> Result<Arc<StoredProfile>, ProfileError> {
+        let bus = self.bus.clone();
+        let caught_up =
+            crate::bus::caught_up(&self.db, &move || bus.notify(), CONSUMER, (brand, player), PATIENCE)
+                .await?;
+        if !caught_up {
+            return Err(ProfileError::Behind);
+        }
+        let key = (brand.to_string(), player.to_string());
+        if let Some(p) = self.cache.get(&key) {
+            return Ok(p);
+        }
+        let p = Arc::new(load(&self.db, &self.key, brand, player).await?.ok_or(ProfileError::NotFound)?);
+        self.cache.insert(key, p.clone());
+        Ok(p)
+    }
+
+    /// Forgets a player's cached profile (their consents or contacts changed outside the consumer).
+    pub fn invalidate(&self, brand: &str, player: &str) {
+        self.cache.invalidate(&(brand.to_string(), player.to_string()));
+    }
+}
+
 pub fn new_cache() -> ProfileCache {
     Arc::new(
         moka::sync::Cache::builder()

@@ -10,7 +10,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::extract::roles::{ADMIN, COMPLIANCE, OPERATOR};
-use super::extract::{Authorized, Path, Query};
+use super::extract::{Authorized, Path, Query, json_body};
 use super::{ApiError, AppState};
 use crate::auth::Role;
 use crate::store::keys;
@@ -48,8 +48,7 @@ async fn create_key(
     Authorized(principal): Authorized<{ ADMIN }>,
     body: axum::body::Bytes,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
-    let new: NewKey = serde_json::from_slice(&body)
-        .map_err(|e| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_key_request", e.to_string()))?;
+    let new: NewKey = json_body(&body, "invalid_key_request", None)?;
     let role: Role = new
         .role
         .parse()

@@ -11,7 +11,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::extract::roles::{ADMIN, ANALYST, COMPLIANCE, OPERATOR, PLATFORM};
-use super::extract::{Authorized, Path, Query};
+use super::extract::{Authorized, Path, Query, json_body};
 use super::players::{BrandQuery, brand_of};
 use super::{ApiError, AppState};
 use crate::decisions::{DecisionError, DecisionRequest};
@@ -51,7 +51,7 @@ async fn decide(
 ) -> Result<Json<Value>, ApiError> {
     let world: World =
         serde_json::from_value(Value::String(world)).map_err(|_| ApiError::not_found("world"))?;
-    let req: DecisionBody = serde_json::from_slice(&body).map_err(|e| invalid(e.to_string()))?;
+    let req: DecisionBody = json_body(&body, "invalid_decision_request", None)?;
     let brand = brand_of(&principal, &BrandQuery { brand_id: req.brand_id.clone() })?;
     let request = DecisionRequest {
         brand,

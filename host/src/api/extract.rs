@@ -93,3 +93,29 @@ impl<T: serde::de::DeserializeOwned + Send, S: Send + Sync> FromRequestParts<S> 
         }
     }
 }
+
+/// A JSON body, the same way on every endpoint: not JSON at all is `400 malformed_json`; JSON of the
+/// wrong shape is `422` with the endpoint's own code, naming the field serde names (unknown or missing)
+/// or else `field`.
+pub fn json_body<T: serde::de::DeserializeOwned>(
+    body: &[u8],
+    code: &'static str,
+    field: Option<&str>,
+) -> Result<T, ApiError> {
+    let doc: serde_json::Value = serde_json::from_slice(body).map_err(|e| {
+        ApiError::new(axum::http::StatusCode::BAD_REQUEST, "malformed_json", format!("the body is not JSON: {e}"))
+    })?;
+    serde_json::from_value(doc).map_err(|e| {
+        let message = e.to_string();
+        let named = message
+            .strip_prefix("unknown field `")
+            .or_else(|| message.strip_prefix("missing field `"))
+            .and_then(|rest| rest.split_once('`'))
+            .map(|(name, _)| name.to_string());
+        let error = ApiError::new(axum::http::StatusCode::UNPROCESSABLE_ENTITY, code, message);
+        match named.or(field.map(str::to_string)) {
+            Some(f) => error.with_field(f),
+            None => error,
+        }
+    })
+}

@@ -15,7 +15,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::extract::roles::{ADMIN, ANALYST, COMPLIANCE, MARKETING, PLATFORM};
-use super::extract::{Authorized, Path, Query};
+use super::extract::{Authorized, Path, Query, json_body};
 use super::players::{BrandQuery, brand_of};
 use super::{ApiError, AppState};
 use crate::auth::Principal;
@@ -188,8 +188,7 @@ struct Feedback {
 }
 
 fn parse_feedback(body: &[u8]) -> Result<Feedback, ApiError> {
-    serde_json::from_slice(body)
-        .map_err(|e| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_feedback", e.to_string()))
+    json_body(body, "invalid_feedback", None)
 }
 
 async fn apply_feedback(

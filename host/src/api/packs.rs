@@ -9,7 +9,7 @@ use axum::routing::{get, post};
 use serde_json::{Value, json};
 
 use super::extract::roles::{ADMIN, ANALYST, COMPLIANCE, OPERATOR};
-use super::extract::{Authorized, Path};
+use super::extract::{Authorized, Path, json_body};
 use super::{ApiError, AppState};
 use crate::policy::{PackDocument, PackError};
 
@@ -48,8 +48,7 @@ async fn propose(
     Authorized(principal): Authorized<{ COMPLIANCE | ADMIN }>,
     body: axum::body::Bytes,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
-    let doc: PackDocument = serde_json::from_slice(&body)
-        .map_err(|e| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_pack", e.to_string()))?;
+    let doc: PackDocument = json_body(&body, "invalid_pack", None)?;
     let version = state.delivery.packs.propose(&principal, doc).await?;
     Ok((StatusCode::CREATED, Json(json!(version))))
 }

@@ -8,7 +8,7 @@ use axum::{Json, Router};
 use serde::Deserialize;
 
 use super::extract::roles::{ADMIN, ANALYST, COMPLIANCE, MARKETING, PLATFORM};
-use super::extract::{Authorized, Path, Query};
+use super::extract::{Authorized, Path, Query, json_body};
 use super::{ApiError, AppState};
 use crate::auth::Principal;
 use crate::profiles::{self, ProfileView};
@@ -93,8 +93,7 @@ async fn put_consents(
     body: axum::body::Bytes,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let brand = brand_of(&principal, &q)?;
-    let change: ConsentChange = serde_json::from_slice(&body)
-        .map_err(|e| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_consents", format!("{e}")))?;
+    let change: ConsentChange = json_body(&body, "invalid_consents", None)?;
     let mut items: Vec<(&str, String, bool)> = Vec::new();
     for (scope, map, allowed) in
         [("channel", &change.channels, &CHANNELS[..]), ("product", &change.products, &PRODUCTS[..])]

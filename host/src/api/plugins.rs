@@ -8,7 +8,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::extract::roles::{ADMIN, ANALYST, COMPLIANCE, OPERATOR};
-use super::extract::{Authorized, Path};
+use super::extract::{Authorized, Path, json_body};
 use super::{ApiError, AppState};
 use crate::plugins::registry::{MAX_COMPONENT_BYTES, RegistryError, Uploaded};
 
@@ -113,8 +113,7 @@ async fn approve(
     Path(id): Path<String>,
     body: axum::body::Bytes,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
-    let a: Approval = serde_json::from_slice(&body)
-        .map_err(|e| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_approval", e.to_string()))?;
+    let a: Approval = json_body(&body, "invalid_approval", None)?;
     let v = state.registry.approve(&principal, &id, &a.signing_key_id, &a.signature).await?;
     Ok((StatusCode::CREATED, Json(json!(v))))
 }
@@ -140,8 +139,7 @@ async fn register_signing_key(
     Authorized(principal): Authorized<{ ADMIN }>,
     body: axum::body::Bytes,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
-    let k: SigningKey = serde_json::from_slice(&body)
-        .map_err(|e| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_manifest", e.to_string()))?;
+    let k: SigningKey = json_body(&body, "invalid_manifest", None)?;
     let id = state.registry.register_signing_key(&principal, &k.holder, &k.public_key, &k.brands).await?;
     Ok((StatusCode::CREATED, Json(json!({"id": id, "holder": k.holder.trim(), "brands": k.brands}))))
 }
@@ -173,8 +171,7 @@ async fn bind(
     Authorized(principal): Authorized<{ OPERATOR }>,
     body: axum::body::Bytes,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
-    let b: NewBinding = serde_json::from_slice(&body)
-        .map_err(|e| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_binding", e.to_string()))?;
+    let b: NewBinding = json_body(&body, "invalid_binding", None)?;
     // A jurisdiction no policy pack covers has no players to decide for: a typo, refused.
     if b.jurisdiction != "*" && state.delivery.packs.current().for_jurisdiction(&b.jurisdiction).is_none() {
         let known = state.delivery.packs.current().jurisdictions().join(", ");
@@ -208,8 +205,7 @@ async fn rollback(
     Authorized(principal): Authorized<{ OPERATOR }>,
     body: axum::body::Bytes,
 ) -> Result<Json<Value>, ApiError> {
-    let r: Rollback = serde_json::from_slice(&body)
-        .map_err(|e| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_binding", e.to_string()))?;
+    let r: Rollback = json_body(&body, "invalid_binding", None)?;
     Ok(Json(json!(state.registry.rollback(&principal, &r.brand_id, &r.jurisdiction, r.world).await?)))
 }
 

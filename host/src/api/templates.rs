@@ -11,7 +11,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::extract::roles::{ADMIN, COMPLIANCE, MARKETING, OPERATOR};
-use super::extract::{Authorized, Path, Query};
+use super::extract::{Authorized, Path, Query, json_body};
 use super::players::{BrandQuery, brand_of};
 use super::{ApiError, AppState};
 use crate::delivery::templates::{self, TemplateError, TemplateInput};
@@ -52,7 +52,7 @@ async fn put_template(
 ) -> Result<Json<Value>, ApiError> {
     let brand = brand_of(&principal, &q)?;
     check_ids(&template_id, &locale)?;
-    let input: TemplateInput = serde_json::from_slice(&body).map_err(|e| invalid(e.to_string(), "body"))?;
+    let input: TemplateInput = json_body(&body, "invalid_template", Some("body"))?;
     if let Err(e @ TemplateError::TooLarge { .. }) = templates::variables_of(&input) {
         return Err(render_error(e));
     }
@@ -108,7 +108,7 @@ async fn render(
     body: axum::body::Bytes,
 ) -> Result<Json<Value>, ApiError> {
     let brand = brand_of(&principal, &q)?;
-    let req: RenderRequest = serde_json::from_slice(&body).map_err(|e| invalid(e.to_string(), "body"))?;
+    let req: RenderRequest = json_body(&body, "invalid_template", Some("body"))?;
     let rendered = templates::render(&state.db, &brand, &template_id, &req.locale, &req.personalization)
         .await
         .map_err(|e| ApiError::internal(format!("{e:#}")))?

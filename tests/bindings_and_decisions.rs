@@ -587,7 +587,7 @@ both!(a_swap_never_goes_back_sqlite_and_postgres, a_swap_never_goes_back);
 /// the CLI would hold) ingests an event, takes a decision and sends a message through the same services
 /// the HTTP API calls; the decision is recorded with its version, the message is in the outbox.
 async fn a_decision_and_a_send_without_http(s: &TestServer) {
-    use pitboss::delivery::send::{SendRequest, send};
+    use pitboss::messaging::{SendRequest, send};
     let t = team(s).await;
     let plugin_id = approved_dormant(s, &t).await;
     assert_eq!(bind(s, &t, "DE", &plugin_id, json!({})).await.0, 201);

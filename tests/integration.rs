@@ -5,6 +5,7 @@
 mod support;
 
 mod admin_keys_and_audit;
+mod architecture;
 mod bindings_and_decisions;
 mod cli;
 mod code_cache;

@@ -36,9 +36,9 @@ async fn events(name: &str, url: String, key: String, batch: usize, seconds: f64
 async fn pitboss_server(backend: Backend) -> Option<(TestDb, String, String)> {
     let test_db = TestDb::new(backend).await?;
     let db = pitboss::store::Db::open(&test_db.url).await.unwrap();
-    let key = pitboss::store::keys::create(
+    let key = pitboss::auth::keys::create(
         &db,
-        &pitboss::store::keys::cli_actor(),
+        &pitboss::auth::keys::cli_actor(),
         Role::Platform,
         &["A".to_string()],
         "bench",

@@ -185,8 +185,8 @@ pub fn main(cli: Cli) -> ExitCode {
         }),
         Command::Keys(KeysCommand::Create { role, brands, holder, db }) => tokio_main(async move {
             let db = crate::store::Db::open(&db.database_url).await?;
-            let actor = crate::store::keys::cli_actor();
-            let (id, key) = crate::store::keys::create(&db, &actor, role, &brands, &holder).await?;
+            let actor = crate::auth::keys::cli_actor();
+            let (id, key) = crate::auth::keys::create(&db, &actor, role, &brands, &holder).await?;
             eprintln!(
                 "created {id} (role {}, brands {}); the key is shown once:",
                 role.as_str(),

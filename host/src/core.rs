@@ -1,6 +1,6 @@
 //! The core: what every way into the host shares — the database, the event log and its bus, profiles,
 //! the plugin registry, delivery with its clock and jurisdiction packs. HTTP handlers, bus consumers,
-//! the CLI and tests reach the use cases through it — `decisions::decide`, `delivery::send::send`,
+//! the CLI and tests reach the use cases through it — `decisions::decide`, `messaging::send`,
 //! `Profiles::current` — the same way, without a socket. It knows nothing of HTTP.
 
 use std::sync::Arc;

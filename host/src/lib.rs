@@ -12,6 +12,7 @@ pub mod core;
 pub mod decisions;
 pub mod delivery;
 pub mod events;
+pub mod messaging;
 pub mod model;
 pub mod plugins;
 pub mod policy;

@@ -454,3 +454,15 @@ pub struct RankedOffer {
     pub params: OfferParams,
     pub reason: String,
 }
+
+/// One change of one consent item (a channel, a product, profiling) in a player's history: versioned,
+/// never overwritten; what the gate reads to say under which consent a message went out.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConsentRecord {
+    pub version: i64,
+    pub scope: String,
+    pub name: String,
+    pub granted: bool,
+    pub source: String,
+    pub recorded_at: jiff::Timestamp,
+}

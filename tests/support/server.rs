@@ -157,8 +157,8 @@ impl TestServer {
     /// A key issued to a named holder (four-eyes checks compare holders).
     pub async fn key_of(&self, role: Role, brands: &[&str], holder: &str) -> String {
         let brands: Vec<String> = brands.iter().map(|b| b.to_string()).collect();
-        let actor = pitboss::store::keys::cli_actor();
-        pitboss::store::keys::create(&self.db, &actor, role, &brands, holder).await.unwrap().1
+        let actor = pitboss::auth::keys::cli_actor();
+        pitboss::auth::keys::create(&self.db, &actor, role, &brands, holder).await.unwrap().1
     }
 
     pub async fn post(&self, key: &str, path: &str, body: &Value) -> (u16, Value) {

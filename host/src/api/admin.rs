@@ -13,7 +13,7 @@ use super::extract::roles::{ADMIN, COMPLIANCE, OPERATOR};
 use super::extract::{Authorized, Path, Query, json_body};
 use super::{ApiError, AppState};
 use crate::auth::Role;
-use crate::store::keys;
+use crate::auth::keys;
 
 pub fn router() -> Router<AppState> {
     Router::new()

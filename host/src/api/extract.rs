@@ -21,11 +21,11 @@ impl FromRequestParts<AppState> for Principal {
             .ok()
             .and_then(|h| h.strip_prefix("Bearer "))
             .ok_or_else(|| ApiError::unauthorized("the Authorization header must be `Bearer KEY`"))?;
-        let hash = crate::store::keys::hash(key.trim());
+        let hash = crate::auth::keys::hash(key.trim());
         if let Some(p) = state.principals.get(&hash) {
             return Ok(p);
         }
-        let principal = crate::store::keys::lookup(&state.db, key.trim())
+        let principal = crate::auth::keys::lookup(&state.db, key.trim())
             .await
             .map_err(ApiError::internal)?
             .ok_or_else(|| ApiError::unauthorized("unknown or revoked API key"))?;
@@ -103,7 +103,11 @@ pub fn json_body<T: serde::de::DeserializeOwned>(
     field: Option<&str>,
 ) -> Result<T, ApiError> {
     let doc: serde_json::Value = serde_json::from_slice(body).map_err(|e| {
-        ApiError::new(axum::http::StatusCode::BAD_REQUEST, "malformed_json", format!("the body is not JSON: {e}"))
+        ApiError::new(
+            axum::http::StatusCode::BAD_REQUEST,
+            "malformed_json",
+            format!("the body is not JSON: {e}"),
+        )
     })?;
     serde_json::from_value(doc).map_err(|e| {
         let message = e.to_string();

@@ -20,7 +20,7 @@ use super::players::{BrandQuery, brand_of};
 use super::{ApiError, AppState};
 use crate::auth::Principal;
 use crate::delivery::feedback::{self, FeedbackEvent};
-use crate::delivery::send::{SendError, SendRequest};
+use crate::messaging::{SendError, SendRequest};
 use crate::model::Channel;
 use crate::policy::Priority;
 use crate::store::deliveries::{self, Delivery};
@@ -129,7 +129,7 @@ async fn send(
         ));
     }
     let brand = brand_of(&principal, &BrandQuery { brand_id: req.brand_id.take() })?;
-    let delivery = crate::delivery::send::send(&state, &brand, &key, req).await?;
+    let delivery = crate::messaging::send(&state, &brand, &key, req).await?;
     Ok(accepted(&delivery))
 }
 

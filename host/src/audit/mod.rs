@@ -8,8 +8,13 @@ use serde_json::Value;
 use sha2::{Digest, Sha256};
 use sqlx::Row;
 
-use crate::auth::Principal;
-use crate::store::{Backend, Db, now_ms};
+use crate::store::{Backend, Db, Tx, now_ms};
+
+/// Who did something: any caller with a key id and a holder's name (API keys, the command line).
+pub trait Actor {
+    fn key_id(&self) -> &str;
+    fn holder(&self) -> &str;
+}
 
 const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
 
@@ -48,18 +53,18 @@ fn entry_hash(prev: &str, f: &Fields) -> String {
 
 /// Appends an entry inside the caller's transaction (the action and its record commit together).
 pub async fn record(
-    conn: &mut sqlx::AnyConnection,
-    backend: Backend,
-    actor: &Principal,
+    tx: &mut Tx,
+    actor: &(dyn Actor + Sync),
     action: &str,
     target: &str,
     brands: &[String],
     detail: Value,
 ) -> anyhow::Result<()> {
-    if backend == Backend::Postgres {
+    if tx.backend() == Backend::Postgres {
         // One appender at a time, or two entries could share a predecessor.
-        sqlx::query("SELECT pg_advisory_xact_lock(7420001)").execute(&mut *conn).await?;
+        sqlx::query("SELECT pg_advisory_xact_lock(7420001)").execute(&mut **tx).await?;
     }
+    let conn: &mut sqlx::AnyConnection = tx;
     let prev: String = sqlx::query("SELECT hash FROM audit_log ORDER BY seq DESC LIMIT 1")
         .fetch_optional(&mut *conn)
         .await?
@@ -71,8 +76,8 @@ pub async fn record(
     let brands = serde_json::to_string(brands)?;
     let fields = Fields {
         at,
-        key_id: &actor.key_id,
-        holder: &actor.holder,
+        key_id: actor.key_id(),
+        holder: actor.holder(),
         action,
         target,
         brands: &brands,
@@ -84,8 +89,8 @@ pub async fn record(
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
     )
     .bind(at)
-    .bind(&actor.key_id)
-    .bind(&actor.holder)
+    .bind(actor.key_id())
+    .bind(actor.holder())
     .bind(action)
     .bind(target)
     .bind(&brands)

@@ -2,6 +2,8 @@
 //! brand A sees nothing of brand B. The core's own types: the HTTP layer reads them from a request
 //! (`api::extract`), the CLI and tests make them directly.
 
+pub mod keys;
+
 use std::str::FromStr;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -82,5 +84,14 @@ impl Principal {
 
     pub fn may_see_brand(&self, brand: &str) -> bool {
         self.brands.iter().any(|b| b == brand)
+    }
+}
+
+impl crate::audit::Actor for Principal {
+    fn key_id(&self) -> &str {
+        &self.key_id
+    }
+    fn holder(&self) -> &str {
+        &self.holder
     }
 }

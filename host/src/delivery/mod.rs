@@ -7,7 +7,6 @@
 pub mod channels;
 pub mod feedback;
 pub mod outbox;
-pub mod send;
 pub mod templates;
 pub mod worker;
 

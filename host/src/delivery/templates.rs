@@ -250,8 +250,7 @@ pub async fn put(
     .execute(&mut *tx)
     .await?;
     let detail = serde_json::json!({"locale": locale, "topic": input.topic, "variables": variables});
-    audit::record(&mut tx, db.backend, actor, "template.put", template_id, &[brand.to_string()], detail)
-        .await?;
+    audit::record(&mut tx, actor, "template.put", template_id, &[brand.to_string()], detail).await?;
     tx.commit().await?;
     Ok(get_exact(db, brand, template_id, locale).await?.expect("just written"))
 }
@@ -303,7 +302,6 @@ pub async fn delete(
     }
     audit::record(
         &mut tx,
-        db.backend,
         actor,
         "template.delete",
         template_id,

@@ -9,8 +9,7 @@ use jiff::{SignedDuration, Timestamp, ToSpan, ZonedDateTime};
 use serde::{Deserialize, Serialize};
 
 use super::packs::Pack;
-use crate::model::{Channel, Product, Profile, wire_name};
-use crate::store::consents::ConsentRecord;
+use crate::model::{Channel, ConsentRecord, Product, Profile, wire_name};
 
 /// What a message is, for the rules.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]

@@ -206,8 +206,7 @@ impl PackStore {
             return Err(PackError::VersionExists(doc.pack, doc.version));
         }
         let detail = serde_json::json!({"version": doc.version, "document": doc});
-        audit::record(&mut tx, self.db.backend, actor, "pack.proposed", &doc.pack, &actor.brands, detail)
-            .await?;
+        audit::record(&mut tx, actor, "pack.proposed", &doc.pack, &actor.brands, detail).await?;
         tx.commit().await?;
         self.reload().await?;
         self.version(&doc.pack, &doc.version).await
@@ -244,7 +243,7 @@ impl PackStore {
         .execute(&mut *tx)
         .await?;
         let detail = serde_json::json!({"version": version});
-        audit::record(&mut tx, self.db.backend, actor, "pack.approved", pack, &actor.brands, detail).await?;
+        audit::record(&mut tx, actor, "pack.approved", pack, &actor.brands, detail).await?;
         tx.commit().await?;
         self.reload().await?;
         self.version(pack, version).await

@@ -1,22 +1,12 @@
 //! Consents per channel and per product, plus profiling: versioned, never overwritten (§11: for each
 //! communication we can say under which consent version it went out).
 
-use serde::{Deserialize, Serialize};
 use sqlx::Row;
 
 use super::{Db, now_ms};
 use crate::model::{Channel, Consents, Product};
 
-/// One change of one item.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ConsentRecord {
-    pub version: i64,
-    pub scope: String,
-    pub name: String,
-    pub granted: bool,
-    pub source: String,
-    pub recorded_at: jiff::Timestamp,
-}
+pub use crate::model::ConsentRecord;
 
 /// Writes a new version with `changes` (scope, name, granted); returns its number. Concurrent writers
 /// for one player each get their own version (a collision is retried).

@@ -8,7 +8,6 @@ pub mod decisions;
 pub mod deliveries;
 pub mod erasure;
 pub mod events;
-pub mod keys;
 
 use anyhow::Context as _;
 use sqlx::{AnyPool, any::AnyPoolOptions};
@@ -73,11 +72,47 @@ impl Db {
     /// A transaction that will write. On SQLite it takes the write lock up front (`BEGIN IMMEDIATE`):
     /// a transaction that reads first and writes later would otherwise fail with "database is locked"
     /// instead of waiting when another writer is busy.
-    pub async fn begin_write(&self) -> Result<sqlx::Transaction<'static, sqlx::Any>, sqlx::Error> {
-        match self.backend {
-            Backend::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await,
-            Backend::Postgres => self.pool.begin().await,
-        }
+    pub async fn begin_write(&self) -> Result<Tx, sqlx::Error> {
+        let inner = match self.backend {
+            Backend::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await?,
+            Backend::Postgres => self.pool.begin().await?,
+        };
+        Ok(Tx { inner, backend: self.backend })
+    }
+}
+
+/// A write transaction that knows its backend, so that what differs between SQLite and PostgreSQL
+/// inside it (locks, the audit chain's serialisation) is decided from the transaction itself. Derefs
+/// to the connection; dropped without `commit`, it rolls back.
+pub struct Tx {
+    inner: sqlx::Transaction<'static, sqlx::Any>,
+    backend: Backend,
+}
+
+impl Tx {
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    pub async fn commit(self) -> Result<(), sqlx::Error> {
+        self.inner.commit().await
+    }
+
+    pub async fn rollback(self) -> Result<(), sqlx::Error> {
+        self.inner.rollback().await
+    }
+}
+
+impl std::ops::Deref for Tx {
+    type Target = sqlx::AnyConnection;
+    fn deref(&self) -> &sqlx::AnyConnection {
+        &self.inner
+    }
+}
+
+impl std::ops::DerefMut for Tx {
+    fn deref_mut(&mut self) -> &mut sqlx::AnyConnection {
+        &mut self.inner
     }
 }
 

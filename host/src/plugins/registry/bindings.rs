@@ -166,8 +166,7 @@ impl Registry {
         .await?;
         let detail = serde_json::json!({"plugin_id": plugin_id, "name": m.name, "version": m.version, "jurisdiction": jurisdiction,
                                         "world": m.world, "config": config, "limits": limits});
-        audit::record(&mut tx, self.db.backend, actor, "binding.bind", &id, &[brand.to_string()], detail)
-            .await?;
+        audit::record(&mut tx, actor, "binding.bind", &id, &[brand.to_string()], detail).await?;
         tx.commit().await?;
         self.reload().await?;
         self.binding(&id).await?.ok_or(RegistryError::NotFound("binding"))
@@ -231,7 +230,6 @@ impl Registry {
         if done.rows_affected() > 0 {
             audit::record(
                 &mut tx,
-                self.db.backend,
                 actor,
                 "binding.unbind",
                 plugin_id,

@@ -216,8 +216,7 @@ impl Registry {
             return Err(RegistryError::VersionTaken { name: manifest.name, version: manifest.version });
         }
         let detail = serde_json::json!({"name": manifest.name, "version": manifest.version, "sha256": sha, "world": manifest.world});
-        audit::record(&mut tx, self.db.backend, actor, "plugin.upload", &id, &manifest.brands, detail)
-            .await?;
+        audit::record(&mut tx, actor, "plugin.upload", &id, &manifest.brands, detail).await?;
         tx.commit().await?;
         Ok(Uploaded::Created(self.get(&id).await?.ok_or(RegistryError::NotFound("plugin version"))?))
     }
@@ -348,7 +347,6 @@ impl Registry {
         }
         audit::record(
             &mut tx,
-            self.db.backend,
             actor,
             "signing_key.register",
             &id,
@@ -375,16 +373,7 @@ impl Registry {
         if done.rows_affected() == 0 {
             return Err(RegistryError::NotFound("active signing key"));
         }
-        audit::record(
-            &mut tx,
-            self.db.backend,
-            actor,
-            "signing_key.revoke",
-            id,
-            &brands,
-            serde_json::json!({}),
-        )
-        .await?;
+        audit::record(&mut tx, actor, "signing_key.revoke", id, &brands, serde_json::json!({})).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -464,16 +453,7 @@ impl Registry {
             )));
         }
         let detail = serde_json::json!({"signing_key_id": signing_key_id, "sha256": version.sha256});
-        audit::record(
-            &mut tx,
-            self.db.backend,
-            actor,
-            "plugin.approve",
-            plugin_id,
-            &version.manifest.brands,
-            detail,
-        )
-        .await?;
+        audit::record(&mut tx, actor, "plugin.approve", plugin_id, &version.manifest.brands, detail).await?;
         tx.commit().await?;
         self.get(plugin_id).await?.ok_or(RegistryError::NotFound("plugin version"))
     }
@@ -504,7 +484,6 @@ impl Registry {
         }
         audit::record(
             &mut tx,
-            self.db.backend,
             actor,
             "plugin.approval_revoke",
             plugin_id,

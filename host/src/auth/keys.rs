@@ -5,9 +5,9 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 use sqlx::Row;
 
-use super::{Db, now_ms};
+use super::{Principal, Role};
 use crate::audit;
-use crate::auth::{Principal, Role};
+use crate::store::{Db, now_ms};
 
 pub fn hash(key: &str) -> String {
     hex::encode(Sha256::digest(key.as_bytes()))
@@ -54,7 +54,7 @@ pub async fn create(
     .execute(&mut *tx)
     .await?;
     let detail = serde_json::json!({"role": role.as_str(), "brands": brands, "holder": holder});
-    audit::record(&mut tx, db.backend, actor, "key.create", &id, brands, detail).await?;
+    audit::record(&mut tx, actor, "key.create", &id, brands, detail).await?;
     tx.commit().await?;
     Ok((id, key))
 }
@@ -111,7 +111,7 @@ pub async fn revoke(db: &Db, actor: &Principal, id: &str) -> anyhow::Result<Opti
     .await?;
     let Some(row) = row else { return Ok(None) };
     let brands: Vec<String> = serde_json::from_str(&row.try_get::<String, _>("brands")?)?;
-    audit::record(&mut tx, db.backend, actor, "key.revoke", id, &brands, serde_json::json!({})).await?;
+    audit::record(&mut tx, actor, "key.revoke", id, &brands, serde_json::json!({})).await?;
     tx.commit().await?;
     Ok(Some(row.try_get("key_hash")?))
 }

@@ -1,4 +1,4 @@
-//! The send service: one message to one player — erasure check, profile, template rendered in the
+//! Messaging, the send service: one message to one player — erasure check, profile, template rendered in the
 //! player's locale, the gate, the outbox — idempotent on the caller's key. The HTTP API, journeys,
 //! triggers and the CLI all send through it; nothing reaches a player another way.
 
@@ -7,9 +7,9 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use super::outbox::{self, Content, Enqueued, Message};
-use super::templates::{self, TemplateError};
 use crate::core::Core;
+use crate::delivery::outbox::{self, Content, Enqueued, Message};
+use crate::delivery::templates::{self, TemplateError};
 use crate::model::Channel;
 use crate::policy::Priority;
 use crate::profiles::ProfileError;
@@ -122,7 +122,7 @@ pub async fn send(
         policy,
     };
     let content = Content {
-        delivery_id: &super::new_delivery_id(),
+        delivery_id: &crate::delivery::new_delivery_id(),
         idempotency_key,
         request_hash: &request_hash,
         locale: &rendered.locale,

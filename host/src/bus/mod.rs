@@ -366,7 +366,8 @@ pub async fn pending(db: &Db, consumer: &str, player: Option<(&str, &str)>) -> a
 }
 
 /// Waits until `consumer` has applied (or set aside) every event of the player committed so far, calling
-/// `wake` to hurry it; false if it did not within `patience`. What changes whether a player may be
+/// `wake` to hurry it; the position of the player's latest event once it has (the zero position for a
+/// player without events), `None` if it did not within `patience`. What changes whether a player may be
 /// contacted arrives as events: a decision or a send waits for them, so that none is taken on a state
 /// older than what the platform was told was accepted.
 pub async fn caught_up(
@@ -375,14 +376,27 @@ pub async fn caught_up(
     consumer: &str,
     (brand, player): (&str, &str),
     patience: Duration,
-) -> anyhow::Result<bool> {
+) -> anyhow::Result<Option<Position>> {
     let until = tokio::time::Instant::now() + patience;
     loop {
-        if !pending(db, consumer, Some((brand, player))).await? {
-            return Ok(true);
+        let latest = match sqlx::query(
+            "SELECT tx_id, seq FROM events WHERE brand_id = $1 AND player_id = $2 ORDER BY tx_id DESC, seq DESC LIMIT 1",
+        )
+        .bind(brand)
+        .bind(player)
+        .fetch_optional(&db.pool)
+        .await?
+        {
+            Some(r) => Position { tx: r.try_get("tx_id")?, seq: r.try_get("seq")? },
+            None => Position::default(),
+        };
+        let mut conn = db.pool.acquire().await?;
+        if offset_of(&mut conn, consumer, "").await? >= latest {
+            return Ok(Some(latest));
         }
+        drop(conn);
         if tokio::time::Instant::now() >= until {
-            return Ok(false);
+            return Ok(None);
         }
         wake();
         tokio::time::sleep(Duration::from_millis(5)).await;

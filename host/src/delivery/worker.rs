@@ -192,7 +192,10 @@ impl Worker {
         // unsubscribe recorded a moment ago must count.
         let player = (d.brand_id.as_str(), d.player_id.as_str());
         let patience = std::time::Duration::from_secs(2);
-        if !crate::bus::caught_up(&self.db, &|| {}, crate::profiles::CONSUMER, player, patience).await? {
+        if crate::bus::caught_up(&self.db, &|| {}, crate::profiles::CONSUMER, player, patience)
+            .await?
+            .is_none()
+        {
             anyhow::bail!("the player's latest events are not applied yet");
         }
         let stored =

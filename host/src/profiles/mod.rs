@@ -111,7 +111,7 @@ pub struct ProfileUpdater {
 
 /// Profiles as last assembled, keyed by (brand, player); the consumer evicts a player when one of their
 /// events is applied, so a read never sees a state older than what was committed before it.
-pub type ProfileCache = Arc<moka::sync::Cache<(String, String), Arc<StoredProfile>>>;
+pub type ProfileCache = Arc<moka::sync::Cache<(String, String), (crate::bus::Position, Arc<StoredProfile>)>>;
 
 /// How long a read waits for the player's accepted events to be applied.
 const PATIENCE: std::time::Duration = std::time::Duration::from_secs(5);
@@ -152,18 +152,20 @@ impl Profiles {
     /// counts for this read.
     pub async fn current(&self, brand: &str, player: &str) -> Result<Arc<StoredProfile>, ProfileError> {
         let bus = self.bus.clone();
-        let caught_up =
+        let latest =
             crate::bus::caught_up(&self.db, &move || bus.notify(), CONSUMER, (brand, player), PATIENCE)
-                .await?;
-        if !caught_up {
-            return Err(ProfileError::Behind);
-        }
+                .await?
+                .ok_or(ProfileError::Behind)?;
+        // A cached profile serves only if it was read with the player's latest event applied: the
+        // consumer forgets a player right after its commit, and a read may come in between.
         let key = (brand.to_string(), player.to_string());
-        if let Some(p) = self.cache.get(&key) {
+        if let Some((applied, p)) = self.cache.get(&key)
+            && applied >= latest
+        {
             return Ok(p);
         }
         let p = Arc::new(load(&self.db, &self.key, brand, player).await?.ok_or(ProfileError::NotFound)?);
-        self.cache.insert(key, p.clone());
+        self.cache.insert(key, (latest, p.clone()));
         Ok(p)
     }
 

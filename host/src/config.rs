@@ -6,8 +6,6 @@
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicI64, Ordering};
 
 use anyhow::Context as _;
 use clap::Args;
@@ -64,30 +62,7 @@ pub struct ServeOptions {
     pub clock: Clock,
 }
 
-/// The host's clock for delivery decisions (quiet hours, caps per day, retries). The system clock,
-/// shifted by an offset a test may set: time still passes, from a moment the test chose.
-#[derive(Debug, Clone, Default)]
-pub struct Clock(Arc<AtomicI64>);
-
-impl Clock {
-    pub fn now(&self) -> jiff::Timestamp {
-        let ms = jiff::Timestamp::now().as_millisecond() + self.0.load(Ordering::Relaxed);
-        jiff::Timestamp::from_millisecond(ms).expect("a clock within range")
-    }
-
-    pub fn now_ms(&self) -> i64 {
-        self.now().as_millisecond()
-    }
-
-    /// Moves the clock so that it reads `at` now.
-    pub fn set(&self, at: jiff::Timestamp) {
-        self.0.store(at.as_millisecond() - jiff::Timestamp::now().as_millisecond(), Ordering::Relaxed);
-    }
-
-    pub fn advance(&self, by: jiff::SignedDuration) {
-        self.0.fetch_add(by.as_millis() as i64, Ordering::Relaxed);
-    }
-}
+pub use crate::clock::Clock;
 
 /// The config file.
 #[derive(Debug, Clone, Default, Deserialize)]

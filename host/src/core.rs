@@ -24,6 +24,8 @@ pub struct Core {
     pub profiles: Profiles,
     appender: Appender,
     pub registry: Arc<Registry>,
+    /// The jurisdiction packs in force, and their versions (the gate reads them; compliance changes them).
+    pub packs: Arc<PackStore>,
     pub delivery: Arc<delivery::Context>,
 }
 
@@ -44,7 +46,7 @@ impl Core {
             Arc::new(Registry::open(db.clone(), blobs, runtime, options.dual_approval.clone()).await?);
         let packs = Arc::new(PackStore::open(db.clone()).await?);
         let delivery =
-            Arc::new(delivery::Context::new(options.settings.clone(), options.clock.clone(), packs));
+            Arc::new(delivery::Context::new(options.settings.clone(), options.clock.clone(), packs.clone()));
         Ok(Core {
             profiles: Profiles::new(db.clone(), contacts_key.clone(), bus.clone()),
             appender: Appender::spawn(db.clone(), contacts_key.clone()),
@@ -52,6 +54,7 @@ impl Core {
             contacts_key,
             bus,
             registry,
+            packs,
             delivery,
         })
     }

@@ -7,6 +7,7 @@ pub mod audit;
 pub mod auth;
 pub mod bus;
 pub mod cli;
+pub mod clock;
 pub mod config;
 pub mod core;
 pub mod decisions;

@@ -63,14 +63,14 @@ async fn post_events(
             // A jurisdiction no policy pack knows could never be decided for: refused at the door.
             if let crate::model::EventPayload::Player(p) = &e.event.payload
                 && let Some(j) = &p.jurisdiction
-                && state.delivery.packs.current().for_jurisdiction(j).is_none()
+                && state.packs.current().for_jurisdiction(j).is_none()
             {
                 return Err(FieldError {
                     code: "invalid_event",
                     field: "payload.jurisdiction".into(),
                     message: format!(
                         "no policy pack covers `{j}` (known: {})",
-                        state.delivery.packs.current().jurisdictions().join(", ")
+                        state.packs.current().jurisdictions().join(", ")
                     ),
                 });
             }

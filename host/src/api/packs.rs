@@ -39,7 +39,7 @@ async fn list(
     State(state): State<AppState>,
     Authorized(_): Authorized<{ COMPLIANCE | ADMIN | OPERATOR | ANALYST }>,
 ) -> Result<Json<Value>, ApiError> {
-    let versions = state.delivery.packs.list().await.map_err(|e| ApiError::internal(format!("{e:#}")))?;
+    let versions = state.packs.list().await.map_err(|e| ApiError::internal(format!("{e:#}")))?;
     Ok(Json(json!({ "packs": versions })))
 }
 
@@ -49,7 +49,7 @@ async fn propose(
     body: axum::body::Bytes,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     let doc: PackDocument = json_body(&body, "invalid_pack", None)?;
-    let version = state.delivery.packs.propose(&principal, doc).await?;
+    let version = state.packs.propose(&principal, doc).await?;
     Ok((StatusCode::CREATED, Json(json!(version))))
 }
 
@@ -58,5 +58,5 @@ async fn approve(
     Authorized(principal): Authorized<{ COMPLIANCE }>,
     Path((pack, version)): Path<(String, String)>,
 ) -> Result<Json<Value>, ApiError> {
-    Ok(Json(json!(state.delivery.packs.approve(&principal, &pack, &version).await?)))
+    Ok(Json(json!(state.packs.approve(&principal, &pack, &version).await?)))
 }

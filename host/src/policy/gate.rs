@@ -172,84 +172,115 @@ fn consent_at<'a>(
         .max_by_key(|r| r.version)
 }
 
+/// The gate: every rule, each a function of the request alone (`rg`, `jurisdiction`, `age`, `consent`,
+/// `caps`, `dedup` refuse; `cooldown`, `quiet_hours` defer), composed. A subject that is not marketing
+/// (transactional, RG information) passes the marketing rules untouched.
 pub fn decide(r: &Request) -> Decision {
-    let p = r.profile;
-    let marketing = matches!(r.class, MessageClass::Marketing { .. });
-    if !marketing {
-        // Transactional and RG-informational messages pass the marketing rules; they are neither
-        // consent-bound nor capped.
-        return Decision::Allow {
-            basis: Basis {
-                class: r.class,
-                consent_version: None,
-                consent_recorded_at: None,
-                caps: Vec::new(),
-                pack_version: r.pack.map(|p| p.version.clone()),
-                frequency_policy: r.policy.id.clone(),
-                priority: r.priority,
-            },
-        };
-    }
-    let MessageClass::Marketing { product, bonus_offer } = r.class else { unreachable!() };
+    let MessageClass::Marketing { product, bonus_offer } = r.class else {
+        return Decision::Allow { basis: basis(r, None, Vec::new()) };
+    };
     let mut deny = Vec::new();
+    deny.extend(rg(r.profile));
+    deny.extend(jurisdiction(r));
+    deny.extend(age(r, bonus_offer));
+    let (consent_refusals, consent_basis) = consent(r, product);
+    deny.extend(consent_refusals);
+    let (cap_refusals, caps_used) = caps(r);
+    deny.extend(cap_refusals);
+    deny.extend(dedup(r));
+    if !deny.is_empty() {
+        return Decision::Deny { reasons: deny };
+    }
+    // What only waits: the campaign's cooldown, then quiet hours in the player's own time zone from then.
+    let mut defer: Vec<(Timestamp, Reason)> = cooldown(r).into_iter().collect();
+    let at = defer.iter().map(|(t, _)| *t).max().unwrap_or(r.now);
+    defer.extend(quiet_hours(r, at));
+    if let Some(until) = defer.iter().map(|(t, _)| *t).max() {
+        return Decision::Defer { until, reasons: defer.into_iter().map(|(_, r)| r).collect() };
+    }
+    Decision::Allow { basis: basis(r, Some(consent_basis), caps_used) }
+}
 
-    // Responsible gambling.
+fn basis(r: &Request, consent: Option<(Option<i64>, Option<Timestamp>)>, caps: Vec<CapUse>) -> Basis {
+    let (consent_version, consent_recorded_at) = consent.unwrap_or((None, None));
+    Basis {
+        class: r.class,
+        consent_version,
+        consent_recorded_at,
+        caps,
+        pack_version: r.pack.map(|p| p.version.clone()),
+        frequency_policy: r.policy.id.clone(),
+        priority: r.priority,
+    }
+}
+
+/// Responsible gambling: self-exclusion, cooling-off, a harm marker, a limit hit today.
+pub fn rg(p: &Profile) -> Vec<Reason> {
     let rg = &p.rg;
-    if rg.self_excluded {
-        deny.push(reason("self_excluded", "the player is self-excluded"));
-    }
-    if rg.cooling_off {
-        deny.push(reason("cooling_off", "the player is cooling off"));
-    }
-    if rg.harm_flag {
-        deny.push(reason("harm_flag", "a harm marker is set on the player"));
-    }
-    if rg.limit_hit_today {
-        deny.push(reason("limit_hit_today", "the player hit a limit today"));
-    }
+    [
+        (rg.self_excluded, "self_excluded", "the player is self-excluded"),
+        (rg.cooling_off, "cooling_off", "the player is cooling off"),
+        (rg.harm_flag, "harm_flag", "a harm marker is set on the player"),
+        (rg.limit_hit_today, "limit_hit_today", "the player hit a limit today"),
+    ]
+    .into_iter()
+    .filter(|(hit, _, _)| *hit)
+    .map(|(_, code, detail)| reason(code, detail))
+    .collect()
+}
 
-    // Jurisdiction.
-    if !r.licensed.contains(&p.jurisdiction) {
-        deny.push(reason("not_licensed", format!("the brand holds no licence for {}", p.jurisdiction)));
+/// The brand's licence for the player's jurisdiction, its pack, and the channels the pack bans.
+pub fn jurisdiction(r: &Request) -> Vec<Reason> {
+    let j = &r.profile.jurisdiction;
+    let mut out = Vec::new();
+    if !r.licensed.contains(j) {
+        out.push(reason("not_licensed", format!("the brand holds no licence for {j}")));
     }
-    let pack = r.pack;
-    match pack {
-        None => deny.push(reason("no_policy_pack", format!("no policy pack for {}", p.jurisdiction))),
-        Some(pack) => {
-            if pack.banned_channels.contains(&r.channel) {
-                deny.push(reason(
-                    "channel_banned",
-                    format!("{} marketing is banned in {}", wire_name(r.channel), p.jurisdiction),
-                ));
-            }
-            // The law is a number of years on the day, not a band: an unknown age never passes.
-            let min = if bonus_offer { pack.min_age_bonus_offers } else { pack.min_age_marketing };
-            let what = if bonus_offer { "bonus offers" } else { "marketing" };
-            match r.age {
-                None => deny.push(reason(
-                    "under_age",
-                    format!("the player's age is unknown; {what} needs {min} in {}", p.jurisdiction),
-                )),
-                Some(age) if age < i32::from(min) => deny.push(reason(
-                    "under_age",
-                    format!("age {age} is under {min} for {what} in {} ({})", p.jurisdiction, pack.version),
-                )),
-                Some(_) => {}
-            }
+    match r.pack {
+        None => out.push(reason("no_policy_pack", format!("no policy pack for {j}"))),
+        Some(pack) if pack.banned_channels.contains(&r.channel) => {
+            out.push(reason("channel_banned", format!("{} marketing is banned in {j}", wire_name(r.channel))))
         }
+        Some(_) => {}
     }
+    out
+}
 
-    // Consent in force at send time, for this channel and this product.
-    let channel_consent = consent_at(r.consents, "channel", &wire_name(r.channel), r.now);
+/// The law is a number of years on the day, not a band: an unknown age never passes.
+pub fn age(r: &Request, bonus_offer: bool) -> Option<Reason> {
+    let pack = r.pack?;
+    let min = if bonus_offer { pack.min_age_bonus_offers } else { pack.min_age_marketing };
+    let what = if bonus_offer { "bonus offers" } else { "marketing" };
+    let j = &r.profile.jurisdiction;
+    match r.age {
+        None => Some(reason("under_age", format!("the player's age is unknown; {what} needs {min} in {j}"))),
+        Some(age) if age < i32::from(min) => Some(reason(
+            "under_age",
+            format!("age {age} is under {min} for {what} in {j} ({})", pack.version),
+        )),
+        Some(_) => None,
+    }
+}
+
+/// Consent in force at send time, for this channel and this product; the version and date it went out
+/// under when both are granted.
+pub fn consent(r: &Request, product: Product) -> (Vec<Reason>, (Option<i64>, Option<Timestamp>)) {
+    let channel = consent_at(r.consents, "channel", &wire_name(r.channel), r.now);
     let product_consent = consent_at(r.consents, "product", &wire_name(product), r.now);
-    if !channel_consent.is_some_and(|c| c.granted) {
-        deny.push(reason("no_consent", format!("no {} marketing consent in force", wire_name(r.channel))));
+    let mut out = Vec::new();
+    if !channel.is_some_and(|c| c.granted) {
+        out.push(reason("no_consent", format!("no {} marketing consent in force", wire_name(r.channel))));
     }
     if !product_consent.is_some_and(|c| c.granted) {
-        deny.push(reason("no_consent", format!("no consent to marketing about {}", wire_name(product))));
+        out.push(reason("no_consent", format!("no consent to marketing about {}", wire_name(product))));
     }
+    let version = channel.map(|c| c.version).max(product_consent.map(|c| c.version));
+    let recorded = channel.map(|c| c.recorded_at).max(product_consent.map(|c| c.recorded_at));
+    (out, (version, recorded))
+}
 
-    // Caps (this message included).
+/// The policy's caps of the priority class and the pack's legal caps, this message included.
+pub fn caps(r: &Request) -> (Vec<Reason>, Vec<CapUse>) {
     let s = r.sent;
     let limits = r.policy.caps(r.priority);
     let mut caps = vec![
@@ -258,7 +289,7 @@ pub fn decide(r: &Request) -> Decision {
         CapUse { cap: "global_per_day", used: s.class_today + 1, limit: limits.global_per_day },
         CapUse { cap: "global_per_week", used: s.class_this_week + 1, limit: limits.global_per_week },
     ];
-    if let Some(pack) = pack {
+    if let Some(pack) = r.pack {
         caps.push(CapUse {
             cap: "marketing_per_day",
             used: s.marketing_today + 1,
@@ -270,59 +301,38 @@ pub fn decide(r: &Request) -> Decision {
             limit: pack.max_marketing_per_week,
         });
     }
-    for c in caps.iter().filter(|c| c.used > c.limit) {
-        deny.push(reason("cap_reached", format!("{}: {} of {} already sent", c.cap, c.used - 1, c.limit)));
-    }
+    let refusals = caps
+        .iter()
+        .filter(|c| c.used > c.limit)
+        .map(|c| reason("cap_reached", format!("{}: {} of {} already sent", c.cap, c.used - 1, c.limit)))
+        .collect();
+    (refusals, caps)
+}
 
-    // Dedup.
-    // A zero window turns dedup off (and so a cooldown of zero): "within no time" matches nothing.
-    if let Some(last) = s.template_last_sent
-        && r.policy.dedup_window_minutes > 0
-        && r.now < last + r.policy.dedup_window()
-    {
-        deny.push(reason("duplicate", format!("the same template went out at {last}")));
-    }
-    if !deny.is_empty() {
-        return Decision::Deny { reasons: deny };
-    }
+/// The same template not again within the policy's window (a zero window is off: "within no time"
+/// matches nothing).
+pub fn dedup(r: &Request) -> Option<Reason> {
+    let last = r.sent.template_last_sent?;
+    (r.policy.dedup_window_minutes > 0 && r.now < last + r.policy.dedup_window())
+        .then(|| reason("duplicate", format!("the same template went out at {last}")))
+}
 
-    // What only waits: the campaign's cooldown, then quiet hours in the player's own time zone.
-    let mut defer: Vec<(Timestamp, Reason)> = Vec::new();
-    if let Some(last) = s.campaign_last_sent
-        && r.policy.campaign_cooldown_minutes > 0
-        && r.now < last + r.policy.campaign_cooldown()
-    {
-        defer.push((
+/// A campaign waits its cooldown before reaching the player again (zero: off).
+pub fn cooldown(r: &Request) -> Option<(Timestamp, Reason)> {
+    let last = r.sent.campaign_last_sent?;
+    (r.policy.campaign_cooldown_minutes > 0 && r.now < last + r.policy.campaign_cooldown()).then(|| {
+        (
             last + r.policy.campaign_cooldown(),
             reason("campaign_cooldown", format!("the campaign reached the player at {last}")),
-        ));
-    }
-    let mut at = defer.iter().map(|(t, _)| *t).max().unwrap_or(r.now);
-    if let Some(pack) = pack
-        && let Some(until) = quiet_until(pack, &p.time_zone, at)
-    {
-        defer.push((
-            until,
-            reason("quiet_hours", format!("quiet hours in {} ({})", p.time_zone, pack.version)),
-        ));
-        at = until;
-    }
-    if !defer.is_empty() {
-        return Decision::Defer { until: at, reasons: defer.into_iter().map(|(_, r)| r).collect() };
-    }
-    Decision::Allow {
-        basis: Basis {
-            class: r.class,
-            consent_version: channel_consent.map(|c| c.version).max(product_consent.map(|c| c.version)),
-            consent_recorded_at: channel_consent
-                .map(|c| c.recorded_at)
-                .max(product_consent.map(|c| c.recorded_at)),
-            caps,
-            pack_version: pack.map(|p| p.version.clone()),
-            frequency_policy: r.policy.id.clone(),
-            priority: r.priority,
-        },
-    }
+        )
+    })
+}
+
+/// If `at` falls in the pack's quiet hours in the player's own zone, when they end.
+pub fn quiet_hours(r: &Request, at: Timestamp) -> Option<(Timestamp, Reason)> {
+    let pack = r.pack?;
+    let until = quiet_until(pack, &r.profile.time_zone, at)?;
+    Some((until, reason("quiet_hours", format!("quiet hours in {} ({})", r.profile.time_zone, pack.version))))
 }
 
 /// If `at` falls in the pack's quiet hours in the player's zone, the first allowed instant after them.
@@ -345,4 +355,85 @@ fn quiet_until(pack: &Pack, time_zone: &str, at: Timestamp) -> Option<Timestamp>
     }
     let end_local = day.to_datetime(end).to_zoned_datetime(tz).ok()?;
     Some(end_local.timestamp())
+}
+
+#[cfg(test)]
+mod tests {
+    //! Each rule alone; `tests/policy_gate.rs` is the decision table of them composed.
+    use super::*;
+
+    fn profile() -> Profile {
+        serde_json::from_value(serde_json::json!({"player_id": "p", "brand_id": "A", "jurisdiction": "GB",
+            "locale": "en", "time_zone": "Europe/London", "currency": "GBP", "age_band": "26-34"}))
+        .unwrap()
+    }
+
+    fn with<T>(f: impl FnOnce(&Request) -> T, edit: impl FnOnce(&mut Request)) -> T {
+        with_sent(&Sent::default(), f, edit)
+    }
+
+    fn with_sent<T>(sent: &Sent, f: impl FnOnce(&Request) -> T, edit: impl FnOnce(&mut Request)) -> T {
+        let packs = super::super::Packs::defaults();
+        let policy = super::super::packs::default_frequency_policies().remove(0);
+        let p = profile();
+        let consents = vec![
+            ConsentRecord {
+                version: 1,
+                scope: "channel".into(),
+                name: "email".into(),
+                granted: true,
+                source: "t".into(),
+                recorded_at: "2026-01-01T00:00:00Z".parse().unwrap(),
+            },
+            ConsentRecord {
+                version: 1,
+                scope: "product".into(),
+                name: "casino".into(),
+                granted: true,
+                source: "t".into(),
+                recorded_at: "2026-01-01T00:00:00Z".parse().unwrap(),
+            },
+        ];
+        let licensed = vec!["GB".to_string()];
+        let mut r = Request {
+            channel: Channel::Email,
+            class: MessageClass::Marketing { product: Product::Casino, bonus_offer: false },
+            profile: &p,
+            age: Some(30),
+            consents: &consents,
+            pack: packs.for_jurisdiction("GB"),
+            licensed: &licensed,
+            policy: &policy,
+            priority: Priority::Normal,
+            sent,
+            now: "2026-11-23T12:00:00Z".parse().unwrap(),
+        };
+        edit(&mut r);
+        f(&r)
+    }
+
+    #[test]
+    fn each_rule_alone() {
+        let mut excluded = profile();
+        excluded.rg.self_excluded = true;
+        assert_eq!(rg(&excluded)[0].code, "self_excluded");
+        assert!(rg(&profile()).is_empty());
+        assert!(with(jurisdiction, |_| {}).is_empty());
+        assert_eq!(with(jurisdiction, |r| r.licensed = &[])[0].code, "not_licensed");
+        assert!(with(|r| age(r, false), |_| {}).is_none());
+        assert_eq!(with(|r| age(r, false), |r| r.age = None).unwrap().code, "under_age");
+        assert_eq!(with(|r| age(r, false), |r| r.age = Some(17)).unwrap().code, "under_age");
+        assert_eq!(with(|r| consent(r, Product::Casino), |_| {}).1.0, Some(1));
+        assert_eq!(with(|r| consent(r, Product::Sports), |_| {}).0.len(), 1);
+        assert!(with(|r| caps(r).0, |_| {}).is_empty());
+        let full = Sent { marketing_today: 2, ..Sent::default() };
+        assert_eq!(with_sent(&full, |r| caps(r).0, |_| {})[0].code, "cap_reached");
+        let recent =
+            Sent { template_last_sent: Some("2026-11-23T11:00:00Z".parse().unwrap()), ..Sent::default() };
+        assert_eq!(with_sent(&recent, dedup, |_| {}).unwrap().code, "duplicate");
+        assert!(with(cooldown, |_| {}).is_none());
+        let night: Timestamp = "2026-11-23T23:00:00Z".parse().unwrap();
+        assert_eq!(with(|r| quiet_hours(r, night), |_| {}).unwrap().0.to_string(), "2026-11-24T09:00:00Z");
+        assert!(with(|r| quiet_hours(r, r.now), |_| {}).is_none());
+    }
 }

@@ -4,6 +4,7 @@
 //! missing pack, consent or licence is a refusal with its reason.
 
 pub mod gate;
+pub mod ledger;
 pub mod packs;
 pub mod store;
 

@@ -5,7 +5,7 @@
 
 use std::sync::Arc;
 
-use crate::bus::{Bus, EmbeddedBus};
+use crate::bus::{Bus, Consumer, EmbeddedBus};
 use crate::config::{Clock, ServeOptions};
 use crate::delivery;
 use crate::events::ValidEvent;
@@ -74,5 +74,10 @@ impl Core {
     /// The consumer that keeps the profiles.
     pub fn profile_updater(&self) -> ProfileUpdater {
         self.profiles.updater(self.clock().clone())
+    }
+
+    /// Every bus consumer of every capability, by name; the server runs them all.
+    pub fn consumers(&self) -> Vec<Consumer> {
+        vec![Consumer::new(crate::profiles::CONSUMER, self.profile_updater())]
     }
 }

@@ -12,7 +12,6 @@ use tokio::sync::watch;
 use crate::api::{self, AppState};
 use crate::config::{ServeArgs, ServeOptions};
 use crate::core::Core;
-use crate::profiles;
 use crate::store::Db;
 use crate::store::contacts::ContactsKey;
 
@@ -83,10 +82,8 @@ pub async fn run(
             }
         });
     }
-    {
-        let core = core.clone();
-        let stop = stop_rx.clone();
-        tasks.spawn(async move { core.bus.run(profiles::CONSUMER, core.profile_updater(), stop).await });
+    for consumer in core.consumers() {
+        tasks.spawn(consumer.run(core.bus.clone(), stop_rx.clone()));
     }
     tasks.spawn(worker.run(stop_rx));
     axum::serve(listener, api::app(state)).with_graceful_shutdown(shutdown).await?;

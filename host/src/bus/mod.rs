@@ -78,6 +78,30 @@ pub trait Handler: Send + Sync + 'static {
 /// Events read per transaction.
 const BATCH: i64 = 256;
 
+/// A consumer as a capability registers it: a name (its offset's key) and its handler, started by the
+/// server with the others. A new capability adds its consumers to `Core::consumers`; nothing else
+/// changes.
+pub struct Consumer {
+    pub name: &'static str,
+    start: Box<dyn FnOnce(Arc<EmbeddedBus>, watch::Receiver<bool>) -> ConsumerTask + Send>,
+}
+
+type ConsumerTask = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
+
+impl Consumer {
+    pub fn new<H: Handler>(name: &'static str, handler: H) -> Consumer {
+        Consumer {
+            name,
+            start: Box::new(move |bus, stop| Box::pin(async move { bus.run(name, handler, stop).await })),
+        }
+    }
+
+    /// Runs the consumer on `bus` until `stop` turns true.
+    pub fn run(self, bus: Arc<EmbeddedBus>, stop: watch::Receiver<bool>) -> ConsumerTask {
+        (self.start)(bus, stop)
+    }
+}
+
 pub struct EmbeddedBus {
     db: Db,
     wake: Arc<Notify>,

@@ -3,6 +3,7 @@
 //! details are logged, never sent.
 
 mod admin;
+pub mod codes;
 mod decisions;
 mod events;
 pub mod extract;
@@ -136,6 +137,7 @@ pub struct ApiError {
 
 impl ApiError {
     pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        debug_assert!(codes::known(code), "error code `{code}` is not in api::codes::CODES");
         ApiError { status, code, message: message.into(), field: None }
     }
 

@@ -112,3 +112,39 @@ async fn every_error_is_json_and_roles_come_before_bodies() {
     assert_eq!((st, v["error"]["field"].as_str()), (422, Some("jurisdiction")), "{v}");
     s.stop().await;
 }
+
+/// Each request has a span naming the caller's trace id: the events' `trace_id` here.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_span_carries_the_trace_id() {
+    use std::sync::{Arc, Mutex};
+    #[derive(Clone, Default)]
+    struct Buffer(Arc<Mutex<Vec<u8>>>);
+    impl std::io::Write for Buffer {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let buffer = Buffer::default();
+    let writer = buffer.clone();
+    tracing_subscriber::fmt()
+        .with_env_filter("pitboss=debug")
+        .with_writer(move || writer.clone())
+        .with_ansi(false)
+        .init();
+    let Some(s) = TestServer::start(Backend::Sqlite).await else { return };
+    let key = s.key(Role::Platform, &["A"]).await;
+    let e = json!({"event_id": "e_span", "event_type": "session.started", "player_id": "p_span", "brand_id": "A",
+        "occurred_at": "2026-11-20T10:00:00Z", "trace_id": "tr_span_42", "payload": {"session_id": "s1"}});
+    assert_eq!(s.post(&key, "/v1/events", &e).await.0, 202);
+    s.stop().await;
+    let logs = String::from_utf8(buffer.0.lock().unwrap().clone()).unwrap();
+    let line = logs
+        .lines()
+        .find(|l| l.contains("answered") && l.contains("/v1/events"))
+        .unwrap_or_else(|| panic!("{logs}"));
+    assert!(line.contains("trace_id=tr_span_42") && line.contains("status=202"), "{line}");
+}

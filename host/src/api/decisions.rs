@@ -52,6 +52,7 @@ async fn decide(
     let world: World =
         serde_json::from_value(Value::String(world)).map_err(|_| ApiError::not_found("world"))?;
     let req: DecisionBody = json_body(&body, "invalid_decision_request", None)?;
+    super::record_trace_id(req.trace_id.as_deref());
     let brand = brand_of(&principal, &BrandQuery { brand_id: req.brand_id.clone() })?;
     let request = DecisionRequest {
         brand,

@@ -109,6 +109,7 @@ async fn post_events(
             .into_response());
     }
     let valid: Vec<ValidEvent> = checked.into_iter().map(|r| r.expect("checked")).collect();
+    super::record_trace_id(valid.iter().find_map(|e| e.trace_id.as_deref()));
     let ids: Vec<(String, String)> =
         valid.iter().map(|e| (e.event.event_id.clone(), e.player_id.clone())).collect();
     // The field an error is about: `[3].event_id` in a batch, `event_id` alone.

@@ -53,7 +53,40 @@ pub fn app(state: AppState) -> Router {
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint") })
         .layer(axum::middleware::map_response(json_errors))
         .layer(axum::middleware::from_fn(uri_limit))
+        .layer(axum::middleware::from_fn(request_span))
         .with_state(state)
+}
+
+/// One span per request: method, path, status, and the caller's trace id — the `X-Trace-Id` header, or
+/// the `trace_id` of the events or decision the body carries (the handler records it) — so every log
+/// line of a request can be found from the platform's own trace.
+async fn request_span(request: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    use tracing::Instrument;
+    let span = tracing::info_span!(
+        "request",
+        method = %request.method(),
+        path = %request.uri().path(),
+        trace_id = tracing::field::Empty,
+        status = tracing::field::Empty,
+    );
+    if let Some(t) = request.headers().get("x-trace-id").and_then(|v| v.to_str().ok()) {
+        span.record("trace_id", tracing::field::display(t));
+    }
+    async move {
+        let response = next.run(request).await;
+        tracing::Span::current().record("status", response.status().as_u16());
+        tracing::debug!("answered");
+        response
+    }
+    .instrument(span)
+    .await
+}
+
+/// Names the caller's trace id in the request's span, once the body has shown it.
+pub fn record_trace_id(trace_id: Option<&str>) {
+    if let Some(t) = trace_id {
+        tracing::Span::current().record("trace_id", tracing::field::display(t));
+    }
 }
 
 /// Longest request target (path and query) the API reads.

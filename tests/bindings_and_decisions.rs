@@ -12,9 +12,10 @@ use support::registry::{Officer, approved, manifest, officer};
 use support::server::TestServer;
 
 fn register(player: &str, jurisdiction: &str) -> Value {
-    json!({"event_id": format!("reg_{player}"), "event_type": "player.registered", "player_id": player, "brand_id": "A",
-           "occurred_at": "2026-10-01T10:00:00Z",
-           "payload": {"jurisdiction": jurisdiction, "locale": "en-GB", "time_zone": "Europe/London", "currency": "EUR"}})
+    support::registered(
+        player,
+        json!({"jurisdiction": jurisdiction, "locale": "en-GB", "time_zone": "Europe/London"}),
+    )
 }
 
 struct Team {
@@ -502,15 +503,9 @@ async fn a_binding_reaches_another_host_process_within_seconds(s: &TestServer) {
             _ => None,
         }
     };
-    let mut answer = None;
-    for _ in 0..100 {
-        answer = ask().await;
-        if answer.is_some() {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
-    assert_eq!(answer.as_deref(), Some(v1.as_str()), "the second host started with the binding");
+    let answer =
+        support::eventually("the second host answering", std::time::Duration::from_secs(5), &ask).await;
+    assert_eq!(answer, v1, "the second host started with the binding");
     assert_eq!(bind(s, &t, "DE", &v2, json!({})).await.0, 201);
     let started = std::time::Instant::now();
     while ask().await.as_deref() != Some(v2.as_str()) {

@@ -8,10 +8,13 @@ use serde_json::{Value, json};
 use support::server::TestServer;
 
 fn registered(player: &str) -> Value {
-    json!({"event_id": format!("reg_{player}"), "event_type": "player.registered", "player_id": player,
-           "brand_id": "A", "occurred_at": "2026-11-01T10:00:00Z", "trace_id": "tr_client_7",
-           "payload": {"jurisdiction": "GB", "locale": "en-GB", "time_zone": "Europe/London", "currency": "GBP",
-                       "email": "jo.bloggs@example.co.uk", "phone": "+447700900123", "birth_date": "2001-02-03"}})
+    let mut e = support::registered(
+        player,
+        json!({"jurisdiction": "GB", "locale": "en-GB", "time_zone": "Europe/London",
+        "currency": "GBP", "email": "jo.bloggs@example.co.uk", "phone": "+447700900123", "birth_date": "2001-02-03"}),
+    );
+    e["trace_id"] = json!("tr_client_7");
+    e
 }
 
 async fn consents_are_versioned_and_never_overwritten(s: &TestServer) {
@@ -96,13 +99,11 @@ async fn erasure_leaves_no_personal_data(s: &TestServer) {
         .await
         .unwrap();
     assert_eq!(r.status().as_u16(), 202);
-    for _ in 0..200 {
+    support::eventually("the message in the inbox", std::time::Duration::from_secs(4), || async {
         let (_, inbox) = s.get(&key, "/v1/players/player_erase_me/inbox").await;
-        if inbox["messages"].as_array().is_some_and(|m| !m.is_empty()) {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
+        inbox["messages"].as_array().is_some_and(|m| !m.is_empty()).then_some(())
+    })
+    .await;
     let deposits_before =
         s.count("SELECT CAST(COALESCE(SUM(deposit_sum), 0) AS BIGINT) FROM player_days").await;
     assert_eq!(s.get(&key, "/v1/players/player_erase_me").await.0, 200);

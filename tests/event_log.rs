@@ -37,9 +37,7 @@ pub async fn assert_applied_equals_accepted(db: &pitboss::store::Db) {
 }
 
 fn registered(player: &str) -> Value {
-    json!({"event_id": format!("reg_{player}"), "event_type": "player.registered", "player_id": player,
-           "brand_id": "A", "occurred_at": "2026-11-20T10:00:00Z",
-           "payload": {"jurisdiction": "DE", "locale": "de-DE", "time_zone": "Europe/Berlin", "currency": "EUR"}})
+    support::registered(player, json!({}))
 }
 
 /// A deposit or a bet, alternating, for one of 20 players.

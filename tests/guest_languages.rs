@@ -80,8 +80,7 @@ async fn python_and_javascript_go_through_the_lifecycle(s: &TestServer) {
     let operator = s.key_of(Role::Operator, &["A"], "Olga Operator").await;
     let platform = s.key_of(Role::Platform, &["A"], "PAM").await;
     let carla = officer(s, &admin, "Carla Compliance").await;
-    let registration = json!({"event_id": "r1", "event_type": "player.registered", "player_id": "p_de", "brand_id": "A",
-        "occurred_at": "2026-10-01T10:00:00Z", "payload": {"jurisdiction": "DE", "locale": "de-DE", "time_zone": "Europe/Berlin", "currency": "EUR"}});
+    let registration = support::registered("p_de", json!({}));
     assert_eq!(s.post(&platform, "/v1/events", &registration).await.0, 202);
     s.settled().await;
     for (language, version) in [("python", "1.0.0-py"), ("js", "1.0.0-js")] {

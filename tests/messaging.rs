@@ -243,13 +243,11 @@ async fn caps_are_exact_under_concurrency(s: Backend) {
     cap_reasons += 1;
 
     // The three went to the inbox; reading one records an open.
-    for _ in 0..200 {
-        if r.s.get(&r.platform, "/v1/players/p_cap/inbox").await.1["messages"].as_array().unwrap().len() == 3
-        {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
+    support::eventually("three messages in the inbox", Duration::from_secs(5), || async {
+        let (_, inbox) = r.s.get(&r.platform, "/v1/players/p_cap/inbox").await;
+        (inbox["messages"].as_array().unwrap().len() == 3).then_some(())
+    })
+    .await;
     let (st, inbox) = r.s.get(&r.platform, "/v1/players/p_cap/inbox").await;
     assert_eq!(st, 200);
     let messages = inbox["messages"].as_array().unwrap();
@@ -498,12 +496,10 @@ lease_ms = 5000",
     let (_, q) = r.send("x_1", &email("p_excl", "tpl_n")).await;
     assert_eq!(q["status"], "QUEUED");
     let id = q["delivery_id"].as_str().unwrap().to_string();
-    for _ in 0..400 {
-        if !r.smtp.rejected().is_empty() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    support::eventually("the relay refusing the first try", Duration::from_secs(4), || async {
+        (!r.smtp.rejected().is_empty()).then_some(())
+    })
+    .await;
     let excl = json!({"event_id": "excl_1", "event_type": "self_exclusion.started", "player_id": "p_excl",
         "brand_id": "A", "occurred_at": "2026-11-01T11:00:00Z", "payload": {"scope": "brand", "register": "GAMSTOP"}});
     assert_eq!(r.s.post(&r.platform, "/v1/events", &excl).await.0, 202);

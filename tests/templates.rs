@@ -116,9 +116,7 @@ async fn template_bombs_are_refused(s: &TestServer) {
         (422, Some("personalization_too_large"), Some("personalization.a")),
         "{e}"
     );
-    let reg = json!({"event_id": "reg_1", "event_type": "player.registered", "player_id": "p_1", "brand_id": "A",
-        "occurred_at": "2026-11-20T10:00:00Z", "payload": {"jurisdiction": "DE", "locale": "de-DE",
-        "time_zone": "Europe/Berlin", "currency": "EUR", "email": "p1@example.com"}});
+    let reg = support::registered("p_1", json!({"email": "p1@example.com"}));
     assert_eq!(s.post(&platform, "/v1/events", &reg).await.0, 202);
     let send = json!({"channel": "email", "player_id": "p_1", "template_id": "tpl_many", "personalization": {"a": big}});
     let r = s

@@ -103,6 +103,36 @@ pub fn profile(player_id: &str) -> pitboss::model::Profile {
     .unwrap()
 }
 
+/// Waits until `check` answers `Some`, asking every 10 ms for at most `timeout`, and returns its answer;
+/// panics saying what never happened. The one way tests wait for something the host does in the
+/// background.
+pub async fn eventually<T, F: std::future::Future<Output = Option<T>>>(
+    what: &str,
+    timeout: std::time::Duration,
+    mut check: impl FnMut() -> F,
+) -> T {
+    let until = std::time::Instant::now() + timeout;
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        assert!(std::time::Instant::now() < until, "{what} did not happen within {timeout:?}");
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+}
+
+/// A `player.registered` event of brand A, occurred on 2026-11-01 (German player, euros, unless
+/// `payload` overrides a field or adds contacts).
+pub fn registered(player: &str, payload: serde_json::Value) -> serde_json::Value {
+    let mut p = serde_json::json!({"jurisdiction": "DE", "locale": "de-DE", "time_zone": "Europe/Berlin",
+                                   "currency": "EUR"});
+    for (k, v) in payload.as_object().into_iter().flatten() {
+        p[k] = v.clone();
+    }
+    serde_json::json!({"event_id": format!("reg_{player}"), "event_type": "player.registered", "player_id": player,
+                       "brand_id": "A", "occurred_at": "2026-11-01T10:00:00Z", "payload": p})
+}
+
 pub fn now() -> jiff::Timestamp {
     "2026-11-23T12:00:00Z".parse().unwrap()
 }

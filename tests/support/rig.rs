@@ -100,10 +100,11 @@ pub const FAST: &str = "backoff_initial_ms = 50\nbackoff_max_ms = 200\nmax_attem
 impl Rig {
     /// A registered player with contacts and consents to e-mail, push and SMS marketing about casino.
     pub async fn player(&self, id: &str, jurisdiction: &str, time_zone: &str) {
-        let reg = json!({"event_id": format!("reg_{id}"), "event_type": "player.registered", "player_id": id,
-            "brand_id": "A", "occurred_at": "2026-11-01T10:00:00Z",
-            "payload": {"jurisdiction": jurisdiction, "locale": "en-GB", "time_zone": time_zone, "currency": "GBP",
-                        "email": format!("{id}@example.com"), "phone": "+447700900123", "birth_date": "1990-05-17"}});
+        let reg = super::registered(
+            id,
+            json!({"jurisdiction": jurisdiction, "locale": "en-GB", "time_zone": time_zone,
+            "currency": "GBP", "email": format!("{id}@example.com"), "phone": "+447700900123", "birth_date": "1990-05-17"}),
+        );
         assert_eq!(self.s.post(&self.platform, "/v1/events", &reg).await.0, 202);
         let consents = json!({"channels": {"email": true, "push": true, "sms": true, "in_app": true},
                               "products": {"casino": true}, "source": "signup"});
@@ -140,14 +141,11 @@ impl Rig {
 
     /// Waits until the delivery reaches `status`.
     pub async fn wait_status(&self, id: &str, status: &str) -> Value {
-        for _ in 0..400 {
+        super::eventually(&format!("{id} reaching {status}"), Duration::from_secs(10), || async {
             let d = self.delivery(id).await;
-            if d["status"] == status {
-                return d;
-            }
-            tokio::time::sleep(Duration::from_millis(25)).await;
-        }
-        panic!("{id} never reached {status}: {}", self.delivery(id).await);
+            (d["status"] == status).then_some(d)
+        })
+        .await
     }
 }
 

@@ -196,13 +196,10 @@ impl TestServer {
 
     /// Waits until the profile consumer has applied everything in the log.
     pub async fn settled(&self) {
-        for _ in 0..500 {
-            if !pitboss::bus::pending(&self.db, "profiles", None).await.unwrap() {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        panic!("the profile consumer did not catch up");
+        super::eventually("the profile consumer catching up", Duration::from_secs(5), || async {
+            (!pitboss::bus::pending(&self.db, "profiles", None).await.unwrap()).then_some(())
+        })
+        .await
     }
 
     pub async fn count(&self, sql: &'static str) -> i64 {

@@ -76,6 +76,24 @@ impl Core {
         self.profiles.updater(self.clock().clone())
     }
 
+    /// Every part's step in the erasure of a player, in order (contacts first, events last).
+    pub fn erasure_steps(&self) -> Vec<(&'static str, crate::store::erasure::Step)> {
+        use crate::store;
+        vec![
+            ("contacts", store::contacts::erasure_step),
+            ("deliveries", store::deliveries::erasure_step),
+            ("profiles", crate::profiles::erasure_step),
+            ("consents", store::consents::erasure_step),
+            ("decisions", store::decisions::erasure_step),
+            ("events", store::events::erasure_step),
+        ]
+    }
+
+    /// Erases a player: every part's step, in one transaction; false if the brand never had them.
+    pub async fn erase(&self, brand: &str, player: &str) -> anyhow::Result<bool> {
+        crate::store::erasure::erase(&self.db, brand, player, &self.erasure_steps()).await
+    }
+
     /// Every bus consumer of every capability, by name; the server runs them all.
     pub fn consumers(&self) -> Vec<Consumer> {
         vec![Consumer::new(crate::profiles::CONSUMER, self.profile_updater())]

@@ -165,9 +165,7 @@ async fn erase_player(
     Query(q): Query<BrandQuery>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let brand = brand_of(&principal, &q)?;
-    let erased = crate::store::erasure::erase(&state.db, &brand, &player_id)
-        .await
-        .map_err(|e| ApiError::internal(format!("{e:#}")))?;
+    let erased = state.erase(&brand, &player_id).await.map_err(|e| ApiError::internal(format!("{e:#}")))?;
     if !erased {
         return Err(ApiError::not_found("player"));
     }

@@ -401,6 +401,19 @@ impl Day {
     }
 }
 
+/// Erasure: the profile and its aggregates stay (they hold no personal data), under the pseudonym.
+pub fn erasure_step<'a>(
+    tx: &'a mut crate::store::Tx,
+    e: &'a crate::store::erasure::Erased<'a>,
+) -> crate::store::erasure::StepFuture<'a> {
+    Box::pin(async move {
+        for table in ["profiles", "player_days", "player_stakes"] {
+            crate::store::erasure::rename(tx, table, e).await?;
+        }
+        Ok(())
+    })
+}
+
 /// What is stored for a player, ready to be turned into a profile at any moment.
 #[derive(Debug, Clone)]
 pub struct StoredProfile {

@@ -130,3 +130,12 @@ pub fn current(history: &[ConsentRecord]) -> (Consents, i64) {
     };
     (consents, history.last().map_or(0, |r| r.version))
 }
+
+/// Erasure: the consent history stays (what was sent under which consent must remain explainable), under
+/// the pseudonym.
+pub fn erasure_step<'a>(
+    tx: &'a mut super::Tx,
+    e: &'a super::erasure::Erased<'a>,
+) -> super::erasure::StepFuture<'a> {
+    Box::pin(super::erasure::rename(tx, "consents", e))
+}

@@ -97,3 +97,19 @@ pub async fn for_player(
         })
         .collect()
 }
+
+/// Erasure: decision records stay, under the pseudonym, without the caller's trace id.
+pub fn erasure_step<'a>(
+    tx: &'a mut super::Tx,
+    e: &'a super::erasure::Erased<'a>,
+) -> super::erasure::StepFuture<'a> {
+    Box::pin(async move {
+        super::erasure::rename(tx, "decisions", e).await?;
+        sqlx::query("UPDATE decisions SET trace_id = NULL WHERE brand_id = $1 AND player_id = $2")
+            .bind(e.brand)
+            .bind(e.pseudonym)
+            .execute(&mut **tx)
+            .await?;
+        Ok(())
+    })
+}

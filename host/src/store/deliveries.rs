@@ -385,3 +385,34 @@ pub async fn depth(db: &Db) -> anyhow::Result<Vec<(String, i64)>> {
     .await?;
     rows.iter().map(|r| Ok((r.try_get("status")?, r.try_get("n")?))).collect()
 }
+
+/// Erasure: messages not sent yet will not be (the player is gone); every delivery moves to the
+/// pseudonym and loses its texts (a first name, an offer) and the caller's key (which may embed the id).
+pub fn erasure_step<'a>(
+    tx: &'a mut super::Tx,
+    e: &'a super::erasure::Erased<'a>,
+) -> super::erasure::StepFuture<'a> {
+    Box::pin(async move {
+        sqlx::query(
+            "UPDATE deliveries SET status = 'suppressed', updated_at = $3,
+                 reasons = '[{\"code\":\"player_erased\",\"detail\":\"the player was erased\"}]'
+             WHERE brand_id = $1 AND player_id = $2 AND status IN ('queued', 'deferred')",
+        )
+        .bind(e.brand)
+        .bind(e.player)
+        .bind(e.at)
+        .execute(&mut **tx)
+        .await?;
+        super::erasure::rename(tx, "deliveries", e).await?;
+        super::erasure::rename(tx, "send_locks", e).await?;
+        sqlx::query(
+            "UPDATE deliveries SET subject = NULL, body = NULL, idempotency_key = 'erased_' || delivery_id
+             WHERE brand_id = $1 AND player_id = $2",
+        )
+        .bind(e.brand)
+        .bind(e.pseudonym)
+        .execute(&mut **tx)
+        .await?;
+        Ok(())
+    })
+}

@@ -6,7 +6,7 @@
 //! transaction; it holds the profile consumer's offset lock so that a consumer batch in flight cannot
 //! write the old id back.
 
-use super::{Backend, Db, now_ms};
+use super::{Backend, Db, Tx, now_ms};
 
 /// How an erased player is remembered: never by their id.
 pub fn player_hash(brand: &str, player: &str) -> String {
@@ -28,8 +28,34 @@ pub async fn is_erased(
         .is_some())
 }
 
-/// Erases a player; false if the brand never had such a player.
-pub async fn erase(db: &Db, brand: &str, player: &str) -> anyhow::Result<bool> {
+/// Who is being erased, as each part's step sees it: their rows move from `player` to `pseudonym`.
+pub struct Erased<'a> {
+    pub brand: &'a str,
+    pub player: &'a str,
+    pub pseudonym: &'a str,
+    pub at: i64,
+}
+
+/// A part's share of an erasure, in the erasure's transaction: forget what identifies the player in the
+/// tables the part owns. Each part that keeps player data registers one (`Core::erasure_steps`).
+pub type Step = for<'a> fn(&'a mut Tx, &'a Erased<'a>) -> StepFuture<'a>;
+pub type StepFuture<'a> =
+    std::pin::Pin<Box<dyn std::future::Future<Output = anyhow::Result<()>> + Send + 'a>>;
+
+/// Moves a player's rows of `table` to the pseudonym (a step's usual first move).
+pub async fn rename(tx: &mut Tx, table: &str, e: &Erased<'_>) -> anyhow::Result<()> {
+    let sql = format!("UPDATE {table} SET player_id = $1 WHERE brand_id = $2 AND player_id = $3");
+    sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(e.pseudonym)
+        .bind(e.brand)
+        .bind(e.player)
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}
+
+/// Erases a player, every part's step in one transaction; false if the brand never had such a player.
+pub async fn erase(db: &Db, brand: &str, player: &str, steps: &[(&str, Step)]) -> anyhow::Result<bool> {
     let mut tx = db.begin_write().await?;
     if db.backend == Backend::Postgres {
         sqlx::query("SELECT position FROM consumer_offsets WHERE consumer = 'profiles' FOR UPDATE")
@@ -43,64 +69,10 @@ pub async fn erase(db: &Db, brand: &str, player: &str) -> anyhow::Result<bool> {
     let mut rnd = [0u8; 16];
     getrandom::fill(&mut rnd).map_err(|e| anyhow::anyhow!("no randomness: {e}"))?;
     let pseudonym = format!("erased_{}", hex::encode(rnd));
-    sqlx::query("DELETE FROM contacts WHERE brand_id = $1 AND player_id = $2")
-        .bind(brand)
-        .bind(player)
-        .execute(&mut *tx)
-        .await?;
-    // Messages not sent yet will not be: the player is gone.
-    sqlx::query(
-        "UPDATE deliveries SET status = 'suppressed', updated_at = $3,
-             reasons = '[{\"code\":\"player_erased\",\"detail\":\"the player was erased\"}]'
-         WHERE brand_id = $1 AND player_id = $2 AND status IN ('queued', 'deferred')",
-    )
-    .bind(brand)
-    .bind(player)
-    .bind(now_ms())
-    .execute(&mut *tx)
-    .await?;
-    for table in [
-        "events",
-        "profiles",
-        "player_days",
-        "player_stakes",
-        "consents",
-        "decisions",
-        "deliveries",
-        "send_locks",
-    ] {
-        let sql = format!("UPDATE {table} SET player_id = $1 WHERE brand_id = $2 AND player_id = $3");
-        sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(&pseudonym)
-            .bind(brand)
-            .bind(player)
-            .execute(&mut *tx)
-            .await?;
+    let erased = Erased { brand, player, pseudonym: &pseudonym, at: now_ms() };
+    for (name, step) in steps {
+        step(&mut tx, &erased).await.map_err(|e| e.context(format!("erasure step `{name}`")))?;
     }
-    // Client-side identifiers (event ids, trace ids, payment and bet references) may embed the player's
-    // id: they go. The aggregates computed from the payloads stay in player_days / player_stakes.
-    sqlx::query(
-        "UPDATE events SET event_id = 'erased_' || CAST(seq AS TEXT), trace_id = NULL, payload = '\"none\"'
-         WHERE brand_id = $1 AND player_id = $2",
-    )
-    .bind(brand)
-    .bind(&pseudonym)
-    .execute(&mut *tx)
-    .await?;
-    // What was sent may carry personal data (a first name in the text) and client keys may embed the id.
-    sqlx::query(
-        "UPDATE deliveries SET subject = NULL, body = NULL, idempotency_key = 'erased_' || delivery_id
-         WHERE brand_id = $1 AND player_id = $2",
-    )
-    .bind(brand)
-    .bind(&pseudonym)
-    .execute(&mut *tx)
-    .await?;
-    sqlx::query("UPDATE decisions SET trace_id = NULL WHERE brand_id = $1 AND player_id = $2")
-        .bind(brand)
-        .bind(&pseudonym)
-        .execute(&mut *tx)
-        .await?;
     sqlx::query("INSERT INTO erased_players (brand_id, player_hash, erased_at) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING")
         .bind(brand)
         .bind(player_hash(brand, player))

@@ -219,6 +219,26 @@ async fn append_in(
     Ok(out)
 }
 
+/// Erasure: the player's events move to the pseudonym and lose what may embed their id — client event
+/// ids, trace ids, payloads (payment and bet references). The aggregates computed from them stay.
+pub fn erasure_step<'a>(
+    tx: &'a mut super::Tx,
+    e: &'a super::erasure::Erased<'a>,
+) -> super::erasure::StepFuture<'a> {
+    Box::pin(async move {
+        super::erasure::rename(tx, "events", e).await?;
+        sqlx::query(
+            "UPDATE events SET event_id = 'erased_' || CAST(seq AS TEXT), trace_id = NULL, payload = '\"none\"'
+             WHERE brand_id = $1 AND player_id = $2",
+        )
+        .bind(e.brand)
+        .bind(e.pseudonym)
+        .execute(&mut **tx)
+        .await?;
+        Ok(())
+    })
+}
+
 /// Does the brand have this player (any event of theirs)?
 pub async fn player_known(
     conn: &mut sqlx::AnyConnection,

@@ -75,3 +75,64 @@ fn no_two_modules_depend_on_each_other() {
         .collect();
     assert!(cycles.is_empty(), "modules depending on each other: {cycles:?}");
 }
+
+/// Every route the API modules register is in the OpenAPI document, with its method, and nothing
+/// else is: the document is generated from the handlers and cannot drift from the routes.
+#[test]
+fn the_openapi_document_covers_every_route() {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src/api");
+    let mut routes: BTreeSet<(String, String)> = BTreeSet::new();
+    for entry in std::fs::read_dir(&src).unwrap() {
+        let text = std::fs::read_to_string(entry.unwrap().path()).unwrap();
+        let flat: String =
+            text.split_whitespace().collect::<Vec<_>>().join(" ").replace(".route( ", ".route(");
+        for (i, _) in flat.match_indices(".route(\"") {
+            let rest = &flat[i + 8..];
+            let path = &rest[..rest.find('"').unwrap()];
+            // The method router: up to the closing parenthesis of `.route(`.
+            let mut depth = 1;
+            let body: String = rest[path.len() + 1..]
+                .chars()
+                .take_while(|c| {
+                    depth += match c {
+                        '(' => 1,
+                        ')' => -1,
+                        _ => 0,
+                    };
+                    depth > 0
+                })
+                .collect();
+            for method in ["get", "post", "put", "delete", "patch"] {
+                if body.contains(&format!("{method}(")) {
+                    routes.insert((path.to_string(), method.to_string()));
+                }
+            }
+        }
+    }
+    assert!(routes.len() > 30, "{routes:?}");
+    let doc = serde_json::to_value(pitboss::api::openapi::openapi()).unwrap();
+    assert!(doc["openapi"].as_str().unwrap().starts_with("3.1"), "{}", doc["openapi"]);
+    let mut documented: BTreeSet<(String, String)> = BTreeSet::new();
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        for method in item.as_object().unwrap().keys() {
+            documented.insert((path.clone(), method.clone()));
+        }
+    }
+    let missing: Vec<_> = routes.difference(&documented).collect();
+    let extra: Vec<_> = documented.difference(&routes).collect();
+    assert!(
+        missing.is_empty() && extra.is_empty(),
+        "missing from the document: {missing:?}; documented but not routed: {extra:?}"
+    );
+    // Every operation says what its errors look like.
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        for (method, op) in item.as_object().unwrap() {
+            if !["/healthz", "/openapi.json"].contains(&path.as_str()) {
+                assert!(
+                    op["responses"]["422"].is_object() || path == "/metrics",
+                    "{method} {path} lists no errors"
+                );
+            }
+        }
+    }
+}

@@ -25,6 +25,7 @@ pub fn router() -> Router<AppState> {
 
 /// `GET /admin/set-aside-events`: events a consumer could not apply and passed over, with the error,
 /// newest first (admin, operator, compliance).
+#[utoipa::path(get, path = "/admin/set-aside-events", tag = "admin", responses((status = 200, description = "events a consumer could not apply, with the error", body = Object), crate::api::openapi::Errors))]
 async fn set_aside_events(
     State(state): State<AppState>,
     Authorized(principal): Authorized<{ ADMIN | OPERATOR | COMPLIANCE }>,
@@ -43,6 +44,7 @@ struct NewKey {
     holder: String,
 }
 
+#[utoipa::path(post, path = "/admin/keys", tag = "admin", request_body(content = Object, description = "{role, brands, holder}: the key is shown once"), responses((status = 201, description = "the new key", body = Object), crate::api::openapi::Errors))]
 async fn create_key(
     State(state): State<AppState>,
     Authorized(principal): Authorized<{ ADMIN }>,
@@ -74,6 +76,7 @@ async fn create_key(
     ))
 }
 
+#[utoipa::path(get, path = "/admin/keys", tag = "admin", responses((status = 200, description = "the API keys of the admin's brands", body = Object), crate::api::openapi::Errors))]
 async fn list_keys(
     State(state): State<AppState>,
     Authorized(principal): Authorized<{ ADMIN }>,
@@ -83,6 +86,7 @@ async fn list_keys(
     Ok(Json(json!({"keys": mine})))
 }
 
+#[utoipa::path(delete, path = "/admin/keys/{id}", tag = "admin", params(("id" = String, Path)), responses((status = 200, description = "revoked", body = Object), crate::api::openapi::Errors))]
 async fn revoke_key(
     State(state): State<AppState>,
     Authorized(principal): Authorized<{ ADMIN }>,
@@ -112,6 +116,7 @@ struct AuditQuery {
     limit: Option<i64>,
 }
 
+#[utoipa::path(get, path = "/admin/audit", tag = "admin", params(("after" = Option<i64>, Query, description = "entries after this seq"), ("limit" = Option<i64>, Query, description = "1 to 1000")), responses((status = 200, description = "audit entries of the key's brands, oldest first", body = Object), crate::api::openapi::Errors))]
 async fn audit_entries(
     State(state): State<AppState>,
     Authorized(principal): Authorized<{ ADMIN | COMPLIANCE }>,
@@ -123,3 +128,8 @@ async fn audit_entries(
     let mine: Vec<_> = entries.into_iter().filter(|e| principal.covers(&e.brands)).collect();
     Ok(Json(json!({"entries": mine, "next_after": next})))
 }
+
+/// This module's part of the API document.
+#[derive(utoipa::OpenApi)]
+#[openapi(paths(list_keys, create_key, revoke_key, audit_entries, set_aside_events))]
+pub(super) struct Doc;

@@ -43,6 +43,7 @@ fn invalid(message: impl Into<String>) -> ApiError {
     ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_decision_request", message)
 }
 
+#[utoipa::path(post, path = "/v1/decisions/{world}", tag = "decisions", params(("world" = String, Path)), request_body(content = Object, description = "{player_id, brand_id?, trace_id?, event?, bonuses?, candidates?, context?}"), responses((status = 200, description = "the decision, the version that took it, usage, the record's seq", body = Object), crate::api::openapi::Errors))]
 async fn decide(
     State(state): State<AppState>,
     Authorized(principal): Authorized<{ PLATFORM }>,
@@ -95,6 +96,7 @@ struct DecisionQuery {
     limit: Option<i64>,
 }
 
+#[utoipa::path(get, path = "/admin/decisions", tag = "decisions", params(("player_id" = Option<String>, Query, description = "the player"), ("brand_id" = Option<String>, Query, description = "the brand, when the key has several"), ("limit" = Option<i64>, Query, description = "1 to 1000")), responses((status = 200, description = "decision records, newest first", body = Object), crate::api::openapi::Errors))]
 async fn list(
     State(state): State<AppState>,
     Authorized(principal): Authorized<{ OPERATOR | COMPLIANCE | ANALYST | ADMIN }>,
@@ -107,3 +109,8 @@ async fn list(
             .map_err(ApiError::internal)?;
     Ok(Json(json!({"player_id": q.player_id, "decisions": records})))
 }
+
+/// This module's part of the API document.
+#[derive(utoipa::OpenApi)]
+#[openapi(paths(decide, list))]
+pub(super) struct Doc;

@@ -30,6 +30,7 @@ fn status_of(s: &Stored) -> Value {
     }
 }
 
+#[utoipa::path(post, path = "/v1/events", tag = "events", request_body(content = Object, description = "one event (object) or a batch (array of 1 to 500); see docs/events.md"), responses((status = 202, description = "stored: a result per event", body = Object), crate::api::openapi::Errors))]
 async fn post_events(
     State(state): State<AppState>,
     Authorized(principal): Authorized<{ PLATFORM }>,
@@ -151,3 +152,8 @@ async fn post_events(
     let body = if batch { json!({"results": results}) } else { results.into_iter().next().expect("one") };
     Ok((StatusCode::ACCEPTED, Json(body)).into_response())
 }
+
+/// This module's part of the API document.
+#[derive(utoipa::OpenApi)]
+#[openapi(paths(post_events))]
+pub(super) struct Doc;

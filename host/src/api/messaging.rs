@@ -110,6 +110,7 @@ fn idempotency_key(headers: &HeaderMap) -> Result<String, ApiError> {
     }
 }
 
+#[utoipa::path(post, path = "/v1/messaging/send", tag = "messaging", params(("X-Idempotency-Key" = String, Header, description = "1 to 128 visible ASCII characters; the same key with the same request is the same delivery")), request_body(content = Object, description = "{channel, player_id, template_id, personalization?, frequency_policy_id?, priority?, campaign_id?, brand_id?}; header X-Idempotency-Key"), responses((status = 202, description = "{delivery_id, status: QUEUED|DEFERRED|SUPPRESSED, reasons, deliver_after?}", body = Object), crate::api::openapi::Errors))]
 async fn send(
     State(state): State<AppState>,
     Authorized(principal): Authorized<{ PLATFORM | MARKETING }>,
@@ -207,6 +208,7 @@ async fn apply_feedback(
     Ok(Json(json!(applied)))
 }
 
+#[utoipa::path(post, path = "/v1/messaging/feedback", tag = "messaging", request_body(content = Object, description = "{delivery_id, event, occurred_at}"), responses((status = 200, description = "the report applied (or a duplicate)", body = Object), crate::api::openapi::Errors))]
 async fn post_feedback(
     State(state): State<AppState>,
     Authorized(principal): Authorized<{ PLATFORM }>,
@@ -221,6 +223,7 @@ async fn post_feedback(
 const WEBHOOK_TOLERANCE_S: i64 = 300;
 
 /// A provider's own report, signed like our calls to it; it may only speak of deliveries it carried.
+#[utoipa::path(post, path = "/v1/webhooks/{provider}", tag = "messaging", params(("provider" = String, Path)), request_body(content = Object, description = "the provider's report, signed with X-Pitboss-Signature"), security(()), responses((status = 200, description = "the report applied", body = Object), crate::api::openapi::Errors))]
 async fn webhook(
     State(state): State<AppState>,
     Path(provider): Path<String>,
@@ -256,6 +259,7 @@ async fn webhook(
     apply_feedback(&state, &d, &f, &format!("webhook:{}", p.name)).await
 }
 
+#[utoipa::path(get, path = "/v1/deliveries/{delivery_id}", tag = "messaging", params(("delivery_id" = String, Path)), responses((status = 200, description = "status, reasons, basis, attempts, history", body = Object), crate::api::openapi::Errors))]
 async fn get_delivery(
     State(state): State<AppState>,
     Authorized(principal): Authorized<{ PLATFORM | MARKETING | COMPLIANCE | ANALYST | ADMIN }>,
@@ -269,6 +273,7 @@ async fn get_delivery(
 }
 
 /// A player's latest deliveries (200), newest first, each with its status, reasons and basis.
+#[utoipa::path(get, path = "/v1/players/{player_id}/deliveries", tag = "messaging", params(("player_id" = String, Path), ("brand_id" = Option<String>, Query, description = "the brand, when the key has several")), responses((status = 200, description = "the player's latest deliveries", body = Object), crate::api::openapi::Errors))]
 async fn player_deliveries(
     State(state): State<AppState>,
     Authorized(principal): Authorized<{ PLATFORM | MARKETING | COMPLIANCE | ANALYST | ADMIN }>,
@@ -282,6 +287,7 @@ async fn player_deliveries(
     Ok(Json(json!({"player_id": player_id, "deliveries": list})))
 }
 
+#[utoipa::path(get, path = "/v1/players/{player_id}/inbox", tag = "messaging", params(("player_id" = String, Path), ("brand_id" = Option<String>, Query, description = "the brand, when the key has several")), responses((status = 200, description = "in-app messages", body = Object), crate::api::openapi::Errors))]
 async fn inbox(
     State(state): State<AppState>,
     Authorized(principal): Authorized<{ PLATFORM }>,
@@ -304,6 +310,7 @@ async fn inbox(
 }
 
 /// Marks an inbox message read: an `open`, recorded once (again, the first reading's time).
+#[utoipa::path(post, path = "/v1/players/{player_id}/inbox/{delivery_id}/read", tag = "messaging", params(("player_id" = String, Path), ("delivery_id" = String, Path), ("brand_id" = Option<String>, Query, description = "the brand, when the key has several")), responses((status = 200, description = "read (an open)", body = Object), crate::api::openapi::Errors))]
 async fn mark_read(
     State(state): State<AppState>,
     Authorized(principal): Authorized<{ PLATFORM }>,
@@ -322,3 +329,8 @@ async fn mark_read(
     };
     apply_feedback(&state, &d, &f, "inbox").await
 }
+
+/// This module's part of the API document.
+#[derive(utoipa::OpenApi)]
+#[openapi(paths(send, post_feedback, webhook, get_delivery, player_deliveries, inbox, mark_read))]
+pub(super) struct Doc;

@@ -8,6 +8,7 @@ mod decisions;
 mod events;
 pub mod extract;
 mod messaging;
+pub mod openapi;
 mod packs;
 mod players;
 mod plugins;
@@ -40,8 +41,9 @@ impl std::ops::Deref for AppState {
 
 pub fn app(state: AppState) -> Router {
     Router::new()
-        .route("/healthz", axum::routing::get(|| async { Json(json!({"status": "ok"})) }))
+        .route("/healthz", axum::routing::get(healthz))
         .route("/metrics", axum::routing::get(metrics))
+        .route("/openapi.json", axum::routing::get(openapi::document))
         .merge(events::router())
         .merge(admin::router())
         .merge(plugins::router())
@@ -152,7 +154,16 @@ async fn json_errors(response: Response) -> Response {
     Response::from_parts(parts, error.into_body())
 }
 
+/// `GET /healthz`: liveness.
+#[utoipa::path(get, path = "/healthz", tag = "meta", security(()),
+    responses((status = 200, description = "alive", body = Object)))]
+async fn healthz() -> Json<serde_json::Value> {
+    Json(json!({"status": "ok"}))
+}
+
 /// `GET /metrics`: Prometheus text; no player data in it, so no key is asked for (like /healthz).
+#[utoipa::path(get, path = "/metrics", tag = "meta", security(()),
+    responses((status = 200, description = "Prometheus text exposition", content_type = "text/plain", body = String), openapi::Errors))]
 async fn metrics(axum::extract::State(state): axum::extract::State<AppState>) -> Result<Response, ApiError> {
     let depth = crate::store::deliveries::depth(&state.db).await.map_err(ApiError::internal)?;
     let set_aside = crate::bus::set_aside_counts(&state.db).await.map_err(ApiError::internal)?;

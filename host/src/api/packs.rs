@@ -35,6 +35,7 @@ impl From<PackError> for ApiError {
     }
 }
 
+#[utoipa::path(get, path = "/admin/packs", tag = "packs", responses((status = 200, description = "every version of every pack", body = Object), crate::api::openapi::Errors))]
 async fn list(
     State(state): State<AppState>,
     Authorized(_): Authorized<{ COMPLIANCE | ADMIN | OPERATOR | ANALYST }>,
@@ -43,6 +44,7 @@ async fn list(
     Ok(Json(json!({ "packs": versions })))
 }
 
+#[utoipa::path(post, path = "/admin/packs", tag = "packs", request_body(content = Object, description = "the whole pack, every value with its source (packs/*.toml as JSON)"), responses((status = 201, description = "the proposed version", body = Object), crate::api::openapi::Errors))]
 async fn propose(
     State(state): State<AppState>,
     Authorized(principal): Authorized<{ COMPLIANCE | ADMIN }>,
@@ -53,6 +55,7 @@ async fn propose(
     Ok((StatusCode::CREATED, Json(json!(version))))
 }
 
+#[utoipa::path(post, path = "/admin/packs/{pack}/versions/{version}/approve", tag = "packs", params(("pack" = String, Path), ("version" = String, Path)), responses((status = 200, description = "the version, in force", body = Object), crate::api::openapi::Errors))]
 async fn approve(
     State(state): State<AppState>,
     Authorized(principal): Authorized<{ COMPLIANCE }>,
@@ -60,3 +63,8 @@ async fn approve(
 ) -> Result<Json<Value>, ApiError> {
     Ok(Json(json!(state.packs.approve(&principal, &pack, &version).await?)))
 }
+
+/// This module's part of the API document.
+#[derive(utoipa::OpenApi)]
+#[openapi(paths(list, propose, approve))]
+pub(super) struct Doc;

@@ -41,6 +41,7 @@ pub fn brand_of(principal: &Principal, q: &BrandQuery) -> Result<String, ApiErro
     }
 }
 
+#[utoipa::path(get, path = "/v1/players/{player_id}", tag = "players", params(("player_id" = String, Path), ("brand_id" = Option<String>, Query, description = "the brand, when the key has several")), responses((status = 200, description = "the profile as of now", body = Object), crate::api::openapi::Errors))]
 async fn get_player(
     State(state): State<AppState>,
     Authorized(principal): Authorized<{ PLATFORM | MARKETING | ANALYST | ADMIN }>,
@@ -85,6 +86,7 @@ pub struct ConsentChange {
 const CHANNELS: [&str; 5] = ["email", "sms", "push", "in_app", "phone"];
 const PRODUCTS: [&str; 4] = ["casino", "sports", "poker", "bingo"];
 
+#[utoipa::path(put, path = "/v1/players/{player_id}/consents", tag = "players", params(("player_id" = String, Path), ("brand_id" = Option<String>, Query, description = "the brand, when the key has several")), request_body(content = Object, description = "{channels?, products?, profiling?, source?}"), responses((status = 200, description = "the consents in force", body = Object), crate::api::openapi::Errors))]
 async fn put_consents(
     State(state): State<AppState>,
     Authorized(principal): Authorized<{ PLATFORM | ADMIN }>,
@@ -142,6 +144,7 @@ async fn put_consents(
     Ok(Json(serde_json::json!({"version": version, "consents": current})))
 }
 
+#[utoipa::path(get, path = "/v1/players/{player_id}/consents/history", tag = "players", params(("player_id" = String, Path), ("brand_id" = Option<String>, Query, description = "the brand, when the key has several")), responses((status = 200, description = "every consent version", body = Object), crate::api::openapi::Errors))]
 async fn consent_history(
     State(state): State<AppState>,
     Authorized(principal): Authorized<{ PLATFORM | MARKETING | COMPLIANCE | ADMIN }>,
@@ -158,6 +161,7 @@ async fn consent_history(
 }
 
 /// `DELETE /v1/players/{id}`: right to erasure.
+#[utoipa::path(delete, path = "/v1/players/{player_id}", tag = "players", params(("player_id" = String, Path), ("brand_id" = Option<String>, Query, description = "the brand, when the key has several")), responses((status = 200, description = "erased", body = Object), crate::api::openapi::Errors))]
 async fn erase_player(
     State(state): State<AppState>,
     Authorized(principal): Authorized<{ PLATFORM | ADMIN }>,
@@ -172,3 +176,8 @@ async fn erase_player(
     state.profiles.invalidate(&brand, &player_id);
     Ok(Json(serde_json::json!({"status": "erased"})))
 }
+
+/// This module's part of the API document.
+#[derive(utoipa::OpenApi)]
+#[openapi(paths(get_player, erase_player, put_consents, consent_history))]
+pub(super) struct Doc;

@@ -56,6 +56,7 @@ fn bad_request(message: String) -> ApiError {
 }
 
 /// `multipart/form-data` with a `manifest` part (JSON) and a `component` part (the .wasm bytes).
+#[utoipa::path(post, path = "/admin/plugins", tag = "plugins", request_body(content_type = "multipart/form-data", description = "parts `manifest` (JSON) and `component` (the .wasm bytes)"), responses((status = 201, description = "the new version (200: the same bytes uploaded before)", body = Object), crate::api::openapi::Errors))]
 async fn upload(
     State(state): State<AppState>,
     Authorized(principal): Authorized<{ OPERATOR }>,
@@ -84,6 +85,7 @@ async fn upload(
     })
 }
 
+#[utoipa::path(get, path = "/admin/plugins", tag = "plugins", responses((status = 200, description = "plugin versions", body = Object), crate::api::openapi::Errors))]
 async fn list(
     State(state): State<AppState>,
     Authorized(principal): Authorized<{ OPERATOR | COMPLIANCE | ADMIN }>,
@@ -91,6 +93,7 @@ async fn list(
     Ok(Json(json!({"plugins": state.registry.list(&principal).await?})))
 }
 
+#[utoipa::path(get, path = "/admin/plugins/{id}", tag = "plugins", params(("id" = String, Path)), responses((status = 200, description = "a version, its approvals, the signing payload", body = Object), crate::api::openapi::Errors))]
 async fn show(
     State(state): State<AppState>,
     Authorized(principal): Authorized<{ OPERATOR | COMPLIANCE | ADMIN }>,
@@ -107,6 +110,7 @@ struct Approval {
     signature: String,
 }
 
+#[utoipa::path(post, path = "/admin/plugins/{id}/approvals", tag = "plugins", params(("id" = String, Path)), request_body(content = Object, description = "{signing_key_id, signature}"), responses((status = 201, description = "the version with its approvals", body = Object), crate::api::openapi::Errors))]
 async fn approve(
     State(state): State<AppState>,
     Authorized(principal): Authorized<{ COMPLIANCE }>,
@@ -118,6 +122,7 @@ async fn approve(
     Ok((StatusCode::CREATED, Json(json!(v))))
 }
 
+#[utoipa::path(delete, path = "/admin/plugins/{id}/approvals/{approval_id}", tag = "plugins", params(("id" = String, Path), ("approval_id" = String, Path)), responses((status = 200, description = "revoked", body = Object), crate::api::openapi::Errors))]
 async fn revoke_approval(
     State(state): State<AppState>,
     Authorized(principal): Authorized<{ COMPLIANCE | ADMIN }>,
@@ -134,6 +139,7 @@ struct SigningKey {
     brands: Vec<String>,
 }
 
+#[utoipa::path(post, path = "/admin/signing-keys", tag = "plugins", request_body(content = Object, description = "{holder, public_key, brands}"), responses((status = 201, description = "the registered key", body = Object), crate::api::openapi::Errors))]
 async fn register_signing_key(
     State(state): State<AppState>,
     Authorized(principal): Authorized<{ ADMIN }>,
@@ -144,6 +150,7 @@ async fn register_signing_key(
     Ok((StatusCode::CREATED, Json(json!({"id": id, "holder": k.holder.trim(), "brands": k.brands}))))
 }
 
+#[utoipa::path(delete, path = "/admin/signing-keys/{id}", tag = "plugins", params(("id" = String, Path)), responses((status = 200, description = "revoked", body = Object), crate::api::openapi::Errors))]
 async fn revoke_signing_key(
     State(state): State<AppState>,
     Authorized(principal): Authorized<{ ADMIN }>,
@@ -166,6 +173,7 @@ struct NewBinding {
     limits: crate::plugins::registry::bindings::LimitOverrides,
 }
 
+#[utoipa::path(post, path = "/admin/bindings", tag = "plugins", request_body(content = Object, description = "{brand_id, jurisdiction, plugin_id, config?, limits?}"), responses((status = 201, description = "the binding, in force", body = Object), crate::api::openapi::Errors))]
 async fn bind(
     State(state): State<AppState>,
     Authorized(principal): Authorized<{ OPERATOR }>,
@@ -200,6 +208,7 @@ struct Rollback {
     world: crate::plugins::World,
 }
 
+#[utoipa::path(post, path = "/admin/bindings/rollback", tag = "plugins", request_body(content = Object, description = "{brand_id, jurisdiction, world}"), responses((status = 200, description = "the binding now in force", body = Object), crate::api::openapi::Errors))]
 async fn rollback(
     State(state): State<AppState>,
     Authorized(principal): Authorized<{ OPERATOR }>,
@@ -209,6 +218,7 @@ async fn rollback(
     Ok(Json(json!(state.registry.rollback(&principal, &r.brand_id, &r.jurisdiction, r.world).await?)))
 }
 
+#[utoipa::path(get, path = "/admin/bindings", tag = "plugins", responses((status = 200, description = "current bindings and history", body = Object), crate::api::openapi::Errors))]
 async fn list_bindings(
     State(state): State<AppState>,
     Authorized(principal): Authorized<{ OPERATOR | COMPLIANCE | ANALYST | ADMIN }>,
@@ -218,3 +228,19 @@ async fn list_bindings(
     let integrity_failures = state.registry.integrity_failures.load(std::sync::atomic::Ordering::Relaxed);
     Ok(Json(json!({"current": current, "history": history, "integrity_failures": integrity_failures})))
 }
+
+/// This module's part of the API document.
+#[derive(utoipa::OpenApi)]
+#[openapi(paths(
+    upload,
+    list,
+    show,
+    approve,
+    revoke_approval,
+    list_bindings,
+    bind,
+    rollback,
+    register_signing_key,
+    revoke_signing_key
+))]
+pub(super) struct Doc;

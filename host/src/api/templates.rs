@@ -43,6 +43,7 @@ fn check_ids(template_id: &str, locale: &str) -> Result<(), ApiError> {
     Ok(())
 }
 
+#[utoipa::path(put, path = "/admin/templates/{template_id}/{locale}", tag = "templates", params(("template_id" = String, Path), ("locale" = String, Path), ("brand_id" = Option<String>, Query, description = "the brand, when the key has several")), request_body(content = Object, description = "{topic, subject?, body}"), responses((status = 200, description = "the template", body = Object), crate::api::openapi::Errors))]
 async fn put_template(
     State(state): State<AppState>,
     Authorized(principal): Authorized<{ MARKETING | OPERATOR }>,
@@ -67,6 +68,7 @@ async fn put_template(
     Ok(Json(json!(t)))
 }
 
+#[utoipa::path(get, path = "/admin/templates", tag = "templates", params(("brand_id" = Option<String>, Query, description = "the brand, when the key has several")), responses((status = 200, description = "every locale of every template", body = Object), crate::api::openapi::Errors))]
 async fn list(
     State(state): State<AppState>,
     Authorized(principal): Authorized<{ MARKETING | OPERATOR | COMPLIANCE | ADMIN }>,
@@ -76,6 +78,7 @@ async fn list(
     Ok(Json(json!({"templates": templates::list(&state.db, &brand).await.map_err(ApiError::internal)?})))
 }
 
+#[utoipa::path(delete, path = "/admin/templates/{template_id}/{locale}", tag = "templates", params(("template_id" = String, Path), ("locale" = String, Path), ("brand_id" = Option<String>, Query, description = "the brand, when the key has several")), responses((status = 200, description = "deleted", body = Object), crate::api::openapi::Errors))]
 async fn delete_template(
     State(state): State<AppState>,
     Authorized(principal): Authorized<{ MARKETING | OPERATOR }>,
@@ -100,6 +103,7 @@ struct RenderRequest {
     personalization: BTreeMap<String, String>,
 }
 
+#[utoipa::path(post, path = "/admin/templates/{template_id}/render", tag = "templates", params(("template_id" = String, Path), ("brand_id" = Option<String>, Query, description = "the brand, when the key has several")), request_body(content = Object, description = "{locale, personalization?}"), responses((status = 200, description = "the rendered subject and body", body = Object), crate::api::openapi::Errors))]
 async fn render(
     State(state): State<AppState>,
     Authorized(principal): Authorized<{ MARKETING | OPERATOR | COMPLIANCE | ADMIN }>,
@@ -132,3 +136,8 @@ pub fn render_error(e: TemplateError) -> ApiError {
         }
     }
 }
+
+/// This module's part of the API document.
+#[derive(utoipa::OpenApi)]
+#[openapi(paths(list, put_template, delete_template, render))]
+pub(super) struct Doc;

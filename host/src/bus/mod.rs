@@ -287,11 +287,15 @@ impl EmbeddedBus {
                         return Err(e);
                     }
                     let error = format!("{e:#}");
-                    tracing::error!(consumer, seq = last.seq, %error, "event set aside: its effects cannot be applied");
+                    // Under the offset's lock again, and only if no other host moved it meanwhile: a
+                    // second host may have set this event aside and gone on already.
                     let mut tx = self.db.begin_write().await?;
-                    set_aside(&mut tx, consumer, last, &error).await?;
-                    tx.commit().await?;
-                    done.set_aside += 1;
+                    if offset_of(&mut tx, consumer, lock).await? == position {
+                        tracing::error!(consumer, seq = last.seq, %error, "event set aside: its effects cannot be applied");
+                        set_aside(&mut tx, consumer, last, &error).await?;
+                        tx.commit().await?;
+                        done.set_aside += 1;
+                    }
                 }
             }
         }

@@ -168,6 +168,25 @@ async fn deferred_sends_take_their_place_under_the_cap(s: Backend) {
     r.s.stop().await;
 }
 
+/// The other way round: a day that is full does not refuse a message that will only go out tomorrow
+/// morning.
+async fn a_full_day_does_not_refuse_what_goes_out_tomorrow(s: Backend) {
+    let Some(r) = rig(s, FAST).await else { return };
+    r.player("p_full", "GB", "Europe/London").await;
+    let mut answers = Vec::new();
+    for n in 1..=3 {
+        if n == 3 {
+            r.s.clock.set(noon_tomorrow() + jiff::SignedDuration::from_hours(11)); // 23:00 in London
+        }
+        let template = format!("tpl_full_{n}");
+        r.template(&template, "casino", "Hello {{first_name}}").await;
+        answers.push(status(&r.send(&format!("full_{n}"), &email("p_full", &template)).await.1).0);
+    }
+    // GB allows two a day: both went at noon; the third waits for the morning, a new day.
+    assert_eq!(answers, ["QUEUED", "QUEUED", "DEFERRED"]);
+    r.s.stop().await;
+}
+
 /// An e-mail that may have reached the relay before a crash (dead-lettered `in_doubt`) keeps its place
 /// under the caps: it may have been delivered.
 async fn an_email_in_doubt_counts_against_the_caps(s: Backend) {
@@ -350,5 +369,6 @@ crate::on_both!(
     overlapping_exclusions_each_hold,
     ontario_marketing_needs_nineteen_on_the_day,
     deferred_sends_take_their_place_under_the_cap,
+    a_full_day_does_not_refuse_what_goes_out_tomorrow,
     an_email_in_doubt_counts_against_the_caps,
 );

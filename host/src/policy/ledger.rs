@@ -135,30 +135,30 @@ pub async fn gate(
         .min(now - SignedDuration::from_hours(24 * 8));
     // Everything counted from then on, including what is deferred to a later day.
     let counted = deliveries::counted_since(conn, m.brand, m.player, since.as_millisecond()).await?;
-    let decide = |sent: &Sent| {
-        super::decide(&super::Request {
-            channel: m.channel,
-            class: m.class,
-            profile,
-            age: player.age,
-            consents: player.consents,
-            pack: ctx.packs.for_jurisdiction(&profile.jurisdiction),
-            licensed: ctx.licensed,
-            policy: m.policy,
-            priority: m.priority,
-            sent,
-            now,
-        })
+    // When would it go out? Now, or when the campaign's cooldown and then quiet hours let it: the caps
+    // that count are those of that day and week, with what is already deferred there.
+    let today = tally(&counted, m, windows, exclude);
+    let r = super::Request {
+        channel: m.channel,
+        class: m.class,
+        profile,
+        age: player.age,
+        consents: player.consents,
+        pack: ctx.packs.for_jurisdiction(&profile.jurisdiction),
+        licensed: ctx.licensed,
+        policy: m.policy,
+        priority: m.priority,
+        sent: &today,
+        now,
     };
-    let mut decision = decide(&tally(&counted, m, windows, exclude));
-    if let Decision::Defer { until, .. } = &decision {
-        let then = local_windows(&profile.time_zone, *until);
-        if then != windows
-            && let refused @ Decision::Deny { .. } = decide(&tally(&counted, m, then, exclude))
-        {
-            decision = refused;
-        }
-    }
+    let after_cooldown = super::gate::cooldown(&r).map_or(now, |(t, _)| t);
+    let at = super::gate::quiet_hours(&r, after_cooldown).map_or(after_cooldown, |(t, _)| t);
+    let then = local_windows(&profile.time_zone, at);
+    let decision = if then == windows {
+        super::decide(&r)
+    } else {
+        super::decide(&super::Request { sent: &tally(&counted, m, then, exclude), ..r })
+    };
     Ok((decision, now))
 }
 

@@ -54,7 +54,9 @@ struct State {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 struct Exclusion {
     register: m::ExclusionRegister,
-    scope: m::ExclusionScope,
+    /// None for an exclusion kept by an earlier version, which did not record its scope: an end naming
+    /// its register ends it, whatever the scope.
+    scope: Option<m::ExclusionScope>,
     started_at: i64,
     until: Option<i64>,
     /// When a `self_exclusion.ended` naming it ended it.
@@ -80,7 +82,7 @@ impl State {
             for register in registers {
                 self.exclusions.push(Exclusion {
                     register,
-                    scope: m::ExclusionScope::Operator,
+                    scope: None,
                     started_at: self.first_seen_at.unwrap_or(0),
                     until: self.self_excluded_until,
                     ended_at: None,
@@ -135,11 +137,14 @@ pub struct Profiles {
     key: ContactsKey,
     cache: ProfileCache,
     bus: Arc<dyn crate::bus::Bus>,
+    /// Bumped by every `invalidate`: a profile read before a change outside the log (consents, erasure)
+    /// is not cached after it.
+    changes: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl Profiles {
     pub fn new(db: Db, key: ContactsKey, bus: Arc<dyn crate::bus::Bus>) -> Profiles {
-        Profiles { db, key, cache: new_cache(), bus }
+        Profiles { db, key, cache: new_cache(), bus, changes: Default::default() }
     }
 
     /// The consumer that keeps these profiles, with the host's clock.
@@ -164,13 +169,17 @@ impl Profiles {
         {
             return Ok(p);
         }
+        let changes = self.changes.load(std::sync::atomic::Ordering::SeqCst);
         let p = Arc::new(load(&self.db, &self.key, brand, player).await?.ok_or(ProfileError::NotFound)?);
-        self.cache.insert(key, (latest, p.clone()));
+        if self.changes.load(std::sync::atomic::Ordering::SeqCst) == changes {
+            self.cache.insert(key, (latest, p.clone()));
+        }
         Ok(p)
     }
 
     /// Forgets a player's cached profile (their consents or contacts changed outside the consumer).
     pub fn invalidate(&self, brand: &str, player: &str) {
+        self.changes.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         self.cache.invalidate(&(brand.to_string(), player.to_string()));
     }
 }
@@ -215,9 +224,9 @@ impl Handler for ProfileUpdater {
                 }
                 if let Some(channel) = withdrawn_channel(e) {
                     // An unsubscribe or a complaint reported as an event withdraws that channel's
-                    // marketing consent, as the same report through feedback does; in force from when it
-                    // happened (never later than now).
-                    let at = e.occurred_at.min(self.clock.now_ms());
+                    // marketing consent, as the same report through feedback does, in force from when the
+                    // host learns it (a version is never back-dated under one already in force).
+                    let at = self.clock.now_ms();
                     let source = format!("event:{}", crate::model::wire_name(e.event_type));
                     consents::record_in(conn, brand, player, &[("channel", channel, false)], &source, at)
                         .await?;
@@ -352,7 +361,7 @@ fn apply(
         (T::SelfExclusionStarted, EventPayload::SelfExclusion(x)) => {
             let new = Exclusion {
                 register: x.register,
-                scope: x.scope,
+                scope: Some(x.scope),
                 started_at: at,
                 until: x.until.map(|u| u.as_millisecond()),
                 ended_at: None,
@@ -367,7 +376,7 @@ fn apply(
             // one in force.
             for ex in s.exclusions.iter_mut().filter(|ex| {
                 ex.register == x.register
-                    && ex.scope == x.scope
+                    && ex.scope.is_none_or(|s| s == x.scope)
                     && ex.ended_at.is_none()
                     && ex.started_at <= at
             }) {
@@ -688,6 +697,35 @@ mod tests {
         // 23:30 UTC on 23 Nov is already 24 Nov in Berlin.
         let ms = "2026-11-23T23:30:00Z".parse::<Timestamp>().unwrap().as_millisecond();
         assert_eq!(local_day(ms, "Europe/Berlin"), local_day(ms, "UTC") + 1);
+    }
+
+    #[test]
+    fn an_exclusion_kept_before_scopes_were_recorded_still_ends() {
+        let old: State = serde_json::from_str(
+            r#"{"self_excluded": true, "self_excluded_until": null, "exclusion_registers": ["own"]}"#,
+        )
+        .unwrap();
+        let mut s = old.upgrade();
+        assert_eq!(s.exclusions.len(), 1);
+        assert!(s.exclusions[0].in_force(0));
+        let end = LoggedEvent {
+            seq: 9,
+            tx: 0,
+            brand_id: "A".into(),
+            player_id: "p".into(),
+            event_type: T::SelfExclusionEnded,
+            occurred_at: 1_000,
+            payload: EventPayload::SelfExclusion(m::SelfExclusion {
+                scope: m::ExclusionScope::Brand,
+                register: m::ExclusionRegister::Own,
+                until: None,
+            }),
+        };
+        apply(&mut s, &end, &mut BTreeMap::new()).unwrap();
+        assert!(!s.exclusions[0].in_force(2_000), "ended by the end naming its register");
+        // Written back, the state keeps the exclusion list only.
+        let written = serde_json::to_value(&s).unwrap();
+        assert!(written.get("self_excluded").is_none() && written["exclusions"].is_array(), "{written}");
     }
 
     #[test]

@@ -196,7 +196,11 @@ impl Worker {
             .await?
             .is_none()
         {
-            anyhow::bail!("the player's latest events are not applied yet");
+            // Not the message's fault: it waits, without using up an attempt.
+            let why = "the player's latest events are not applied yet".to_string();
+            let at = now.as_millisecond() + 1_000;
+            self.finish(d, "queued", Step::Wait(why, at), now).await?;
+            return Ok(false);
         }
         let stored =
             crate::profiles::load_without_activity(&self.db, &self.key, &d.brand_id, &d.player_id).await?;
@@ -259,6 +263,10 @@ impl Worker {
                 let next = Timestamp::from_millisecond(*at).ok();
                 (true, None, None, Some(e.as_str()), Some(*at), json!({"error": e, "next_attempt_at": next}))
             }
+            Step::Wait(why, at) => {
+                let next = Timestamp::from_millisecond(*at).ok();
+                (false, None, None, None, Some(*at), json!({"waiting": why, "next_attempt_at": next}))
+            }
             Step::Gave(code, why) => {
                 let called = matches!(*code, "permanent_failure" | "attempts_exhausted");
                 (
@@ -318,6 +326,8 @@ enum Step {
     Accepted(Accepted),
     /// Try again at this time.
     Retry(String, i64),
+    /// Wait until this time, on our side: no attempt is used.
+    Wait(String, i64),
     /// Stopped, with a code and why.
     Gave(&'static str, String),
 }

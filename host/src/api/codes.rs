@@ -26,6 +26,7 @@ pub const CODES: &[(&str, u16, &str)] = &[
     ("idempotency_conflict", 409, "an X-Idempotency-Key reused for a different send"),
     ("version_exists", 409, "a plugin name and version taken by other bytes"),
     ("pack_version_exists", 409, "a pack version that exists already (a change is a new version)"),
+    ("already_approved", 409, "a pack version approved already"),
     ("conflict", 409, "the change conflicts with the state (e.g. nothing to roll back to)"),
     ("no_binding", 409, "no plugin is bound for the brand, jurisdiction and world"),
     ("player_erased", 410, "the player was erased"),

@@ -25,8 +25,11 @@ impl From<PackError> for ApiError {
             PackError::Invalid { field, message } => {
                 ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_pack", message).with_field(field)
             }
-            PackError::VersionExists(..) | PackError::AlreadyApproved(..) => {
+            PackError::VersionExists(..) => {
                 ApiError::new(StatusCode::CONFLICT, "pack_version_exists", e.to_string())
+            }
+            PackError::AlreadyApproved(..) => {
+                ApiError::new(StatusCode::CONFLICT, "already_approved", e.to_string())
             }
             PackError::NotFound(..) => ApiError::new(StatusCode::NOT_FOUND, "not_found", e.to_string()),
             PackError::SameApprover => ApiError::new(StatusCode::FORBIDDEN, "four_eyes", e.to_string()),

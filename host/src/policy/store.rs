@@ -54,10 +54,10 @@ pub struct PackVersion {
 
 pub struct PackStore {
     db: Db,
-    live: ArcSwap<Packs>,
+    /// The packs in force, with the generation of the reload that read them.
+    live: ArcSwap<(u64, Arc<Packs>)>,
     /// Reloads begun; a snapshot never replaces one read later (as for bindings).
     reloads: AtomicU64,
-    generation: AtomicU64,
 }
 
 impl PackStore {
@@ -66,9 +66,8 @@ impl PackStore {
     pub async fn open(db: Db) -> anyhow::Result<PackStore> {
         let store = PackStore {
             db,
-            live: ArcSwap::from_pointee(Packs::default()),
+            live: ArcSwap::from_pointee((0, Arc::new(Packs::default()))),
             reloads: AtomicU64::new(0),
-            generation: AtomicU64::new(0),
         };
         for (file, doc) in shipped() {
             let mut tx = store.db.begin_write().await?;
@@ -102,7 +101,7 @@ impl PackStore {
 
     /// The packs in force now: an immutable snapshot.
     pub fn current(&self) -> Arc<Packs> {
-        self.live.load_full()
+        self.live.load().1.clone()
     }
 
     async fn versions(&self) -> anyhow::Result<Vec<PackVersion>> {
@@ -157,9 +156,18 @@ impl PackStore {
                 .map(|v| v.document.pack())
                 .collect(),
         );
-        // Stored only over an older read.
-        if self.generation.fetch_max(generation, Ordering::SeqCst) < generation {
-            self.live.store(Arc::new(packs));
+        // Stored only over an older read: compare and swap, so that of two reloads that overlap the one
+        // that read later is what stays.
+        let fresh = Arc::new((generation, Arc::new(packs)));
+        loop {
+            let current = self.live.load_full();
+            if current.0 >= generation {
+                break;
+            }
+            let previous = self.live.compare_and_swap(&current, fresh.clone());
+            if Arc::ptr_eq(&previous, &current) {
+                break;
+            }
         }
         Ok(())
     }
@@ -220,28 +228,32 @@ impl PackStore {
         version: &str,
     ) -> Result<PackVersion, PackError> {
         let mut tx = self.db.begin_write().await?;
-        let row =
-            sqlx::query("SELECT proposed_by, approved_at FROM policy_packs WHERE pack = $1 AND version = $2")
-                .bind(pack)
-                .bind(version)
-                .fetch_optional(&mut *tx)
-                .await?
-                .ok_or_else(|| PackError::NotFound(pack.into(), version.into()))?;
-        if row.try_get::<Option<i64>, _>("approved_at")?.is_some() {
-            return Err(PackError::AlreadyApproved(pack.into(), version.into()));
-        }
-        if row.try_get::<String, _>("proposed_by")? == actor.holder {
-            return Err(PackError::SameApprover);
-        }
-        sqlx::query(
-            "UPDATE policy_packs SET approved_by = $3, approved_at = $4 WHERE pack = $1 AND version = $2",
+        // One statement decides: two approvals at once cannot both pass, nor the proposer's own.
+        let approved = sqlx::query(
+            "UPDATE policy_packs SET approved_by = $3, approved_at = $4
+             WHERE pack = $1 AND version = $2 AND approved_at IS NULL AND proposed_by <> $3",
         )
         .bind(pack)
         .bind(version)
         .bind(&actor.holder)
         .bind(now_ms())
         .execute(&mut *tx)
-        .await?;
+        .await?
+        .rows_affected();
+        if approved == 0 {
+            let row = sqlx::query(
+                "SELECT proposed_by, approved_at FROM policy_packs WHERE pack = $1 AND version = $2",
+            )
+            .bind(pack)
+            .bind(version)
+            .fetch_optional(&mut *tx)
+            .await?
+            .ok_or_else(|| PackError::NotFound(pack.into(), version.into()))?;
+            if row.try_get::<Option<i64>, _>("approved_at")?.is_some() {
+                return Err(PackError::AlreadyApproved(pack.into(), version.into()));
+            }
+            return Err(PackError::SameApprover);
+        }
         let detail = serde_json::json!({"version": version});
         audit::record(&mut tx, actor, "pack.approved", pack, &actor.brands, detail).await?;
         tx.commit().await?;

@@ -3,8 +3,8 @@
 //! to the player id; the events lose their payload, trace id and client event id (which may embed the
 //! player's id), and the player's hash goes on a list that refuses their events from then on. Messages
 //! not sent yet are suppressed; the texts of sent ones (a first name, an offer) are removed. One
-//! transaction; it holds the profile consumer's offset lock so that a consumer batch in flight cannot
-//! write the old id back.
+//! transaction; it holds every consumer's offset lock so that a consumer batch in flight cannot write the
+//! old id back. Each part that keeps player data contributes its step (`Core::erasure_steps`).
 
 use super::{Backend, Db, Tx, now_ms};
 
@@ -58,9 +58,8 @@ pub async fn rename(tx: &mut Tx, table: &str, e: &Erased<'_>) -> anyhow::Result<
 pub async fn erase(db: &Db, brand: &str, player: &str, steps: &[(&str, Step)]) -> anyhow::Result<bool> {
     let mut tx = db.begin_write().await?;
     if db.backend == Backend::Postgres {
-        sqlx::query("SELECT position FROM consumer_offsets WHERE consumer = 'profiles' FOR UPDATE")
-            .fetch_optional(&mut *tx)
-            .await?;
+        // Every consumer's offset: a batch in flight cannot write the old id back.
+        sqlx::query("SELECT position FROM consumer_offsets FOR UPDATE").fetch_all(&mut *tx).await?;
     }
     let known = super::events::player_known(&mut tx, brand, player).await?;
     if !known {

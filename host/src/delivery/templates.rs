@@ -16,8 +16,10 @@ pub const MAX_BODY_BYTES: usize = 64 * 1024;
 pub const MAX_SUBJECT_BYTES: usize = 1024;
 /// Most placeholders (every use counts) in a template's body and subject together.
 pub const MAX_PLACEHOLDERS: usize = 256;
-/// Most personalization entries a rendering takes, and most bytes of each value.
+/// Most personalization entries a rendering takes (and so most distinct placeholders a template may
+/// have), most bytes of a name, and of each value.
 pub const MAX_VARIABLES: usize = 64;
+pub const MAX_NAME_BYTES: usize = 64;
 pub const MAX_VALUE_BYTES: usize = 4 * 1024;
 /// Most bytes a rendered subject or body may reach.
 pub const MAX_RENDERED_BYTES: usize = 256 * 1024;
@@ -86,19 +88,24 @@ fn too_large(code: &'static str, field: impl Into<String>, message: String) -> T
 /// The placeholders of a text, in order of first use; an unclosed or empty one is an error, and so are
 /// more than [`MAX_PLACEHOLDERS`] uses. Linear in the text.
 pub fn placeholders(text: &str) -> Result<Vec<String>, TemplateError> {
+    let mut uses = MAX_PLACEHOLDERS;
+    scan(text, "body", &mut uses)
+}
+
+/// `placeholders`, spending `uses` (what is left of the limit) and naming `field` when it runs out.
+fn scan(text: &str, field: &str, uses: &mut usize) -> Result<Vec<String>, TemplateError> {
     let mut out: Vec<String> = Vec::new();
     let mut seen = std::collections::HashSet::new();
-    let mut uses = 0;
     let mut rest = text;
     while let Some(start) = rest.find("{{") {
-        uses += 1;
-        if uses > MAX_PLACEHOLDERS {
+        if *uses == 0 {
             return Err(too_large(
                 "template_too_large",
-                "body",
-                format!("more than {MAX_PLACEHOLDERS} placeholders"),
+                field,
+                format!("more than {MAX_PLACEHOLDERS} placeholders in body and subject"),
             ));
         }
+        *uses -= 1;
         let after = &rest[start + 2..];
         let end = after.find("}}").ok_or_else(|| TemplateError::Invalid("an unclosed `{{`".into()))?;
         let name = after[..end].trim();
@@ -130,19 +137,21 @@ pub fn variables_of(input: &TemplateInput) -> Result<Vec<String>, TemplateError>
             format!("subject: more than {MAX_SUBJECT_BYTES} bytes"),
         ));
     }
-    let mut variables = placeholders(&input.body)?;
-    let in_subject = placeholders(subject)?;
-    if variables.len() + in_subject.len() > MAX_PLACEHOLDERS {
-        return Err(too_large(
-            "template_too_large",
-            "subject",
-            format!("more than {MAX_PLACEHOLDERS} placeholders"),
-        ));
-    }
-    for v in in_subject {
+    // One budget of uses for both texts.
+    let mut uses = MAX_PLACEHOLDERS;
+    let mut variables = scan(&input.body, "body", &mut uses)?;
+    for v in scan(subject, "subject", &mut uses)? {
         if !variables.contains(&v) {
             variables.push(v);
         }
+    }
+    // A rendering takes at most this many values: a template needing more could never render.
+    if variables.len() > MAX_VARIABLES {
+        return Err(too_large(
+            "template_too_large",
+            "body",
+            format!("more than {MAX_VARIABLES} distinct placeholders"),
+        ));
     }
     Ok(variables)
 }
@@ -156,11 +165,11 @@ fn check_personalization(vars: &BTreeMap<String, String>) -> Result<(), Template
             format!("more than {MAX_VARIABLES} entries"),
         ));
     }
-    match vars.iter().find(|(k, v)| k.len() > 64 || v.len() > MAX_VALUE_BYTES) {
+    match vars.iter().find(|(k, v)| k.len() > MAX_NAME_BYTES || v.len() > MAX_VALUE_BYTES) {
         Some((k, _)) => Err(too_large(
             "personalization_too_large",
-            format!("personalization.{}", k.chars().take(64).collect::<String>()),
-            format!("a name is at most 64 bytes, a value at most {MAX_VALUE_BYTES} bytes"),
+            format!("personalization.{}", k.chars().take(MAX_NAME_BYTES).collect::<String>()),
+            format!("a name is at most {MAX_NAME_BYTES} bytes, a value at most {MAX_VALUE_BYTES} bytes"),
         )),
         None => Ok(()),
     }
@@ -388,6 +397,22 @@ mod tests {
             fill(&body, &vars, "body"),
             Err(TemplateError::TooLarge { code: "rendered_too_large", .. })
         ));
+        // The budget of uses is shared by body and subject, and the subject is named when it runs out.
+        let split = TemplateInput {
+            topic: Topic::Casino,
+            subject: Some("{{a}}".repeat(10)),
+            body: "{{a}}".repeat(MAX_PLACEHOLDERS - 5),
+        };
+        assert!(
+            matches!(variables_of(&split), Err(TemplateError::TooLarge { field, .. }) if field == "subject")
+        );
+        // More distinct names than a rendering takes: refused at save, not left unrenderable.
+        let many = TemplateInput {
+            topic: Topic::Casino,
+            subject: None,
+            body: (0..=MAX_VARIABLES).map(|i| format!("{{{{v{i}}}}}")).collect(),
+        };
+        assert!(matches!(variables_of(&many), Err(TemplateError::TooLarge { .. })));
         let big: BTreeMap<String, String> = [("a".to_string(), "x".repeat(100 * 1024))].into();
         assert!(matches!(
             check_personalization(&big),

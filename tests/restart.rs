@@ -123,7 +123,7 @@ async fn settled(db_url: &str) {
     for _ in 0..1000 {
         let any: i64 =
             sqlx::query("SELECT COUNT(*) FROM events").fetch_one(&db.pool).await.unwrap().try_get(0).unwrap();
-        if any > 0 && !pitboss::bus::pending(&db, "profiles", None).await.unwrap() {
+        if any > 0 && !pitboss::bus::pending(&db, "profiles").await.unwrap() {
             db.pool.close().await;
             return;
         }

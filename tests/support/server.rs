@@ -197,7 +197,7 @@ impl TestServer {
     /// Waits until the profile consumer has applied everything in the log.
     pub async fn settled(&self) {
         super::eventually("the profile consumer catching up", Duration::from_secs(5), || async {
-            (!pitboss::bus::pending(&self.db, "profiles", None).await.unwrap()).then_some(())
+            (!pitboss::bus::pending(&self.db, "profiles").await.unwrap()).then_some(())
         })
         .await
     }

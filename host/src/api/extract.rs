@@ -6,7 +6,7 @@ use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
 
 use super::{ApiError, AppState};
-use crate::auth::{Principal, Role};
+use crate::auth::Principal;
 
 impl FromRequestParts<AppState> for Principal {
     type Rejection = ApiError;
@@ -59,11 +59,6 @@ impl<const ROLES: u8> FromRequestParts<AppState> for Authorized<ROLES> {
         }
         Ok(Authorized(principal))
     }
-}
-
-/// The roles of a set, for messages and the API document.
-pub fn role_names(set: u8) -> Vec<&'static str> {
-    Role::ALL.iter().filter(|r| set & r.bit() != 0).map(|r| r.as_str()).collect()
 }
 
 /// `axum::extract::Query` whose rejection is the API's error: `400 invalid_query`, naming the problem.

@@ -123,12 +123,6 @@ async fn send(
     })?;
     let mut req: SendRequest =
         serde_json::from_value(doc.clone()).map_err(|e| invalid(e.to_string(), &field_of(&e, &doc)))?;
-    if req.channel == Channel::Phone {
-        return Err(invalid(
-            "phone contact is made by agents; the host sends email, sms, push and in_app",
-            "channel",
-        ));
-    }
     let brand = brand_of(&principal, &BrandQuery { brand_id: req.brand_id.take() })?;
     let delivery = crate::messaging::send(&state, &brand, &key, req).await?;
     Ok(accepted(&delivery))

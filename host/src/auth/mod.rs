@@ -17,9 +17,6 @@ pub enum Role {
 }
 
 impl Role {
-    pub const ALL: [Role; 6] =
-        [Role::Platform, Role::Operator, Role::Compliance, Role::Marketing, Role::Analyst, Role::Admin];
-
     /// The role as one bit of a set of roles.
     pub const fn bit(self) -> u8 {
         1 << self as u8

@@ -195,12 +195,6 @@ impl EmbeddedBus {
         EmbeddedBus { db, wake: Arc::new(Notify::new()) }
     }
 
-    /// The consumer's position in the log.
-    pub async fn offset(&self, consumer: &str) -> anyhow::Result<Position> {
-        let mut conn = self.db.pool.acquire().await?;
-        offset_of(&mut conn, consumer, "").await
-    }
-
     /// The first transaction id whose events may not be read yet: on PostgreSQL the oldest transaction
     /// still running, read before the consumer's own transaction starts (which would hold it back).
     async fn horizon(&self) -> anyhow::Result<i64> {
@@ -213,12 +207,8 @@ impl EmbeddedBus {
         })
     }
 
-    /// Applies every event after the consumer's offset, in order; returns how many it applied.
-    pub async fn drain<H: Handler>(&self, consumer: &str, handler: &H) -> anyhow::Result<usize> {
-        Ok(self.drain_with(consumer, handler, &mut Progress::default()).await?.applied)
-    }
-
-    /// `drain`, remembering across calls which event failed.
+    /// Applies every event after the consumer's offset, in order, remembering across calls which event
+    /// failed.
     pub async fn drain_with<H: Handler>(
         &self,
         consumer: &str,
@@ -244,7 +234,7 @@ impl EmbeddedBus {
             let rows = read_after(&mut tx, position, horizon, if single { 1 } else { BATCH }).await?;
             if rows.is_empty() {
                 drop(tx);
-                done.held_back = self.pending(consumer, None).await?;
+                done.held_back = pending(&self.db, consumer).await?;
                 return Ok(done);
             }
             // Events that read, up to the first that does not; one that does not read alone is set aside.
@@ -299,12 +289,6 @@ impl EmbeddedBus {
                 }
             }
         }
-    }
-
-    /// Whether committed events beyond the consumer's offset exist — for one player's (brand, player)
-    /// when given — including those a transaction still running keeps from being read yet.
-    pub async fn pending(&self, consumer: &str, player: Option<(&str, &str)>) -> anyhow::Result<bool> {
-        pending(&self.db, consumer, player).await
     }
 
     /// Runs a consumer until `shutdown` turns true: drains, then waits for a notification (or a second,
@@ -377,20 +361,12 @@ async fn set_aside(
     move_offset(conn, consumer, at).await
 }
 
-/// See [`EmbeddedBus::pending`].
-pub async fn pending(db: &Db, consumer: &str, player: Option<(&str, &str)>) -> anyhow::Result<bool> {
+/// Whether committed events beyond the consumer's offset exist, including those a transaction still
+/// running keeps from being read yet.
+pub async fn pending(db: &Db, consumer: &str) -> anyhow::Result<bool> {
     let offset = "(SELECT COALESCE(MAX(tx_id), 0), COALESCE(MAX(position), 0) FROM consumer_offsets WHERE consumer = $1)";
-    let sql = match player {
-        Some(_) => format!(
-            "SELECT 1 AS one FROM events WHERE brand_id = $2 AND player_id = $3 AND (tx_id, seq) > {offset} LIMIT 1"
-        ),
-        None => format!("SELECT 1 AS one FROM events WHERE (tx_id, seq) > {offset} LIMIT 1"),
-    };
-    let mut q = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(consumer);
-    if let Some((brand, player)) = player {
-        q = q.bind(brand).bind(player);
-    }
-    Ok(q.fetch_optional(&db.pool).await?.is_some())
+    let sql = format!("SELECT 1 AS one FROM events WHERE (tx_id, seq) > {offset} LIMIT 1");
+    Ok(sqlx::query(sqlx::AssertSqlSafe(sql)).bind(consumer).fetch_optional(&db.pool).await?.is_some())
 }
 
 /// Waits until `consumer` has applied (or set aside) every event of the player committed so far, calling

@@ -567,7 +567,6 @@ fn import_allowed(name: &str) -> bool {
     ours || WASI_IMPORTS.iter().any(|p| name.starts_with(p))
 }
 
-/// Turns a wasmtime error from instantiation or a call into the typed failure it stands for.
 /// Runs a guest call to its end on this thread, checking the deadline each time the guest yields (every
 /// `YIELD_FUEL`): past it, the call is dropped — wasmtime unwinds the guest — and `None` says so. Nothing
 /// else ever makes a call wait (no host import is asynchronous), so there is no executor to wake.
@@ -583,6 +582,7 @@ fn drive<F: Future>(call: F, deadline: Instant) -> Option<F::Output> {
     }
 }
 
+/// Turns a wasmtime error from instantiation or a call into the typed failure it stands for.
 fn classify(e: wasmtime::Error, limits: &Limits, stderr: Option<String>) -> PluginError {
     for cause in e.chain() {
         if let Some(limit) = cause.downcast_ref::<LimitExceeded>() {

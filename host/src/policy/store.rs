@@ -62,7 +62,8 @@ pub struct PackStore {
 
 impl PackStore {
     /// Opens the store: a pack the database has never seen is written in force from its shipped file;
-    /// a shipped version newer than what the database holds waits, proposed, for a compliance approval.
+    /// a shipped version the database does not hold yet (a new release) waits, proposed, for a compliance
+    /// approval.
     pub async fn open(db: Db) -> anyhow::Result<PackStore> {
         let store = PackStore {
             db,

@@ -437,7 +437,6 @@ pub struct StoredProfile {
     consent_version: i64,
     /// Every consent version, for the gate (which asks what was in force at send time).
     pub consent_history: Vec<crate::store::consents::ConsentRecord>,
-    pub updated_seq: i64,
 }
 
 /// Loads what is stored for a player; `None` if no event of theirs was applied yet.
@@ -468,17 +467,15 @@ async fn read(
     player: &str,
     activity: bool,
 ) -> anyhow::Result<Option<StoredProfile>> {
-    let Some(row) =
-        sqlx::query("SELECT state, updated_seq FROM profiles WHERE brand_id = $1 AND player_id = $2")
-            .bind(brand)
-            .bind(player)
-            .fetch_optional(&db.pool)
-            .await?
+    let Some(row) = sqlx::query("SELECT state FROM profiles WHERE brand_id = $1 AND player_id = $2")
+        .bind(brand)
+        .bind(player)
+        .fetch_optional(&db.pool)
+        .await?
     else {
         return Ok(None);
     };
     let state = serde_json::from_str::<State>(&row.try_get::<String, _>("state")?)?.upgrade();
-    let updated_seq: i64 = row.try_get("updated_seq")?;
     let mut days = Vec::new();
     let mut providers = Vec::new();
     let mut categories = Vec::new();
@@ -529,7 +526,6 @@ async fn read(
         consents,
         consent_version,
         consent_history,
-        updated_seq,
     }))
 }
 

@@ -214,6 +214,21 @@ pub async fn mark_invalid(
     Ok(())
 }
 
+/// Erasure: every contact of the player is deleted (all their personal data).
+pub fn erasure_step<'a>(
+    tx: &'a mut super::Tx,
+    e: &'a super::erasure::Erased<'a>,
+) -> super::erasure::StepFuture<'a> {
+    Box::pin(async move {
+        sqlx::query("DELETE FROM contacts WHERE brand_id = $1 AND player_id = $2")
+            .bind(e.brand)
+            .bind(e.player)
+            .execute(&mut **tx)
+            .await?;
+        Ok(())
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -228,19 +243,4 @@ mod tests {
         let (other, _) = ContactsKey::generate();
         assert!(other.open(&aad("A", "p1", "email"), &nonce, &ct).is_err(), "another key");
     }
-}
-
-/// Erasure: every contact of the player is deleted (all their personal data).
-pub fn erasure_step<'a>(
-    tx: &'a mut super::Tx,
-    e: &'a super::erasure::Erased<'a>,
-) -> super::erasure::StepFuture<'a> {
-    Box::pin(async move {
-        sqlx::query("DELETE FROM contacts WHERE brand_id = $1 AND player_id = $2")
-            .bind(e.brand)
-            .bind(e.player)
-            .execute(&mut **tx)
-            .await?;
-        Ok(())
-    })
 }

@@ -16,7 +16,7 @@ use crate::profiles::ProfileError;
 use crate::store::deliveries::Delivery;
 
 /// A message as the platform words it (`POST /v1/messaging/send`).
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, Serialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SendRequest {
     pub channel: Channel,

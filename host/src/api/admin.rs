@@ -36,7 +36,7 @@ async fn set_aside_events(
     Ok(Json(json!({ "events": list })))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct NewKey {
     role: String,
@@ -44,7 +44,7 @@ struct NewKey {
     holder: String,
 }
 
-#[utoipa::path(post, path = "/admin/keys", tag = "admin", request_body(content = Object, description = "{role, brands, holder}: the key is shown once"), responses((status = 201, description = "the new key", body = Object), crate::api::openapi::Errors))]
+#[utoipa::path(post, path = "/admin/keys", tag = "admin", request_body(content = NewKey, description = "role: platform, operator, compliance, marketing, analyst or admin; the key is shown once"), responses((status = 201, description = "the new key", body = Object), crate::api::openapi::Errors))]
 async fn create_key(
     State(state): State<AppState>,
     Authorized(principal): Authorized<{ ADMIN }>,

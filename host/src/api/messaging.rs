@@ -110,7 +110,7 @@ fn idempotency_key(headers: &HeaderMap) -> Result<String, ApiError> {
     }
 }
 
-#[utoipa::path(post, path = "/v1/messaging/send", tag = "messaging", params(("X-Idempotency-Key" = String, Header, description = "1 to 128 visible ASCII characters; the same key with the same request is the same delivery")), request_body(content = Object, description = "{channel, player_id, template_id, personalization?, frequency_policy_id?, priority?, campaign_id?, brand_id?}; header X-Idempotency-Key"), responses((status = 202, description = "{delivery_id, status: QUEUED|DEFERRED|SUPPRESSED, reasons, deliver_after?}", body = Object), crate::api::openapi::Errors))]
+#[utoipa::path(post, path = "/v1/messaging/send", tag = "messaging", params(("X-Idempotency-Key" = String, Header, description = "1 to 128 visible ASCII characters; the same key with the same request is the same delivery")), request_body(content = SendRequest), responses((status = 202, description = "{delivery_id, status: QUEUED|DEFERRED|SUPPRESSED, reasons, deliver_after?}", body = Object), crate::api::openapi::Errors))]
 async fn send(
     State(state): State<AppState>,
     Authorized(principal): Authorized<{ PLATFORM | MARKETING }>,
@@ -174,11 +174,12 @@ async fn found(
         .ok_or_else(|| ApiError::not_found("delivery"))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct Feedback {
     delivery_id: String,
     event: FeedbackEvent,
+    #[schema(value_type = String, format = DateTime)]
     occurred_at: jiff::Timestamp,
 }
 
@@ -202,7 +203,7 @@ async fn apply_feedback(
     Ok(Json(json!(applied)))
 }
 
-#[utoipa::path(post, path = "/v1/messaging/feedback", tag = "messaging", request_body(content = Object, description = "{delivery_id, event, occurred_at}"), responses((status = 200, description = "the report applied (or a duplicate)", body = Object), crate::api::openapi::Errors))]
+#[utoipa::path(post, path = "/v1/messaging/feedback", tag = "messaging", request_body(content = Feedback), responses((status = 200, description = "the report applied (or a duplicate)", body = Object), crate::api::openapi::Errors))]
 async fn post_feedback(
     State(state): State<AppState>,
     Authorized(principal): Authorized<{ PLATFORM }>,

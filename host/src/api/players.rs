@@ -72,7 +72,7 @@ async fn known(state: &AppState, brand: &str, player: &str) -> Result<bool, ApiE
 }
 
 /// `PUT /v1/players/{id}/consents`: the preference centre. Items not named keep their state.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ConsentChange {
     #[serde(default)]
@@ -86,7 +86,7 @@ pub struct ConsentChange {
 const CHANNELS: [&str; 5] = ["email", "sms", "push", "in_app", "phone"];
 const PRODUCTS: [&str; 4] = ["casino", "sports", "poker", "bingo"];
 
-#[utoipa::path(put, path = "/v1/players/{player_id}/consents", tag = "players", params(("player_id" = String, Path), ("brand_id" = Option<String>, Query, description = "the brand, when the key has several")), request_body(content = Object, description = "{channels?, products?, profiling?, source?}"), responses((status = 200, description = "the consents in force", body = Object), crate::api::openapi::Errors))]
+#[utoipa::path(put, path = "/v1/players/{player_id}/consents", tag = "players", params(("player_id" = String, Path), ("brand_id" = Option<String>, Query, description = "the brand, when the key has several")), request_body(content = ConsentChange, description = "channels and products by name (email, sms, push, in_app, phone; casino, sports, poker, bingo), profiling, the source"), responses((status = 200, description = "the consents in force", body = Object), crate::api::openapi::Errors))]
 async fn put_consents(
     State(state): State<AppState>,
     Authorized(principal): Authorized<{ PLATFORM | ADMIN }>,

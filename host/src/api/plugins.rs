@@ -103,14 +103,14 @@ async fn show(
     Ok(Json(json!(v.ok_or(RegistryError::NotFound("plugin version"))?)))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct Approval {
     signing_key_id: String,
     signature: String,
 }
 
-#[utoipa::path(post, path = "/admin/plugins/{id}/approvals", tag = "plugins", params(("id" = String, Path)), request_body(content = Object, description = "{signing_key_id, signature}"), responses((status = 201, description = "the version with its approvals", body = Object), crate::api::openapi::Errors))]
+#[utoipa::path(post, path = "/admin/plugins/{id}/approvals", tag = "plugins", params(("id" = String, Path)), request_body(content = Approval), responses((status = 201, description = "the version with its approvals", body = Object), crate::api::openapi::Errors))]
 async fn approve(
     State(state): State<AppState>,
     Authorized(principal): Authorized<{ COMPLIANCE }>,
@@ -131,7 +131,7 @@ async fn revoke_approval(
     Ok(Json(json!(state.registry.revoke_approval(&principal, &id, &approval_id).await?)))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct SigningKey {
     holder: String,
@@ -139,7 +139,7 @@ struct SigningKey {
     brands: Vec<String>,
 }
 
-#[utoipa::path(post, path = "/admin/signing-keys", tag = "plugins", request_body(content = Object, description = "{holder, public_key, brands}"), responses((status = 201, description = "the registered key", body = Object), crate::api::openapi::Errors))]
+#[utoipa::path(post, path = "/admin/signing-keys", tag = "plugins", request_body(content = SigningKey), responses((status = 201, description = "the registered key", body = Object), crate::api::openapi::Errors))]
 async fn register_signing_key(
     State(state): State<AppState>,
     Authorized(principal): Authorized<{ ADMIN }>,

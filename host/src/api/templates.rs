@@ -43,7 +43,7 @@ fn check_ids(template_id: &str, locale: &str) -> Result<(), ApiError> {
     Ok(())
 }
 
-#[utoipa::path(put, path = "/admin/templates/{template_id}/{locale}", tag = "templates", params(("template_id" = String, Path), ("locale" = String, Path), ("brand_id" = Option<String>, Query, description = "the brand, when the key has several")), request_body(content = Object, description = "{topic, subject?, body}"), responses((status = 200, description = "the template", body = Object), crate::api::openapi::Errors))]
+#[utoipa::path(put, path = "/admin/templates/{template_id}/{locale}", tag = "templates", params(("template_id" = String, Path), ("locale" = String, Path), ("brand_id" = Option<String>, Query, description = "the brand, when the key has several")), request_body(content = TemplateInput), responses((status = 200, description = "the template", body = Object), crate::api::openapi::Errors))]
 async fn put_template(
     State(state): State<AppState>,
     Authorized(principal): Authorized<{ MARKETING | OPERATOR }>,
@@ -95,7 +95,7 @@ async fn delete_template(
     Ok(Json(json!({"template_id": template_id, "locale": locale, "status": "deleted"})))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct RenderRequest {
     locale: String,
@@ -103,7 +103,7 @@ struct RenderRequest {
     personalization: BTreeMap<String, String>,
 }
 
-#[utoipa::path(post, path = "/admin/templates/{template_id}/render", tag = "templates", params(("template_id" = String, Path), ("brand_id" = Option<String>, Query, description = "the brand, when the key has several")), request_body(content = Object, description = "{locale, personalization?}"), responses((status = 200, description = "the rendered subject and body", body = Object), crate::api::openapi::Errors))]
+#[utoipa::path(post, path = "/admin/templates/{template_id}/render", tag = "templates", params(("template_id" = String, Path), ("brand_id" = Option<String>, Query, description = "the brand, when the key has several")), request_body(content = RenderRequest), responses((status = 200, description = "the rendered subject and body", body = Object), crate::api::openapi::Errors))]
 async fn render(
     State(state): State<AppState>,
     Authorized(principal): Authorized<{ MARKETING | OPERATOR | COMPLIANCE | ADMIN }>,

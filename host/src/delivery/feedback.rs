@@ -10,7 +10,7 @@ use serde_json::json;
 use crate::store::deliveries::{self, Delivery};
 use crate::store::{Db, consents, contacts};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum FeedbackEvent {
     Delivered,

@@ -25,7 +25,7 @@ pub const MAX_VALUE_BYTES: usize = 4 * 1024;
 pub const MAX_RENDERED_BYTES: usize = 256 * 1024;
 
 /// What a message is about.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Topic {
     Transactional,
@@ -36,7 +36,7 @@ pub enum Topic {
     Bingo,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TemplateInput {
     pub topic: Topic,

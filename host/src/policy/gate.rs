@@ -44,7 +44,7 @@ pub struct Sent {
 
 /// A message's priority class (§6.3): each class has caps of its own, so an incident or VIP message is
 /// not crowded out by the day's promotions. The pack's legal caps still count every marketing message.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Priority {
     #[default]

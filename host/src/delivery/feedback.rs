@@ -46,19 +46,8 @@ pub async fn apply(
     consents::retrying(move || async move {
         let name = crate::model::wire_name(event);
         let mut tx = db.begin_write().await?;
-        let fresh = sqlx::query(
-            "INSERT INTO delivery_feedback (delivery_id, event, occurred_at, received_at, source)
-             VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
-        )
-        .bind(&d.delivery_id)
-        .bind(&name)
-        .bind(occurred_at)
-        .bind(now)
-        .bind(source)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected()
-            == 1;
+        let fresh =
+            deliveries::record_feedback(&mut tx, &d.delivery_id, &name, occurred_at, source, now).await?;
         let mut applied = Applied {
             delivery_id: d.delivery_id.clone(),
             event,
@@ -96,31 +85,19 @@ pub async fn apply(
         }
         // An in-app message opened is read (the first time counts).
         if event == FeedbackEvent::Open && d.channel == "in_app" {
-            sqlx::query("UPDATE deliveries SET read_at = COALESCE(read_at, $2) WHERE delivery_id = $1")
-                .bind(&d.delivery_id)
-                .bind(occurred_at)
-                .execute(&mut *tx)
-                .await?;
+            deliveries::mark_read(&mut tx, &d.delivery_id, occurred_at).await?;
         }
         // Delivery milestones move the status forward (from the status as it is now, not as it was read);
         // engagement is history only.
         let milestone = match event {
-            FeedbackEvent::Delivered => Some(("delivered", "'sent'")),
-            FeedbackEvent::HardBounce => Some(("bounced", "'sent', 'delivered'")),
+            FeedbackEvent::Delivered => Some(("delivered", &["sent"][..])),
+            FeedbackEvent::HardBounce => Some(("bounced", &["sent", "delivered"][..])),
             _ => None,
         };
-        if let Some((to, from)) = milestone {
-            let moved = sqlx::query(sqlx::AssertSqlSafe(format!(
-                "UPDATE deliveries SET status = $2, updated_at = $3 WHERE delivery_id = $1 AND status IN ({from})"
-            )))
-            .bind(&d.delivery_id)
-            .bind(to)
-            .bind(now)
-            .execute(&mut *tx)
-            .await?;
-            if moved.rows_affected() == 1 {
-                applied.status = to.to_string();
-            }
+        if let Some((to, from)) = milestone
+            && deliveries::advance(&mut tx, &d.delivery_id, from, to, now).await?
+        {
+            applied.status = to.to_string();
         }
         deliveries::event(&mut tx, &d.delivery_id, now, &name, detail).await?;
         tx.commit().await?;

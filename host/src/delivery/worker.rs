@@ -285,25 +285,17 @@ impl Worker {
             _ => None,
         };
         let mut tx = self.db.begin_write().await?;
-        sqlx::query(
-            "UPDATE deliveries SET status = $2, attempts = attempts + $3, provider = COALESCE($4, provider),
-                 provider_message_id = COALESCE($5, provider_message_id), last_error = COALESCE($6, last_error),
-                 next_attempt_at = $7, reasons = COALESCE($8, reasons), lease_until = NULL, provider_call_at = NULL,
-                 updated_at = $9, in_doubt = $10
-             WHERE delivery_id = $1",
-        )
-        .bind(&d.delivery_id)
-        .bind(status)
-        .bind(i64::from(called))
-        .bind(provider)
-        .bind(message_id)
-        .bind(error)
-        .bind(next)
-        .bind(reasons.map(|r| r.to_string()))
-        .bind(now_ms)
-        .bind(i64::from(matches!(step, Step::Gave("in_doubt", _))))
-        .execute(&mut *tx)
-        .await?;
+        let turn = deliveries::TurnEnd {
+            status,
+            attempted: called,
+            provider,
+            provider_message_id: message_id,
+            error,
+            next_attempt_at: next,
+            reasons,
+            in_doubt: matches!(step, Step::Gave("in_doubt", _)),
+        };
+        deliveries::end_turn(&mut tx, &d.delivery_id, &turn, now_ms).await?;
         deliveries::event(&mut tx, &d.delivery_id, now_ms, status, detail).await?;
         tx.commit().await?;
         if let Step::Gave(code, _) = step

@@ -310,6 +310,106 @@ pub async fn regated(
     Ok(())
 }
 
+/// How a worker's turn with a delivery ended, as it is written.
+pub struct TurnEnd<'a> {
+    pub status: &'a str,
+    /// A provider was called (an attempt is counted).
+    pub attempted: bool,
+    pub provider: Option<&'a str>,
+    pub provider_message_id: Option<&'a str>,
+    pub error: Option<&'a str>,
+    pub next_attempt_at: Option<i64>,
+    /// Replace the reasons (a refusal); none keeps them.
+    pub reasons: Option<Value>,
+    /// Dead-lettered because it may have reached the relay: it keeps its place under the caps.
+    pub in_doubt: bool,
+}
+
+/// Writes how a turn ended: the new status, the attempt, the provider's answer; the lease and the mark of
+/// a provider call in flight are cleared.
+pub async fn end_turn(
+    conn: &mut sqlx::AnyConnection,
+    delivery_id: &str,
+    t: &TurnEnd<'_>,
+    now: i64,
+) -> anyhow::Result<()> {
+    sqlx::query(
+        "UPDATE deliveries SET status = $2, attempts = attempts + $3, provider = COALESCE($4, provider),
+             provider_message_id = COALESCE($5, provider_message_id), last_error = COALESCE($6, last_error),
+             next_attempt_at = $7, reasons = COALESCE($8, reasons), lease_until = NULL, provider_call_at = NULL,
+             updated_at = $9, in_doubt = $10
+         WHERE delivery_id = $1",
+    )
+    .bind(delivery_id)
+    .bind(t.status)
+    .bind(i64::from(t.attempted))
+    .bind(t.provider)
+    .bind(t.provider_message_id)
+    .bind(t.error)
+    .bind(t.next_attempt_at)
+    .bind(t.reasons.as_ref().map(Value::to_string))
+    .bind(now)
+    .bind(i64::from(t.in_doubt))
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// Records a feedback report once; false if the same report was seen before.
+pub async fn record_feedback(
+    conn: &mut sqlx::AnyConnection,
+    delivery_id: &str,
+    event: &str,
+    occurred_at: i64,
+    source: &str,
+    now: i64,
+) -> anyhow::Result<bool> {
+    Ok(sqlx::query(
+        "INSERT INTO delivery_feedback (delivery_id, event, occurred_at, received_at, source)
+         VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
+    )
+    .bind(delivery_id)
+    .bind(event)
+    .bind(occurred_at)
+    .bind(now)
+    .bind(source)
+    .execute(conn)
+    .await?
+    .rows_affected()
+        == 1)
+}
+
+/// An in-app message read (the first time counts).
+pub async fn mark_read(conn: &mut sqlx::AnyConnection, delivery_id: &str, at: i64) -> anyhow::Result<()> {
+    sqlx::query("UPDATE deliveries SET read_at = COALESCE(read_at, $2) WHERE delivery_id = $1")
+        .bind(delivery_id)
+        .bind(at)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+/// Moves a delivery's status to `to` if it is one of `from` now; whether it moved.
+pub async fn advance(
+    conn: &mut sqlx::AnyConnection,
+    delivery_id: &str,
+    from: &[&str],
+    to: &str,
+    now: i64,
+) -> anyhow::Result<bool> {
+    // `from` holds status names of this module's own, never input: safe in the text.
+    let from = from.iter().map(|s| format!("'{s}'")).collect::<Vec<_>>().join(", ");
+    let moved = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "UPDATE deliveries SET status = $2, updated_at = $3 WHERE delivery_id = $1 AND status IN ({from})"
+    )))
+    .bind(delivery_id)
+    .bind(to)
+    .bind(now)
+    .execute(conn)
+    .await?;
+    Ok(moved.rows_affected() == 1)
+}
+
 /// One line of a delivery's history.
 pub async fn event(
     conn: &mut sqlx::AnyConnection,

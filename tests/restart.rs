@@ -47,13 +47,12 @@ async fn start_with(db_url: &str, data_dir: &std::path::Path, args: &[&str], key
     }
     let child = command.spawn().unwrap();
     let server = Server { child, base: format!("http://127.0.0.1:{port}") };
-    for _ in 0..300 {
-        if reqwest::get(format!("{}/healthz", server.base)).await.is_ok_and(|r| r.status().is_success()) {
-            return server;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    panic!("the server did not come up");
+    let health = format!("{}/healthz", server.base);
+    support::eventually("the server coming up", Duration::from_secs(6), || async {
+        reqwest::get(&health).await.is_ok_and(|r| r.status().is_success()).then_some(())
+    })
+    .await;
+    server
 }
 
 fn create_key(db_url: &str) -> String {
@@ -120,16 +119,13 @@ async fn post_all(server: &Server, key: &str, batches: &[&[Value]]) {
 async fn settled(db_url: &str) {
     use sqlx::Row;
     let db = pitboss::store::Db::open(db_url).await.unwrap();
-    for _ in 0..1000 {
+    support::eventually("the consumer catching up", Duration::from_secs(20), || async {
         let any: i64 =
             sqlx::query("SELECT COUNT(*) FROM events").fetch_one(&db.pool).await.unwrap().try_get(0).unwrap();
-        if any > 0 && !pitboss::bus::pending(&db, "profiles").await.unwrap() {
-            db.pool.close().await;
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    panic!("the consumer did not catch up");
+        (any > 0 && !pitboss::bus::pending(&db, "profiles").await.unwrap()).then_some(())
+    })
+    .await;
+    db.pool.close().await;
 }
 
 async fn profiles(server: &Server, key: &str) -> Vec<Value> {

@@ -139,6 +139,20 @@ impl Rig {
         d
     }
 
+    /// An e-mail in doubt: the relay takes it but its answer has not come when the host dies (a crash);
+    /// started again, the host dead-letters it as `in_doubt`. Returns the dead letter.
+    pub async fn email_in_doubt(&mut self, key: &str, body: &Value) -> Value {
+        self.smtp.hang_after_accepting(Some(Duration::from_secs(30)));
+        let (_, q) = self.send(key, body).await;
+        let id = q["delivery_id"].as_str().unwrap().to_string();
+        self.smtp.wait_for(1, Duration::from_secs(10)).await;
+        self.s.crash().await;
+        self.smtp.hang_after_accepting(None);
+        self.s.start_again().await;
+        self.s.clock.advance(jiff::SignedDuration::from_secs(10));
+        self.wait_status(&id, "DEAD_LETTER").await
+    }
+
     /// Waits until the delivery reaches `status`.
     pub async fn wait_status(&self, id: &str, status: &str) -> Value {
         super::eventually(&format!("{id} reaching {status}"), Duration::from_secs(10), || async {

@@ -8,10 +8,10 @@ use std::sync::Arc;
 use crate::bus::{Bus, Consumer, EmbeddedBus};
 use crate::config::{Clock, ServeOptions};
 use crate::delivery;
-use crate::events::ValidEvent;
+use crate::events::{FieldError, ValidEvent};
 use crate::plugins::registry::{BlobStore, Registry};
 use crate::plugins::{Runtime, RuntimeConfig};
-use crate::policy::PackStore;
+use crate::policy::{PackStore, Policies};
 use crate::profiles::{ProfileUpdater, Profiles};
 use crate::store::Db;
 use crate::store::contacts::ContactsKey;
@@ -24,8 +24,8 @@ pub struct Core {
     pub profiles: Profiles,
     appender: Appender,
     pub registry: Arc<Registry>,
-    /// The jurisdiction packs in force, and their versions (the gate reads them; compliance changes them).
-    pub packs: Arc<PackStore>,
+    /// The gate's rules: the jurisdiction packs (and their versions), frequency policies, licences.
+    pub policies: Arc<Policies>,
     pub delivery: Arc<delivery::Context>,
 }
 
@@ -45,8 +45,13 @@ impl Core {
         let registry =
             Arc::new(Registry::open(db.clone(), blobs, runtime, options.dual_approval.clone()).await?);
         let packs = Arc::new(PackStore::open(db.clone()).await?);
-        let delivery =
-            Arc::new(delivery::Context::new(options.settings.clone(), options.clock.clone(), packs.clone()));
+        let licences = options.settings.brands.iter().map(|(b, s)| (b.clone(), s.licences.clone())).collect();
+        let policies = Arc::new(Policies::new(packs, options.settings.frequency_policies(), licences));
+        let delivery = Arc::new(delivery::Context::new(
+            options.settings.clone(),
+            options.clock.clone(),
+            policies.clone(),
+        ));
         Ok(Core {
             profiles: Profiles::new(db.clone(), contacts_key.clone(), bus.clone()),
             appender: Appender::spawn(db.clone(), contacts_key.clone()),
@@ -54,7 +59,7 @@ impl Core {
             contacts_key,
             bus,
             registry,
-            packs,
+            policies,
             delivery,
         })
     }
@@ -64,8 +69,36 @@ impl Core {
         &self.delivery.clock
     }
 
-    /// Stores events durably (all or none) and wakes the consumers: the one way into the log.
+    /// What the host refuses of an event that is valid on its own: a jurisdiction no policy pack covers
+    /// could never be decided for.
+    pub fn admissible(&self, e: &ValidEvent) -> Result<(), FieldError> {
+        let packs = self.policies.packs.current();
+        match &e.event.payload {
+            crate::model::EventPayload::Player(p)
+                if p.jurisdiction.as_ref().is_some_and(|j| packs.for_jurisdiction(j).is_none()) =>
+            {
+                let j = p.jurisdiction.as_deref().unwrap_or_default();
+                Err(FieldError {
+                    code: "invalid_event",
+                    field: "payload.jurisdiction".into(),
+                    message: format!(
+                        "no policy pack covers `{j}` (known: {})",
+                        packs.jurisdictions().join(", ")
+                    ),
+                })
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Stores events durably (all or none) and wakes the consumers: the one way into the log. Every
+    /// event must be admissible (`admissible`; callers check first, to answer per event).
     pub async fn append(&self, events: Vec<ValidEvent>) -> Result<Vec<Stored>, AppendError> {
+        if let Some((index, refused)) =
+            events.iter().enumerate().find_map(|(i, e)| self.admissible(e).err().map(|r| (i, r)))
+        {
+            return Err(AppendError::Refused { index, error: refused });
+        }
         let stored = self.appender.append(events).await?;
         self.bus.notify();
         Ok(stored)

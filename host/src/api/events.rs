@@ -61,20 +61,7 @@ async fn post_events(
                     message: format!("this key may not post events of brand `{}`", e.brand_id),
                 });
             }
-            // A jurisdiction no policy pack knows could never be decided for: refused at the door.
-            if let crate::model::EventPayload::Player(p) = &e.event.payload
-                && let Some(j) = &p.jurisdiction
-                && state.packs.current().for_jurisdiction(j).is_none()
-            {
-                return Err(FieldError {
-                    code: "invalid_event",
-                    field: "payload.jurisdiction".into(),
-                    message: format!(
-                        "no policy pack covers `{j}` (known: {})",
-                        state.packs.current().jurisdictions().join(", ")
-                    ),
-                });
-            }
+            state.admissible(&e)?;
             Ok(e)
         })
         .collect();
@@ -133,6 +120,10 @@ async fn post_events(
             );
             return Err(ApiError::new(StatusCode::GONE, "player_erased", message)
                 .with_field(item_field(index, "player_id")));
+        }
+        Err(AppendError::Refused { index, error }) => {
+            return Err(ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, error.code, error.message)
+                .with_field(item_field(index, &error.field)));
         }
         Err(AppendError::Db(e)) => return Err(ApiError::internal(format!("{e:#}"))),
     };

@@ -32,6 +32,10 @@ pub enum AppendError {
     /// Event `index` is about a player who was erased; nothing of the batch was written.
     #[error("event {index} is about an erased player")]
     Erased { index: usize },
+    /// Event `index` is valid on its own but the host refuses it (e.g. a jurisdiction no pack covers);
+    /// nothing of the batch was written.
+    #[error("event {index}: {}", error.message)]
+    Refused { index: usize, error: crate::events::FieldError },
     #[error(transparent)]
     Db(#[from] anyhow::Error),
 }

@@ -85,7 +85,7 @@ pub async fn send(
         None => {}
     }
     let ctx = &core.delivery;
-    let policy = ctx.policies.get(&req.frequency_policy_id).ok_or_else(|| {
+    let policy = ctx.policies.frequency(&req.frequency_policy_id).ok_or_else(|| {
         invalid(format!("no frequency policy `{}`", req.frequency_policy_id), "frequency_policy_id")
     })?;
     if req.campaign_id.as_ref().is_some_and(|c| c.is_empty() || c.len() > 64) {

@@ -72,7 +72,7 @@ pub async fn run(
                 if let Err(e) = core.registry.refresh_if_changed(&mut seen).await {
                     tracing::error!(error = %e, "refreshing bindings");
                 }
-                if let Err(e) = core.packs.refresh_if_changed(&mut seen_packs).await {
+                if let Err(e) = core.policies.packs.refresh_if_changed(&mut seen_packs).await {
                     tracing::error!(error = %format!("{e:#}"), "refreshing policy packs");
                 }
                 tokio::select! {

@@ -43,7 +43,7 @@ async fn list(
     State(state): State<AppState>,
     Authorized(_): Authorized<{ COMPLIANCE | ADMIN | OPERATOR | ANALYST }>,
 ) -> Result<Json<Value>, ApiError> {
-    let versions = state.packs.list().await.map_err(|e| ApiError::internal(format!("{e:#}")))?;
+    let versions = state.policies.packs.list().await.map_err(|e| ApiError::internal(format!("{e:#}")))?;
     Ok(Json(json!({ "packs": versions })))
 }
 
@@ -54,7 +54,7 @@ async fn propose(
     body: axum::body::Bytes,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     let doc: PackDocument = json_body(&body, "invalid_pack", None)?;
-    let version = state.packs.propose(&principal, doc).await?;
+    let version = state.policies.packs.propose(&principal, doc).await?;
     Ok((StatusCode::CREATED, Json(json!(version))))
 }
 
@@ -64,7 +64,7 @@ async fn approve(
     Authorized(principal): Authorized<{ COMPLIANCE }>,
     Path((pack, version)): Path<(String, String)>,
 ) -> Result<Json<Value>, ApiError> {
-    Ok(Json(json!(state.packs.approve(&principal, &pack, &version).await?)))
+    Ok(Json(json!(state.policies.packs.approve(&principal, &pack, &version).await?)))
 }
 
 /// This module's part of the API document.

@@ -181,8 +181,8 @@ async fn bind(
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     let b: NewBinding = json_body(&body, "invalid_binding", None)?;
     // A jurisdiction no policy pack covers has no players to decide for: a typo, refused.
-    if b.jurisdiction != "*" && state.packs.current().for_jurisdiction(&b.jurisdiction).is_none() {
-        let known = state.packs.current().jurisdictions().join(", ");
+    if b.jurisdiction != "*" && state.policies.packs.current().for_jurisdiction(&b.jurisdiction).is_none() {
+        let known = state.policies.packs.current().jurisdictions().join(", ");
         return Err(ApiError::new(
             StatusCode::UNPROCESSABLE_ENTITY,
             "invalid_binding",

@@ -10,20 +10,17 @@ pub mod outbox;
 pub mod templates;
 pub mod worker;
 
-use std::collections::BTreeMap;
-
 use tokio::sync::Notify;
 
 use crate::config::{Clock, Settings};
-use crate::policy::{FrequencyPolicy, PackStore};
+use crate::policy::Policies;
 use crate::telemetry::Metrics;
 
 /// What the send path, the workers and the feedback endpoints share.
 pub struct Context {
     pub settings: Settings,
-    /// The jurisdiction packs in force.
-    pub packs: std::sync::Arc<PackStore>,
-    pub policies: BTreeMap<String, FrequencyPolicy>,
+    /// The gate's rules: packs, frequency policies, licences.
+    pub policies: std::sync::Arc<Policies>,
     pub clock: Clock,
     pub metrics: Metrics,
     /// Wakes the workers when a send queued something.
@@ -31,14 +28,8 @@ pub struct Context {
 }
 
 impl Context {
-    pub fn new(settings: Settings, clock: Clock, packs: std::sync::Arc<PackStore>) -> Context {
-        let policies = settings.frequency_policies().into_iter().map(|p| (p.id.clone(), p)).collect();
-        Context { settings, packs, policies, clock, metrics: Metrics::default(), wake: Notify::new() }
-    }
-
-    /// The jurisdictions the brand is licensed in (none unless configured: fail closed).
-    pub fn licences(&self, brand: &str) -> &[String] {
-        self.settings.brands.get(brand).map_or(&[], |b| b.licences.as_slice())
+    pub fn new(settings: Settings, clock: Clock, policies: std::sync::Arc<Policies>) -> Context {
+        Context { settings, policies, clock, metrics: Metrics::default(), wake: Notify::new() }
     }
 }
 

@@ -27,8 +27,8 @@ pub async fn gate(
     consents: &[ConsentRecord],
     exclude: Option<&str>,
 ) -> anyhow::Result<(Decision, Timestamp)> {
-    let packs = ctx.packs.current();
-    let gate_ctx = GateContext { packs: &packs, licensed: ctx.licences(m.brand), clock: &ctx.clock };
+    let packs = ctx.policies.packs.current();
+    let gate_ctx = GateContext { packs: &packs, licensed: ctx.policies.licences(m.brand), clock: &ctx.clock };
     let player = Player { profile: &view.profile, age: view.age, consents };
     let (decision, now) = ledger::gate(conn, &gate_ctx, m, &player, exclude).await?;
     if let Decision::Deny { reasons } | Decision::Defer { reasons, .. } = &decision {

@@ -204,7 +204,7 @@ impl Worker {
         }
         let stored =
             crate::profiles::load_without_activity(&self.db, &self.key, &d.brand_id, &d.player_id).await?;
-        let policy = self.ctx.policies.get(&d.frequency_policy);
+        let policy = self.ctx.policies.frequency(&d.frequency_policy);
         let (Some(stored), Some(policy)) = (stored, policy) else {
             let why = if policy.is_none() { "unknown_frequency_policy" } else { "unknown_player" };
             self.finish(d, "suppressed", Step::Gave(why, "at send time".into()), now).await?;

@@ -13,3 +13,34 @@ pub use gate::{
 };
 pub use packs::{Pack, PackDocument, Packs};
 pub use store::{PackError, PackStore};
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+/// The rules the gate applies besides the player: the jurisdiction packs in force, the frequency
+/// policies by id, and the jurisdictions each brand is licensed in (none unless configured: fail closed).
+pub struct Policies {
+    pub packs: Arc<PackStore>,
+    frequency: BTreeMap<String, FrequencyPolicy>,
+    licences: BTreeMap<String, Vec<String>>,
+}
+
+impl Policies {
+    pub fn new(
+        packs: Arc<PackStore>,
+        frequency: Vec<FrequencyPolicy>,
+        licences: BTreeMap<String, Vec<String>>,
+    ) -> Policies {
+        Policies { packs, frequency: frequency.into_iter().map(|p| (p.id.clone(), p)).collect(), licences }
+    }
+
+    /// A frequency policy by id (`fp_default`, …).
+    pub fn frequency(&self, id: &str) -> Option<&FrequencyPolicy> {
+        self.frequency.get(id)
+    }
+
+    /// The jurisdictions the brand holds a licence for.
+    pub fn licences(&self, brand: &str) -> &[String] {
+        self.licences.get(brand).map_or(&[], Vec::as_slice)
+    }
+}

@@ -647,7 +647,7 @@ async fn a_decision_and_a_send_without_http(s: &TestServer) {
     )
     .unwrap();
     let delivery = send(&core, "A", "core_1", request.clone()).await.unwrap();
-    assert_eq!(delivery.status, "queued");
+    assert_eq!(delivery.status, pitboss::store::deliveries::Status::Queued);
     assert_eq!(
         send(&core, "A", "core_1", request).await.unwrap().delivery_id,
         delivery.delivery_id,

@@ -23,7 +23,7 @@ use crate::delivery::feedback::{self, FeedbackEvent};
 use crate::messaging::{SendError, SendRequest};
 use crate::model::Channel;
 use crate::policy::Priority;
-use crate::store::deliveries::{self, Delivery};
+use crate::store::deliveries::{self, Delivery, Status};
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -76,9 +76,9 @@ fn field_of(e: &serde_json::Error, doc: &Value) -> String {
 /// What a send answers, the first time and every time its key comes again.
 fn accepted(d: &Delivery) -> Response {
     let mut body = json!({
-        "delivery_id": d.delivery_id, "status": d.status.to_uppercase(), "reasons": d.reasons,
+        "delivery_id": d.delivery_id, "status": d.status, "reasons": d.reasons,
     });
-    if d.status == "deferred" {
+    if d.status == Status::Deferred {
         body["deliver_after"] =
             json!(d.next_attempt_at.and_then(|t| jiff::Timestamp::from_millisecond(t).ok()));
     }
@@ -312,7 +312,9 @@ async fn mark_read(
     Path((player_id, delivery_id)): Path<(String, String)>,
 ) -> Result<Json<Value>, ApiError> {
     let d = visible(&state, &principal, &delivery_id).await?;
-    if d.player_id != player_id || d.channel != "in_app" || !matches!(d.status.as_str(), "sent" | "delivered")
+    if d.player_id != player_id
+        || d.channel != "in_app"
+        || !matches!(d.status, Status::Sent | Status::Delivered)
     {
         return Err(ApiError::not_found("inbox message"));
     }

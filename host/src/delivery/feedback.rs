@@ -7,7 +7,7 @@
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use crate::store::deliveries::{self, Delivery};
+use crate::store::deliveries::{self, Delivery, Status};
 use crate::store::{Db, consents, contacts};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
@@ -53,7 +53,7 @@ pub async fn apply(
             event,
             duplicate: !fresh,
             consent_version: None,
-            status: d.status.clone(),
+            status: d.status.as_str().to_string(),
         };
         if !fresh {
             return Ok(applied);
@@ -90,14 +90,14 @@ pub async fn apply(
         // Delivery milestones move the status forward (from the status as it is now, not as it was read);
         // engagement is history only.
         let milestone = match event {
-            FeedbackEvent::Delivered => Some(("delivered", &["sent"][..])),
-            FeedbackEvent::HardBounce => Some(("bounced", &["sent", "delivered"][..])),
+            FeedbackEvent::Delivered => Some((Status::Delivered, &[Status::Sent][..])),
+            FeedbackEvent::HardBounce => Some((Status::Bounced, &[Status::Sent, Status::Delivered][..])),
             _ => None,
         };
         if let Some((to, from)) = milestone
             && deliveries::advance(&mut tx, &d.delivery_id, from, to, now).await?
         {
-            applied.status = to.to_string();
+            applied.status = to.as_str().to_string();
         }
         deliveries::event(&mut tx, &d.delivery_id, now, &name, detail).await?;
         tx.commit().await?;

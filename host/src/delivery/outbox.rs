@@ -13,7 +13,7 @@ use crate::policy::ledger::{self, GateContext, Player};
 use crate::policy::{Decision, MessageClass};
 use crate::profiles::ProfileView;
 use crate::store::Db;
-use crate::store::deliveries::{self, Gated, NewDelivery};
+use crate::store::deliveries::{self, Gated, NewDelivery, Status};
 
 pub use crate::policy::ledger::{Message, class_name};
 
@@ -57,14 +57,14 @@ pub fn class_of(topic: Topic, bonus_offer: bool) -> MessageClass {
 pub fn gated(d: &Decision, now: Timestamp) -> Gated {
     match d {
         Decision::Allow { basis } => Gated {
-            status: "queued",
+            status: Status::Queued,
             reasons: json!([]),
             basis: Some(json!(basis)),
             counted_at: Some(now.as_millisecond()),
             next_attempt_at: Some(now.as_millisecond()),
         },
         Decision::Defer { until, reasons } => Gated {
-            status: "deferred",
+            status: Status::Deferred,
             reasons: json!(reasons),
             basis: None,
             // Its place under the caps of the day it will go out.
@@ -72,7 +72,7 @@ pub fn gated(d: &Decision, now: Timestamp) -> Gated {
             next_attempt_at: Some(until.as_millisecond()),
         },
         Decision::Deny { reasons } => Gated {
-            status: "suppressed",
+            status: Status::Suppressed,
             reasons: json!(reasons),
             basis: None,
             counted_at: None,
@@ -156,11 +156,12 @@ pub async fn enqueue(
         Err(e) => return Err(e.into()),
     }
     let at = now.as_millisecond();
-    deliveries::event(&mut tx, new.delivery_id, at, g.status, decision_detail(&decision, "request")).await?;
+    deliveries::event(&mut tx, new.delivery_id, at, g.status.as_str(), decision_detail(&decision, "request"))
+        .await?;
     // As written: once committed, a worker may take it at once.
     let written = deliveries::get(&mut tx, new.delivery_id).await?.expect("just written");
     tx.commit().await?;
-    if g.status == "queued" {
+    if g.status == Status::Queued {
         ctx.wake.notify_one();
     }
     Ok(Enqueued::New(written))

@@ -24,7 +24,7 @@ use crate::model::{Channel, Product};
 use crate::policy::{Decision, MessageClass, Priority};
 use crate::store::Db;
 use crate::store::contacts::{self, Contact, ContactsKey};
-use crate::store::deliveries::{self, Delivery};
+use crate::store::deliveries::{self, Delivery, Status};
 
 pub struct Worker {
     pub db: Db,
@@ -87,7 +87,7 @@ impl Worker {
         let now = self.ctx.clock.now();
         if in_doubt(&d) {
             let why = "the host stopped once the SMTP call had begun; the relay may have accepted it, so it is not sent again";
-            return self.finish(&d, "dead_letter", Step::Gave("in_doubt", why.into()), now).await;
+            return self.finish(&d, Status::DeadLetter, Step::Gave("in_doubt", why.into()), now).await;
         }
         if !self.gate_again(&d, now).await? {
             return Ok(());
@@ -105,17 +105,19 @@ impl Worker {
                     Contact::Valid(to) => to,
                     Contact::Missing => {
                         let why = format!("the player has no {kind} contact");
-                        return self.finish(&d, "dead_letter", Step::Gave("no_contact", why), now).await;
+                        return self.finish(&d, Status::DeadLetter, Step::Gave("no_contact", why), now).await;
                     }
                     Contact::Invalid => {
                         let why = format!("the player's {kind} contact bounced hard");
-                        return self.finish(&d, "suppressed", Step::Gave("contact_invalid", why), now).await;
+                        return self
+                            .finish(&d, Status::Suppressed, Step::Gave("contact_invalid", why), now)
+                            .await;
                     }
                     Contact::Unreadable => {
                         let why =
                             format!("the player's {kind} contact does not decrypt with this host's key");
                         return self
-                            .finish(&d, "dead_letter", Step::Gave("contact_unreadable", why), now)
+                            .finish(&d, Status::DeadLetter, Step::Gave("contact_unreadable", why), now)
                             .await;
                     }
                 }
@@ -145,10 +147,10 @@ impl Worker {
             Outcome::Accepted(accepted) => {
                 let seconds = (now.as_millisecond() - d.created_at).max(0) as f64 / 1000.0;
                 self.ctx.metrics.send_to_provider(&d.channel, seconds);
-                self.finish(&d, "sent", Step::Accepted(accepted), now).await
+                self.finish(&d, Status::Sent, Step::Accepted(accepted), now).await
             }
             Outcome::Permanent(e) => {
-                self.finish(&d, "dead_letter", Step::Gave("permanent_failure", e), now).await
+                self.finish(&d, Status::DeadLetter, Step::Gave("permanent_failure", e), now).await
             }
             Outcome::Retry(e) => self.retry_or_give_up(&d, e, now).await,
         }
@@ -159,12 +161,12 @@ impl Worker {
         let s = &self.ctx.settings.delivery;
         if d.attempts + 1 >= i64::from(s.max_attempts) {
             let why = format!("{} attempts; last: {error}", d.attempts + 1);
-            return self.finish(d, "dead_letter", Step::Gave("attempts_exhausted", why), now).await;
+            return self.finish(d, Status::DeadLetter, Step::Gave("attempts_exhausted", why), now).await;
         }
         let shift = u32::try_from(d.attempts).unwrap_or(u32::MAX).min(30);
         let wait = s.backoff_initial_ms.saturating_mul(1 << shift).min(s.backoff_max_ms);
         let at = now.as_millisecond() + wait as i64;
-        self.finish(d, "queued", Step::Retry(error, at), now).await
+        self.finish(d, Status::Queued, Step::Retry(error, at), now).await
     }
 
     /// A turn that broke on our side (the database, a row that does not read) counts as an attempt, so a
@@ -175,12 +177,12 @@ impl Worker {
         let mut conn = self.db.pool.acquire().await?;
         let Some(d) = deliveries::get(&mut conn, id).await? else { return Ok(()) };
         drop(conn);
-        if d.status != "sending" {
+        if d.status != Status::Sending {
             return Ok(()); // the turn had already recorded how it ended
         }
         if in_doubt(&d) {
             let why = format!("the turn broke once the SMTP call had begun ({e:#}); not sent again");
-            return self.finish(&d, "dead_letter", Step::Gave("in_doubt", why), now).await;
+            return self.finish(&d, Status::DeadLetter, Step::Gave("in_doubt", why), now).await;
         }
         self.retry_or_give_up(&d, format!("internal error: {e:#}"), now).await
     }
@@ -199,7 +201,7 @@ impl Worker {
             // Not the message's fault: it waits, without using up an attempt.
             let why = "the player's latest events are not applied yet".to_string();
             let at = now.as_millisecond() + 1_000;
-            self.finish(d, "queued", Step::Wait(why, at), now).await?;
+            self.finish(d, Status::Queued, Step::Wait(why, at), now).await?;
             return Ok(false);
         }
         let stored =
@@ -207,7 +209,7 @@ impl Worker {
         let policy = self.ctx.policies.frequency(&d.frequency_policy);
         let (Some(stored), Some(policy)) = (stored, policy) else {
             let why = if policy.is_none() { "unknown_frequency_policy" } else { "unknown_player" };
-            self.finish(d, "suppressed", Step::Gave(why, "at send time".into()), now).await?;
+            self.finish(d, Status::Suppressed, Step::Gave(why, "at send time".into()), now).await?;
             return Ok(false);
         };
         let class = match d.class.as_str() {
@@ -236,14 +238,14 @@ impl Worker {
         let mut g = outbox::gated(&decision, now);
         let allowed = matches!(decision, Decision::Allow { .. });
         if allowed {
-            g.status = "sending";
+            g.status = Status::Sending;
         }
         deliveries::regated(&mut tx, &d.delivery_id, &g, allowed, now.as_millisecond()).await?;
         deliveries::event(
             &mut tx,
             &d.delivery_id,
             now.as_millisecond(),
-            g.status,
+            g.status.as_str(),
             outbox::decision_detail(&decision, "send"),
         )
         .await?;
@@ -252,7 +254,7 @@ impl Worker {
     }
 
     /// Records how the turn ended: the delivery's new status and a line of its history.
-    async fn finish(&self, d: &Delivery, status: &str, step: Step, now: Timestamp) -> anyhow::Result<()> {
+    async fn finish(&self, d: &Delivery, status: Status, step: Step, now: Timestamp) -> anyhow::Result<()> {
         let now_ms = now.as_millisecond();
         // (a provider was called, provider, its message id, error, next attempt, history detail)
         let (called, provider, message_id, error, next, detail) = match &step {
@@ -281,7 +283,9 @@ impl Worker {
         };
         // A refusal replaces the gate's reasons; a dead letter keeps them (its cause is in the history).
         let reasons = match &step {
-            Step::Gave(code, why) if status != "dead_letter" => Some(json!([{"code": code, "detail": why}])),
+            Step::Gave(code, why) if status != Status::DeadLetter => {
+                Some(json!([{"code": code, "detail": why}]))
+            }
             _ => None,
         };
         let mut tx = self.db.begin_write().await?;
@@ -296,10 +300,10 @@ impl Worker {
             in_doubt: matches!(step, Step::Gave("in_doubt", _)),
         };
         deliveries::end_turn(&mut tx, &d.delivery_id, &turn, now_ms).await?;
-        deliveries::event(&mut tx, &d.delivery_id, now_ms, status, detail).await?;
+        deliveries::event(&mut tx, &d.delivery_id, now_ms, status.as_str(), detail).await?;
         tx.commit().await?;
         if let Step::Gave(code, _) = step
-            && status == "suppressed"
+            && status == Status::Suppressed
         {
             self.ctx.metrics.refusal(code);
         }

@@ -38,13 +38,24 @@ impl From<sqlx::Error> for PackError {
     }
 }
 
+/// Where a version of a pack stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum VersionStatus {
+    /// Waiting for a second person's approval; in force for nobody.
+    Proposed,
+    /// The newest approved version: the one the gate applies.
+    InForce,
+    /// Approved, then replaced by a newer approval.
+    Superseded,
+}
+
 /// One version of a pack, as the admin API shows it.
 #[derive(Debug, Clone, Serialize)]
 pub struct PackVersion {
     pub pack: String,
     pub version: String,
-    /// `proposed` (waiting for a second person), `in_force`, or `superseded`.
-    pub status: &'static str,
+    pub status: VersionStatus,
     pub proposed_by: String,
     pub proposed_at: Option<jiff::Timestamp>,
     pub approved_by: Option<String>,
@@ -118,7 +129,11 @@ impl PackStore {
             out.push(PackVersion {
                 pack: r.try_get("pack")?,
                 version: r.try_get("version")?,
-                status: if approved_at.is_some() { "superseded" } else { "proposed" },
+                status: if approved_at.is_some() {
+                    VersionStatus::Superseded
+                } else {
+                    VersionStatus::Proposed
+                },
                 proposed_by: r.try_get("proposed_by")?,
                 proposed_at: jiff::Timestamp::from_millisecond(r.try_get("proposed_at")?).ok(),
                 approved_by: r.try_get("approved_by")?,
@@ -136,7 +151,7 @@ impl PackStore {
             }
         }
         for (_, i) in newest.into_values() {
-            out[i].status = "in_force";
+            out[i].status = VersionStatus::InForce;
         }
         Ok(out)
     }
@@ -153,7 +168,7 @@ impl PackStore {
             self.versions()
                 .await?
                 .iter()
-                .filter(|v| v.status == "in_force")
+                .filter(|v| v.status == VersionStatus::InForce)
                 .map(|v| v.document.pack())
                 .collect(),
         );

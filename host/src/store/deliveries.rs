@@ -9,6 +9,57 @@ use sqlx::Row;
 
 use super::{Backend, Db};
 
+/// Where a delivery stands; lower case in the database, upper case in the API.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum Status {
+    Queued,
+    Deferred,
+    Sending,
+    Sent,
+    Delivered,
+    Bounced,
+    Suppressed,
+    DeadLetter,
+}
+
+impl Status {
+    pub const ALL: [Status; 8] = [
+        Status::Queued,
+        Status::Deferred,
+        Status::Sending,
+        Status::Sent,
+        Status::Delivered,
+        Status::Bounced,
+        Status::Suppressed,
+        Status::DeadLetter,
+    ];
+
+    /// As stored.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Queued => "queued",
+            Status::Deferred => "deferred",
+            Status::Sending => "sending",
+            Status::Sent => "sent",
+            Status::Delivered => "delivered",
+            Status::Bounced => "bounced",
+            Status::Suppressed => "suppressed",
+            Status::DeadLetter => "dead_letter",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Status> {
+        Status::ALL.into_iter().find(|st| st.as_str() == s)
+    }
+}
+
+impl std::fmt::Display for Status {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// A delivery as stored (the rendered content stays out of API answers; only the inbox shows it).
 #[derive(Debug, Clone, Serialize)]
 pub struct Delivery {
@@ -32,9 +83,8 @@ pub struct Delivery {
     pub subject: Option<String>,
     #[serde(skip)]
     pub body: Option<String>,
-    /// Upper case in the API (QUEUED, SENT), as §12 has it.
-    #[serde(serialize_with = "upper")]
-    pub status: String,
+    /// Upper case in the API (QUEUED, SENT).
+    pub status: Status,
     pub reasons: Value,
     pub basis: Option<Value>,
     #[serde(serialize_with = "rfc3339_opt")]
@@ -55,10 +105,6 @@ pub struct Delivery {
     pub updated_at: i64,
     #[serde(serialize_with = "rfc3339_opt")]
     pub read_at: Option<i64>,
-}
-
-fn upper<S: serde::Serializer>(status: &str, s: S) -> Result<S::Ok, S::Error> {
-    s.serialize_str(&status.to_uppercase())
 }
 
 /// Times are milliseconds in the database and RFC 3339 in the API, as everywhere else.
@@ -102,7 +148,11 @@ fn row_to_delivery(r: &sqlx::any::AnyRow) -> anyhow::Result<Delivery> {
         frequency_policy: r.try_get("frequency_policy")?,
         subject: r.try_get("subject")?,
         body: r.try_get("body")?,
-        status: r.try_get("status")?,
+        status: {
+            let s: String = r.try_get("status")?;
+            Status::parse(&s)
+                .ok_or_else(|| anyhow::anyhow!("a delivery status `{s}` this host does not know"))?
+        },
         reasons: json(r.try_get("reasons")?)?.unwrap_or(Value::Array(vec![])),
         basis: json(r.try_get("basis")?)?,
         counted_at: r.try_get("counted_at")?,
@@ -260,7 +310,7 @@ pub async fn insert(
     .bind(d.frequency_policy)
     .bind(d.subject)
     .bind(d.body)
-    .bind(gate.status)
+    .bind(gate.status.as_str())
     .bind(gate.reasons.to_string())
     .bind(gate.basis.as_ref().map(Value::to_string))
     .bind(gate.counted_at)
@@ -274,7 +324,7 @@ pub async fn insert(
 /// What the gate made of a delivery, as stored.
 #[derive(Debug, Clone)]
 pub struct Gated {
-    pub status: &'static str,
+    pub status: Status,
     pub reasons: Value,
     pub basis: Option<Value>,
     pub counted_at: Option<i64>,
@@ -298,7 +348,7 @@ pub async fn regated(
          WHERE delivery_id = $1",
     )
     .bind(delivery_id)
-    .bind(gate.status)
+    .bind(gate.status.as_str())
     .bind(gate.reasons.to_string())
     .bind(gate.basis.as_ref().map(Value::to_string))
     .bind(gate.counted_at)
@@ -312,7 +362,7 @@ pub async fn regated(
 
 /// How a worker's turn with a delivery ended, as it is written.
 pub struct TurnEnd<'a> {
-    pub status: &'a str,
+    pub status: Status,
     /// A provider was called (an attempt is counted).
     pub attempted: bool,
     pub provider: Option<&'a str>,
@@ -341,7 +391,7 @@ pub async fn end_turn(
          WHERE delivery_id = $1",
     )
     .bind(delivery_id)
-    .bind(t.status)
+    .bind(t.status.as_str())
     .bind(i64::from(t.attempted))
     .bind(t.provider)
     .bind(t.provider_message_id)
@@ -393,17 +443,17 @@ pub async fn mark_read(conn: &mut sqlx::AnyConnection, delivery_id: &str, at: i6
 pub async fn advance(
     conn: &mut sqlx::AnyConnection,
     delivery_id: &str,
-    from: &[&str],
-    to: &str,
+    from: &[Status],
+    to: Status,
     now: i64,
 ) -> anyhow::Result<bool> {
-    // `from` holds status names of this module's own, never input: safe in the text.
+    // Status names are this module's own, never input: safe in the text.
     let from = from.iter().map(|s| format!("'{s}'")).collect::<Vec<_>>().join(", ");
     let moved = sqlx::query(sqlx::AssertSqlSafe(format!(
         "UPDATE deliveries SET status = $2, updated_at = $3 WHERE delivery_id = $1 AND status IN ({from})"
     )))
     .bind(delivery_id)
-    .bind(to)
+    .bind(to.as_str())
     .bind(now)
     .execute(conn)
     .await?;

@@ -565,7 +565,7 @@ async fn a_swap_never_goes_back(s: &TestServer) {
         let target = if round % 2 == 0 { &first } else { &second };
         registry.bind(&operator, "A", "DE", target, Default::default(), Default::default()).await.unwrap();
         for _ in 0..20 {
-            let live = registry.snapshot.load().resolve("A", "DE", pitboss::plugins::World::Segment).unwrap();
+            let live = registry.snapshot().resolve("A", "DE", pitboss::plugins::World::Segment).unwrap();
             stale += usize::from(&live.plugin_id != target);
             tokio::task::yield_now().await;
         }

@@ -225,7 +225,7 @@ async fn list_bindings(
 ) -> Result<Json<Value>, ApiError> {
     let all = state.registry.bindings(&principal).await?;
     let (current, history): (Vec<_>, Vec<_>) = all.into_iter().partition(|b| b.replaced_at.is_none());
-    let integrity_failures = state.registry.integrity_failures.load(std::sync::atomic::Ordering::Relaxed);
+    let integrity_failures = state.registry.integrity_failures();
     Ok(Json(json!({"current": current, "history": history, "integrity_failures": integrity_failures})))
 }
 

@@ -72,7 +72,7 @@ pub async fn decide(core: &Core, req: &DecisionRequest) -> Result<Decided, Decis
     let stored = core.profiles.current(&req.brand, &req.player_id).await?;
     let profile = stored.at(&req.brand, &req.player_id, now).profile;
     // One snapshot for the whole decision: a swap meanwhile does not change what runs.
-    let snapshot = core.registry.snapshot.load_full();
+    let snapshot = core.registry.snapshot();
     let binding = snapshot.resolve(&req.brand, &profile.jurisdiction, req.world).ok_or_else(|| {
         DecisionError::NoBinding {
             world: req.world,
@@ -99,7 +99,7 @@ pub async fn decide(core: &Core, req: &DecisionRequest) -> Result<Decided, Decis
         }
     };
     let opts = CallOptions { limits: binding.limits, now, config: binding.config.clone() };
-    let runtime = core.registry.runtime.clone();
+    let runtime = core.registry.runtime().clone();
     let call = req.clone();
     // The call runs to its end on a blocking thread (it is bounded by its own limits).
     let (outcome, usage) = tokio::task::spawn_blocking(move || -> Result<_, DecisionError> {

@@ -114,15 +114,15 @@ pub struct ApprovalView {
 }
 
 pub struct Registry {
-    pub db: Db,
-    pub blobs: BlobStore,
-    pub runtime: Arc<Runtime>,
+    db: Db,
+    blobs: BlobStore,
+    runtime: Arc<Runtime>,
     /// Jurisdictions whose versions need two distinct approvers.
-    pub dual_approval: Vec<String>,
+    dual_approval: Vec<String>,
     /// The live bindings (see `bindings`).
-    pub snapshot: arc_swap::ArcSwap<bindings::Snapshot>,
+    snapshot: arc_swap::ArcSwap<bindings::Snapshot>,
     /// Versions refused at load because their bytes or approvals did not check out.
-    pub integrity_failures: std::sync::atomic::AtomicU64,
+    integrity_failures: std::sync::atomic::AtomicU64,
     /// Reloads begun (the generation of the next snapshot).
     reloads: std::sync::atomic::AtomicU64,
 }
@@ -134,6 +134,21 @@ pub enum Uploaded {
 }
 
 impl Registry {
+    /// The live bindings now: an immutable snapshot; a decision keeps the one it started with.
+    pub fn snapshot(&self) -> Arc<bindings::Snapshot> {
+        self.snapshot.load_full()
+    }
+
+    /// The runtime the bound versions run in.
+    pub fn runtime(&self) -> &Arc<Runtime> {
+        &self.runtime
+    }
+
+    /// How many versions were refused at load because their bytes or approvals did not check out.
+    pub fn integrity_failures(&self) -> u64 {
+        self.integrity_failures.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     /// Opens the registry and loads (and verifies) everything bound.
     pub async fn open(
         db: Db,

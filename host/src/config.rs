@@ -11,6 +11,7 @@ use anyhow::Context as _;
 use clap::Args;
 use serde::Deserialize;
 
+use crate::clock::Clock;
 use crate::policy::FrequencyPolicy;
 
 #[derive(Debug, Clone, Args)]
@@ -61,8 +62,6 @@ pub struct ServeOptions {
     #[arg(skip)]
     pub clock: Clock,
 }
-
-pub use crate::clock::Clock;
 
 /// The config file.
 #[derive(Debug, Clone, Default, Deserialize)]

@@ -6,7 +6,8 @@
 use std::sync::Arc;
 
 use crate::bus::{Bus, Consumer, EmbeddedBus};
-use crate::config::{Clock, ServeOptions};
+use crate::clock::Clock;
+use crate::config::ServeOptions;
 use crate::delivery;
 use crate::events::{FieldError, ValidEvent};
 use crate::plugins::registry::{BlobStore, Registry};

@@ -7,7 +7,8 @@
 use std::time::Duration;
 
 use pitboss::auth::Role;
-use pitboss::config::{Clock, Settings};
+use pitboss::clock::Clock;
+use pitboss::config::Settings;
 use pitboss::store::Db;
 use pitboss::store::contacts::ContactsKey;
 use serde_json::Value;

@@ -12,7 +12,8 @@ pub mod worker;
 
 use tokio::sync::Notify;
 
-use crate::config::{Clock, Settings};
+use crate::clock::Clock;
+use crate::config::Settings;
 use crate::policy::Policies;
 use crate::telemetry::Metrics;
 

@@ -108,7 +108,7 @@ fn local_day(ms: i64, tz: &str) -> i64 {
 pub struct ProfileUpdater {
     pub cache: ProfileCache,
     /// The host's clock: when a consent change from an event is recorded.
-    pub clock: crate::config::Clock,
+    pub clock: crate::clock::Clock,
 }
 
 /// Profiles as last assembled, keyed by (brand, player); the consumer evicts a player when one of their
@@ -148,7 +148,7 @@ impl Profiles {
     }
 
     /// The consumer that keeps these profiles, with the host's clock.
-    pub fn updater(&self, clock: crate::config::Clock) -> ProfileUpdater {
+    pub fn updater(&self, clock: crate::clock::Clock) -> ProfileUpdater {
         ProfileUpdater { cache: self.cache.clone(), clock }
     }
 

@@ -74,14 +74,28 @@ fn field_of(e: &serde_json::Error, doc: &Value) -> String {
 }
 
 /// What a send answers, the first time and every time its key comes again.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+struct Accepted {
+    delivery_id: String,
+    status: Status,
+    /// Why it waits or was refused, each with a stable code (`quiet_hours`, `cap_reached`, …).
+    #[schema(value_type = Vec<Object>)]
+    reasons: Value,
+    /// When a DEFERRED message will go (RFC 3339).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>, format = DateTime)]
+    deliver_after: Option<jiff::Timestamp>,
+}
+
 fn accepted(d: &Delivery) -> Response {
-    let mut body = json!({
-        "delivery_id": d.delivery_id, "status": d.status, "reasons": d.reasons,
-    });
-    if d.status == Status::Deferred {
-        body["deliver_after"] =
-            json!(d.next_attempt_at.and_then(|t| jiff::Timestamp::from_millisecond(t).ok()));
-    }
+    let body = Accepted {
+        delivery_id: d.delivery_id.clone(),
+        status: d.status,
+        reasons: d.reasons.clone(),
+        deliver_after: (d.status == Status::Deferred)
+            .then(|| d.next_attempt_at.and_then(|t| jiff::Timestamp::from_millisecond(t).ok()))
+            .flatten(),
+    };
     (StatusCode::ACCEPTED, Json(body)).into_response()
 }
 
@@ -110,7 +124,7 @@ fn idempotency_key(headers: &HeaderMap) -> Result<String, ApiError> {
     }
 }
 
-#[utoipa::path(post, path = "/v1/messaging/send", tag = "messaging", params(("X-Idempotency-Key" = String, Header, description = "1 to 128 visible ASCII characters; the same key with the same request is the same delivery")), request_body(content = SendRequest), responses((status = 202, description = "{delivery_id, status: QUEUED|DEFERRED|SUPPRESSED, reasons, deliver_after?}", body = Object), crate::api::openapi::Errors))]
+#[utoipa::path(post, path = "/v1/messaging/send", tag = "messaging", params(("X-Idempotency-Key" = String, Header, description = "1 to 128 visible ASCII characters; the same key with the same request is the same delivery")), request_body(content = SendRequest), responses((status = 202, description = "the delivery: QUEUED, DEFERRED (with deliver_after) or SUPPRESSED, with its reasons", body = Accepted), crate::api::openapi::Errors))]
 async fn send(
     State(state): State<AppState>,
     Authorized(principal): Authorized<{ PLATFORM | MARKETING }>,

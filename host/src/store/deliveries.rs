@@ -10,7 +10,7 @@ use sqlx::Row;
 use super::{Backend, Db};
 
 /// Where a delivery stands; lower case in the database, upper case in the API.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum Status {
     Queued,

@@ -116,17 +116,8 @@ impl Bus for EmbeddedBus {
 /// What a consumer remembers between batches: after a batch failed, events are taken one at a time up
 /// to its end, so that the one that fails is found and the others still go through.
 #[derive(Debug, Default)]
-pub struct Progress {
+struct Progress {
     single_until: Option<Position>,
-}
-
-/// How a drain ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Drained {
-    pub applied: usize,
-    pub set_aside: usize,
-    /// Committed events exist beyond what could be read yet (a transaction older than them still runs).
-    pub held_back: bool,
 }
 
 /// Reads the log after `after`, up to `horizon` (exclusive, on tx).
@@ -208,14 +199,14 @@ impl EmbeddedBus {
     }
 
     /// Applies every event after the consumer's offset, in order, remembering across calls which event
-    /// failed.
-    pub async fn drain_with<H: Handler>(
+    /// failed. True when committed events are left that could not be read yet (a transaction older than
+    /// them still runs).
+    async fn drain<H: Handler>(
         &self,
         consumer: &str,
         handler: &H,
         progress: &mut Progress,
-    ) -> anyhow::Result<Drained> {
-        let mut done = Drained { applied: 0, set_aside: 0, held_back: false };
+    ) -> anyhow::Result<bool> {
         loop {
             let horizon = self.horizon().await?;
             let mut tx = self.db.begin_write().await?;
@@ -234,8 +225,7 @@ impl EmbeddedBus {
             let rows = read_after(&mut tx, position, horizon, if single { 1 } else { BATCH }).await?;
             if rows.is_empty() {
                 drop(tx);
-                done.held_back = pending(&self.db, consumer).await?;
-                return Ok(done);
+                return pending(&self.db, consumer).await;
             }
             // Events that read, up to the first that does not; one that does not read alone is set aside.
             let mut events = Vec::with_capacity(rows.len());
@@ -254,7 +244,6 @@ impl EmbeddedBus {
                 tracing::error!(consumer, seq, %error, "event set aside");
                 set_aside(&mut tx, consumer, Position { tx: tx_id, seq }, &error).await?;
                 tx.commit().await?;
-                done.set_aside += 1;
                 continue;
             }
             let last = events.last().expect("non-empty").position();
@@ -263,7 +252,6 @@ impl EmbeddedBus {
                     move_offset(&mut tx, consumer, last).await?;
                     tx.commit().await?;
                     handler.committed(&events);
-                    done.applied += events.len();
                 }
                 Err(e) => {
                     drop(tx);
@@ -284,7 +272,6 @@ impl EmbeddedBus {
                         tracing::error!(consumer, seq = last.seq, %error, "event set aside: its effects cannot be applied");
                         set_aside(&mut tx, consumer, last, &error).await?;
                         tx.commit().await?;
-                        done.set_aside += 1;
                     }
                 }
             }
@@ -301,14 +288,14 @@ impl EmbeddedBus {
             tokio::pin!(woken);
             // Registered before draining, so a notification that arrives meanwhile is not lost.
             woken.as_mut().enable();
-            let pause = match self.drain_with(consumer, &handler, &mut progress).await {
+            let pause = match self.drain(consumer, &handler, &mut progress).await {
                 Err(e) => {
                     tracing::error!(consumer, error = %format!("{e:#}"), "consumer failed; retrying");
                     Some(Duration::from_millis(500))
                 }
                 // Events are committed but an older transaction still runs: look again soon.
-                Ok(d) if d.held_back => Some(Duration::from_millis(10)),
-                Ok(_) => None,
+                Ok(true) => Some(Duration::from_millis(10)),
+                Ok(false) => None,
             };
             if *shutdown.borrow() {
                 return;
@@ -382,18 +369,19 @@ pub async fn caught_up(
     patience: Duration,
 ) -> anyhow::Result<Option<Position>> {
     let until = tokio::time::Instant::now() + patience;
+    // What was committed when asked; events that come in while waiting are not waited for.
+    let latest = match sqlx::query(
+        "SELECT tx_id, seq FROM events WHERE brand_id = $1 AND player_id = $2 ORDER BY tx_id DESC, seq DESC LIMIT 1",
+    )
+    .bind(brand)
+    .bind(player)
+    .fetch_optional(&db.pool)
+    .await?
+    {
+        Some(r) => Position { tx: r.try_get("tx_id")?, seq: r.try_get("seq")? },
+        None => Position::default(),
+    };
     loop {
-        let latest = match sqlx::query(
-            "SELECT tx_id, seq FROM events WHERE brand_id = $1 AND player_id = $2 ORDER BY tx_id DESC, seq DESC LIMIT 1",
-        )
-        .bind(brand)
-        .bind(player)
-        .fetch_optional(&db.pool)
-        .await?
-        {
-            Some(r) => Position { tx: r.try_get("tx_id")?, seq: r.try_get("seq")? },
-            None => Position::default(),
-        };
         let mut conn = db.pool.acquire().await?;
         if offset_of(&mut conn, consumer, "").await? >= latest {
             return Ok(Some(latest));

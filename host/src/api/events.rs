@@ -36,9 +36,7 @@ async fn post_events(
     Authorized(principal): Authorized<{ PLATFORM }>,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    let doc: Value = serde_json::from_slice(&body).map_err(|e| {
-        ApiError::new(StatusCode::BAD_REQUEST, "malformed_json", format!("the body is not JSON: {e}"))
-    })?;
+    let doc = super::extract::json_value(&body)?;
     let (items, batch) = match doc {
         Value::Array(items) => (items, true),
         other => (vec![other], false),

@@ -89,6 +89,18 @@ impl<T: serde::de::DeserializeOwned + Send, S: Send + Sync> FromRequestParts<S> 
     }
 }
 
+/// A body that must be JSON, of any shape (endpoints that look at it before deciding its type): not JSON
+/// at all is `400 malformed_json`, as everywhere.
+pub fn json_value(body: &[u8]) -> Result<serde_json::Value, ApiError> {
+    serde_json::from_slice(body).map_err(|e| {
+        ApiError::new(
+            axum::http::StatusCode::BAD_REQUEST,
+            "malformed_json",
+            format!("the body is not JSON: {e}"),
+        )
+    })
+}
+
 /// A JSON body, the same way on every endpoint: not JSON at all is `400 malformed_json`; JSON of the
 /// wrong shape is `422` with the endpoint's own code, naming the field serde names (unknown or missing)
 /// or else `field`.
@@ -97,14 +109,7 @@ pub fn json_body<T: serde::de::DeserializeOwned>(
     code: &'static str,
     field: Option<&str>,
 ) -> Result<T, ApiError> {
-    let doc: serde_json::Value = serde_json::from_slice(body).map_err(|e| {
-        ApiError::new(
-            axum::http::StatusCode::BAD_REQUEST,
-            "malformed_json",
-            format!("the body is not JSON: {e}"),
-        )
-    })?;
-    serde_json::from_value(doc).map_err(|e| {
+    serde_json::from_value(json_value(body)?).map_err(|e| {
         let message = e.to_string();
         let named = message
             .strip_prefix("unknown field `")

@@ -101,26 +101,15 @@ fn accepted(d: &Delivery) -> Response {
 
 /// The `X-Idempotency-Key` header, required.
 fn idempotency_key(headers: &HeaderMap) -> Result<String, ApiError> {
-    let Some(value) = headers.get("x-idempotency-key") else {
-        return Err(ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "idempotency_key_required",
-            "the X-Idempotency-Key header is required",
-        ));
-    };
+    let bad = |code, message| Err(ApiError::new(StatusCode::BAD_REQUEST, code, message));
     // Present but not visible ASCII (e.g. UTF-8 bytes) is a wrong key, not a missing one.
-    let key = value.to_str().map(str::trim).unwrap_or("\u{0}");
-    let problem = match key.len() {
-        0 => Some(("idempotency_key_required", "the X-Idempotency-Key header is required")),
-        _ if key.contains('\u{0}') => {
-            Some(("idempotency_key_invalid", "X-Idempotency-Key: visible ASCII characters only"))
+    match headers.get("x-idempotency-key").map(|v| v.to_str().map(str::trim)) {
+        None | Some(Ok("")) => bad("idempotency_key_required", "the X-Idempotency-Key header is required"),
+        Some(Err(_)) => bad("idempotency_key_invalid", "X-Idempotency-Key: visible ASCII characters only"),
+        Some(Ok(key)) if key.len() > 128 => {
+            bad("idempotency_key_invalid", "X-Idempotency-Key: at most 128 characters")
         }
-        129.. => Some(("idempotency_key_invalid", "X-Idempotency-Key: at most 128 characters")),
-        _ => None,
-    };
-    match problem {
-        Some((code, message)) => Err(ApiError::new(StatusCode::BAD_REQUEST, code, message)),
-        None => Ok(key.to_string()),
+        Some(Ok(key)) => Ok(key.to_string()),
     }
 }
 
@@ -132,9 +121,7 @@ async fn send(
     body: axum::body::Bytes,
 ) -> Result<Response, ApiError> {
     let key = idempotency_key(&headers)?;
-    let doc: Value = serde_json::from_slice(&body).map_err(|e| {
-        ApiError::new(StatusCode::BAD_REQUEST, "malformed_json", format!("the body is not JSON: {e}"))
-    })?;
+    let doc = super::extract::json_value(&body)?;
     let mut req: SendRequest =
         serde_json::from_value(doc.clone()).map_err(|e| invalid(e.to_string(), &field_of(&e, &doc)))?;
     let brand = brand_of(&principal, &BrandQuery { brand_id: req.brand_id.take() })?;

@@ -641,6 +641,7 @@ async fn a_decision_and_a_send_without_http(s: &TestServer) {
     };
     pitboss::delivery::templates::put(&core.db, &marketing, "A", "tpl_core", "default", &template)
         .await
+        .unwrap()
         .unwrap();
     let request: SendRequest = serde_json::from_value(
         json!({"channel": "in_app", "player_id": "p_core", "template_id": "tpl_core"}),

@@ -54,17 +54,10 @@ async fn put_template(
     let brand = brand_of(&principal, &q)?;
     check_ids(&template_id, &locale)?;
     let input: TemplateInput = json_body(&body, "invalid_template", Some("body"))?;
-    if let Err(e @ TemplateError::TooLarge { .. }) = templates::variables_of(&input) {
-        return Err(render_error(e));
-    }
-    for (field, text) in [("body", Some(input.body.as_str())), ("subject", input.subject.as_deref())] {
-        if let Some(text) = text {
-            templates::placeholders(text).map_err(|e| invalid(e.to_string(), field))?;
-        }
-    }
     let t = templates::put(&state.db, &principal, &brand, &template_id, &locale, &input)
         .await
-        .map_err(|e| ApiError::internal(format!("{e:#}")))?;
+        .map_err(|e| ApiError::internal(format!("{e:#}")))?
+        .map_err(render_error)?;
     Ok(Json(json!(t)))
 }
 
@@ -130,7 +123,7 @@ pub fn render_error(e: TemplateError) -> ApiError {
             format!("personalization lacks `{v}`"),
         )
         .with_field(format!("personalization.{v}")),
-        TemplateError::Invalid(m) => invalid(m, "body"),
+        TemplateError::Invalid { message, field } => invalid(message, field),
         TemplateError::TooLarge { code, field, message } => {
             ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, code, message).with_field(field)
         }

@@ -69,8 +69,9 @@ pub struct Rendered {
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum TemplateError {
-    #[error("{0}")]
-    Invalid(String),
+    /// Not well formed (an unclosed `{{`, a name that is not one); `field` says which text.
+    #[error("{message}")]
+    Invalid { message: String, field: &'static str },
     #[error("no template `{0}` for this brand in this locale, its language or the default")]
     NotFound(String),
     #[error("personalization lacks `{0}`")]
@@ -81,19 +82,24 @@ pub enum TemplateError {
     TooLarge { code: &'static str, field: String, message: String },
 }
 
+fn unclosed(field: &'static str) -> TemplateError {
+    TemplateError::Invalid { message: "an unclosed `{{`".into(), field }
+}
+
 fn too_large(code: &'static str, field: impl Into<String>, message: String) -> TemplateError {
     TemplateError::TooLarge { code, field: field.into(), message }
 }
 
 /// The placeholders of a text, in order of first use; an unclosed or empty one is an error, and so are
 /// more than [`MAX_PLACEHOLDERS`] uses. Linear in the text.
-pub fn placeholders(text: &str) -> Result<Vec<String>, TemplateError> {
+#[cfg(test)]
+fn placeholders(text: &str) -> Result<Vec<String>, TemplateError> {
     let mut uses = MAX_PLACEHOLDERS;
     scan(text, "body", &mut uses)
 }
 
 /// `placeholders`, spending `uses` (what is left of the limit) and naming `field` when it runs out.
-fn scan(text: &str, field: &str, uses: &mut usize) -> Result<Vec<String>, TemplateError> {
+fn scan(text: &str, field: &'static str, uses: &mut usize) -> Result<Vec<String>, TemplateError> {
     let mut out: Vec<String> = Vec::new();
     let mut seen = std::collections::HashSet::new();
     let mut rest = text;
@@ -107,10 +113,11 @@ fn scan(text: &str, field: &str, uses: &mut usize) -> Result<Vec<String>, Templa
         }
         *uses -= 1;
         let after = &rest[start + 2..];
-        let end = after.find("}}").ok_or_else(|| TemplateError::Invalid("an unclosed `{{`".into()))?;
+        let end = after.find("}}").ok_or_else(|| unclosed(field))?;
         let name = after[..end].trim();
         if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.') {
-            return Err(TemplateError::Invalid(format!("`{{{{{name}}}}}` is not a placeholder name")));
+            let message = format!("`{{{{{name}}}}}` is not a placeholder name");
+            return Err(TemplateError::Invalid { message, field });
         }
         if seen.insert(name) {
             out.push(name.to_string());
@@ -176,7 +183,7 @@ fn check_personalization(vars: &BTreeMap<String, String>) -> Result<(), Template
 }
 
 /// Fills the placeholders; the result never grows beyond [`MAX_RENDERED_BYTES`] (a refusal instead).
-fn fill(text: &str, vars: &BTreeMap<String, String>, field: &str) -> Result<String, TemplateError> {
+fn fill(text: &str, vars: &BTreeMap<String, String>, field: &'static str) -> Result<String, TemplateError> {
     let mut out = String::with_capacity(text.len().min(MAX_RENDERED_BYTES));
     let push = |out: &mut String, piece: &str| {
         if out.len() + piece.len() > MAX_RENDERED_BYTES {
@@ -193,7 +200,7 @@ fn fill(text: &str, vars: &BTreeMap<String, String>, field: &str) -> Result<Stri
     while let Some(start) = rest.find("{{") {
         push(&mut out, &rest[..start])?;
         let after = &rest[start + 2..];
-        let end = after.find("}}").ok_or_else(|| TemplateError::Invalid("an unclosed `{{`".into()))?;
+        let end = after.find("}}").ok_or_else(|| unclosed(field))?;
         let name = after[..end].trim();
         push(&mut out, vars.get(name).ok_or_else(|| TemplateError::MissingVariable(name.to_string()))?)?;
         rest = &after[end + 2..];
@@ -238,8 +245,11 @@ pub async fn put(
     template_id: &str,
     locale: &str,
     input: &TemplateInput,
-) -> Result<Template, anyhow::Error> {
-    let variables = variables_of(input)?;
+) -> anyhow::Result<Result<Template, TemplateError>> {
+    let variables = match variables_of(input) {
+        Ok(v) => v,
+        Err(e) => return Ok(Err(e)),
+    };
     let mut tx = db.begin_write().await?;
     sqlx::query(
         "INSERT INTO templates (brand_id, template_id, locale, topic, subject, body, variables, updated_at, updated_by)
@@ -261,7 +271,7 @@ pub async fn put(
     let detail = serde_json::json!({"locale": locale, "topic": input.topic, "variables": variables});
     audit::record(&mut tx, actor, "template.put", template_id, &[brand.to_string()], detail).await?;
     tx.commit().await?;
-    Ok(get_exact(db, brand, template_id, locale).await?.expect("just written"))
+    Ok(Ok(get_exact(db, brand, template_id, locale).await?.expect("just written")))
 }
 
 async fn get_exact(

@@ -563,9 +563,12 @@ async fn a_swap_never_goes_back(s: &TestServer) {
     let mut stale = 0;
     for round in 0..80 {
         let target = if round % 2 == 0 { &first } else { &second };
-        registry.bind(&operator, "A", "DE", target, Default::default(), Default::default()).await.unwrap();
+        registry
+            .bind(&operator, "A", "DE", "", target, Default::default(), Default::default())
+            .await
+            .unwrap();
         for _ in 0..20 {
-            let live = registry.snapshot().resolve("A", "DE", pitboss::plugins::World::Segment).unwrap();
+            let live = registry.snapshot().resolve("A", "DE", pitboss::plugins::World::Segment, "").unwrap();
             stale += usize::from(&live.plugin_id != target);
             tokio::task::yield_now().await;
         }
@@ -605,6 +608,7 @@ async fn a_decision_and_a_send_without_http(s: &TestServer) {
             brand: "A".into(),
             player_id: "p_core".into(),
             world: pitboss::plugins::World::Segment,
+            segment: None,
             trace_id: Some("tr_core".into()),
             event: None,
             bonuses: vec![],

@@ -21,4 +21,5 @@ mod plugin_registry;
 mod policy_gate;
 mod reference_plugins;
 mod restart;
+mod segments;
 mod templates;

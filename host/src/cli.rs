@@ -40,6 +40,9 @@ pub enum Command {
     /// Work with rule plugins locally.
     #[command(subcommand)]
     Plugin(PluginCommand),
+    /// Segments on a running host: define, list, members, sweeps.
+    #[command(subcommand)]
+    Segment(crate::remote::SegmentCommand),
 }
 
 #[derive(Debug, Subcommand)]
@@ -201,6 +204,7 @@ pub fn main(cli: Cli) -> ExitCode {
         Command::Plugin(PluginCommand::Inspect { file }) => plugin_inspect(&file),
         Command::Plugin(PluginCommand::Sign { key, manifest, wasm }) => plugin_sign(&key, &manifest, &wasm),
         Command::Plugin(PluginCommand::Remote(cmd)) => tokio_main(crate::remote::run(cmd)),
+        Command::Segment(cmd) => tokio_main(crate::remote::run_segment(cmd)),
         Command::Keygen { out } => keygen(&out),
     };
     match result {

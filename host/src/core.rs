@@ -119,6 +119,7 @@ impl Core {
             ("profiles", crate::profiles::erasure_step),
             ("consents", store::consents::erasure_step),
             ("decisions", store::decisions::erasure_step),
+            ("segments", store::segments::erasure_step),
             ("events", store::events::erasure_step),
         ]
     }

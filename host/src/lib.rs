@@ -19,6 +19,7 @@ pub mod plugins;
 pub mod policy;
 pub mod profiles;
 pub mod remote;
+pub mod segments;
 pub mod server;
 pub mod store;
 pub mod telemetry;

@@ -192,6 +192,18 @@ pub enum EventType {
     CrmUnsubscribed,
     #[serde(rename = "crm.complained")]
     CrmComplained,
+    // Emitted by the host, never accepted from the platform (docs/events.md, "Emitted by the host"):
+    #[serde(rename = "segment.entered")]
+    SegmentEntered,
+    #[serde(rename = "segment.left")]
+    SegmentLeft,
+}
+
+impl EventType {
+    /// Whether only the host writes events of this type to the log (the platform's are refused).
+    pub fn emitted_by_host(self) -> bool {
+        matches!(self, EventType::SegmentEntered | EventType::SegmentLeft)
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -314,6 +326,20 @@ pub enum EventPayload {
     RealityCheckMinutes(u32),
     SelfExclusion(SelfExclusion),
     Crm(CrmInfo),
+    Segment(SegmentChange),
+}
+
+/// `segment.entered` / `segment.left`: a player's membership changed, and what decided it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SegmentChange {
+    pub segment_id: String,
+    pub segment: String,
+    /// The plugin version that decided (empty when the host took the player out on its own, e.g. RG).
+    pub plugin_id: String,
+    /// `event:<seq>`, `sweep:<id>` or `host:<rule>`.
+    pub via: String,
+    pub reason: Option<String>,
+    pub score: Option<f64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

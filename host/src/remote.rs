@@ -51,6 +51,9 @@ pub enum RemoteCommand {
         brand: String,
         #[arg(long)]
         jurisdiction: String,
+        /// Make the version this segment's rule (segment plugins).
+        #[arg(long)]
+        segment: Option<String>,
         /// The plugin's configuration, KEY=VALUE (repeat).
         #[arg(long = "config", value_parser = parse_kv)]
         config: Vec<(String, String)>,
@@ -65,6 +68,9 @@ pub enum RemoteCommand {
         jurisdiction: String,
         #[arg(long, value_enum)]
         world: crate::plugins::World,
+        /// The segment whose rule rolls back.
+        #[arg(long)]
+        segment: Option<String>,
         #[command(flatten)]
         remote: Remote,
     },
@@ -118,15 +124,16 @@ pub async fn run(cmd: RemoteCommand) -> anyhow::Result<ExitCode> {
             )
             .await
         }
-        RemoteCommand::Bind { id, brand, jurisdiction, config, remote } => {
+        RemoteCommand::Bind { id, brand, jurisdiction, segment, config, remote } => {
             let config: serde_json::Map<String, Value> =
                 config.into_iter().map(|(k, v)| (k, Value::String(v))).collect();
-            let body =
-                json!({"brand_id": brand, "jurisdiction": jurisdiction, "plugin_id": id, "config": config});
+            let body = json!({"brand_id": brand, "jurisdiction": jurisdiction, "plugin_id": id,
+                              "segment": segment, "config": config});
             finish(send(http.post(url(&remote, "/admin/bindings")).json(&body), &remote).await?).await
         }
-        RemoteCommand::Rollback { brand, jurisdiction, world, remote } => {
-            let body = json!({"brand_id": brand, "jurisdiction": jurisdiction, "world": world});
+        RemoteCommand::Rollback { brand, jurisdiction, world, segment, remote } => {
+            let body =
+                json!({"brand_id": brand, "jurisdiction": jurisdiction, "world": world, "segment": segment});
             finish(send(http.post(url(&remote, "/admin/bindings/rollback")).json(&body), &remote).await?)
                 .await
         }
@@ -145,6 +152,120 @@ pub async fn run(cmd: RemoteCommand) -> anyhow::Result<ExitCode> {
                 )?
             );
             Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SegmentCommand {
+    /// The brand's segments with their members by jurisdiction.
+    List {
+        #[arg(long)]
+        brand: Option<String>,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// Define a segment (marketing, operator); bind its rule with `pitboss plugin bind --segment NAME`.
+    Create {
+        #[arg(long)]
+        brand: Option<String>,
+        #[arg(long)]
+        name: String,
+        #[arg(long)]
+        description: Option<String>,
+        /// Not a marketing segment: players whose RG state blocks marketing may still be in it.
+        #[arg(long)]
+        not_marketing: bool,
+        /// Sweep the whole population every N minutes (5–60).
+        #[arg(long)]
+        sweep_minutes: Option<i64>,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// One segment: members by jurisdiction, rules bound, last sweep.
+    Show {
+        #[arg(long)]
+        id: String,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// Current members, a page at a time (`--csv` for a spreadsheet).
+    Members {
+        #[arg(long)]
+        id: String,
+        #[arg(long)]
+        cursor: Option<String>,
+        #[arg(long, default_value_t = 100)]
+        limit: i64,
+        #[arg(long)]
+        csv: bool,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// Sweep the whole population now; prints the sweep (follow it with `sweep`).
+    Refresh {
+        #[arg(long)]
+        id: String,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// A sweep's state and figures.
+    Sweep {
+        #[arg(long)]
+        id: String,
+        #[arg(long)]
+        sweep: String,
+        #[command(flatten)]
+        remote: Remote,
+    },
+}
+
+pub async fn run_segment(cmd: SegmentCommand) -> anyhow::Result<ExitCode> {
+    let http = reqwest::Client::new();
+    let get = |r: &Remote, path: String| {
+        let req = http.get(format!("{}{path}", r.url.trim_end_matches('/'))).bearer_auth(&r.api_key);
+        async move { req.send().await.context("reaching the host") }
+    };
+    let brand_q = |b: &Option<String>| b.as_ref().map(|b| format!("?brand_id={b}")).unwrap_or_default();
+    match cmd {
+        SegmentCommand::List { brand, remote } => {
+            finish(get(&remote, format!("/v1/segments{}", brand_q(&brand))).await?).await
+        }
+        SegmentCommand::Create { brand, name, description, not_marketing, sweep_minutes, remote } => {
+            let body = json!({"brand_id": brand, "name": name, "description": description,
+                              "marketing": !not_marketing, "sweep_minutes": sweep_minutes});
+            let url = format!("{}/admin/segments", remote.url.trim_end_matches('/'));
+            finish(
+                http.post(url)
+                    .bearer_auth(&remote.api_key)
+                    .json(&body)
+                    .send()
+                    .await
+                    .context("reaching the host")?,
+            )
+            .await
+        }
+        SegmentCommand::Show { id, remote } => {
+            finish(get(&remote, format!("/v1/segments/{id}")).await?).await
+        }
+        SegmentCommand::Members { id, cursor, limit, csv, remote } => {
+            let cursor = cursor.map(|c| format!("&cursor={c}")).unwrap_or_default();
+            let format = if csv { "csv" } else { "json" };
+            let r = get(&remote, format!("/v1/segments/{id}/members?limit={limit}&format={format}{cursor}"))
+                .await?;
+            if csv && r.status().is_success() {
+                print!("{}", r.text().await?);
+                return Ok(ExitCode::SUCCESS);
+            }
+            finish(r).await
+        }
+        SegmentCommand::Refresh { id, remote } => {
+            let url = format!("{}/admin/segments/{id}/refresh", remote.url.trim_end_matches('/'));
+            finish(http.post(url).bearer_auth(&remote.api_key).send().await.context("reaching the host")?)
+                .await
+        }
+        SegmentCommand::Sweep { id, sweep, remote } => {
+            finish(get(&remote, format!("/admin/segments/{id}/sweeps/{sweep}")).await?).await
         }
     }
 }

@@ -82,9 +82,12 @@ pub async fn run(
             }
         });
     }
-    for consumer in core.consumers() {
+    // The capabilities built on the core: their bus consumers and background jobs.
+    let consumers = core.consumers().into_iter().chain(crate::segments::consumers(&core));
+    for consumer in consumers {
         tasks.spawn(consumer.run(core.bus.clone(), stop_rx.clone()));
     }
+    tasks.spawn(crate::segments::sweep::scheduler(core.clone(), stop_rx.clone()));
     tasks.spawn(worker.run(stop_rx));
     axum::serve(listener, api::app(state)).with_graceful_shutdown(shutdown).await?;
     let _ = stop_tx.send(true);

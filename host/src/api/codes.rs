@@ -28,6 +28,7 @@ pub const CODES: &[(&str, u16, &str)] = &[
     ("pack_version_exists", 409, "a pack version that exists already (a change is a new version)"),
     ("already_approved", 409, "a pack version approved already"),
     ("conflict", 409, "the change conflicts with the state (e.g. nothing to roll back to)"),
+    ("segment_exists", 409, "the brand has a segment of that name already"),
     ("no_binding", 409, "no plugin is bound for the brand, jurisdiction and world"),
     ("player_erased", 410, "the player was erased"),
     ("payload_too_large", 413, "the body is larger than the endpoint takes"),
@@ -60,6 +61,7 @@ pub const CODES: &[(&str, u16, &str)] = &[
     ("invalid_binding", 422, "a binding request with a wrong field (e.g. a jurisdiction no pack covers)"),
     ("invalid_pack", 422, "a pack version with a wrong or unsourced value (named)"),
     ("invalid_decision_request", 422, "a decision request of the wrong shape"),
+    ("invalid_segment", 422, "a segment definition with a wrong field (named)"),
     // A plugin that could not be used or failed: the runtime's own codes.
     ("not_a_component", 422, "not a WebAssembly component"),
     ("unknown_world", 422, "it exports no Pitboss world"),

@@ -30,6 +30,8 @@ struct DecisionBody {
     player_id: String,
     brand_id: Option<String>,
     trace_id: Option<String>,
+    /// segment: the segment whose rule decides; none for the brand's general segment binding.
+    segment: Option<String>,
     /// segment (optional), bonus-rule (required): the event, in the model's shape.
     event: Option<m::Event>,
     #[serde(default)]
@@ -43,7 +45,7 @@ fn invalid(message: impl Into<String>) -> ApiError {
     ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_decision_request", message)
 }
 
-#[utoipa::path(post, path = "/v1/decisions/{world}", tag = "decisions", params(("world" = String, Path)), request_body(content = Object, description = "{player_id, brand_id?, trace_id?, event?, bonuses?, candidates?, context?}"), responses((status = 200, description = "the decision, the version that took it, usage, the record's seq", body = Object), crate::api::openapi::Errors))]
+#[utoipa::path(post, path = "/v1/decisions/{world}", tag = "decisions", params(("world" = String, Path)), request_body(content = Object, description = "{player_id, brand_id?, trace_id?, segment?, event?, bonuses?, candidates?, context?}"), responses((status = 200, description = "the decision, the version that took it, usage, the record's seq", body = Object), crate::api::openapi::Errors))]
 async fn decide(
     State(state): State<AppState>,
     Authorized(principal): Authorized<{ PLATFORM }>,
@@ -59,6 +61,7 @@ async fn decide(
         brand,
         player_id: req.player_id,
         world,
+        segment: req.segment,
         trace_id: req.trace_id,
         event: req.event,
         bonuses: req.bonuses,

@@ -12,6 +12,7 @@ pub mod openapi;
 mod packs;
 mod players;
 mod plugins;
+mod segments;
 mod templates;
 
 use axum::Json;
@@ -52,6 +53,7 @@ pub fn app(state: AppState) -> Router {
         .merge(players::router())
         .merge(messaging::router())
         .merge(packs::router())
+        .merge(segments::router())
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint") })
         .layer(axum::middleware::map_response(json_errors))
         .layer(axum::middleware::from_fn(uri_limit))

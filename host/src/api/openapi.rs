@@ -104,6 +104,7 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
         super::plugins::Doc::openapi(),
         super::packs::Doc::openapi(),
         super::admin::Doc::openapi(),
+        super::segments::Doc::openapi(),
     ] {
         doc.merge(part);
     }

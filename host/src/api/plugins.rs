@@ -167,13 +167,15 @@ struct NewBinding {
     /// A jurisdiction, or "*" for the brand-wide default.
     jurisdiction: String,
     plugin_id: String,
+    /// A segment's name: the version becomes that segment's rule (segment plugins only).
+    segment: Option<String>,
     #[serde(default)]
     config: std::collections::BTreeMap<String, String>,
     #[serde(default)]
     limits: crate::plugins::registry::bindings::LimitOverrides,
 }
 
-#[utoipa::path(post, path = "/admin/bindings", tag = "plugins", request_body(content = Object, description = "{brand_id, jurisdiction, plugin_id, config?, limits?}"), responses((status = 201, description = "the binding, in force", body = Object), crate::api::openapi::Errors))]
+#[utoipa::path(post, path = "/admin/bindings", tag = "plugins", request_body(content = Object, description = "{brand_id, jurisdiction, plugin_id, segment?, config?, limits?}"), responses((status = 201, description = "the binding, in force", body = Object), crate::api::openapi::Errors))]
 async fn bind(
     State(state): State<AppState>,
     Authorized(principal): Authorized<{ OPERATOR }>,
@@ -193,9 +195,16 @@ async fn bind(
         )
         .with_field("jurisdiction"));
     }
+    let slot = b.segment.unwrap_or_default();
+    if !slot.is_empty() && principal.may_see_brand(&b.brand_id) {
+        crate::segments::by_name(&state.db, &b.brand_id, &slot)
+            .await
+            .map_err(ApiError::internal)?
+            .ok_or_else(|| ApiError::not_found("segment").with_field("segment"))?;
+    }
     let row = state
         .registry
-        .bind(&principal, &b.brand_id, &b.jurisdiction, &b.plugin_id, b.config, b.limits)
+        .bind(&principal, &b.brand_id, &b.jurisdiction, &slot, &b.plugin_id, b.config, b.limits)
         .await?;
     Ok((StatusCode::CREATED, Json(json!(row))))
 }
@@ -206,16 +215,19 @@ struct Rollback {
     brand_id: String,
     jurisdiction: String,
     world: crate::plugins::World,
+    /// The segment whose rule rolls back (segment world).
+    segment: Option<String>,
 }
 
-#[utoipa::path(post, path = "/admin/bindings/rollback", tag = "plugins", request_body(content = Object, description = "{brand_id, jurisdiction, world}"), responses((status = 200, description = "the binding now in force", body = Object), crate::api::openapi::Errors))]
+#[utoipa::path(post, path = "/admin/bindings/rollback", tag = "plugins", request_body(content = Object, description = "{brand_id, jurisdiction, world, segment?}"), responses((status = 200, description = "the binding now in force", body = Object), crate::api::openapi::Errors))]
 async fn rollback(
     State(state): State<AppState>,
     Authorized(principal): Authorized<{ OPERATOR }>,
     body: axum::body::Bytes,
 ) -> Result<Json<Value>, ApiError> {
     let r: Rollback = json_body(&body, "invalid_binding", None)?;
-    Ok(Json(json!(state.registry.rollback(&principal, &r.brand_id, &r.jurisdiction, r.world).await?)))
+    let slot = r.segment.unwrap_or_default();
+    Ok(Json(json!(state.registry.rollback(&principal, &r.brand_id, &r.jurisdiction, r.world, &slot).await?)))
 }
 
 #[utoipa::path(get, path = "/admin/bindings", tag = "plugins", responses((status = 200, description = "current bindings and history", body = Object), crate::api::openapi::Errors))]

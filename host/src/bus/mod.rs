@@ -45,6 +45,7 @@ pub struct LoggedEvent {
     pub seq: i64,
     pub tx: i64,
     pub brand_id: String,
+    pub event_id: String,
     pub player_id: String,
     pub event_type: EventType,
     pub occurred_at: i64,
@@ -54,6 +55,16 @@ pub struct LoggedEvent {
 impl LoggedEvent {
     pub fn position(&self) -> Position {
         Position { tx: self.tx, seq: self.seq }
+    }
+
+    /// The event as the model has it (what a plugin is shown).
+    pub fn event(&self) -> crate::model::Event {
+        crate::model::Event {
+            event_id: self.event_id.clone(),
+            event_type: self.event_type,
+            occurred_at: jiff::Timestamp::from_millisecond(self.occurred_at).unwrap_or_default(),
+            payload: self.payload.clone(),
+        }
     }
 }
 
@@ -83,28 +94,45 @@ const BATCH: i64 = 256;
 /// changes.
 pub struct Consumer {
     pub name: &'static str,
-    start: Box<dyn FnOnce(Arc<EmbeddedBus>, watch::Receiver<bool>) -> ConsumerTask + Send>,
+    /// The consumer this one follows: it takes only events that one has applied (segments read the
+    /// profiles the profile consumer wrote).
+    pub after: Option<&'static str>,
+    start: Start,
 }
 
+/// Starts a consumer on a bus, after its leader if it has one, until the stop signal.
+type Start =
+    Box<dyn FnOnce(Arc<EmbeddedBus>, Option<&'static str>, watch::Receiver<bool>) -> ConsumerTask + Send>;
 type ConsumerTask = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
 
 impl Consumer {
     pub fn new<H: Handler>(name: &'static str, handler: H) -> Consumer {
         Consumer {
             name,
-            start: Box::new(move |bus, stop| Box::pin(async move { bus.run(name, handler, stop).await })),
+            after: None,
+            start: Box::new(move |bus, after, stop| {
+                Box::pin(async move { bus.run_after(name, after, handler, stop).await })
+            }),
         }
+    }
+
+    /// Takes only the events `leader` has applied.
+    pub fn after(mut self, leader: &'static str) -> Consumer {
+        self.after = Some(leader);
+        self
     }
 
     /// Runs the consumer on `bus` until `stop` turns true.
     pub fn run(self, bus: Arc<EmbeddedBus>, stop: watch::Receiver<bool>) -> ConsumerTask {
-        (self.start)(bus, stop)
+        (self.start)(bus, self.after, stop)
     }
 }
 
 pub struct EmbeddedBus {
     db: Db,
     wake: Arc<Notify>,
+    /// A consumer committed a batch: the consumers that follow it may go on.
+    progress: Notify,
 }
 
 impl Bus for EmbeddedBus {
@@ -120,22 +148,24 @@ struct Progress {
     single_until: Option<Position>,
 }
 
-/// Reads the log after `after`, up to `horizon` (exclusive, on tx).
+/// Reads the log after `after`, up to `horizon` (exclusive, on tx) and `ceiling` (inclusive).
 async fn read_after(
     conn: &mut sqlx::AnyConnection,
     after: Position,
-    horizon: i64,
+    (horizon, ceiling): (i64, Position),
     limit: i64,
 ) -> anyhow::Result<Vec<Result<LoggedEvent, (i64, i64, String)>>> {
     let rows = sqlx::query(
-        "SELECT seq, tx_id, brand_id, player_id, event_type, occurred_at, payload FROM events
-         WHERE (tx_id, seq) > ($1, $2) AND tx_id < $3
+        "SELECT seq, tx_id, brand_id, event_id, player_id, event_type, occurred_at, payload FROM events
+         WHERE (tx_id, seq) > ($1, $2) AND tx_id < $3 AND (tx_id, seq) <= ($5, $6)
          ORDER BY tx_id, seq LIMIT $4",
     )
     .bind(after.tx)
     .bind(after.seq)
     .bind(horizon)
     .bind(limit)
+    .bind(ceiling.tx)
+    .bind(ceiling.seq)
     .fetch_all(conn)
     .await?;
     let mut out = Vec::with_capacity(rows.len());
@@ -149,6 +179,7 @@ async fn read_after(
                 seq,
                 tx,
                 brand_id: row.try_get("brand_id")?,
+                event_id: row.try_get("event_id")?,
                 player_id: row.try_get("player_id")?,
                 event_type: serde_json::from_value(serde_json::Value::String(event_type))?,
                 occurred_at: row.try_get("occurred_at")?,
@@ -183,7 +214,7 @@ fn never_applies(e: &anyhow::Error) -> bool {
 
 impl EmbeddedBus {
     pub fn new(db: Db) -> Self {
-        EmbeddedBus { db, wake: Arc::new(Notify::new()) }
+        EmbeddedBus { db, wake: Arc::new(Notify::new()), progress: Notify::new() }
     }
 
     /// The first transaction id whose events may not be read yet: on PostgreSQL the oldest transaction
@@ -204,11 +235,16 @@ impl EmbeddedBus {
     async fn drain<H: Handler>(
         &self,
         consumer: &str,
+        leader: Option<&str>,
         handler: &H,
         progress: &mut Progress,
     ) -> anyhow::Result<bool> {
         loop {
             let horizon = self.horizon().await?;
+            let ceiling = match leader {
+                Some(leader) => offset_of(&mut *self.db.pool.acquire().await?, leader, "").await?,
+                None => Position { tx: i64::MAX, seq: i64::MAX },
+            };
             let mut tx = self.db.begin_write().await?;
             // On PostgreSQL the offset row is locked for the batch (erasure takes the same lock, and a
             // second host's consumer waits for it).
@@ -222,7 +258,8 @@ impl EmbeddedBus {
             if !single {
                 progress.single_until = None;
             }
-            let rows = read_after(&mut tx, position, horizon, if single { 1 } else { BATCH }).await?;
+            let rows =
+                read_after(&mut tx, position, (horizon, ceiling), if single { 1 } else { BATCH }).await?;
             if rows.is_empty() {
                 drop(tx);
                 return pending(&self.db, consumer).await;
@@ -252,6 +289,7 @@ impl EmbeddedBus {
                     move_offset(&mut tx, consumer, last).await?;
                     tx.commit().await?;
                     handler.committed(&events);
+                    self.progress.notify_waiters();
                 }
                 Err(e) => {
                     drop(tx);
@@ -281,14 +319,27 @@ impl EmbeddedBus {
     /// Runs a consumer until `shutdown` turns true: drains, then waits for a notification (or a second,
     /// for events written by another process). A failure is retried after a pause; shutdown always ends
     /// the loop, failing or not.
-    pub async fn run<H: Handler>(&self, consumer: &str, handler: H, mut shutdown: watch::Receiver<bool>) {
+    pub async fn run<H: Handler>(&self, consumer: &str, handler: H, shutdown: watch::Receiver<bool>) {
+        self.run_after(consumer, None, handler, shutdown).await
+    }
+
+    /// `run`, for a consumer that takes only the events `leader` has applied.
+    pub async fn run_after<H: Handler>(
+        &self,
+        consumer: &str,
+        leader: Option<&str>,
+        handler: H,
+        mut shutdown: watch::Receiver<bool>,
+    ) {
         let mut progress = Progress::default();
         loop {
             let woken = self.wake.notified();
-            tokio::pin!(woken);
+            let led = self.progress.notified();
+            tokio::pin!(woken, led);
             // Registered before draining, so a notification that arrives meanwhile is not lost.
             woken.as_mut().enable();
-            let pause = match self.drain(consumer, &handler, &mut progress).await {
+            led.as_mut().enable();
+            let pause = match self.drain(consumer, leader, &handler, &mut progress).await {
                 Err(e) => {
                     tracing::error!(consumer, error = %format!("{e:#}"), "consumer failed; retrying");
                     Some(Duration::from_millis(500))
@@ -302,6 +353,7 @@ impl EmbeddedBus {
             }
             tokio::select! {
                 _ = woken, if pause.is_none() => {}
+                _ = led, if pause.is_none() && leader.is_some() => {}
                 _ = tokio::time::sleep(pause.unwrap_or(Duration::from_secs(1))) => {}
                 _ = shutdown.changed() => {}
             }

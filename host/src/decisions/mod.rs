@@ -4,6 +4,8 @@
 //! the HTTP API, bus consumers, sweeps, the CLI. A version that failed its integrity check at load fails
 //! closed: no decision, an error, a record.
 
+use std::sync::Arc;
+
 use serde::Serialize;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
@@ -11,7 +13,7 @@ use sha2::{Digest, Sha256};
 use crate::core::Core;
 use crate::model as m;
 use crate::plugins::registry::bindings::ActiveBinding;
-use crate::plugins::{CallOptions, Usage, World};
+use crate::plugins::{CallOptions, PluginError, Usage, World};
 use crate::profiles::ProfileError;
 use crate::store::decisions::{self, NewDecision};
 
@@ -21,6 +23,8 @@ pub struct DecisionRequest {
     pub brand: String,
     pub player_id: String,
     pub world: World,
+    /// segment: the segment whose rule decides (its binding slot); none for the world's general binding.
+    pub segment: Option<String>,
     pub trace_id: Option<String>,
     /// segment (optional), bonus-rule (required): the event.
     pub event: Option<m::Event>,
@@ -28,6 +32,23 @@ pub struct DecisionRequest {
     pub candidates: Vec<m::OfferTemplate>,
     /// offer-scorer (required).
     pub context: Option<m::OfferContext>,
+}
+
+impl DecisionRequest {
+    /// A request about a player with nothing else given (the caller sets what its world needs).
+    pub fn new(brand: &str, player: &str, world: World) -> DecisionRequest {
+        DecisionRequest {
+            brand: brand.to_string(),
+            player_id: player.to_string(),
+            world,
+            segment: None,
+            trace_id: None,
+            event: None,
+            bonuses: Vec::new(),
+            candidates: Vec::new(),
+            context: None,
+        }
+    }
 }
 
 /// Which version decided, and through which binding.
@@ -66,36 +87,59 @@ pub enum DecisionError {
     Internal(#[from] anyhow::Error),
 }
 
-/// Runs and records one decision.
+/// Runs and records one decision, on the player's current profile.
 pub async fn decide(core: &Core, req: &DecisionRequest) -> Result<Decided, DecisionError> {
     let now = core.clock().now();
     let stored = core.profiles.current(&req.brand, &req.player_id).await?;
     let profile = stored.at(&req.brand, &req.player_id, now).profile;
-    // One snapshot for the whole decision: a swap meanwhile does not change what runs.
-    let snapshot = core.registry.snapshot();
-    let binding = snapshot.resolve(&req.brand, &profile.jurisdiction, req.world).ok_or_else(|| {
+    let evaluated = evaluate(core, req, profile, now).await?;
+    let mut conn = core.db.pool.acquire().await.map_err(anyhow::Error::from)?;
+    evaluated.record_in(&mut conn).await?.into_result()
+}
+
+/// A decision taken and not recorded yet: a caller that writes in its own transaction (a bus consumer,
+/// a sweep) records it there, or not at all when nothing changed.
+pub struct Evaluated {
+    req: DecisionRequest,
+    pub binding: Arc<ActiveBinding>,
+    input_hash: String,
+    pub outcome: Result<Value, PluginError>,
+    pub usage: Usage,
+}
+
+/// The binding that decides for `req` on this profile: one snapshot for the whole decision, so a swap
+/// meanwhile does not change what runs.
+pub fn binding_for(
+    core: &Core,
+    req: &DecisionRequest,
+    jurisdiction: &str,
+) -> Result<Arc<ActiveBinding>, DecisionError> {
+    let slot = req.segment.as_deref().unwrap_or_default();
+    core.registry.snapshot().resolve(&req.brand, jurisdiction, req.world, slot).ok_or_else(|| {
         DecisionError::NoBinding {
             world: req.world,
             brand: req.brand.clone(),
-            jurisdiction: profile.jurisdiction.clone(),
+            jurisdiction: jurisdiction.to_string(),
         }
-    })?;
-    let input = json!({"world": req.world, "profile": profile, "event": req.event, "bonuses": req.bonuses,
-                       "candidates": req.candidates, "context": req.context});
-    let recorder = Recorder {
-        core,
-        req,
-        binding: &binding,
-        input_hash: hex::encode(Sha256::digest(input.to_string().as_bytes())),
-    };
+    })
+}
+
+/// Runs the plugin bound for the request on `profile` (the host's profile of the player at `now`).
+pub async fn evaluate(
+    core: &Core,
+    req: &DecisionRequest,
+    profile: m::Profile,
+    now: jiff::Timestamp,
+) -> Result<Evaluated, DecisionError> {
+    let binding = binding_for(core, req, &profile.jurisdiction)?;
+    let input = json!({"world": req.world, "segment": req.segment, "profile": profile, "event": req.event,
+                       "bonuses": req.bonuses, "candidates": req.candidates, "context": req.context});
+    let input_hash = hex::encode(Sha256::digest(input.to_string().as_bytes()));
     let plugin = match &binding.plugin {
         Ok(p) => p.clone(),
         Err(why) => {
-            recorder.save(&json!({"error": why}), "integrity_failed", 0, 0).await?;
-            return Err(DecisionError::IntegrityFailed {
-                plugin_id: binding.plugin_id.clone(),
-                why: why.clone(),
-            });
+            let outcome = Err(PluginError::Instantiate(format!("integrity check failed: {why}")));
+            return Ok(Evaluated { req: req.clone(), binding, input_hash, outcome, usage: Usage::default() });
         }
     };
     let opts = CallOptions { limits: binding.limits, now, config: binding.config.clone() };
@@ -126,38 +170,48 @@ pub async fn decide(core: &Core, req: &DecisionRequest) -> Result<Decided, Decis
     })
     .await
     .map_err(|e| DecisionError::Internal(e.into()))??;
-    let plugin = Provenance {
-        plugin_id: binding.plugin_id.clone(),
-        name: binding.name.clone(),
-        version: binding.version.clone(),
-        sha256: binding.sha256.clone(),
-        binding_id: binding.binding_id.clone(),
-    };
-    match outcome {
-        Ok(decision) => {
-            let decision_seq = recorder.save(&decision, "ok", usage.fuel, usage.duration_ns).await?;
-            Ok(Decided { decision, plugin, usage, decision_seq })
-        }
-        Err(e) => {
-            recorder.save(&json!({"error": e}), e.code(), usage.fuel, usage.duration_ns).await?;
-            Err(DecisionError::Plugin {
-                code: e.code(),
-                message: format!("{} {}: {e}", binding.name, binding.version),
-            })
+    Ok(Evaluated { req: req.clone(), binding, input_hash, outcome, usage })
+}
+
+/// A recorded decision: what the plugin answered, or why it did not.
+pub struct Recorded {
+    pub seq: i64,
+    evaluated: Evaluated,
+}
+
+impl Recorded {
+    /// The decision, or its failure as the error callers answer with.
+    pub fn into_result(self) -> Result<Decided, DecisionError> {
+        let e = self.evaluated;
+        let b = &e.binding;
+        let plugin = Provenance {
+            plugin_id: b.plugin_id.clone(),
+            name: b.name.clone(),
+            version: b.version.clone(),
+            sha256: b.sha256.clone(),
+            binding_id: b.binding_id.clone(),
+        };
+        match (e.outcome, &b.plugin) {
+            (Ok(decision), _) => Ok(Decided { decision, plugin, usage: e.usage, decision_seq: self.seq }),
+            (Err(_), Err(why)) => {
+                Err(DecisionError::IntegrityFailed { plugin_id: b.plugin_id.clone(), why: why.clone() })
+            }
+            (Err(err), Ok(_)) => Err(DecisionError::Plugin {
+                code: err.code(),
+                message: format!("{} {}: {err}", b.name, b.version),
+            }),
         }
     }
 }
 
-/// What every record of one decision shares.
-struct Recorder<'a> {
-    core: &'a Core,
-    req: &'a DecisionRequest,
-    binding: &'a ActiveBinding,
-    input_hash: String,
-}
-
-impl Recorder<'_> {
-    async fn save(&self, output: &Value, outcome: &str, fuel: u64, duration_ns: u64) -> anyhow::Result<i64> {
+impl Evaluated {
+    /// Records the decision with its basis in the caller's connection (or transaction).
+    pub async fn record_in(self, conn: &mut sqlx::AnyConnection) -> anyhow::Result<Recorded> {
+        let (output, outcome) = match (&self.outcome, &self.binding.plugin) {
+            (Ok(v), _) => (v.clone(), "ok"),
+            (Err(_), Err(why)) => (json!({"error": why}), "integrity_failed"),
+            (Err(e), Ok(_)) => (json!({"error": e}), e.code()),
+        };
         let d = NewDecision {
             brand_id: &self.req.brand,
             player_id: &self.req.player_id,
@@ -165,12 +219,13 @@ impl Recorder<'_> {
             plugin_id: &self.binding.plugin_id,
             binding_id: &self.binding.binding_id,
             input_hash: &self.input_hash,
-            output,
+            output: &output,
             outcome,
-            fuel,
-            duration_ns,
+            fuel: self.usage.fuel,
+            duration_ns: self.usage.duration_ns,
             trace_id: self.req.trace_id.as_deref(),
         };
-        decisions::record(&self.core.db, &d).await
+        let seq = decisions::record_in(conn, &d).await?;
+        Ok(Recorded { seq, evaluated: self })
     }
 }

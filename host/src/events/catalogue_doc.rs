@@ -79,7 +79,9 @@ fn sections() -> Vec<Section> {
 fn model_event_types() -> BTreeSet<String> {
     let start = MODEL.find("pub enum EventType {").expect("`pub enum EventType {` in model.rs");
     let block = &MODEL[start..];
-    let block = &block[..block.find("\n}").expect("the end of EventType")];
+    // The platform's catalogue ends where the types the host emits begin.
+    let end = block.find("// Emitted by the host").or_else(|| block.find("\n}"));
+    let block = &block[..end.expect("the end of EventType")];
     let mut names = BTreeSet::new();
     let mut variants = 0;
     for line in block.lines().skip(1).map(str::trim) {

@@ -66,6 +66,12 @@ pub fn validate(value: &Value) -> Result<ValidEvent, FieldError> {
             field: "event_type".into(),
             message: format!("unknown event type `{type_str}`"),
         })?;
+    if event_type.emitted_by_host() {
+        return Err(FieldError::new(
+            "event_type",
+            format!("`{type_str}` is emitted by the host; the platform cannot post it"),
+        ));
+    }
     let player_id = env.id("player_id")?;
     let brand_id = env.id("brand_id")?;
     let occurred_at = env.timestamp("occurred_at")?;
@@ -278,6 +284,9 @@ fn payload_of(t: EventType, p: &Fields) -> Result<(m::EventPayload, Personal), F
             }),
             none,
         ),
+        T::SegmentEntered | T::SegmentLeft => {
+            return Err(FieldError::new("event_type", "emitted by the host; the platform cannot post it"));
+        }
     })
 }
 

@@ -98,7 +98,9 @@ fn kyc(k: m::KycStatus) -> w::KycStatus {
     }
 }
 
-pub fn event(e: &m::Event) -> w::Event {
+/// The event as plugins see it; `None` for the events the host emits itself (`segment.*`), which the WIT
+/// catalogue of this package version does not have.
+pub fn event(e: &m::Event) -> Option<w::Event> {
     use m::EventType as T;
     use w::EventType as W;
     let event_type = match e.event_type {
@@ -132,6 +134,7 @@ pub fn event(e: &m::Event) -> w::Event {
         T::CrmClicked => W::CrmClicked,
         T::CrmUnsubscribed => W::CrmUnsubscribed,
         T::CrmComplained => W::CrmComplained,
+        T::SegmentEntered | T::SegmentLeft => return None,
     };
     let payload = match &e.payload {
         // Plugins see the player's state in the profile.
@@ -191,8 +194,9 @@ pub fn event(e: &m::Event) -> w::Event {
             delivery_id: c.delivery_id.clone(),
             channel: c.channel.clone(),
         }),
+        m::EventPayload::Segment(_) => return None,
     };
-    w::Event { event_id: e.event_id.clone(), event_type, occurred_at: ms(e.occurred_at), payload }
+    Some(w::Event { event_id: e.event_id.clone(), event_type, occurred_at: ms(e.occurred_at), payload })
 }
 
 pub fn bonus_state(b: &m::BonusState) -> w::BonusState {

@@ -279,7 +279,7 @@ impl Runtime {
             return Run::failed(wrong_world(World::Segment, plugin), Usage::default());
         };
         let profile = convert::profile(profile);
-        let event = event.map(convert::event);
+        let event = event.and_then(convert::event);
         let input = profile.wire_size() + event.wire_size();
         self.execute(opts, input, async |store| {
             let guest = pre.instantiate_async(&mut *store).await?;
@@ -365,7 +365,16 @@ impl Runtime {
         let Pre::BonusRule(pre) = &plugin.pre else {
             return Run::failed(wrong_world(World::BonusRule, plugin), Usage::default());
         };
-        let w_event = convert::event(event);
+        let Some(w_event) = convert::event(event) else {
+            let why = format!(
+                "{} is emitted by the host; bonus rules do not see it",
+                m::wire_name(event.event_type)
+            );
+            return Run::failed(
+                PluginError::Rule(super::error::RuleError::InvalidInput(why)),
+                Usage::default(),
+            );
+        };
         let w_profile = convert::profile(profile);
         let w_bonuses: Vec<wit::BonusState> = bonuses.iter().map(convert::bonus_state).collect();
         let input = w_event.wire_size() + w_profile.wire_size() + w_bonuses.wire_size();

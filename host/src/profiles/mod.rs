@@ -3,7 +3,7 @@
 //! read). Days are the player's own calendar days, in their time zone. The profile holds no personal data:
 //! the age band comes from the encrypted birth date, which never leaves the contacts store.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use jiff::{Timestamp, tz::TimeZone};
@@ -488,18 +488,8 @@ async fn read(
         .bind(player)
         .fetch_all(&db.pool)
         .await?
-        .into_iter()
-        .map(|r| -> Result<[i64; 7], sqlx::Error> {
-            Ok([
-                r.try_get("day")?,
-                r.try_get("deposits")?,
-                r.try_get("deposit_sum")?,
-                r.try_get("stakes")?,
-                r.try_get("wins")?,
-                r.try_get("bets")?,
-                r.try_get("sessions")?,
-            ])
-        })
+        .iter()
+        .map(day_of)
         .collect::<Result<Vec<_>, _>>()?;
         for r in sqlx::query(
             "SELECT kind, name, stake_sum FROM player_stakes WHERE brand_id = $1 AND player_id = $2",
@@ -527,6 +517,100 @@ async fn read(
         consent_version,
         consent_history,
     }))
+}
+
+fn day_of(r: &sqlx::any::AnyRow) -> Result<[i64; 7], sqlx::Error> {
+    Ok([
+        r.try_get("day")?,
+        r.try_get("deposits")?,
+        r.try_get("deposit_sum")?,
+        r.try_get("stakes")?,
+        r.try_get("wins")?,
+        r.try_get("bets")?,
+        r.try_get("sessions")?,
+    ])
+}
+
+/// A page of a brand's players, in player-id order after `after` (erased players' pseudonyms left
+/// out): what population sweeps read, a handful of range queries per page instead of several per
+/// player, without holding any lock.
+pub async fn load_page(
+    db: &Db,
+    key: &ContactsKey,
+    brand: &str,
+    after: &str,
+    limit: i64,
+) -> anyhow::Result<Vec<(String, StoredProfile)>> {
+    let rows = sqlx::query(
+        "SELECT player_id, state FROM profiles WHERE brand_id = $1 AND player_id > $2
+         ORDER BY player_id LIMIT $3",
+    )
+    .bind(brand)
+    .bind(after)
+    .bind(limit)
+    .fetch_all(&db.pool)
+    .await?;
+    let Some(last) = rows.last().map(|r| r.try_get::<String, _>("player_id")).transpose()? else {
+        return Ok(Vec::new());
+    };
+    let range = (after, last.as_str());
+    let mut days: HashMap<String, Vec<[i64; 7]>> = HashMap::new();
+    for r in sqlx::query(
+        "SELECT player_id, day, deposits, deposit_sum, stakes, wins, bets, sessions FROM player_days
+         WHERE brand_id = $1 AND player_id > $2 AND player_id <= $3 ORDER BY player_id, day",
+    )
+    .bind(brand)
+    .bind(after)
+    .bind(&last)
+    .fetch_all(&db.pool)
+    .await?
+    {
+        days.entry(r.try_get("player_id")?).or_default().push(day_of(&r)?);
+    }
+    // By player: (providers, categories), each (name, stake sum).
+    type Stakes = (Vec<(String, i64)>, Vec<(String, i64)>);
+    let mut stakes: HashMap<String, Stakes> = HashMap::new();
+    for r in sqlx::query(
+        "SELECT player_id, kind, name, stake_sum FROM player_stakes
+         WHERE brand_id = $1 AND player_id > $2 AND player_id <= $3",
+    )
+    .bind(brand)
+    .bind(after)
+    .bind(&last)
+    .fetch_all(&db.pool)
+    .await?
+    {
+        let e = stakes.entry(r.try_get("player_id")?).or_default();
+        let entry = (r.try_get::<String, _>("name")?, r.try_get::<i64, _>("stake_sum")?);
+        if r.try_get::<String, _>("kind")? == "provider" { e.0.push(entry) } else { e.1.push(entry) }
+    }
+    let births = contacts::in_range(db, key, brand, range, "birth_date").await?;
+    let mut consents = crate::store::consents::histories(db, brand, range).await?;
+    let mut out = Vec::with_capacity(rows.len());
+    for r in rows {
+        let player: String = r.try_get("player_id")?;
+        if crate::store::erasure::is_pseudonym(&player) {
+            continue;
+        }
+        let state = serde_json::from_str::<State>(&r.try_get::<String, _>("state")?)?.upgrade();
+        let consent_history = consents.remove(&player).unwrap_or_default();
+        let (c, consent_version) = crate::store::consents::current(&consent_history);
+        let (providers, categories) = stakes.remove(&player).unwrap_or_default();
+        out.push((
+            player.clone(),
+            StoredProfile {
+                state,
+                days: days.remove(&player).unwrap_or_default(),
+                providers,
+                categories,
+                birth_date: births.get(&player).and_then(|d| d.parse().ok()),
+                consents: c,
+                consent_version,
+                consent_history,
+            },
+        ));
+    }
+    Ok(out)
 }
 
 /// A churn score in [0, 1] from recency, activity trend and deposit frequency: a logistic of documented
@@ -708,6 +792,7 @@ mod tests {
             seq: 9,
             tx: 0,
             brand_id: "A".into(),
+            event_id: "e9".into(),
             player_id: "p".into(),
             event_type: T::SelfExclusionEnded,
             occurred_at: 1_000,

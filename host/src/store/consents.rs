@@ -90,18 +90,40 @@ pub async fn history(db: &Db, brand: &str, player: &str) -> anyhow::Result<Vec<C
     .bind(player)
     .fetch_all(&db.pool)
     .await?;
-    rows.into_iter()
-        .map(|r| {
-            Ok(ConsentRecord {
-                version: r.try_get("version")?,
-                scope: r.try_get("scope")?,
-                name: r.try_get("name")?,
-                granted: r.try_get::<i64, _>("granted")? != 0,
-                source: r.try_get("source")?,
-                recorded_at: jiff::Timestamp::from_millisecond(r.try_get("recorded_at")?)?,
-            })
-        })
-        .collect()
+    rows.iter().map(record_of).collect()
+}
+
+fn record_of(r: &sqlx::any::AnyRow) -> anyhow::Result<ConsentRecord> {
+    Ok(ConsentRecord {
+        version: r.try_get("version")?,
+        scope: r.try_get("scope")?,
+        name: r.try_get("name")?,
+        granted: r.try_get::<i64, _>("granted")? != 0,
+        source: r.try_get("source")?,
+        recorded_at: jiff::Timestamp::from_millisecond(r.try_get("recorded_at")?)?,
+    })
+}
+
+/// The consent histories of a brand's players in `(after, last]`, by player.
+pub async fn histories(
+    db: &Db,
+    brand: &str,
+    (after, last): (&str, &str),
+) -> anyhow::Result<std::collections::HashMap<String, Vec<ConsentRecord>>> {
+    let rows = sqlx::query(
+        "SELECT player_id, version, scope, name, granted, source, recorded_at FROM consents
+         WHERE brand_id = $1 AND player_id > $2 AND player_id <= $3 ORDER BY player_id, version, scope, name",
+    )
+    .bind(brand)
+    .bind(after)
+    .bind(last)
+    .fetch_all(&db.pool)
+    .await?;
+    let mut out: std::collections::HashMap<String, Vec<ConsentRecord>> = Default::default();
+    for r in &rows {
+        out.entry(r.try_get("player_id")?).or_default().push(record_of(r)?);
+    }
+    Ok(out)
 }
 
 /// The consents in force: the latest record of each item.

@@ -179,6 +179,36 @@ pub async fn for_delivery(
     }
 }
 
+/// The valid contacts of one kind of a brand's players in `(after, last]`, in clear, by player (those
+/// that do not decrypt are left out, as `for_delivery` treats them).
+pub async fn in_range(
+    db: &Db,
+    key: &ContactsKey,
+    brand: &str,
+    (after, last): (&str, &str),
+    kind: &str,
+) -> anyhow::Result<std::collections::HashMap<String, String>> {
+    let rows = sqlx::query(
+        "SELECT player_id, nonce, ciphertext FROM contacts
+         WHERE brand_id = $1 AND player_id > $2 AND player_id <= $3 AND kind = $4 AND invalid_since IS NULL",
+    )
+    .bind(brand)
+    .bind(after)
+    .bind(last)
+    .bind(kind)
+    .fetch_all(&db.pool)
+    .await?;
+    let mut out = std::collections::HashMap::with_capacity(rows.len());
+    for r in rows {
+        let player: String = r.try_get("player_id")?;
+        let (nonce, ct): (Vec<u8>, Vec<u8>) = (r.try_get("nonce")?, r.try_get("ciphertext")?);
+        if let Ok(value) = key.open(&aad(brand, &player, kind), &nonce, &ct) {
+            out.insert(player, value);
+        }
+    }
+    Ok(out)
+}
+
 /// A contact's value in clear, if there is a valid one.
 pub async fn get(
     db: &Db,

@@ -40,7 +40,8 @@ pub struct NewDecision<'a> {
     pub trace_id: Option<&'a str>,
 }
 
-pub async fn record(db: &Db, d: &NewDecision<'_>) -> anyhow::Result<i64> {
+/// Records a decision in the caller's connection (or transaction); its seq.
+pub async fn record_in(conn: &mut sqlx::AnyConnection, d: &NewDecision<'_>) -> anyhow::Result<i64> {
     let row = sqlx::query(
         "INSERT INTO decisions (at, brand_id, player_id, world, plugin_id, binding_id, input_hash, output, outcome, fuel, duration_ns, trace_id)
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) RETURNING seq",
@@ -57,7 +58,7 @@ pub async fn record(db: &Db, d: &NewDecision<'_>) -> anyhow::Result<i64> {
     .bind(d.fuel as i64)
     .bind(d.duration_ns as i64)
     .bind(d.trace_id)
-    .fetch_one(&db.pool)
+    .fetch_one(conn)
     .await?;
     Ok(row.try_get("seq")?)
 }

@@ -14,6 +14,14 @@ pub fn player_hash(brand: &str, player: &str) -> String {
     hex::encode(sha2::Sha256::digest(format!("{brand}\u{0}{player}").as_bytes()))
 }
 
+/// How an erased player's rows are named from then on: this prefix and random hex.
+pub const PSEUDONYM_PREFIX: &str = "erased_";
+
+/// Whether a player id is an erased player's pseudonym (nothing is decided for it).
+pub fn is_pseudonym(player: &str) -> bool {
+    player.starts_with(PSEUDONYM_PREFIX)
+}
+
 /// Whether a player was erased (their events are refused).
 pub async fn is_erased(
     conn: &mut sqlx::AnyConnection,
@@ -67,7 +75,7 @@ pub async fn erase(db: &Db, brand: &str, player: &str, steps: &[(&str, Step)]) -
     }
     let mut rnd = [0u8; 16];
     getrandom::fill(&mut rnd).map_err(|e| anyhow::anyhow!("no randomness: {e}"))?;
-    let pseudonym = format!("erased_{}", hex::encode(rnd));
+    let pseudonym = format!("{PSEUDONYM_PREFIX}{}", hex::encode(rnd));
     let erased = Erased { brand, player, pseudonym: &pseudonym, at: now_ms() };
     for (name, step) in steps {
         step(&mut tx, &erased).await.map_err(|e| e.context(format!("erasure step `{name}`")))?;

@@ -8,6 +8,7 @@ pub mod decisions;
 pub mod deliveries;
 pub mod erasure;
 pub mod events;
+pub mod segments;
 
 use anyhow::Context as _;
 use sqlx::{AnyPool, any::AnyPoolOptions};

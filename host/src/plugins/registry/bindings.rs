@@ -1,5 +1,6 @@
-//! Bindings: which approved version decides for (brand, jurisdiction, world), '*' being the brand-wide
-//! default. The live set is an immutable snapshot behind an atomic pointer: a decision takes the snapshot
+//! Bindings: which approved version decides for (brand, jurisdiction, world, slot), '*' being the
+//! brand-wide default. The slot is the segment's name for segment bindings (each segment of a brand has
+//! its own rule) and '' for the world's general binding. The live set is an immutable snapshot behind an atomic pointer: a decision takes the snapshot
 //! once and finishes on it, so a swap never changes a decision in flight and every decision after the
 //! swap sees the new version.
 //!
@@ -47,17 +48,38 @@ pub struct ActiveBinding {
 
 #[derive(Debug, Default)]
 pub struct Snapshot {
-    bindings: HashMap<(String, String, World), Arc<ActiveBinding>>,
+    bindings: HashMap<(String, String, World, String), Arc<ActiveBinding>>,
     /// Which reload made it: a reload that began reading later saw at least as much, so a snapshot
     /// never replaces one of a higher generation.
     generation: u64,
 }
 
 impl Snapshot {
-    /// The binding for the player's jurisdiction, else the brand's default.
-    pub fn resolve(&self, brand: &str, jurisdiction: &str, world: World) -> Option<Arc<ActiveBinding>> {
-        let get = |j: &str| self.bindings.get(&(brand.to_string(), j.to_string(), world)).cloned();
+    /// The binding for the player's jurisdiction, else the brand's default, in `slot` ('' for the
+    /// world's general binding, a segment's name for its rule).
+    pub fn resolve(
+        &self,
+        brand: &str,
+        jurisdiction: &str,
+        world: World,
+        slot: &str,
+    ) -> Option<Arc<ActiveBinding>> {
+        let get = |j: &str| {
+            self.bindings.get(&(brand.to_string(), j.to_string(), world, slot.to_string())).cloned()
+        };
         get(jurisdiction).or_else(|| get("*"))
+    }
+
+    /// Every live binding of a brand's slot, by jurisdiction ('*' the default).
+    pub fn slot(&self, brand: &str, world: World, slot: &str) -> Vec<(String, Arc<ActiveBinding>)> {
+        let mut out: Vec<(String, Arc<ActiveBinding>)> = self
+            .bindings
+            .iter()
+            .filter(|((b, _, w, s), _)| b == brand && *w == world && s == slot)
+            .map(|((_, j, _, _), a)| (j.clone(), a.clone()))
+            .collect();
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        out
     }
 }
 
@@ -67,6 +89,8 @@ pub struct BindingRow {
     pub brand_id: String,
     pub jurisdiction: String,
     pub world: String,
+    /// The segment's name for a segment's rule; '' for the world's general binding.
+    pub slot: String,
     pub plugin_id: String,
     pub config: BTreeMap<String, String>,
     pub limits: LimitOverrides,
@@ -81,6 +105,7 @@ fn row_to_binding(r: &sqlx::any::AnyRow) -> Result<BindingRow, sqlx::Error> {
         brand_id: r.try_get("brand_id")?,
         jurisdiction: r.try_get("jurisdiction")?,
         world: r.try_get("world")?,
+        slot: r.try_get("slot")?,
         plugin_id: r.try_get("plugin_id")?,
         config: serde_json::from_str(&r.try_get::<String, _>("config")?).unwrap_or_default(),
         limits: serde_json::from_str(&r.try_get::<String, _>("limits")?).unwrap_or_default(),
@@ -91,7 +116,7 @@ fn row_to_binding(r: &sqlx::any::AnyRow) -> Result<BindingRow, sqlx::Error> {
 }
 
 const BINDING_COLUMNS: &str =
-    "id, brand_id, jurisdiction, world, plugin_id, config, limits, bound_at, bound_by, replaced_at";
+    "id, brand_id, jurisdiction, world, slot, plugin_id, config, limits, bound_at, bound_by, replaced_at";
 
 impl Registry {
     /// Binds an approved version; the previous binding of the same key ends in the same transaction.
@@ -101,6 +126,7 @@ impl Registry {
         actor: &Principal,
         brand: &str,
         jurisdiction: &str,
+        slot: &str,
         plugin_id: &str,
         config: BTreeMap<String, String>,
         limits: LimitOverrides,
@@ -137,26 +163,34 @@ impl Registry {
                 version.approvals_required
             )));
         }
+        if !slot.is_empty() && m.world != World::Segment {
+            return Err(RegistryError::Forbidden(format!(
+                "{} {} is a {} plugin; only segment rules are bound to a segment",
+                m.name, m.version, m.world
+            )));
+        }
         effective_limits(m, &limits)?;
         let mut tx = self.db.begin_write().await?;
         let now = now_ms();
-        sqlx::query("UPDATE bindings SET replaced_at = $1 WHERE brand_id = $2 AND jurisdiction = $3 AND world = $4 AND replaced_at IS NULL")
+        sqlx::query("UPDATE bindings SET replaced_at = $1 WHERE brand_id = $2 AND jurisdiction = $3 AND world = $4 AND slot = $5 AND replaced_at IS NULL")
             .bind(now)
             .bind(brand)
             .bind(jurisdiction)
             .bind(m.world.name())
+            .bind(slot)
             .execute(&mut *tx)
             .await?;
         let mut rnd = [0u8; 8];
         getrandom::fill(&mut rnd).map_err(|e| anyhow::anyhow!("{e}"))?;
         let id = format!("bd_{}", hex::encode(rnd));
         sqlx::query(sqlx::AssertSqlSafe(format!(
-            "INSERT INTO bindings ({BINDING_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, NULL)"
+            "INSERT INTO bindings ({BINDING_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, NULL)"
         )))
         .bind(&id)
         .bind(brand)
         .bind(jurisdiction)
         .bind(m.world.name())
+        .bind(slot)
         .bind(plugin_id)
         .bind(serde_json::to_string(&config).map_err(anyhow::Error::from)?)
         .bind(serde_json::to_string(&limits).map_err(anyhow::Error::from)?)
@@ -165,7 +199,7 @@ impl Registry {
         .execute(&mut *tx)
         .await?;
         let detail = serde_json::json!({"plugin_id": plugin_id, "name": m.name, "version": m.version, "jurisdiction": jurisdiction,
-                                        "world": m.world, "config": config, "limits": limits});
+                                        "world": m.world, "slot": slot, "config": config, "limits": limits});
         audit::record(&mut tx, actor, "binding.bind", &id, &[brand.to_string()], detail).await?;
         tx.commit().await?;
         self.reload().await?;
@@ -179,16 +213,18 @@ impl Registry {
         brand: &str,
         jurisdiction: &str,
         world: World,
+        slot: &str,
     ) -> Result<BindingRow, RegistryError> {
         if !actor.may_see_brand(brand) {
             return Err(RegistryError::NotFound("brand"));
         }
         let history = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "SELECT {BINDING_COLUMNS} FROM bindings WHERE brand_id = $1 AND jurisdiction = $2 AND world = $3 ORDER BY bound_at DESC, id"
+            "SELECT {BINDING_COLUMNS} FROM bindings WHERE brand_id = $1 AND jurisdiction = $2 AND world = $3 AND slot = $4 ORDER BY bound_at DESC, id"
         )))
         .bind(brand)
         .bind(jurisdiction)
         .bind(world.name())
+        .bind(slot)
         .fetch_all(&self.db.pool)
         .await?
         .iter()
@@ -206,6 +242,7 @@ impl Registry {
             actor,
             brand,
             jurisdiction,
+            slot,
             &previous.plugin_id,
             previous.config.clone(),
             previous.limits.clone(),
@@ -313,7 +350,8 @@ impl Registry {
                 continue;
             };
             let active = self.activate(&b).await;
-            snapshot.bindings.insert((b.brand_id.clone(), b.jurisdiction.clone(), world), Arc::new(active));
+            let key = (b.brand_id.clone(), b.jurisdiction.clone(), world, b.slot.clone());
+            snapshot.bindings.insert(key, Arc::new(active));
         }
         let fresh = Arc::new(snapshot);
         loop {

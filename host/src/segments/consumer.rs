@@ -1,0 +1,98 @@
+//! The `segments` bus consumer: after the profile consumer applied a player's events, each of the
+//! brand's segments is decided again for the player (with their latest event), in their order; the
+//! memberships that change, their decisions' records and the `segment.entered` / `segment.left` events
+//! are written in the transaction the offset moves in. Its own `segment.*` events are passed over.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use super::{Decision, Segment};
+use crate::bus::{Bus, Handler, LoggedEvent};
+use crate::core::Core;
+
+pub struct SegmentUpdater {
+    pub core: Arc<Core>,
+    /// A batch wrote events: the other consumers are woken once it is committed.
+    emitted: AtomicBool,
+}
+
+impl SegmentUpdater {
+    pub fn new(core: Arc<Core>) -> Self {
+        SegmentUpdater { core, emitted: AtomicBool::new(false) }
+    }
+}
+
+impl Handler for SegmentUpdater {
+    async fn handle(&self, conn: &mut sqlx::AnyConnection, events: &[LoggedEvent]) -> anyhow::Result<()> {
+        // Each player once, with their latest event of the batch (the profile already has them all).
+        let mut latest: Vec<&LoggedEvent> = Vec::new();
+        for e in events.iter().filter(|e| !e.event_type.emitted_by_host()) {
+            match latest.iter_mut().find(|l| l.brand_id == e.brand_id && l.player_id == e.player_id) {
+                Some(l) => *l = e,
+                None => latest.push(e),
+            }
+        }
+        let core = &self.core;
+        let mut segments: HashMap<String, Vec<Segment>> = HashMap::new();
+        for e in latest {
+            if crate::store::erasure::is_pseudonym(&e.player_id) {
+                continue;
+            }
+            if !segments.contains_key(&e.brand_id) {
+                segments.insert(e.brand_id.clone(), super::of_brand(conn, &e.brand_id).await?);
+            }
+            let of_brand = &segments[&e.brand_id];
+            if of_brand.is_empty() {
+                continue;
+            }
+            let Some(stored) =
+                crate::profiles::load(&core.db, &core.contacts_key, &e.brand_id, &e.player_id).await?
+            else {
+                continue;
+            };
+            let now = core.clock().now();
+            let profile = stored.at(&e.brand_id, &e.player_id, now).profile;
+            let via = format!("event:{}", e.seq);
+            for segment in of_brand {
+                let player = (e.player_id.as_str(), profile.jurisdiction.as_str());
+                match super::decide(core, segment, &e.player_id, profile.clone(), Some(e.event()), now)
+                    .await?
+                {
+                    Decision::Verdict(verdict, evaluated) => {
+                        let Some(change) = super::apply(
+                            conn,
+                            segment.target(),
+                            player,
+                            &verdict,
+                            &via,
+                            now.as_millisecond(),
+                        )
+                        .await?
+                        else {
+                            continue;
+                        };
+                        self.emitted.store(true, Ordering::Relaxed);
+                        if let Some(evaluated) = evaluated {
+                            let recorded = evaluated.record_in(conn).await?;
+                            super::link_decision(conn, change, recorded.seq).await?;
+                        }
+                    }
+                    Decision::Failed(evaluated) => {
+                        // Membership stays as it was; the failure is on record with its version.
+                        tracing::warn!(segment = %segment.name, player = %e.player_id, seq = e.seq,
+                            "the segment's rule failed; membership unchanged");
+                        evaluated.record_in(conn).await?;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn committed(&self, _events: &[LoggedEvent]) {
+        if self.emitted.swap(false, Ordering::Relaxed) {
+            self.core.bus.notify();
+        }
+    }
+}

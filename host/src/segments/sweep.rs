@@ -1,0 +1,388 @@
+//! Sweeps: a segment decided again over the brand's whole population, with the batch form of the
+//! segment world — for conditions that change with time and no event ("last seen more than 14 days
+//! ago"). A sweep runs on the segment's schedule, on demand (`POST /admin/segments/{id}/refresh`) and
+//! when the bindings of the segment's rule change (a swap, a rollback), on whichever host claims it
+//! first. Profiles are read in pages without a lock; each page's changes are written in one short
+//! transaction, with their `segment.*` events. A sweep whose host died is taken up again.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+use sqlx::Row;
+use tokio::sync::watch;
+
+use super::{Change, Segment, Verdict};
+use crate::bus::Bus;
+use crate::core::Core;
+use crate::model as m;
+use crate::plugins::registry::bindings::ActiveBinding;
+use crate::plugins::{CallOptions, World};
+use crate::store::{Db, now_ms};
+
+/// Players read per page.
+pub const PAGE: i64 = 4096;
+
+/// A running sweep that has not moved for this long lost its host: another takes it up.
+const STALE_MS: i64 = 60_000;
+
+/// What a sweep did, as it goes.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Figures {
+    /// Players read and decided.
+    pub players: u64,
+    /// Members when it ended (of the players it read).
+    pub members: u64,
+    pub entered: u64,
+    pub left: u64,
+    /// Players the host took out on its own (RG, no rule bound).
+    pub host_out: u64,
+    /// Players whose rule failed (membership unchanged), and the first failures.
+    pub failed: u64,
+    pub failures: Vec<String>,
+    pub fuel: u64,
+    pub read_ms: u64,
+    pub evaluate_ms: u64,
+    pub write_ms: u64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Sweep {
+    pub id: String,
+    pub segment_id: String,
+    /// `schedule`, `request`, `binding`.
+    pub cause: String,
+    pub requested_by: String,
+    /// `queued`, `running`, `done`, `failed`.
+    pub state: String,
+    pub started_at: i64,
+    pub finished_at: Option<i64>,
+    pub figures: Figures,
+    pub error: Option<String>,
+}
+
+const COLUMNS: &str = "id, segment_id, cause, requested_by, state, started_at, finished_at, figures, error";
+
+fn row_to_sweep(r: &sqlx::any::AnyRow) -> Result<Sweep, sqlx::Error> {
+    Ok(Sweep {
+        id: r.try_get("id")?,
+        segment_id: r.try_get("segment_id")?,
+        cause: r.try_get("cause")?,
+        requested_by: r.try_get("requested_by")?,
+        state: r.try_get("state")?,
+        started_at: r.try_get("started_at")?,
+        finished_at: r.try_get("finished_at")?,
+        figures: serde_json::from_str(&r.try_get::<String, _>("figures")?).unwrap_or_default(),
+        error: r.try_get("error")?,
+    })
+}
+
+/// Queues a sweep of `segment`; its id. The scheduler of some host runs it within a second.
+pub async fn request(
+    conn: &mut sqlx::AnyConnection,
+    segment: &str,
+    cause: &str,
+    by: &str,
+) -> anyhow::Result<String> {
+    let mut rnd = [0u8; 8];
+    getrandom::fill(&mut rnd).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let id = format!("sw_{}", hex::encode(rnd));
+    sqlx::query(
+        "INSERT INTO segment_sweeps (id, segment_id, cause, requested_by, state, started_at, figures)
+         VALUES ($1, $2, $3, $4, 'queued', $5, '{}')",
+    )
+    .bind(&id)
+    .bind(segment)
+    .bind(cause)
+    .bind(by)
+    .bind(now_ms())
+    .execute(conn)
+    .await?;
+    Ok(id)
+}
+
+pub async fn get(db: &Db, id: &str) -> anyhow::Result<Option<Sweep>> {
+    let sql = format!("SELECT {COLUMNS} FROM segment_sweeps WHERE id = $1");
+    let row = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(id).fetch_optional(&db.pool).await?;
+    Ok(row.as_ref().map(row_to_sweep).transpose()?)
+}
+
+/// A segment's sweeps, newest first.
+pub async fn of_segment(db: &Db, segment: &str, limit: i64) -> anyhow::Result<Vec<Sweep>> {
+    let sql = format!(
+        "SELECT {COLUMNS} FROM segment_sweeps WHERE segment_id = $1 ORDER BY started_at DESC, id LIMIT $2"
+    );
+    let rows = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(segment).bind(limit).fetch_all(&db.pool).await?;
+    Ok(rows.iter().map(row_to_sweep).collect::<Result<_, _>>()?)
+}
+
+/// The live bindings of a segment's rule, as one string: when it changes, the segment is swept.
+pub fn binding_mark(core: &Core, segment: &Segment) -> String {
+    let live = core.registry.snapshot().slot(&segment.brand_id, World::Segment, &segment.name);
+    live.iter().map(|(j, b)| format!("{j}={}", b.binding_id)).collect::<Vec<_>>().join(",")
+}
+
+/// Runs due, requested and binding-changed sweeps until `stop` turns true.
+pub async fn scheduler(core: Arc<Core>, mut stop: watch::Receiver<bool>) {
+    loop {
+        if let Err(e) = tick(&core, &stop).await {
+            tracing::error!(error = %format!("{e:#}"), "segment sweeps");
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+            _ = stop.changed() => return,
+        }
+    }
+}
+
+async fn tick(core: &Core, stop: &watch::Receiver<bool>) -> anyhow::Result<()> {
+    let db = &core.db;
+    sqlx::query("UPDATE segment_sweeps SET state = 'queued' WHERE state = 'running' AND heartbeat_at < $1")
+        .bind(now_ms() - STALE_MS)
+        .execute(&db.pool)
+        .await?;
+    let now = core.clock().now_ms();
+    for seg in super::all(db).await? {
+        let mark = binding_mark(core, &seg);
+        let changed = mark != seg.binding_mark;
+        if !changed && now < seg.next_sweep_at {
+            continue;
+        }
+        // Claimed by whichever host moves the schedule first.
+        let mut tx = db.begin_write().await?;
+        let claimed = sqlx::query(
+            "UPDATE segments SET next_sweep_at = $2, binding_mark = $3
+             WHERE id = $1 AND next_sweep_at = $4 AND binding_mark = $5",
+        )
+        .bind(&seg.id)
+        .bind(now + seg.sweep_minutes * 60_000)
+        .bind(&mark)
+        .bind(seg.next_sweep_at)
+        .bind(&seg.binding_mark)
+        .execute(&mut *tx)
+        .await?;
+        if claimed.rows_affected() == 1 {
+            request(&mut tx, &seg.id, if changed { "binding" } else { "schedule" }, "scheduler").await?;
+        }
+        tx.commit().await?;
+    }
+    while !*stop.borrow() {
+        let Some((sweep, segment)) = claim_next(db).await? else { break };
+        let started = Instant::now();
+        let outcome = run(core, &sweep, &segment).await;
+        let (state, figures, error) = match outcome {
+            Ok(f) => ("done", f, None),
+            Err((f, e)) => ("failed", f, Some(format!("{e:#}"))),
+        };
+        tracing::info!(sweep, segment = %segment.name, state, ms = started.elapsed().as_millis() as u64,
+            players = figures.players, entered = figures.entered, left = figures.left, "segment swept");
+        sqlx::query(
+            "UPDATE segment_sweeps SET state = $2, finished_at = $3, figures = $4, error = $5 WHERE id = $1",
+        )
+        .bind(&sweep)
+        .bind(state)
+        .bind(now_ms())
+        .bind(serde_json::to_string(&figures)?)
+        .bind(error)
+        .execute(&db.pool)
+        .await?;
+    }
+    Ok(())
+}
+
+/// Takes the oldest queued sweep, if another host did not take it first.
+async fn claim_next(db: &Db) -> anyhow::Result<Option<(String, Segment)>> {
+    loop {
+        let Some(row) = sqlx::query(
+            "SELECT id, segment_id FROM segment_sweeps WHERE state = 'queued' ORDER BY started_at, id LIMIT 1",
+        )
+        .fetch_optional(&db.pool)
+        .await?
+        else {
+            return Ok(None);
+        };
+        let (id, segment): (String, String) = (row.try_get("id")?, row.try_get("segment_id")?);
+        let claimed = sqlx::query(
+            "UPDATE segment_sweeps SET state = 'running', heartbeat_at = $2 WHERE id = $1 AND state = 'queued'",
+        )
+        .bind(&id)
+        .bind(now_ms())
+        .execute(&db.pool)
+        .await?;
+        if claimed.rows_affected() == 1 {
+            match super::get(db, &segment).await? {
+                Some(s) => return Ok(Some((id, s))),
+                None => continue,
+            }
+        }
+    }
+}
+
+/// Sweeps one segment: page by page, decide everyone, write what changed.
+pub async fn run(core: &Core, sweep: &str, segment: &Segment) -> Result<Figures, (Figures, anyhow::Error)> {
+    let mut figures = Figures::default();
+    match pages(core, sweep, segment, &mut figures).await {
+        Ok(()) => Ok(figures),
+        Err(e) => Err((figures, e)),
+    }
+}
+
+async fn pages(core: &Core, sweep: &str, segment: &Segment, figures: &mut Figures) -> anyhow::Result<()> {
+    let db = &core.db;
+    let brand = segment.brand_id.as_str();
+    let via = format!("sweep:{sweep}");
+    let mut after = String::new();
+    loop {
+        let t = Instant::now();
+        let page = crate::profiles::load_page(db, &core.contacts_key, brand, &after, PAGE).await?;
+        let Some(last) = page.last().map(|(p, _)| p.clone()) else { return Ok(()) };
+        let now = core.clock().now();
+        let profiles: Vec<(String, m::Profile)> = page
+            .into_iter()
+            .map(|(p, s)| {
+                let v = s.at(brand, &p, now).profile;
+                (p, v)
+            })
+            .collect();
+        let current = members_between(db, &segment.id, (&after, &last)).await?;
+        figures.read_ms += t.elapsed().as_millis() as u64;
+
+        let t = Instant::now();
+        let verdicts = decide_page(core, segment, &profiles, now, figures).await?;
+        figures.evaluate_ms += t.elapsed().as_millis() as u64;
+
+        let t = Instant::now();
+        let mut tx = db.begin_write().await?;
+        let mut changed = false;
+        for ((player, profile), verdict) in profiles.iter().zip(&verdicts) {
+            figures.players += 1;
+            let Some(verdict) = verdict else {
+                figures.members += u64::from(current.contains_key(player));
+                continue;
+            };
+            figures.members += u64::from(verdict.member);
+            let same = match current.get(player) {
+                Some(j) => verdict.member && *j == profile.jurisdiction,
+                None => !verdict.member,
+            };
+            if same {
+                continue;
+            }
+            let at = now.as_millisecond();
+            match super::apply(&mut tx, segment.target(), (player, &profile.jurisdiction), verdict, &via, at)
+                .await?
+            {
+                Some((Change::Entered, _)) => figures.entered += 1,
+                Some((Change::Left, _)) => figures.left += 1,
+                None => {}
+            }
+            changed = true;
+        }
+        sqlx::query("UPDATE segment_sweeps SET heartbeat_at = $2, figures = $3 WHERE id = $1")
+            .bind(sweep)
+            .bind(now_ms())
+            .bind(serde_json::to_string(&figures)?)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        if changed {
+            core.bus.notify();
+        }
+        figures.write_ms += t.elapsed().as_millis() as u64;
+        after = last;
+    }
+}
+
+/// Current members among the players in `(after, last]`, with the jurisdiction they are counted in.
+async fn members_between(
+    db: &Db,
+    segment: &str,
+    (after, last): (&str, &str),
+) -> anyhow::Result<HashMap<String, String>> {
+    let rows = sqlx::query(
+        "SELECT player_id, jurisdiction FROM segment_members
+         WHERE segment_id = $1 AND left_at IS NULL AND player_id > $2 AND player_id <= $3",
+    )
+    .bind(segment)
+    .bind(after)
+    .bind(last)
+    .fetch_all(&db.pool)
+    .await?;
+    rows.iter().map(|r| Ok((r.try_get("player_id")?, r.try_get("jurisdiction")?))).collect()
+}
+
+/// A verdict per profile (`None`: the rule failed for that player), the host's rule first, then the
+/// batch form of each jurisdiction's rule, its chunks spread over the cores.
+async fn decide_page(
+    core: &Core,
+    segment: &Segment,
+    profiles: &[(String, m::Profile)],
+    now: jiff::Timestamp,
+    figures: &mut Figures,
+) -> anyhow::Result<Vec<Option<Verdict>>> {
+    let snapshot = core.registry.snapshot();
+    let mut verdicts: Vec<Option<Verdict>> = vec![None; profiles.len()];
+    let mut groups: HashMap<String, (Arc<ActiveBinding>, Vec<usize>)> = HashMap::new();
+    for (i, (_, profile)) in profiles.iter().enumerate() {
+        if let Some(reason) = super::host_rule(segment, profile) {
+            verdicts[i] = Some(Verdict::host_out(reason));
+            figures.host_out += 1;
+            continue;
+        }
+        match snapshot.resolve(&segment.brand_id, &profile.jurisdiction, World::Segment, &segment.name) {
+            Some(b) => groups.entry(b.binding_id.clone()).or_insert_with(|| (b, Vec::new())).1.push(i),
+            None => {
+                verdicts[i] = Some(Verdict::host_out(super::no_rule(&profile.jurisdiction)));
+                figures.host_out += 1;
+            }
+        }
+    }
+    let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
+    for (binding, indices) in groups.into_values() {
+        let plugin = match &binding.plugin {
+            Ok(p) => p.clone(),
+            Err(why) => {
+                fail(figures, indices.len(), format!("{}: integrity check failed: {why}", binding.plugin_id));
+                continue;
+            }
+        };
+        let opts = CallOptions { limits: binding.limits, now, config: binding.config.clone() };
+        let input: Vec<m::Profile> = indices.iter().map(|&i| profiles[i].1.clone()).collect();
+        let per_worker = input.len().div_ceil(workers).max(1);
+        let mut parts = Vec::new();
+        for (n, part) in input.chunks(per_worker).enumerate() {
+            let (runtime, plugin, opts, part) =
+                (core.registry.runtime().clone(), plugin.clone(), opts.clone(), part.to_vec());
+            let task = tokio::task::spawn_blocking(move || runtime.segment_batch(&plugin, &opts, &part));
+            parts.push((n * per_worker, task));
+        }
+        for (offset, task) in parts {
+            let run = task.await?;
+            figures.fuel += run.usage.fuel;
+            let size = indices.len().saturating_sub(offset).min(per_worker);
+            match run.outcome {
+                Ok(memberships) => {
+                    for (k, ms) in memberships.into_iter().enumerate() {
+                        verdicts[indices[offset + k]] = Some(Verdict {
+                            member: ms.member,
+                            reason: ms.reason,
+                            score: ms.score,
+                            plugin_id: binding.plugin_id.clone(),
+                            binding_id: binding.binding_id.clone(),
+                        });
+                    }
+                }
+                Err(e) => fail(figures, size, format!("{} {}: {e}", binding.name, binding.version)),
+            }
+        }
+    }
+    Ok(verdicts)
+}
+
+fn fail(figures: &mut Figures, players: usize, why: String) {
+    figures.failed += players as u64;
+    if figures.failures.len() < 10 {
+        figures.failures.push(why);
+    }
+}

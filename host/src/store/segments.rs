@@ -1,0 +1,265 @@
+//! The tables of segment memberships: spans (entered, left) with what decided each end, the
+//! `segment.*` events written with each change, and the player's share of an erasure. The segments
+//! capability (the `segments` module) is their one writer; they live here so that the core's erasure can
+//! reach them without knowing the capability.
+
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+use sqlx::Row;
+
+use super::{Db, Tx};
+use crate::model as m;
+
+/// Current members by jurisdiction, for each of a brand's segments.
+pub async fn counts(db: &Db, brand: &str) -> anyhow::Result<Vec<(String, String, i64)>> {
+    let rows = sqlx::query(
+        "SELECT segment_id, jurisdiction, COUNT(*) AS n FROM segment_members
+         WHERE brand_id = $1 AND left_at IS NULL GROUP BY segment_id, jurisdiction ORDER BY segment_id, jurisdiction",
+    )
+    .bind(brand)
+    .fetch_all(&db.pool)
+    .await?;
+    rows.iter().map(|r| Ok((r.try_get("segment_id")?, r.try_get("jurisdiction")?, r.try_get("n")?))).collect()
+}
+
+/// One membership span, as the API shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct Membership {
+    pub segment_id: String,
+    pub player_id: String,
+    pub jurisdiction: String,
+    pub entered_at: i64,
+    /// What decided the entry: the plugin version and binding, the event or sweep, the reason, score
+    /// and (for a decision taken on an event) its record.
+    pub plugin_id: String,
+    pub binding_id: String,
+    pub via: String,
+    pub reason: Option<String>,
+    pub score: Option<f64>,
+    pub decision_seq: Option<i64>,
+    pub left_at: Option<i64>,
+    pub left_via: Option<String>,
+    pub left_reason: Option<String>,
+    pub left_decision_seq: Option<i64>,
+}
+
+const MEMBER_COLUMNS: &str = "segment_id, player_id, jurisdiction, entered_at, plugin_id, binding_id, via, reason, score, decision_seq, left_at, left_via, left_reason, left_decision_seq";
+
+fn row_to_membership(r: &sqlx::any::AnyRow) -> Result<Membership, sqlx::Error> {
+    Ok(Membership {
+        segment_id: r.try_get("segment_id")?,
+        player_id: r.try_get("player_id")?,
+        jurisdiction: r.try_get("jurisdiction")?,
+        entered_at: r.try_get("entered_at")?,
+        plugin_id: r.try_get("plugin_id")?,
+        binding_id: r.try_get("binding_id")?,
+        via: r.try_get("via")?,
+        reason: r.try_get("reason")?,
+        score: r.try_get("score")?,
+        decision_seq: r.try_get("decision_seq")?,
+        left_at: r.try_get("left_at")?,
+        left_via: r.try_get("left_via")?,
+        left_reason: r.try_get("left_reason")?,
+        left_decision_seq: r.try_get("left_decision_seq")?,
+    })
+}
+
+/// Current members after `cursor` (a player id), in player-id order.
+pub async fn members(db: &Db, segment: &str, cursor: &str, limit: i64) -> anyhow::Result<Vec<Membership>> {
+    let sql = format!(
+        "SELECT {MEMBER_COLUMNS} FROM segment_members WHERE segment_id = $1 AND left_at IS NULL AND player_id > $2
+         ORDER BY player_id LIMIT $3"
+    );
+    let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(segment)
+        .bind(cursor)
+        .bind(limit)
+        .fetch_all(&db.pool)
+        .await?;
+    Ok(rows.iter().map(row_to_membership).collect::<Result<_, _>>()?)
+}
+
+/// A player's memberships, current and past, newest first.
+pub async fn of_player(db: &Db, brand: &str, player: &str, limit: i64) -> anyhow::Result<Vec<Membership>> {
+    let sql = format!(
+        "SELECT {MEMBER_COLUMNS} FROM segment_members WHERE brand_id = $1 AND player_id = $2
+         ORDER BY entered_at DESC, id DESC LIMIT $3"
+    );
+    let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(brand)
+        .bind(player)
+        .bind(limit)
+        .fetch_all(&db.pool)
+        .await?;
+    Ok(rows.iter().map(row_to_membership).collect::<Result<_, _>>()?)
+}
+
+/// What decides a player's membership in one segment, at one moment.
+#[derive(Debug, Clone)]
+pub struct Verdict {
+    pub member: bool,
+    pub reason: Option<String>,
+    pub score: Option<f64>,
+    /// The version and binding that decided; empty when the host decided alone (RG, no rule bound).
+    pub plugin_id: String,
+    pub binding_id: String,
+}
+
+impl Verdict {
+    /// The host's own: the player is out, for `reason`.
+    pub fn host_out(reason: String) -> Verdict {
+        Verdict {
+            member: false,
+            reason: Some(reason),
+            score: None,
+            plugin_id: String::new(),
+            binding_id: String::new(),
+        }
+    }
+}
+
+/// The segment a change is about.
+#[derive(Debug, Clone, Copy)]
+pub struct Target<'a> {
+    pub id: &'a str,
+    pub brand_id: &'a str,
+    pub name: &'a str,
+}
+
+/// A change made to a membership.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Change {
+    Entered,
+    Left,
+}
+
+/// Applies a verdict to the player's membership, in the caller's transaction: opens or closes the span
+/// and writes `segment.entered` / `segment.left` to the log. The change and its span, or `None` when
+/// nothing changed.
+pub async fn apply(
+    conn: &mut sqlx::AnyConnection,
+    segment: Target<'_>,
+    (player, jurisdiction): (&str, &str),
+    verdict: &Verdict,
+    via: &str,
+    at: i64,
+) -> anyhow::Result<Option<(Change, i64)>> {
+    let open = sqlx::query(
+        "SELECT id, jurisdiction FROM segment_members WHERE segment_id = $1 AND player_id = $2 AND left_at IS NULL",
+    )
+    .bind(segment.id)
+    .bind(player)
+    .fetch_optional(&mut *conn)
+    .await?;
+    let change = match (verdict.member, open) {
+        (true, None) => {
+            let inserted = sqlx::query(
+                "INSERT INTO segment_members (segment_id, brand_id, player_id, jurisdiction, entered_at, plugin_id,
+                     binding_id, via, reason, score)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) ON CONFLICT DO NOTHING RETURNING id",
+            )
+            .bind(segment.id)
+            .bind(segment.brand_id)
+            .bind(player)
+            .bind(jurisdiction)
+            .bind(at)
+            .bind(&verdict.plugin_id)
+            .bind(&verdict.binding_id)
+            .bind(via)
+            .bind(verdict.reason.as_deref())
+            .bind(verdict.score)
+            .fetch_optional(&mut *conn)
+            .await?;
+            inserted.map(|r| r.try_get::<i64, _>("id")).transpose()?.map(|id| (Change::Entered, id))
+        }
+        (true, Some(r)) => {
+            let (id, was): (i64, String) = (r.try_get("id")?, r.try_get("jurisdiction")?);
+            if was != jurisdiction {
+                sqlx::query("UPDATE segment_members SET jurisdiction = $2 WHERE id = $1")
+                    .bind(id)
+                    .bind(jurisdiction)
+                    .execute(&mut *conn)
+                    .await?;
+            }
+            None
+        }
+        (false, Some(r)) => {
+            let id: i64 = r.try_get("id")?;
+            let closed = sqlx::query(
+                "UPDATE segment_members SET left_at = $2, left_via = $3, left_reason = $4 WHERE id = $1 AND left_at IS NULL",
+            )
+            .bind(id)
+            .bind(at)
+            .bind(via)
+            .bind(verdict.reason.as_deref())
+            .execute(&mut *conn)
+            .await?;
+            (closed.rows_affected() == 1).then_some((Change::Left, id))
+        }
+        (false, None) => None,
+    };
+    let Some((change, span)) = change else { return Ok(None) };
+    let event_type = match change {
+        Change::Entered => m::EventType::SegmentEntered,
+        Change::Left => m::EventType::SegmentLeft,
+    };
+    let payload = m::EventPayload::Segment(m::SegmentChange {
+        segment_id: segment.id.to_string(),
+        segment: segment.name.to_string(),
+        plugin_id: verdict.plugin_id.clone(),
+        via: via.to_string(),
+        reason: verdict.reason.clone(),
+        score: verdict.score,
+    });
+    let payload = serde_json::to_string(&payload)?;
+    let name = m::wire_name(event_type);
+    sqlx::query(
+        "INSERT INTO events (brand_id, event_id, player_id, event_type, occurred_at, received_at, trace_id, payload, body_hash)
+         VALUES ($1, $2, $3, $4, $5, $6, NULL, $7, $8) ON CONFLICT (brand_id, event_id) DO NOTHING",
+    )
+    .bind(segment.brand_id)
+    .bind(format!("{name}:{}:{span}", segment.id))
+    .bind(player)
+    .bind(&name)
+    .bind(at)
+    .bind(crate::store::now_ms())
+    .bind(&payload)
+    .bind(hex::encode(Sha256::digest(payload.as_bytes())))
+    .execute(&mut *conn)
+    .await?;
+    Ok(Some((change, span)))
+}
+
+/// Links a change to the record of the decision that made it.
+pub async fn link_decision(
+    conn: &mut sqlx::AnyConnection,
+    (change, span): (Change, i64),
+    decision_seq: i64,
+) -> anyhow::Result<()> {
+    let column = match change {
+        Change::Entered => "decision_seq",
+        Change::Left => "left_decision_seq",
+    };
+    sqlx::query(sqlx::AssertSqlSafe(format!("UPDATE segment_members SET {column} = $2 WHERE id = $1")))
+        .bind(span)
+        .bind(decision_seq)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+/// Erasure: the player's memberships go (an erased player is in no segment, and nothing of theirs is
+/// kept here).
+pub fn erasure_step<'a>(
+    tx: &'a mut Tx,
+    e: &'a crate::store::erasure::Erased<'a>,
+) -> crate::store::erasure::StepFuture<'a> {
+    Box::pin(async move {
+        sqlx::query("DELETE FROM segment_members WHERE brand_id = $1 AND player_id = $2")
+            .bind(e.brand)
+            .bind(e.player)
+            .execute(&mut **tx)
+            .await?;
+        Ok(())
+    })
+}

@@ -316,3 +316,43 @@ pub fn host_rule(segment: &Segment, profile: &m::Profile) -> Option<String> {
         format!("host: RG blocks marketing ({})", codes.join(", "))
     })
 }
+
+/// Decides `profiles` with the batch form of `plugin`, in parts spread over the cores; a part that fails
+/// is decided again one profile at a time, so that a failure is one player's, with its own error. The
+/// fuel spent in all.
+pub async fn batch(
+    runtime: &std::sync::Arc<crate::plugins::Runtime>,
+    plugin: &std::sync::Arc<crate::plugins::Plugin>,
+    opts: &crate::plugins::CallOptions,
+    profiles: Vec<m::Profile>,
+) -> anyhow::Result<(Vec<Result<m::Membership, crate::plugins::PluginError>>, u64)> {
+    let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let per_worker = profiles.len().div_ceil(workers).max(1);
+    let mut parts = Vec::new();
+    for part in profiles.chunks(per_worker) {
+        let (runtime, plugin, opts, part) = (runtime.clone(), plugin.clone(), opts.clone(), part.to_vec());
+        parts.push(tokio::task::spawn_blocking(move || {
+            let run = runtime.segment_batch(&plugin, &opts, &part);
+            let mut fuel = run.usage.fuel;
+            let out: Vec<_> = match run.outcome {
+                Ok(ms) => ms.into_iter().map(Ok).collect(),
+                Err(_) => part
+                    .iter()
+                    .map(|p| {
+                        let one = runtime.segment(&plugin, &opts, p, None);
+                        fuel += one.usage.fuel;
+                        one.outcome
+                    })
+                    .collect(),
+            };
+            (out, fuel)
+        }));
+    }
+    let (mut all, mut fuel) = (Vec::with_capacity(profiles.len()), 0);
+    for part in parts {
+        let (out, f) = part.await?;
+        all.extend(out);
+        fuel += f;
+    }
+    Ok((all, fuel))
+}

@@ -176,7 +176,8 @@ async fn tick(core: &Core, stop: &watch::Receiver<bool>) -> anyhow::Result<()> {
             Err((f, e)) => ("failed", f, Some(format!("{e:#}"))),
         };
         tracing::info!(sweep, segment = %segment.name, state, ms = started.elapsed().as_millis() as u64,
-            players = figures.players, entered = figures.entered, left = figures.left, "segment swept");
+            players = figures.players, entered = figures.entered, left = figures.left, error = error.as_deref(),
+            "segment swept");
         sqlx::query(
             "UPDATE segment_sweeps SET state = $2, finished_at = $3, figures = $4, error = $5 WHERE id = $1",
         )
@@ -184,9 +185,17 @@ async fn tick(core: &Core, stop: &watch::Receiver<bool>) -> anyhow::Result<()> {
         .bind(state)
         .bind(now_ms())
         .bind(serde_json::to_string(&figures)?)
-        .bind(error)
+        .bind(&error)
         .execute(&db.pool)
         .await?;
+        if error.is_some() {
+            // Swept again within a minute, whatever its schedule.
+            sqlx::query("UPDATE segments SET next_sweep_at = $2 WHERE id = $1 AND next_sweep_at > $2")
+                .bind(&segment.id)
+                .bind(core.clock().now_ms() + 60_000)
+                .execute(&db.pool)
+                .await?;
+        }
     }
     Ok(())
 }
@@ -245,7 +254,6 @@ async fn pages(core: &Core, sweep: &str, segment: &Segment, figures: &mut Figure
                 (p, v)
             })
             .collect();
-        let current = members_between(db, &segment.id, (&after, &last)).await?;
         figures.read_ms += t.elapsed().as_millis() as u64;
 
         let t = Instant::now();
@@ -253,40 +261,32 @@ async fn pages(core: &Core, sweep: &str, segment: &Segment, figures: &mut Figure
         figures.evaluate_ms += t.elapsed().as_millis() as u64;
 
         let t = Instant::now();
-        let mut tx = db.begin_write().await?;
-        let mut changed = false;
-        for ((player, profile), verdict) in profiles.iter().zip(&verdicts) {
-            figures.players += 1;
-            let Some(verdict) = verdict else {
-                figures.members += u64::from(current.contains_key(player));
-                continue;
-            };
-            figures.members += u64::from(verdict.member);
-            let same = match current.get(player) {
-                Some(j) => verdict.member && *j == profile.jurisdiction,
-                None => !verdict.member,
-            };
-            if same {
-                continue;
+        let page = Page {
+            range: (&after, &last),
+            profiles: &profiles,
+            verdicts: &verdicts,
+            via: &via,
+            at: now.as_millisecond(),
+        };
+        // A write that loses to the real-time consumer on the same players (a deadlock on PostgreSQL)
+        // is tried again on the memberships as they are then.
+        let mut attempt = 0;
+        let done = loop {
+            let mut counted = figures.clone();
+            match write_page(core, sweep, segment, &page, &mut counted).await {
+                Ok(changed) => {
+                    *figures = counted;
+                    break changed;
+                }
+                Err(e) if attempt < 4 => {
+                    attempt += 1;
+                    tracing::warn!(sweep, error = %format!("{e:#}"), attempt, "writing a sweep's page; trying again");
+                    tokio::time::sleep(Duration::from_millis(20 * attempt)).await;
+                }
+                Err(e) => return Err(e),
             }
-            let at = now.as_millisecond();
-            match super::apply(&mut tx, segment.target(), (player, &profile.jurisdiction), verdict, &via, at)
-                .await?
-            {
-                Some((Change::Entered, _)) => figures.entered += 1,
-                Some((Change::Left, _)) => figures.left += 1,
-                None => {}
-            }
-            changed = true;
-        }
-        sqlx::query("UPDATE segment_sweeps SET heartbeat_at = $2, figures = $3 WHERE id = $1")
-            .bind(sweep)
-            .bind(now_ms())
-            .bind(serde_json::to_string(&figures)?)
-            .execute(&mut *tx)
-            .await?;
-        tx.commit().await?;
-        if changed {
+        };
+        if done {
             core.bus.notify();
         }
         figures.write_ms += t.elapsed().as_millis() as u64;
@@ -294,9 +294,61 @@ async fn pages(core: &Core, sweep: &str, segment: &Segment, figures: &mut Figure
     }
 }
 
+/// One page of a sweep, decided.
+struct Page<'a> {
+    range: (&'a str, &'a str),
+    profiles: &'a [(String, m::Profile)],
+    verdicts: &'a [Option<Verdict>],
+    via: &'a str,
+    at: i64,
+}
+
+/// Writes what changed in a page, in one transaction with the sweep's progress; whether anything did.
+async fn write_page(
+    core: &Core,
+    sweep: &str,
+    segment: &Segment,
+    page: &Page<'_>,
+    figures: &mut Figures,
+) -> anyhow::Result<bool> {
+    let mut tx = core.db.begin_write().await?;
+    let current = members_between(&mut tx, &segment.id, page.range).await?;
+    let mut changed = false;
+    for ((player, profile), verdict) in page.profiles.iter().zip(page.verdicts) {
+        figures.players += 1;
+        let Some(verdict) = verdict else {
+            figures.members += u64::from(current.contains_key(player));
+            continue;
+        };
+        figures.members += u64::from(verdict.member);
+        let same = match current.get(player) {
+            Some(j) => verdict.member && *j == profile.jurisdiction,
+            None => !verdict.member,
+        };
+        if same {
+            continue;
+        }
+        let target = (player.as_str(), profile.jurisdiction.as_str());
+        match super::apply(&mut tx, segment.target(), target, verdict, page.via, page.at).await? {
+            Some((Change::Entered, _)) => figures.entered += 1,
+            Some((Change::Left, _)) => figures.left += 1,
+            None => {}
+        }
+        changed = true;
+    }
+    sqlx::query("UPDATE segment_sweeps SET heartbeat_at = $2, figures = $3 WHERE id = $1")
+        .bind(sweep)
+        .bind(now_ms())
+        .bind(serde_json::to_string(&figures)?)
+        .execute(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    Ok(changed)
+}
+
 /// Current members among the players in `(after, last]`, with the jurisdiction they are counted in.
 async fn members_between(
-    db: &Db,
+    conn: &mut sqlx::AnyConnection,
     segment: &str,
     (after, last): (&str, &str),
 ) -> anyhow::Result<HashMap<String, String>> {
@@ -307,13 +359,13 @@ async fn members_between(
     .bind(segment)
     .bind(after)
     .bind(last)
-    .fetch_all(&db.pool)
+    .fetch_all(conn)
     .await?;
     rows.iter().map(|r| Ok((r.try_get("player_id")?, r.try_get("jurisdiction")?))).collect()
 }
 
 /// A verdict per profile (`None`: the rule failed for that player), the host's rule first, then the
-/// batch form of each jurisdiction's rule, its chunks spread over the cores.
+/// batch form of each jurisdiction's rule.
 async fn decide_page(
     core: &Core,
     segment: &Segment,
@@ -338,7 +390,6 @@ async fn decide_page(
             }
         }
     }
-    let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
     for (binding, indices) in groups.into_values() {
         let plugin = match &binding.plugin {
             Ok(p) => p.clone(),
@@ -349,31 +400,24 @@ async fn decide_page(
         };
         let opts = CallOptions { limits: binding.limits, now, config: binding.config.clone() };
         let input: Vec<m::Profile> = indices.iter().map(|&i| profiles[i].1.clone()).collect();
-        let per_worker = input.len().div_ceil(workers).max(1);
-        let mut parts = Vec::new();
-        for (n, part) in input.chunks(per_worker).enumerate() {
-            let (runtime, plugin, opts, part) =
-                (core.registry.runtime().clone(), plugin.clone(), opts.clone(), part.to_vec());
-            let task = tokio::task::spawn_blocking(move || runtime.segment_batch(&plugin, &opts, &part));
-            parts.push((n * per_worker, task));
-        }
-        for (offset, task) in parts {
-            let run = task.await?;
-            figures.fuel += run.usage.fuel;
-            let size = indices.len().saturating_sub(offset).min(per_worker);
-            match run.outcome {
-                Ok(memberships) => {
-                    for (k, ms) in memberships.into_iter().enumerate() {
-                        verdicts[indices[offset + k]] = Some(Verdict {
-                            member: ms.member,
-                            reason: ms.reason,
-                            score: ms.score,
-                            plugin_id: binding.plugin_id.clone(),
-                            binding_id: binding.binding_id.clone(),
-                        });
-                    }
+        let (outcomes, fuel) = super::batch(core.registry.runtime(), &plugin, &opts, input).await?;
+        figures.fuel += fuel;
+        for (&i, outcome) in indices.iter().zip(outcomes) {
+            match outcome {
+                Ok(ms) => {
+                    verdicts[i] = Some(Verdict {
+                        member: ms.member,
+                        reason: ms.reason,
+                        score: ms.score,
+                        plugin_id: binding.plugin_id.clone(),
+                        binding_id: binding.binding_id.clone(),
+                    })
                 }
-                Err(e) => fail(figures, size, format!("{} {}: {e}", binding.name, binding.version)),
+                Err(e) => fail(
+                    figures,
+                    1,
+                    format!("{} {} for {}: {e}", binding.name, binding.version, profiles[i].0),
+                ),
             }
         }
     }

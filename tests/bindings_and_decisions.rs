@@ -542,7 +542,7 @@ async fn a_swap_never_goes_back(s: &TestServer) {
     .await;
     let runtime = Arc::new(support::cached_runtime());
     let blobs = BlobStore::open(&s.data_dir.path().join("plugins")).unwrap();
-    let registry = Arc::new(Registry::open(s.db.clone(), blobs, runtime, vec![]).await.unwrap());
+    let registry = Arc::new(Registry::open(s.db.clone(), blobs, runtime, Default::default()).await.unwrap());
     let operator = pitboss::auth::Principal {
         key_id: "key_test".into(),
         role: Role::Operator,
@@ -593,6 +593,7 @@ async fn a_decision_and_a_send_without_http(s: &TestServer) {
         data_dir: s.data_dir.path().to_path_buf(),
         code_cache: Some(support::code_cache()),
         dual_approval: vec![],
+        require_impact: vec![],
         config: None,
         settings: Default::default(),
         clock: s.clock.clone(),

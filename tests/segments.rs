@@ -238,3 +238,163 @@ async fn a_rule_per_jurisdiction_and_a_swap(s: &TestServer) {
     assert_eq!((st, v["error"]["field"].as_str()), (422, Some("sweep_minutes")));
 }
 both!(a_rule_per_jurisdiction_and_a_swap, a_rule_per_jurisdiction_and_a_swap);
+
+/// Asks for a candidate's impact report on `segment` and waits for it; the report as served.
+async fn impact(s: &TestServer, key: &str, plugin_id: &str, segment: &str) -> Value {
+    let path = format!("/admin/plugins/{plugin_id}/impact");
+    let (st, v) = s.post(key, &path, &json!({"segment": segment})).await;
+    assert_eq!(st, 202, "{v}");
+    support::eventually("the impact report", Duration::from_secs(30), || async {
+        let (_, r) = s.get(key, &path).await;
+        (r["state"] != "running").then_some(r)
+    })
+    .await
+}
+
+async fn impact_reports_are_signed_with_the_approval(s: &mut TestServer) {
+    let t = team(s).await;
+    s.clock.set(support::now());
+    segment(s, &t, "dormant-depositors", true).await;
+    let m = manifest("dormant-depositor", "1.0.0", "segment", &["DE"]);
+    let rule = approved(s, &t.operator, &[&t.carla], "dormant-depositor", &m).await;
+    bind(s, &t, "dormant-depositors", "DE", &rule, json!({})).await;
+    player(s, &t, "p_in", "DE").await; // dormant, e-mail consent: in under both
+    let reg = support::registered("p_noconsent", json!({}));
+    assert_eq!(s.post(&t.platform, "/v1/events", &reg).await.0, 202); // out today: no e-mail consent
+    player(s, &t, "p_self", "DE").await;
+    let excl = event(
+        "x_9",
+        "self_exclusion.started",
+        "p_self",
+        "2026-11-23T10:00:00Z",
+        json!({"scope": "operator", "register": "OASIS"}),
+    );
+    assert_eq!(s.post(&t.platform, "/v1/events", &excl).await.0, 202);
+    s.settled().await;
+
+    // A candidate that widens the segment: churn-risk has no consent condition.
+    let cm = manifest("dormant-depositor", "2.0.0", "segment", &["DE"]);
+    let bytes = support::wasm("churn-risk");
+    let (st, v) = support::registry::upload(s, &t.operator, &cm, bytes.clone()).await;
+    assert_eq!(st, 201, "{v}");
+    let candidate = v["id"].as_str().unwrap().to_string();
+    let r = impact(s, &t.carla.api_key, &candidate, "dormant-depositors").await;
+    assert_eq!(r["state"], "done", "{r}");
+    let report = &r["report"];
+    assert_eq!((report["population"].as_u64(), report["host_out"].as_u64()), (Some(3), Some(1)), "{report}");
+    assert_eq!(report["gained"]["total"], 1, "{report}");
+    assert_eq!(report["gained"]["by_jurisdiction"], json!({"DE": 1}));
+    let g = &report["gained"]["sample"][0];
+    assert_eq!(
+        (g["player_id"].as_str(), g["current"]["member"].as_bool()),
+        (Some("p_noconsent"), Some(false)),
+        "{g}"
+    );
+    assert_eq!(g["current"]["reason"], "no e-mail consent");
+    assert_eq!(g["candidate"]["member"], true);
+    assert_eq!(report["lost"]["total"], 0);
+    assert_eq!(report["members"], json!({"current": 1, "candidate": 2}));
+    let fuel = &report["limits"]["fuel"];
+    assert!(fuel["p50"].as_u64().unwrap() > 0 && fuel["max"].as_u64() <= fuel["limit"].as_u64(), "{fuel}");
+    assert_eq!(r["sha256"].as_str(), Some(pitboss::impact::sha256_of(report).as_str()));
+    let (_, version) = s.get(&t.operator, &format!("/admin/plugins/{candidate}")).await;
+    assert_eq!(version["impact"]["sha256"], r["sha256"]);
+
+    // Signed without the report: refused. With it: approved, and the approval says which report.
+    let (st, v) = support::registry::approve(
+        s,
+        &t.carla,
+        &candidate,
+        &support::registry::sign(s, &t.carla, &cm, &bytes),
+    )
+    .await;
+    assert_eq!((st, v["error"]["code"].as_str()), (422, Some("bad_signature")), "{v}");
+    let sig = support::registry::sign_with(s, &t.carla, &cm, &bytes, Some(&r));
+    let (st, v) = support::registry::approve(s, &t.carla, &candidate, &sig).await;
+    assert_eq!(st, 201, "{v}");
+    assert_eq!(v["approvals"][0]["impact_sha256"], r["sha256"]);
+    // An approved version keeps the report it was approved with.
+    let (st, _) = s
+        .post(
+            &t.carla.api_key,
+            &format!("/admin/plugins/{candidate}/impact"),
+            &json!({"segment": "dormant-depositors"}),
+        )
+        .await;
+    assert_eq!(st, 409);
+    // Bound, it runs: the approval verifies at load with its report.
+    bind(s, &t, "dormant-depositors", "DE", &candidate, json!({})).await;
+    let seg = segment_id(s, &t, "dormant-depositors").await;
+    wait_members(s, &t, &seg, &["p_in", "p_noconsent"], Duration::from_secs(10)).await;
+
+    // A hostile candidate: every decision runs out of fuel; counted, the host unaffected.
+    let hm = manifest("dormant-depositor", "3.0.0", "segment", &["DE"]);
+    let (_, v) = support::registry::upload(s, &t.operator, &hm, support::wasm("hostile-infinite-loop")).await;
+    let hostile = v["id"].as_str().unwrap().to_string();
+    let r = impact(s, &t.carla.api_key, &hostile, "dormant-depositors").await;
+    let f = &r["report"]["failures"]["candidate"];
+    assert_eq!((f["players"].as_u64(), f["by_code"]["out_of_fuel"].as_u64()), (Some(2), Some(2)), "{r}");
+    assert_eq!(f["sample"].as_array().unwrap().len(), 2);
+    assert_eq!(
+        r["report"]["members"],
+        json!({"current": 2, "candidate": 2}),
+        "failed decisions change nothing"
+    );
+    assert_eq!(s.get(&t.analyst, &format!("/v1/segments/{seg}")).await.0, 200);
+
+    // A host run with `--require-impact NL`: NL versions need a report before anyone may approve them.
+    // A report altered in the database unties the approvals that signed it: the version fails closed.
+    sqlx::query("UPDATE impact_reports SET sha256 = 'a1tered' WHERE plugin_id = $1")
+        .bind(&candidate)
+        .execute(&s.db.pool)
+        .await
+        .unwrap();
+    s.require_impact = vec!["NL".into()];
+    s.restart().await;
+    let ask = json!({"player_id": "p_in", "segment": "dormant-depositors"});
+    let (st, v) = s.post(&t.platform, "/v1/decisions/segment", &ask).await;
+    assert_eq!((st, v["error"]["code"].as_str()), (503, Some("integrity_failed")), "{v}");
+    let nm = manifest("nl-rule", "1.0.0", "segment", &["NL"]);
+    let nl_bytes = support::wasm("hostile-trap");
+    let (_, v) = support::registry::upload(s, &t.operator, &nm, nl_bytes.clone()).await;
+    let nl = v["id"].as_str().unwrap().to_string();
+    let (st, v) =
+        support::registry::approve(s, &t.carla, &nl, &support::registry::sign(s, &t.carla, &nm, &nl_bytes))
+            .await;
+    assert_eq!(st, 403, "{v}");
+    assert!(v["error"]["message"].as_str().unwrap().contains("impact report"), "{v}");
+    // Other kinds of plugins say what reports cover.
+    let om = manifest("nbo", "1.0.0", "offer-scorer", &["DE"]);
+    let (_, v) = support::registry::upload(s, &t.operator, &om, support::wasm("next-best-offer")).await;
+    let (st, v) = s
+        .post(&t.carla.api_key, &format!("/admin/plugins/{}/impact", v["id"].as_str().unwrap()), &json!({}))
+        .await;
+    assert_eq!((st, v["error"]["code"].as_str()), (422, Some("impact_unsupported")), "{v}");
+}
+mod impact_reports_are_signed_with_the_approval {
+    use crate::support::server::{Backend, TestServer};
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn sqlite() {
+        if let Some(mut s) = TestServer::start(Backend::Sqlite).await {
+            super::impact_reports_are_signed_with_the_approval(&mut s).await;
+            s.stop().await;
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn postgres() {
+        if let Some(mut s) = TestServer::start(Backend::Postgres).await {
+            super::impact_reports_are_signed_with_the_approval(&mut s).await;
+            s.stop().await;
+        }
+    }
+}
+
+async fn segment_id(s: &TestServer, t: &Team, name: &str) -> String {
+    let (_, all) = s.get(&t.analyst, "/v1/segments").await;
+    all["segments"].as_array().unwrap().iter().find(|x| x["name"] == name).unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}

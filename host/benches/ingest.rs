@@ -55,6 +55,7 @@ async fn pitboss_server(backend: Backend) -> Option<(TestDb, String, String)> {
             data_dir,
             code_cache: None,
             dual_approval: Vec::new(),
+            require_impact: vec![],
             config: None,
             settings: Default::default(),
             clock: Default::default(),

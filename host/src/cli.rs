@@ -89,6 +89,10 @@ pub enum PluginCommand {
         /// The component (.wasm) you reviewed.
         #[arg(long)]
         wasm: PathBuf,
+        /// The impact report you reviewed (`pitboss plugin impact --id … > report.json`), when the
+        /// version has one: the approval signs its sha256 too.
+        #[arg(long)]
+        impact: Option<PathBuf>,
     },
     #[command(flatten)]
     Remote(crate::remote::RemoteCommand),
@@ -202,7 +206,9 @@ pub fn main(cli: Cli) -> ExitCode {
         Command::Plugin(PluginCommand::Run(args)) => plugin_run(&args),
         Command::Plugin(PluginCommand::Test(args)) => plugin_test(&args),
         Command::Plugin(PluginCommand::Inspect { file }) => plugin_inspect(&file),
-        Command::Plugin(PluginCommand::Sign { key, manifest, wasm }) => plugin_sign(&key, &manifest, &wasm),
+        Command::Plugin(PluginCommand::Sign { key, manifest, wasm, impact }) => {
+            plugin_sign(&key, &manifest, &wasm, impact.as_deref())
+        }
         Command::Plugin(PluginCommand::Remote(cmd)) => tokio_main(crate::remote::run(cmd)),
         Command::Segment(cmd) => tokio_main(crate::remote::run_segment(cmd)),
         Command::Keygen { out } => keygen(&out),
@@ -309,14 +315,25 @@ fn keygen(out: &Path) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn plugin_sign(key: &Path, manifest: &Path, wasm: &Path) -> anyhow::Result<ExitCode> {
+fn plugin_sign(key: &Path, manifest: &Path, wasm: &Path, impact: Option<&Path>) -> anyhow::Result<ExitCode> {
     use crate::plugins::registry::manifest::{Manifest, sign, signing_payload};
     let manifest = Manifest::parse(&read(manifest)?)
         .map_err(|e| anyhow::anyhow!("manifest: {}: {}", e.field, e.message))?;
     let sha = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(read(wasm)?));
     let private = std::fs::read_to_string(key).with_context(|| format!("reading {}", key.display()))?;
-    let signature = sign(&private, &signing_payload(&manifest, &sha))?;
-    eprintln!("signed {} {} (sha256 {sha})", manifest.name, manifest.version);
+    let impact = match impact {
+        Some(path) => {
+            let v: serde_json::Value = serde_json::from_slice(&read(path)?)
+                .with_context(|| format!("{} is not JSON", path.display()))?;
+            // The report as `GET /admin/plugins/{id}/impact` serves it, or the bare report.
+            let report = if v.get("report").is_some() { &v["report"] } else { &v };
+            Some(crate::impact::sha256_of(report))
+        }
+        None => None,
+    };
+    let signature = sign(&private, &signing_payload(&manifest, &sha, impact.as_deref()))?;
+    let with = impact.as_deref().map(|i| format!(", impact report {i}")).unwrap_or_default();
+    eprintln!("signed {} {} (sha256 {sha}{with})", manifest.name, manifest.version);
     println!("{signature}");
     Ok(ExitCode::SUCCESS)
 }

@@ -51,6 +51,9 @@ pub struct ServeOptions {
     /// Jurisdictions whose plugin versions need two distinct approvers (comma-separated).
     #[arg(long, env = "PITBOSS_DUAL_APPROVAL", value_delimiter = ',')]
     pub dual_approval: Vec<String>,
+    /// Jurisdictions whose plugin versions need an impact report before approval (comma-separated).
+    #[arg(long, env = "PITBOSS_REQUIRE_IMPACT", value_delimiter = ',')]
+    pub require_impact: Vec<String>,
     /// A TOML file: brands (licences, sender, unsubscribe link), SMTP relay, push and SMS providers,
     /// frequency policies, delivery retries. Without it no brand is licensed anywhere, so no marketing
     /// goes out.
@@ -61,6 +64,16 @@ pub struct ServeOptions {
     pub settings: Settings,
     #[arg(skip)]
     pub clock: Clock,
+}
+
+impl ServeOptions {
+    /// Who must approve plugin versions, and after what.
+    pub fn approval_policy(&self) -> crate::plugins::registry::ApprovalPolicy {
+        crate::plugins::registry::ApprovalPolicy {
+            dual: self.dual_approval.clone(),
+            require_impact: self.require_impact.clone(),
+        }
+    }
 }
 
 /// The config file.

@@ -43,8 +43,7 @@ impl Core {
             ..RuntimeConfig::default()
         })?);
         let blobs = BlobStore::open(&options.data_dir.join("plugins"))?;
-        let registry =
-            Arc::new(Registry::open(db.clone(), blobs, runtime, options.dual_approval.clone()).await?);
+        let registry = Arc::new(Registry::open(db.clone(), blobs, runtime, options.approval_policy()).await?);
         let packs = Arc::new(PackStore::open(db.clone()).await?);
         let licences = options.settings.brands.iter().map(|(b, s)| (b.clone(), s.licences.clone())).collect();
         let policies = Arc::new(Policies::new(packs, options.settings.frequency_policies(), licences));

@@ -13,6 +13,7 @@ pub mod core;
 pub mod decisions;
 pub mod delivery;
 pub mod events;
+pub mod impact;
 pub mod messaging;
 pub mod model;
 pub mod plugins;

@@ -74,6 +74,19 @@ pub enum RemoteCommand {
         #[command(flatten)]
         remote: Remote,
     },
+    /// A version's impact report (`--segment` starts one): what it would change, and the sha256 an
+    /// approval signs with it (`pitboss plugin sign --impact`).
+    Impact {
+        #[arg(long)]
+        id: String,
+        /// Run a report now: the segment whose rule the candidate would replace.
+        #[arg(long)]
+        segment: Option<String>,
+        #[arg(long)]
+        brand: Option<String>,
+        #[command(flatten)]
+        remote: Remote,
+    },
     /// List the versions you can see, with their approvals, and the current bindings.
     List {
         #[command(flatten)]
@@ -136,6 +149,14 @@ pub async fn run(cmd: RemoteCommand) -> anyhow::Result<ExitCode> {
                 json!({"brand_id": brand, "jurisdiction": jurisdiction, "world": world, "segment": segment});
             finish(send(http.post(url(&remote, "/admin/bindings/rollback")).json(&body), &remote).await?)
                 .await
+        }
+        RemoteCommand::Impact { id, segment, brand, remote } => {
+            let path = url(&remote, &format!("/admin/plugins/{id}/impact"));
+            if segment.is_some() {
+                let body = json!({"segment": segment, "brand_id": brand});
+                return finish(send(http.post(path).json(&body), &remote).await?).await;
+            }
+            finish(send(http.get(path), &remote).await?).await
         }
         RemoteCommand::List { remote } => {
             let plugins = send(http.get(url(&remote, "/admin/plugins")), &remote).await?;

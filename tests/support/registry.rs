@@ -67,6 +67,17 @@ pub async fn officer_of(s: &TestServer, admin: &str, holder: &str, brand: &str) 
 
 /// `pitboss plugin sign`, as the officer runs it on the manifest and bytes they reviewed.
 pub fn sign(s: &TestServer, o: &Officer, manifest: &Value, bytes: &[u8]) -> String {
+    sign_with(s, o, manifest, bytes, None)
+}
+
+/// `pitboss plugin sign --impact`: the officer signs the impact report they read too.
+pub fn sign_with(
+    s: &TestServer,
+    o: &Officer,
+    manifest: &Value,
+    bytes: &[u8],
+    impact: Option<&Value>,
+) -> String {
     let m = s.data_dir.path().join("manifest.json");
     let w = s.data_dir.path().join("plugin.wasm");
     std::fs::write(&m, manifest.to_string()).unwrap();
@@ -78,6 +89,15 @@ pub fn sign(s: &TestServer, o: &Officer, manifest: &Value, bytes: &[u8]) -> Stri
         .arg(&m)
         .arg("--wasm")
         .arg(&w)
+        .args(
+            impact
+                .map(|report| {
+                    let file = s.data_dir.path().join("impact.json");
+                    std::fs::write(&file, report.to_string()).unwrap();
+                    vec!["--impact".into(), file.into_os_string()]
+                })
+                .unwrap_or_default(),
+        )
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));

@@ -118,6 +118,9 @@ pub struct TestServer {
     pub http: reqwest::Client,
     pub db: Db,
     pub test_db: TestDb,
+    /// Jurisdictions whose versions need an impact report before approval (none unless a test asks;
+    /// it takes effect at the next restart).
+    pub require_impact: Vec<String>,
     stop: Option<oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
 }
@@ -136,7 +139,7 @@ impl TestServer {
         let key = contacts_key.clone();
         let data_dir = tempfile::tempdir().unwrap();
         let clock = Clock::default();
-        let (base, stop, task) = spawn_host(db.clone(), key, data_dir.path(), &settings, &clock).await;
+        let (base, stop, task) = spawn_host(db.clone(), key, data_dir.path(), (&settings, &[]), &clock).await;
         Some(TestServer {
             contacts_key,
             settings,
@@ -146,6 +149,7 @@ impl TestServer {
             http: reqwest::Client::new(),
             db,
             test_db,
+            require_impact: Vec::new(),
             stop: Some(stop),
             task: Some(task),
         })
@@ -256,7 +260,7 @@ impl TestServer {
             self.db.clone(),
             self.contacts_key.clone(),
             self.data_dir.path(),
-            &self.settings,
+            (&self.settings, &self.require_impact),
             &self.clock,
         )
         .await
@@ -289,7 +293,7 @@ impl TestServer {
             self.db.clone(),
             self.contacts_key.clone(),
             self.data_dir.path(),
-            &self.settings,
+            (&self.settings, &self.require_impact),
             &self.clock,
         )
         .await;
@@ -312,7 +316,7 @@ async fn spawn_host(
     db: Db,
     key: ContactsKey,
     data_dir: &std::path::Path,
-    settings: &Settings,
+    (settings, require_impact): (&Settings, &[String]),
     clock: &Clock,
 ) -> (String, oneshot::Sender<()>, tokio::task::JoinHandle<anyhow::Result<()>>) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -322,6 +326,7 @@ async fn spawn_host(
         data_dir: data_dir.to_path_buf(),
         code_cache: Some(super::code_cache()),
         dual_approval: vec!["GB".into()],
+        require_impact: require_impact.to_vec(),
         config: None,
         settings: settings.clone(),
         clock: clock.clone(),

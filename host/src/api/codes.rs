@@ -62,6 +62,8 @@ pub const CODES: &[(&str, u16, &str)] = &[
     ("invalid_pack", 422, "a pack version with a wrong or unsourced value (named)"),
     ("invalid_decision_request", 422, "a decision request of the wrong shape"),
     ("invalid_segment", 422, "a segment definition with a wrong field (named)"),
+    ("invalid_impact_request", 422, "an impact report request with a wrong field (named)"),
+    ("impact_unsupported", 422, "an impact report for a kind of plugin reports do not cover yet"),
     // A plugin that could not be used or failed: the runtime's own codes.
     ("not_a_component", 422, "not a WebAssembly component"),
     ("unknown_world", 422, "it exports no Pitboss world"),

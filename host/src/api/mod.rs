@@ -7,6 +7,7 @@ pub mod codes;
 mod decisions;
 mod events;
 pub mod extract;
+mod impact;
 mod messaging;
 pub mod openapi;
 mod packs;
@@ -54,6 +55,7 @@ pub fn app(state: AppState) -> Router {
         .merge(messaging::router())
         .merge(packs::router())
         .merge(segments::router())
+        .merge(impact::router())
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint") })
         .layer(axum::middleware::map_response(json_errors))
         .layer(axum::middleware::from_fn(uri_limit))

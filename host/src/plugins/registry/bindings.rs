@@ -413,21 +413,27 @@ impl Registry {
             return Err("the component's bytes do not match their recorded sha256".into());
         }
         let approvals = sqlx::query(
-            "SELECT a.approver_holder, a.signature, k.public_key FROM approvals a JOIN signing_keys k ON k.id = a.signing_key_id
+            "SELECT a.approver_holder, a.signature, a.impact_sha256, k.public_key FROM approvals a JOIN signing_keys k ON k.id = a.signing_key_id
              WHERE a.plugin_id = $1 AND a.revoked_at IS NULL AND k.revoked_at IS NULL",
         )
         .bind(plugin_id)
         .fetch_all(&self.db.pool)
         .await
         .map_err(|e| e.to_string())?;
-        let payload = signing_payload(&m, &sha);
+        // An approval that signed an impact report holds only while that report is the one stored.
+        let report = self.impact_of(plugin_id).await.map_err(|e| e.to_string())?.and_then(|i| i.sha256);
         let mut holders = std::collections::BTreeSet::new();
         for a in &approvals {
-            let (holder, sig, public): (String, String, String) = (
+            let (holder, sig, public, impact): (String, String, String, Option<String>) = (
                 a.try_get("approver_holder").map_err(|e| e.to_string())?,
                 a.try_get("signature").map_err(|e| e.to_string())?,
                 a.try_get("public_key").map_err(|e| e.to_string())?,
+                a.try_get("impact_sha256").map_err(|e| e.to_string())?,
             );
+            if impact.is_some() && impact != report {
+                continue;
+            }
+            let payload = signing_payload(&m, &sha, impact.as_deref());
             if manifest::verify(&public, &payload, &sig) {
                 holders.insert(holder);
             }
@@ -451,7 +457,7 @@ impl Registry {
 
 /// The world's defaults, then the manifest's asks, then the binding's overrides; over a ceiling is an
 /// error, not a silent clamp.
-fn effective_limits(m: &Manifest, o: &LimitOverrides) -> Result<Limits, RegistryError> {
+pub(super) fn effective_limits(m: &Manifest, o: &LimitOverrides) -> Result<Limits, RegistryError> {
     let mut l = Limits::default_for(m.world);
     if let Some(f) = o.fuel.or(m.fuel) {
         l.fuel = f;

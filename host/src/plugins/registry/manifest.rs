@@ -82,8 +82,16 @@ impl Manifest {
 }
 
 /// What a compliance signature covers.
-pub fn signing_payload(manifest: &Manifest, sha256_hex: &str) -> Vec<u8> {
-    format!("pitboss-plugin-approval-v1\n{}\n{}", manifest.canonical(), sha256_hex).into_bytes()
+/// What an approval signs: the canonical manifest and the component's sha256 (v1), and the sha256 of
+/// the version's impact report when it has one (v2: "these bytes, this manifest, this observed impact").
+pub fn signing_payload(manifest: &Manifest, sha256_hex: &str, impact_sha256: Option<&str>) -> Vec<u8> {
+    match impact_sha256 {
+        None => format!("pitboss-plugin-approval-v1\n{}\n{}", manifest.canonical(), sha256_hex).into_bytes(),
+        Some(impact) => {
+            format!("pitboss-plugin-approval-v2\n{}\n{}\n{}", manifest.canonical(), sha256_hex, impact)
+                .into_bytes()
+        }
+    }
 }
 
 /// A new ed25519 key pair: (private key hex, public key hex).
@@ -128,16 +136,16 @@ mod tests {
     fn a_signature_covers_manifest_and_bytes() {
         let (private, public) = keygen();
         let m = manifest();
-        let payload = signing_payload(&m, "ab".repeat(32).as_str());
+        let payload = signing_payload(&m, "ab".repeat(32).as_str(), None);
         let sig = sign(&private, &payload).unwrap();
         assert!(verify(&public, &payload, &sig));
         let mut other = m.clone();
         other.jurisdictions = vec!["*".into()];
         assert!(
-            !verify(&public, &signing_payload(&other, "ab".repeat(32).as_str()), &sig),
+            !verify(&public, &signing_payload(&other, "ab".repeat(32).as_str(), None), &sig),
             "another manifest"
         );
-        assert!(!verify(&public, &signing_payload(&m, "cd".repeat(32).as_str()), &sig), "other bytes");
+        assert!(!verify(&public, &signing_payload(&m, "cd".repeat(32).as_str(), None), &sig), "other bytes");
         let (_, stranger) = keygen();
         assert!(!verify(&stranger, &payload, &sig), "another key");
         assert!(!verify(&public, &payload, "00"), "garbage");

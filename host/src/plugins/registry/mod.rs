@@ -14,7 +14,7 @@ use sha2::{Digest, Sha256};
 use sqlx::Row;
 
 use self::manifest::{Manifest, ManifestError, signing_payload};
-use super::{PluginError, Runtime};
+use super::{Limits, Plugin, PluginError, Runtime};
 use crate::audit;
 use crate::auth::Principal;
 use crate::store::{Db, now_ms};
@@ -40,7 +40,9 @@ pub enum RegistryError {
     FourEyes(String),
     #[error("{0}")]
     Forbidden(String),
-    #[error("the signature does not verify against the canonical manifest and sha256 of this version")]
+    #[error(
+        "the signature does not verify against this version's signing payload (its canonical manifest, sha256 and, once it has an impact report, the report's sha256)"
+    )]
     BadSignature,
     #[error("the signing key is revoked")]
     KeyRevoked,
@@ -100,8 +102,17 @@ pub struct VersionView {
     /// Approvals in force, and how many the version's jurisdictions require.
     pub approvals_required: usize,
     pub approved: bool,
-    /// What a compliance signature must cover (hex of the exact bytes).
+    /// What a compliance signature must cover (hex of the exact bytes): with the impact report's sha256
+    /// once the version has a finished report.
     pub signing_payload: String,
+    /// The version's impact report, if one was asked for: its state and, once done, its sha256.
+    pub impact: Option<ImpactState>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ImpactState {
+    pub state: String,
+    pub sha256: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -111,14 +122,30 @@ pub struct ApprovalView {
     pub approver_holder: String,
     pub approved_at: i64,
     pub revoked_at: Option<i64>,
+    /// The impact report's sha256 the approval signed, if the version had one.
+    pub impact_sha256: Option<String>,
+}
+
+/// Who must approve what: jurisdictions whose versions need two approvers, and those whose versions
+/// need an impact report before anyone may approve them.
+#[derive(Debug, Clone, Default)]
+pub struct ApprovalPolicy {
+    pub dual: Vec<String>,
+    pub require_impact: Vec<String>,
+}
+
+impl ApprovalPolicy {
+    fn covers(list: &[String], m: &Manifest) -> bool {
+        m.jurisdictions.iter().any(|j| j == "*" && !list.is_empty() || list.contains(j))
+    }
 }
 
 pub struct Registry {
     db: Db,
     blobs: BlobStore,
     runtime: Arc<Runtime>,
-    /// Jurisdictions whose versions need two distinct approvers.
-    dual_approval: Vec<String>,
+    /// Jurisdictions whose versions need two approvers, or an impact report.
+    policy: ApprovalPolicy,
     /// The live bindings (see `bindings`).
     snapshot: arc_swap::ArcSwap<bindings::Snapshot>,
     /// Versions refused at load because their bytes or approvals did not check out.
@@ -154,13 +181,13 @@ impl Registry {
         db: Db,
         blobs: BlobStore,
         runtime: Arc<Runtime>,
-        dual_approval: Vec<String>,
+        policy: ApprovalPolicy,
     ) -> anyhow::Result<Registry> {
         let registry = Registry {
             db,
             blobs,
             runtime,
-            dual_approval,
+            policy,
             snapshot: Default::default(),
             integrity_failures: Default::default(),
             reloads: Default::default(),
@@ -249,11 +276,41 @@ impl Registry {
 
     /// How many distinct approvers a version needs.
     fn approvals_required(&self, m: &Manifest) -> usize {
-        let dual = m
-            .jurisdictions
-            .iter()
-            .any(|j| j == "*" && !self.dual_approval.is_empty() || self.dual_approval.contains(j));
-        if dual { 2 } else { 1 }
+        if ApprovalPolicy::covers(&self.policy.dual, m) { 2 } else { 1 }
+    }
+
+    /// A version as it would run, approved or not (an impact report runs candidates): its bytes checked
+    /// against their sha256, compiled, with the limits its manifest asks for.
+    pub async fn candidate(&self, plugin_id: &str) -> Result<(Arc<Plugin>, Manifest, Limits), RegistryError> {
+        let version = self.get(plugin_id).await?.ok_or(RegistryError::NotFound("plugin version"))?;
+        let bytes = self
+            .blobs
+            .get(&version.sha256)
+            .map_err(|e| anyhow::anyhow!("component bytes unreadable: {e}"))?;
+        if hex::encode(Sha256::digest(&bytes)) != version.sha256 {
+            return Err(RegistryError::Internal(anyhow::anyhow!(
+                "the component's bytes do not match their sha256"
+            )));
+        }
+        let limits = bindings::effective_limits(&version.manifest, &Default::default())?;
+        let runtime = self.runtime.clone();
+        let plugin = tokio::task::spawn_blocking(move || runtime.load(&bytes))
+            .await
+            .map_err(|e| anyhow::anyhow!(e))?
+            .map_err(RegistryError::Plugin)?;
+        Ok((plugin, version.manifest, limits))
+    }
+
+    /// The version's impact report as the registry sees it: (state, sha256 once done).
+    pub async fn impact_of(&self, plugin_id: &str) -> Result<Option<ImpactState>, RegistryError> {
+        let row = sqlx::query("SELECT state, sha256 FROM impact_reports WHERE plugin_id = $1")
+            .bind(plugin_id)
+            .fetch_optional(&self.db.pool)
+            .await?;
+        Ok(match row {
+            Some(r) => Some(ImpactState { state: r.try_get("state")?, sha256: r.try_get("sha256")? }),
+            None => None,
+        })
     }
 
     pub async fn get(&self, id: &str) -> Result<Option<VersionView>, RegistryError> {
@@ -270,7 +327,7 @@ impl Registry {
             serde_json::from_str(&r.try_get::<String, _>("manifest")?).map_err(anyhow::Error::from)?;
         let sha: String = r.try_get("sha256")?;
         let approvals = sqlx::query(
-            "SELECT id, signing_key_id, approver_holder, approved_at, revoked_at FROM approvals WHERE plugin_id = $1 ORDER BY approved_at",
+            "SELECT id, signing_key_id, approver_holder, approved_at, revoked_at, impact_sha256 FROM approvals WHERE plugin_id = $1 ORDER BY approved_at",
         )
         .bind(id)
         .fetch_all(&self.db.pool)
@@ -283,9 +340,12 @@ impl Registry {
                 approver_holder: a.try_get("approver_holder")?,
                 approved_at: a.try_get("approved_at")?,
                 revoked_at: a.try_get("revoked_at")?,
+                impact_sha256: a.try_get("impact_sha256")?,
             })
         })
         .collect::<Result<Vec<_>, _>>()?;
+        let impact = self.impact_of(id).await?;
+        let impact_sha = impact.as_ref().filter(|i| i.state == "done").and_then(|i| i.sha256.as_deref());
         let in_force: std::collections::BTreeSet<&str> =
             approvals.iter().filter(|a| a.revoked_at.is_none()).map(|a| a.approver_holder.as_str()).collect();
         let required = self.approvals_required(&manifest);
@@ -297,7 +357,8 @@ impl Registry {
             uploaded_at: r.try_get("uploaded_at")?,
             approved: in_force.len() >= required,
             approvals_required: required,
-            signing_payload: hex::encode(signing_payload(&manifest, &sha)),
+            signing_payload: hex::encode(signing_payload(&manifest, &sha, impact_sha)),
+            impact,
             sha256: sha,
             approvals,
             manifest,
@@ -440,7 +501,24 @@ impl Registry {
                 "{holder} uploaded this version and cannot approve it"
             )));
         }
-        let payload = signing_payload(&version.manifest, &version.sha256);
+        let impact = match version.impact.as_ref() {
+            Some(ImpactState { state, sha256: Some(sha) }) if state == "done" => Some(sha.clone()),
+            Some(ImpactState { state, .. }) if state == "running" => {
+                return Err(RegistryError::Conflict(
+                    "the version's impact report is still running; approve it once it is done".into(),
+                ));
+            }
+            _ => None,
+        };
+        if impact.is_none() && ApprovalPolicy::covers(&self.policy.require_impact, &version.manifest) {
+            return Err(RegistryError::Forbidden(format!(
+                "{} {} needs an impact report before approval (jurisdictions {}): POST /admin/plugins/{plugin_id}/impact",
+                version.manifest.name,
+                version.manifest.version,
+                self.policy.require_impact.join(", ")
+            )));
+        }
+        let payload = signing_payload(&version.manifest, &version.sha256, impact.as_deref());
         if !manifest::verify(&key.try_get::<String, _>("public_key")?, &payload, signature) {
             return Err(RegistryError::BadSignature);
         }
@@ -450,8 +528,8 @@ impl Registry {
         );
         let mut tx = self.db.begin_write().await?;
         let inserted = sqlx::query(
-            "INSERT INTO approvals (id, plugin_id, signing_key_id, approver_key_id, approver_holder, signature, approved_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING",
+            "INSERT INTO approvals (id, plugin_id, signing_key_id, approver_key_id, approver_holder, signature, approved_at, impact_sha256)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT DO NOTHING",
         )
         .bind(&id)
         .bind(plugin_id)
@@ -460,6 +538,7 @@ impl Registry {
         .bind(&actor.holder)
         .bind(signature.trim().to_lowercase())
         .bind(now_ms())
+        .bind(impact.as_deref())
         .execute(&mut *tx)
         .await?;
         if inserted.rows_affected() == 0 {
@@ -467,7 +546,8 @@ impl Registry {
                 "{holder} already approved this version with this key"
             )));
         }
-        let detail = serde_json::json!({"signing_key_id": signing_key_id, "sha256": version.sha256});
+        let detail = serde_json::json!({"signing_key_id": signing_key_id, "sha256": version.sha256,
+                                        "impact_sha256": impact});
         audit::record(&mut tx, actor, "plugin.approve", plugin_id, &version.manifest.brands, detail).await?;
         tx.commit().await?;
         self.get(plugin_id).await?.ok_or(RegistryError::NotFound("plugin version"))

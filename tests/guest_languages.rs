@@ -28,6 +28,11 @@ fn python_segment_decides_like_the_rust_one() {
 }
 
 #[test]
+fn python_churn_risk_decides_like_the_rust_one() {
+    table("python", "churn-risk", World::Segment, "churn-risk");
+}
+
+#[test]
 fn javascript_segment_decides_like_the_rust_one() {
     table("js", "dormant-depositor", World::Segment, "dormant-depositor");
 }

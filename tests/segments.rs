@@ -215,6 +215,21 @@ async fn a_rule_per_jurisdiction_and_a_swap(s: &TestServer) {
     let (_, v) = s.get(&t.analyst, &format!("/v1/segments/{churning}")).await;
     assert_eq!(v["members"]["by_jurisdiction"], json!({"DE": 1, "GB": 1}), "{v}");
 
+    // And back: a sweep takes the GB player out again, saying why, with the change in the log.
+    bind(s, &t, "churning", "GB", &rule, json!({"threshold": "0.999"})).await;
+    wait_members(s, &t, &churning, &["p_de"], Duration::from_secs(10)).await;
+    let (_, mine) = s.get(&t.platform, "/v1/players/p_gb/segments").await;
+    let left = &mine["history"][0];
+    assert!(left["left_via"].as_str().unwrap().starts_with("sweep:"), "{left}");
+    assert!(left["left_reason"].as_str().unwrap().contains("not above 0.999"), "{left}");
+    let logged =
+        s.count("SELECT COUNT(*) FROM events WHERE event_type IN ('segment.entered', 'segment.left')").await;
+    let spans = s.count("SELECT COUNT(*) FROM segment_members").await;
+    let closed = s.count("SELECT COUNT(*) FROM segment_members WHERE left_at IS NOT NULL").await;
+    assert_eq!(logged, spans + closed);
+    bind(s, &t, "churning", "GB", &rule, json!({"threshold": "0.5"})).await;
+    wait_members(s, &t, &churning, &["p_de", "p_gb"], Duration::from_secs(10)).await;
+
     // CSV for analysts, cursor pages.
     let r = s
         .http

@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use sqlx::Row;
 use tokio::sync::watch;
 
-use super::{Change, Segment, Verdict};
+use super::{Segment, Verdict};
 use crate::bus::Bus;
 use crate::core::Core;
 use crate::model as m;
@@ -313,29 +313,32 @@ async fn write_page(
 ) -> anyhow::Result<bool> {
     let mut tx = core.db.begin_write().await?;
     let current = members_between(&mut tx, &segment.id, page.range).await?;
-    let mut changed = false;
+    let (mut enter, mut leave) = (Vec::new(), Vec::new());
     for ((player, profile), verdict) in page.profiles.iter().zip(page.verdicts) {
         figures.players += 1;
+        let open = current.get(player);
         let Some(verdict) = verdict else {
-            figures.members += u64::from(current.contains_key(player));
+            figures.members += u64::from(open.is_some());
             continue;
         };
         figures.members += u64::from(verdict.member);
-        let same = match current.get(player) {
-            Some(j) => verdict.member && *j == profile.jurisdiction,
-            None => !verdict.member,
-        };
-        if same {
-            continue;
+        match (verdict.member, open) {
+            (true, None) => enter.push((player.as_str(), profile.jurisdiction.as_str(), verdict)),
+            (false, Some((span, _))) => leave.push((*span, verdict)),
+            (true, Some((_, j))) if *j != profile.jurisdiction => {
+                // Still in, now counted in another jurisdiction: `apply` moves the span.
+                let target = (player.as_str(), profile.jurisdiction.as_str());
+                super::apply(&mut tx, segment.target(), target, verdict, page.via, page.at).await?;
+            }
+            _ => {}
         }
-        let target = (player.as_str(), profile.jurisdiction.as_str());
-        match super::apply(&mut tx, segment.target(), target, verdict, page.via, page.at).await? {
-            Some((Change::Entered, _)) => figures.entered += 1,
-            Some((Change::Left, _)) => figures.left += 1,
-            None => {}
-        }
-        changed = true;
     }
+    let (entered, left) =
+        crate::store::segments::apply_many(&mut tx, segment.target(), &enter, &leave, page.via, page.at)
+            .await?;
+    figures.entered += entered as u64;
+    figures.left += left as u64;
+    let changed = entered + left > 0;
     sqlx::query("UPDATE segment_sweeps SET heartbeat_at = $2, figures = $3 WHERE id = $1")
         .bind(sweep)
         .bind(now_ms())
@@ -346,14 +349,15 @@ async fn write_page(
     Ok(changed)
 }
 
-/// Current members among the players in `(after, last]`, with the jurisdiction they are counted in.
+/// Current members among the players in `(after, last]`: their open span and the jurisdiction they are
+/// counted in.
 async fn members_between(
     conn: &mut sqlx::AnyConnection,
     segment: &str,
     (after, last): (&str, &str),
-) -> anyhow::Result<HashMap<String, String>> {
+) -> anyhow::Result<HashMap<String, (i64, String)>> {
     let rows = sqlx::query(
-        "SELECT player_id, jurisdiction FROM segment_members
+        "SELECT id, player_id, jurisdiction FROM segment_members
          WHERE segment_id = $1 AND left_at IS NULL AND player_id > $2 AND player_id <= $3",
     )
     .bind(segment)
@@ -361,7 +365,9 @@ async fn members_between(
     .bind(last)
     .fetch_all(conn)
     .await?;
-    rows.iter().map(|r| Ok((r.try_get("player_id")?, r.try_get("jurisdiction")?))).collect()
+    rows.iter()
+        .map(|r| Ok((r.try_get("player_id")?, (r.try_get("id")?, r.try_get("jurisdiction")?))))
+        .collect()
 }
 
 /// A verdict per profile (`None`: the rule failed for that player), the host's rule first, then the

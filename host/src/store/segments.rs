@@ -199,35 +199,139 @@ pub async fn apply(
         (false, None) => None,
     };
     let Some((change, span)) = change else { return Ok(None) };
-    let event_type = match change {
-        Change::Entered => m::EventType::SegmentEntered,
-        Change::Left => m::EventType::SegmentLeft,
-    };
-    let payload = m::EventPayload::Segment(m::SegmentChange {
-        segment_id: segment.id.to_string(),
-        segment: segment.name.to_string(),
-        plugin_id: verdict.plugin_id.clone(),
-        via: via.to_string(),
-        reason: verdict.reason.clone(),
-        score: verdict.score,
-    });
-    let payload = serde_json::to_string(&payload)?;
-    let name = m::wire_name(event_type);
-    sqlx::query(
-        "INSERT INTO events (brand_id, event_id, player_id, event_type, occurred_at, received_at, trace_id, payload, body_hash)
-         VALUES ($1, $2, $3, $4, $5, $6, NULL, $7, $8) ON CONFLICT (brand_id, event_id) DO NOTHING",
-    )
-    .bind(segment.brand_id)
-    .bind(format!("{name}:{}:{span}", segment.id))
-    .bind(player)
-    .bind(&name)
-    .bind(at)
-    .bind(crate::store::now_ms())
-    .bind(&payload)
-    .bind(hex::encode(Sha256::digest(payload.as_bytes())))
-    .execute(&mut *conn)
-    .await?;
+    log_changes(conn, segment, &[(change, span, player, verdict)], via, at).await?;
     Ok(Some((change, span)))
+}
+
+/// Rows per multi-row statement (well under both databases' limits on bound values).
+const ROWS: usize = 200;
+
+/// `apply` for many players of one segment at once (a sweep's page), in a few multi-row statements:
+/// `enter` are players not in the segment who enter it, `leave` the open spans that close. A player
+/// another writer moved meanwhile is left as that writer left them. The number entered and left.
+pub async fn apply_many(
+    conn: &mut sqlx::AnyConnection,
+    segment: Target<'_>,
+    enter: &[(&str, &str, &Verdict)],
+    leave: &[(i64, &Verdict)],
+    via: &str,
+    at: i64,
+) -> anyhow::Result<(usize, usize)> {
+    let mut changes: Vec<(Change, i64, String, &Verdict)> = Vec::new();
+    for chunk in enter.chunks(ROWS) {
+        let values: Vec<String> = (0..chunk.len())
+            .map(|k| {
+                let b = k * 7;
+                format!(
+                    "($1, $2, ${}, ${}, $3, ${}, ${}, $4, ${}, ${}, ${})",
+                    b + 5,
+                    b + 6,
+                    b + 7,
+                    b + 8,
+                    b + 9,
+                    b + 10,
+                    b + 11
+                )
+            })
+            .collect();
+        let sql = format!(
+            "INSERT INTO segment_members (segment_id, brand_id, player_id, jurisdiction, entered_at, plugin_id, binding_id,
+                 via, reason, score, decision_seq)
+             VALUES {} ON CONFLICT DO NOTHING RETURNING id, player_id",
+            values.join(", ")
+        );
+        let mut q =
+            sqlx::query(sqlx::AssertSqlSafe(sql)).bind(segment.id).bind(segment.brand_id).bind(at).bind(via);
+        for (player, jurisdiction, v) in chunk {
+            q = q
+                .bind(*player)
+                .bind(*jurisdiction)
+                .bind(&v.plugin_id)
+                .bind(&v.binding_id)
+                .bind(v.reason.as_deref())
+                .bind(v.score)
+                .bind(None::<i64>);
+        }
+        for r in q.fetch_all(&mut *conn).await? {
+            let player: String = r.try_get("player_id")?;
+            let verdict =
+                chunk.iter().find(|(p, _, _)| *p == player).map(|(_, _, v)| *v).expect("a player entered");
+            changes.push((Change::Entered, r.try_get("id")?, player, verdict));
+        }
+    }
+    let entered = changes.len();
+    for chunk in leave.chunks(ROWS) {
+        let values: Vec<String> =
+            (0..chunk.len()).map(|k| format!("(${}, ${})", 3 + 2 * k, 4 + 2 * k)).collect();
+        let sql = format!(
+            "WITH v (id, reason) AS (VALUES {})
+             UPDATE segment_members SET left_at = $1, left_via = $2, left_reason = v.reason FROM v
+             WHERE segment_members.id = v.id AND segment_members.left_at IS NULL
+             RETURNING segment_members.id AS id, segment_members.player_id AS player_id",
+            values.join(", ")
+        );
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(at).bind(via);
+        for (span, v) in chunk {
+            q = q.bind(*span).bind(v.reason.as_deref());
+        }
+        for r in q.fetch_all(&mut *conn).await? {
+            let span: i64 = r.try_get("id")?;
+            let verdict = chunk.iter().find(|(s, _)| *s == span).map(|(_, v)| *v).expect("a span closed");
+            changes.push((Change::Left, span, r.try_get("player_id")?, verdict));
+        }
+    }
+    let left = changes.len() - entered;
+    let logged: Vec<(Change, i64, &str, &Verdict)> =
+        changes.iter().map(|(c, s, p, v)| (*c, *s, p.as_str(), *v)).collect();
+    for chunk in logged.chunks(ROWS) {
+        log_changes(conn, segment, chunk, via, at).await?;
+    }
+    Ok((entered, left))
+}
+
+/// Writes `segment.entered` / `segment.left` for changes made, to the log (one statement).
+async fn log_changes(
+    conn: &mut sqlx::AnyConnection,
+    segment: Target<'_>,
+    changes: &[(Change, i64, &str, &Verdict)],
+    via: &str,
+    at: i64,
+) -> anyhow::Result<()> {
+    if changes.is_empty() {
+        return Ok(());
+    }
+    let values: Vec<String> = (0..changes.len())
+        .map(|k| {
+            let b = k * 5;
+            format!("($1, ${}, ${}, ${}, $2, $3, NULL, ${}, ${})", b + 4, b + 5, b + 6, b + 7, b + 8)
+        })
+        .collect();
+    let sql = format!(
+        "INSERT INTO events (brand_id, event_id, player_id, event_type, occurred_at, received_at, trace_id, payload, body_hash)
+         VALUES {} ON CONFLICT (brand_id, event_id) DO NOTHING",
+        values.join(", ")
+    );
+    let mut q =
+        sqlx::query(sqlx::AssertSqlSafe(sql)).bind(segment.brand_id).bind(at).bind(crate::store::now_ms());
+    for (change, span, player, verdict) in changes {
+        let event_type = match change {
+            Change::Entered => m::EventType::SegmentEntered,
+            Change::Left => m::EventType::SegmentLeft,
+        };
+        let payload = serde_json::to_string(&m::EventPayload::Segment(m::SegmentChange {
+            segment_id: segment.id.to_string(),
+            segment: segment.name.to_string(),
+            plugin_id: verdict.plugin_id.clone(),
+            via: via.to_string(),
+            reason: verdict.reason.clone(),
+            score: verdict.score,
+        }))?;
+        let name = m::wire_name(event_type);
+        let hash = hex::encode(Sha256::digest(payload.as_bytes()));
+        q = q.bind(format!("{name}:{}:{span}", segment.id)).bind(*player).bind(name).bind(payload).bind(hash);
+    }
+    q.execute(conn).await?;
+    Ok(())
 }
 
 /// Links a change to the record of the decision that made it.

@@ -181,6 +181,10 @@ async fn kept_current_by_events_and_sweeps(s: &TestServer) {
             "{seg}"
         );
     }
+    // An erased player is in no segment, and nothing of them is kept there.
+    assert_eq!(s.delete(&t.platform, "/v1/players/p_d").await.0, 200);
+    assert_eq!(members(s, &t, &audit).await, ["p_e"]);
+    assert_eq!(s.count("SELECT COUNT(*) FROM segment_members WHERE player_id = 'p_d'").await, 0);
     // The events the host emits are not the platform's to post.
     let forged = event("f_1", "segment.entered", "p_d", "2026-11-23T11:00:00Z", json!({}));
     let (st, v) = s.post(&t.platform, "/v1/events", &forged).await;
@@ -243,6 +247,23 @@ async fn a_rule_per_jurisdiction_and_a_swap(s: &TestServer) {
     assert!(text.starts_with("player_id,jurisdiction,") && text.contains("\np_de,DE,"), "{text}");
     let (_, next) = s.get(&t.analyst, &format!("/v1/segments/{churning}/members?cursor=p_de")).await;
     assert_eq!(next["members"][0]["player_id"], "p_gb");
+    // The same from a terminal.
+    let cli = |args: Vec<String>| {
+        tokio::task::spawn_blocking(move || {
+            std::process::Command::new(env!("CARGO_BIN_EXE_pitboss")).args(args).output().unwrap()
+        })
+    };
+    let remote = |key: &str| vec!["--url".to_string(), s.base.clone(), "--api-key".into(), key.to_string()];
+    let out = cli([vec!["segment".into(), "list".into()], remote(&t.analyst)].concat()).await.unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let listed: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(listed["segments"][0]["members"]["total"], 2, "{listed}");
+    let args = [
+        vec!["segment".into(), "members".into(), "--id".into(), churning.clone(), "--csv".into()],
+        remote(&t.analyst),
+    ];
+    let out = cli(args.concat()).await.unwrap();
+    assert!(String::from_utf8_lossy(&out.stdout).contains("\np_gb,GB,"));
     // Wrong role, other brand, bad input.
     assert_eq!(s.post(&t.analyst, "/admin/segments", &json!({"name": "x"})).await.0, 403);
     let other = s.key(Role::Marketing, &["B"]).await;

@@ -198,7 +198,10 @@ impl Handler for ProfileUpdater {
     /// day and stake sums added up in memory first — fewer statements, a shorter write lock.
     async fn handle(&self, conn: &mut sqlx::AnyConnection, events: &[LoggedEvent]) -> anyhow::Result<()> {
         let mut players: Vec<(&str, &str)> = Vec::new();
-        for e in events {
+        // What the host itself writes to the log (segment changes) says nothing about the player's
+        // activity: no read, no write.
+        let events: Vec<&LoggedEvent> = events.iter().filter(|e| !e.event_type.emitted_by_host()).collect();
+        for e in &events {
             let key = (e.brand_id.as_str(), e.player_id.as_str());
             if !players.contains(&key) {
                 players.push(key);

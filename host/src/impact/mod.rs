@@ -253,7 +253,6 @@ async fn segment_report(
 ) -> anyhow::Result<Value> {
     let (candidate, manifest, limits) =
         core.registry.candidate(plugin_id).await.map_err(|e| anyhow::anyhow!("{e}"))?;
-    let snapshot = core.registry.snapshot();
     let runtime = core.registry.runtime().clone();
     let brand = segment.brand_id.as_str();
     let in_scope = |j: &str| manifest.jurisdictions.iter().any(|c| c == "*" || c == j);
@@ -296,38 +295,20 @@ async fn segment_report(
             profiles.into_iter().partition(|(_, p)| crate::segments::host_rule(segment, p).is_some());
         population += (blocked.len() + decided.len()) as u64;
         host_out += blocked.len() as u64;
-        // Today: each player's jurisdiction's rule (none bound: out).
-        let mut today: Vec<Result<m::Membership, String>> =
-            vec![
-                Ok(m::Membership { member: false, score: None, reason: Some("no rule bound".into()) });
-                decided.len()
-            ];
-        let mut groups: BTreeMap<
-            String,
-            (Arc<crate::plugins::registry::bindings::ActiveBinding>, Vec<usize>),
-        > = BTreeMap::new();
-        for (i, (_, p)) in decided.iter().enumerate() {
-            if let Some(b) = snapshot.resolve(brand, &p.jurisdiction, World::Segment, &segment.name) {
-                groups.entry(b.binding_id.clone()).or_insert_with(|| (b, Vec::new())).1.push(i);
+        // Today: each player's jurisdiction's rule (none bound: out), as a sweep decides.
+        let (bound, _) = crate::segments::sweep::decide_bound(core, segment, &decided, now).await?;
+        let mut today: Vec<Result<m::Membership, String>> = Vec::with_capacity(bound.len());
+        for b in bound {
+            if let Some(binding) = &b.binding {
+                current_versions.entry(binding.plugin_id.clone()).or_insert_with(|| {
+                    json!({"plugin_id": binding.plugin_id, "name": binding.name, "version": binding.version})
+                });
             }
-        }
-        for (binding, indices) in groups.into_values() {
-            current_versions.insert(
-                binding.plugin_id.clone(),
-                json!({"plugin_id": binding.plugin_id, "name": binding.name, "version": binding.version}),
+            today.push(
+                b.outcome
+                    .map(|v| m::Membership { member: v.member, score: v.score, reason: v.reason })
+                    .map_err(|(code, _)| code.to_string()),
             );
-            let Ok(plugin) = &binding.plugin else {
-                for &i in &indices {
-                    today[i] = Err("integrity_failed".into());
-                }
-                continue;
-            };
-            let opts = CallOptions { limits: binding.limits, now, config: binding.config.clone() };
-            let input = indices.iter().map(|&i| decided[i].1.clone()).collect();
-            let (outcomes, _) = crate::segments::batch(&runtime, plugin, &opts, input).await?;
-            for (&i, o) in indices.iter().zip(outcomes) {
-                today[i] = o.map_err(|e| e.code().to_string());
-            }
         }
         // The candidate, over everyone in its jurisdictions.
         let input: Vec<m::Profile> = decided.iter().map(|(_, p)| p.clone()).collect();

@@ -370,8 +370,79 @@ async fn members_between(
         .collect()
 }
 
-/// A verdict per profile (`None`: the rule failed for that player), the host's rule first, then the
-/// batch form of each jurisdiction's rule.
+/// One player's membership as the rules bound today decide it.
+pub struct Bound {
+    /// The binding whose rule decided; none when the host decided alone (its RG rule, no rule bound).
+    pub binding: Option<Arc<ActiveBinding>>,
+    /// The verdict, or the rule's failure as (code, message): the membership then stays as it was.
+    pub outcome: Result<Verdict, (&'static str, String)>,
+}
+
+/// Decides `profiles` with the rules bound today for `segment`: the host's rule first, then the batch
+/// form of each jurisdiction's rule (none bound: out). One `Bound` per profile, in order, and the fuel
+/// spent. Sweeps write what it decides; impact reports compare a candidate with it.
+pub async fn decide_bound(
+    core: &Core,
+    segment: &Segment,
+    profiles: &[(String, m::Profile)],
+    now: jiff::Timestamp,
+) -> anyhow::Result<(Vec<Bound>, u64)> {
+    let snapshot = core.registry.snapshot();
+    let host = |reason| Bound { binding: None, outcome: Ok(Verdict::host_out(reason)) };
+    let mut bound: Vec<Option<Bound>> = Vec::with_capacity(profiles.len());
+    let mut groups: HashMap<String, (Arc<ActiveBinding>, Vec<usize>)> = HashMap::new();
+    for (i, (_, profile)) in profiles.iter().enumerate() {
+        let decided = match super::host_rule(segment, profile) {
+            Some(reason) => Some(host(reason)),
+            None => match snapshot.resolve(
+                &segment.brand_id,
+                &profile.jurisdiction,
+                World::Segment,
+                &segment.name,
+            ) {
+                Some(b) => {
+                    groups.entry(b.binding_id.clone()).or_insert_with(|| (b, Vec::new())).1.push(i);
+                    None
+                }
+                None => Some(host(super::no_rule(&profile.jurisdiction))),
+            },
+        };
+        bound.push(decided);
+    }
+    let mut fuel = 0;
+    for (binding, indices) in groups.into_values() {
+        let plugin = match &binding.plugin {
+            Ok(p) => p.clone(),
+            Err(why) => {
+                for &i in &indices {
+                    let failure = ("integrity_failed", format!("integrity check failed: {why}"));
+                    bound[i] = Some(Bound { binding: Some(binding.clone()), outcome: Err(failure) });
+                }
+                continue;
+            }
+        };
+        let opts = CallOptions { limits: binding.limits, now, config: binding.config.clone() };
+        let input: Vec<m::Profile> = indices.iter().map(|&i| profiles[i].1.clone()).collect();
+        let (outcomes, spent) = super::batch(core.registry.runtime(), &plugin, &opts, input).await?;
+        fuel += spent;
+        for (&i, outcome) in indices.iter().zip(outcomes) {
+            let outcome = match outcome {
+                Ok(ms) => Ok(Verdict {
+                    member: ms.member,
+                    reason: ms.reason,
+                    score: ms.score,
+                    plugin_id: binding.plugin_id.clone(),
+                    binding_id: binding.binding_id.clone(),
+                }),
+                Err(e) => Err((e.code(), e.to_string())),
+            };
+            bound[i] = Some(Bound { binding: Some(binding.clone()), outcome });
+        }
+    }
+    Ok((bound.into_iter().map(|b| b.expect("every profile decided")).collect(), fuel))
+}
+
+/// A verdict per profile (`None`: the rule failed for that player, counted in the figures).
 async fn decide_page(
     core: &Core,
     segment: &Segment,
@@ -379,59 +450,25 @@ async fn decide_page(
     now: jiff::Timestamp,
     figures: &mut Figures,
 ) -> anyhow::Result<Vec<Option<Verdict>>> {
-    let snapshot = core.registry.snapshot();
-    let mut verdicts: Vec<Option<Verdict>> = vec![None; profiles.len()];
-    let mut groups: HashMap<String, (Arc<ActiveBinding>, Vec<usize>)> = HashMap::new();
-    for (i, (_, profile)) in profiles.iter().enumerate() {
-        if let Some(reason) = super::host_rule(segment, profile) {
-            verdicts[i] = Some(Verdict::host_out(reason));
-            figures.host_out += 1;
-            continue;
-        }
-        match snapshot.resolve(&segment.brand_id, &profile.jurisdiction, World::Segment, &segment.name) {
-            Some(b) => groups.entry(b.binding_id.clone()).or_insert_with(|| (b, Vec::new())).1.push(i),
-            None => {
-                verdicts[i] = Some(Verdict::host_out(super::no_rule(&profile.jurisdiction)));
-                figures.host_out += 1;
+    let (bound, fuel) = decide_bound(core, segment, profiles, now).await?;
+    figures.fuel += fuel;
+    let mut verdicts = Vec::with_capacity(bound.len());
+    for ((player, _), b) in profiles.iter().zip(bound) {
+        figures.host_out += u64::from(b.binding.is_none());
+        verdicts.push(match b.outcome {
+            Ok(v) => Some(v),
+            Err((_, why)) => {
+                let rule = b.binding.map(|b| format!("{} {}", b.name, b.version)).unwrap_or_default();
+                fail(figures, format!("{rule} for {player}: {why}"));
+                None
             }
-        }
-    }
-    for (binding, indices) in groups.into_values() {
-        let plugin = match &binding.plugin {
-            Ok(p) => p.clone(),
-            Err(why) => {
-                fail(figures, indices.len(), format!("{}: integrity check failed: {why}", binding.plugin_id));
-                continue;
-            }
-        };
-        let opts = CallOptions { limits: binding.limits, now, config: binding.config.clone() };
-        let input: Vec<m::Profile> = indices.iter().map(|&i| profiles[i].1.clone()).collect();
-        let (outcomes, fuel) = super::batch(core.registry.runtime(), &plugin, &opts, input).await?;
-        figures.fuel += fuel;
-        for (&i, outcome) in indices.iter().zip(outcomes) {
-            match outcome {
-                Ok(ms) => {
-                    verdicts[i] = Some(Verdict {
-                        member: ms.member,
-                        reason: ms.reason,
-                        score: ms.score,
-                        plugin_id: binding.plugin_id.clone(),
-                        binding_id: binding.binding_id.clone(),
-                    })
-                }
-                Err(e) => fail(
-                    figures,
-                    1,
-                    format!("{} {} for {}: {e}", binding.name, binding.version, profiles[i].0),
-                ),
-            }
-        }
+        });
     }
     Ok(verdicts)
 }
 
-fn fail(figures: &mut Figures, players: usize, why: String) {
-    figures.failed += players as u64;
+fn fail(figures: &mut Figures, why: String) {
+    figures.failed += 1;
     if figures.failures.len() < 10 {
         figures.failures.push(why);
     }

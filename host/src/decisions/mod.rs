@@ -109,7 +109,7 @@ pub struct Evaluated {
 
 /// The binding that decides for `req` on this profile: one snapshot for the whole decision, so a swap
 /// meanwhile does not change what runs.
-pub fn binding_for(
+fn binding_for(
     core: &Core,
     req: &DecisionRequest,
     jurisdiction: &str,

@@ -333,12 +333,13 @@ async fn write_page(
             _ => {}
         }
     }
-    let (entered, left) =
+    let applied =
         crate::store::segments::apply_many(&mut tx, segment.target(), &enter, &leave, page.via, page.at)
             .await?;
+    let entered = applied.iter().filter(|(c, _, _)| *c == super::Change::Entered).count();
     figures.entered += entered as u64;
-    figures.left += left as u64;
-    let changed = entered + left > 0;
+    figures.left += (applied.len() - entered) as u64;
+    let changed = !applied.is_empty();
     sqlx::query("UPDATE segment_sweeps SET heartbeat_at = $2, figures = $3 WHERE id = $1")
         .bind(sweep)
         .bind(now_ms())

@@ -151,27 +151,9 @@ pub async fn apply(
     .bind(player)
     .fetch_optional(&mut *conn)
     .await?;
-    let change = match (verdict.member, open) {
-        (true, None) => {
-            let inserted = sqlx::query(
-                "INSERT INTO segment_members (segment_id, brand_id, player_id, jurisdiction, entered_at, plugin_id,
-                     binding_id, via, reason, score)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) ON CONFLICT DO NOTHING RETURNING id",
-            )
-            .bind(segment.id)
-            .bind(segment.brand_id)
-            .bind(player)
-            .bind(jurisdiction)
-            .bind(at)
-            .bind(&verdict.plugin_id)
-            .bind(&verdict.binding_id)
-            .bind(via)
-            .bind(verdict.reason.as_deref())
-            .bind(verdict.score)
-            .fetch_optional(&mut *conn)
-            .await?;
-            inserted.map(|r| r.try_get::<i64, _>("id")).transpose()?.map(|id| (Change::Entered, id))
-        }
+    let applied = match (verdict.member, open) {
+        (true, None) => apply_many(conn, segment, &[(player, jurisdiction, verdict)], &[], via, at).await?,
+        (false, Some(r)) => apply_many(conn, segment, &[], &[(r.try_get("id")?, verdict)], via, at).await?,
         (true, Some(r)) => {
             let (id, was): (i64, String) = (r.try_get("id")?, r.try_get("jurisdiction")?);
             if was != jurisdiction {
@@ -181,26 +163,11 @@ pub async fn apply(
                     .execute(&mut *conn)
                     .await?;
             }
-            None
+            Vec::new()
         }
-        (false, Some(r)) => {
-            let id: i64 = r.try_get("id")?;
-            let closed = sqlx::query(
-                "UPDATE segment_members SET left_at = $2, left_via = $3, left_reason = $4 WHERE id = $1 AND left_at IS NULL",
-            )
-            .bind(id)
-            .bind(at)
-            .bind(via)
-            .bind(verdict.reason.as_deref())
-            .execute(&mut *conn)
-            .await?;
-            (closed.rows_affected() == 1).then_some((Change::Left, id))
-        }
-        (false, None) => None,
+        (false, None) => Vec::new(),
     };
-    let Some((change, span)) = change else { return Ok(None) };
-    log_changes(conn, segment, &[(change, span, player, verdict)], via, at).await?;
-    Ok(Some((change, span)))
+    Ok(applied.first().map(|(change, span, _)| (*change, *span)))
 }
 
 /// Rows per multi-row statement (well under both databases' limits on bound values).
@@ -208,7 +175,8 @@ const ROWS: usize = 200;
 
 /// `apply` for many players of one segment at once (a sweep's page), in a few multi-row statements:
 /// `enter` are players not in the segment who enter it, `leave` the open spans that close. A player
-/// another writer moved meanwhile is left as that writer left them. The number entered and left.
+/// another writer moved meanwhile is left as that writer left them. The changes made: (change, span,
+/// player), entries first.
 pub async fn apply_many(
     conn: &mut sqlx::AnyConnection,
     segment: Target<'_>,
@@ -216,7 +184,7 @@ pub async fn apply_many(
     leave: &[(i64, &Verdict)],
     via: &str,
     at: i64,
-) -> anyhow::Result<(usize, usize)> {
+) -> anyhow::Result<Vec<(Change, i64, String)>> {
     let mut changes: Vec<(Change, i64, String, &Verdict)> = Vec::new();
     for chunk in enter.chunks(ROWS) {
         let values: Vec<String> = (0..chunk.len())
@@ -259,7 +227,6 @@ pub async fn apply_many(
             changes.push((Change::Entered, r.try_get("id")?, player, verdict));
         }
     }
-    let entered = changes.len();
     for chunk in leave.chunks(ROWS) {
         let values: Vec<String> =
             (0..chunk.len()).map(|k| format!("(${}, ${})", 3 + 2 * k, 4 + 2 * k)).collect();
@@ -280,13 +247,12 @@ pub async fn apply_many(
             changes.push((Change::Left, span, r.try_get("player_id")?, verdict));
         }
     }
-    let left = changes.len() - entered;
     let logged: Vec<(Change, i64, &str, &Verdict)> =
         changes.iter().map(|(c, s, p, v)| (*c, *s, p.as_str(), *v)).collect();
     for chunk in logged.chunks(ROWS) {
         log_changes(conn, segment, chunk, via, at).await?;
     }
-    Ok((entered, left))
+    Ok(changes.into_iter().map(|(c, s, p, _)| (c, s, p)).collect())
 }
 
 /// Writes `segment.entered` / `segment.left` for changes made, to the log (one statement).

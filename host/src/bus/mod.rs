@@ -111,7 +111,7 @@ impl Consumer {
             name,
             after: None,
             start: Box::new(move |bus, after, stop| {
-                Box::pin(async move { bus.run_after(name, after, handler, stop).await })
+                Box::pin(async move { bus.run(name, after, handler, stop).await })
             }),
         }
     }
@@ -318,13 +318,9 @@ impl EmbeddedBus {
 
     /// Runs a consumer until `shutdown` turns true: drains, then waits for a notification (or a second,
     /// for events written by another process). A failure is retried after a pause; shutdown always ends
-    /// the loop, failing or not.
-    pub async fn run<H: Handler>(&self, consumer: &str, handler: H, shutdown: watch::Receiver<bool>) {
-        self.run_after(consumer, None, handler, shutdown).await
-    }
-
-    /// `run`, for a consumer that takes only the events `leader` has applied.
-    pub async fn run_after<H: Handler>(
+    /// the loop, failing or not. A consumer with a `leader` takes only the events the leader applied,
+    /// and is woken when it commits.
+    pub async fn run<H: Handler>(
         &self,
         consumer: &str,
         leader: Option<&str>,

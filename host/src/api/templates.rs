@@ -106,7 +106,8 @@ async fn render(
 ) -> Result<Json<Value>, ApiError> {
     let brand = brand_of(&principal, &q)?;
     let req: RenderRequest = json_body(&body, "invalid_template", Some("body"))?;
-    let rendered = templates::render(&state.db, &brand, &template_id, &req.locale, &req.personalization)
+    let mut conn = state.db.pool.acquire().await.map_err(ApiError::internal)?;
+    let rendered = templates::render(&mut conn, &brand, &template_id, &req.locale, &req.personalization)
         .await
         .map_err(|e| ApiError::internal(format!("{e:#}")))?
         .map_err(render_error)?;

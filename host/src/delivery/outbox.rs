@@ -109,10 +109,32 @@ pub struct Content<'a> {
     pub body: &'a str,
 }
 
-/// Gates a message and writes the delivery. A concurrent request with the same idempotency key gets
-/// the delivery the first one wrote.
+/// Gates a message and writes the delivery in a transaction of its own. A concurrent request with the
+/// same idempotency key gets the delivery the first one wrote.
 pub async fn enqueue(
     db: &Db,
+    ctx: &Context,
+    m: &Message<'_>,
+    content: &Content<'_>,
+    profile: &ProfileView,
+    consents: &[ConsentRecord],
+) -> anyhow::Result<Enqueued> {
+    let mut tx = db.begin_write().await?;
+    let enqueued = enqueue_in(&mut tx, ctx, m, content, profile, consents).await?;
+    tx.commit().await?;
+    if let Enqueued::New(d) = &enqueued
+        && d.status == Status::Queued
+    {
+        ctx.wake.notify_one();
+    }
+    Ok(enqueued)
+}
+
+/// Gates a message and writes the delivery in the caller's transaction (a bus consumer's, a journey
+/// step's), so that the send commits with the rest of what the caller does, or not at all. The caller
+/// wakes the workers once it committed a queued delivery (`Context::wake`).
+pub async fn enqueue_in(
+    conn: &mut sqlx::AnyConnection,
     ctx: &Context,
     m: &Message<'_>,
     content: &Content<'_>,
@@ -142,39 +164,30 @@ pub async fn enqueue(
         subject: content.subject,
         body: content.body,
     };
-    let mut tx = db.begin_write().await?;
-    let (decision, now) = gate(&mut tx, ctx, m, profile, consents, None).await?;
+    let (decision, now) = gate(conn, ctx, m, profile, consents, None).await?;
     let g = gated(&decision, now);
-    match deliveries::insert(&mut tx, &new, &g, now.as_millisecond()).await {
-        Ok(()) => {}
-        Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
-            drop(tx);
-            return existing(db, m.brand, content.idempotency_key, content.request_hash)
-                .await?
-                .ok_or_else(|| anyhow::anyhow!("a conflicting delivery vanished"));
-        }
-        Err(e) => return Err(e.into()),
+    if !deliveries::insert(conn, &new, &g, now.as_millisecond()).await? {
+        // The key was taken meanwhile (it waited for that writer to commit): what it stands for.
+        return existing_in(conn, m.brand, content.idempotency_key, content.request_hash)
+            .await?
+            .ok_or_else(|| anyhow::anyhow!("a conflicting delivery vanished"));
     }
     let at = now.as_millisecond();
-    deliveries::event(&mut tx, new.delivery_id, at, g.status.as_str(), decision_detail(&decision, "request"))
+    deliveries::event(conn, new.delivery_id, at, g.status.as_str(), decision_detail(&decision, "request"))
         .await?;
     // As written: once committed, a worker may take it at once.
-    let written = deliveries::get(&mut tx, new.delivery_id).await?.expect("just written");
-    tx.commit().await?;
-    if g.status == Status::Queued {
-        ctx.wake.notify_one();
-    }
+    let written = deliveries::get(conn, new.delivery_id).await?.expect("just written");
     Ok(Enqueued::New(written))
 }
 
 /// What an idempotency key already stands for, if it was used.
-pub async fn existing(
-    db: &Db,
+pub async fn existing_in(
+    conn: &mut sqlx::AnyConnection,
     brand: &str,
     key: &str,
     request_hash: &str,
 ) -> anyhow::Result<Option<Enqueued>> {
-    Ok(deliveries::by_key(db, brand, key)
+    Ok(deliveries::by_key(conn, brand, key)
         .await?
         .map(|d| if d.request_hash == request_hash { Enqueued::Existing(d) } else { Enqueued::Conflict }))
 }

@@ -271,11 +271,12 @@ pub async fn put(
     let detail = serde_json::json!({"locale": locale, "topic": input.topic, "variables": variables});
     audit::record(&mut tx, actor, "template.put", template_id, &[brand.to_string()], detail).await?;
     tx.commit().await?;
-    Ok(Ok(get_exact(db, brand, template_id, locale).await?.expect("just written")))
+    let mut conn = db.pool.acquire().await?;
+    Ok(Ok(get_exact(&mut conn, brand, template_id, locale).await?.expect("just written")))
 }
 
 async fn get_exact(
-    db: &Db,
+    conn: &mut sqlx::AnyConnection,
     brand: &str,
     template_id: &str,
     locale: &str,
@@ -286,7 +287,7 @@ async fn get_exact(
     .bind(brand)
     .bind(template_id)
     .bind(locale)
-    .fetch_optional(&db.pool)
+    .fetch_optional(conn)
     .await?;
     row.as_ref().map(row_to_template).transpose()
 }
@@ -334,7 +335,7 @@ pub async fn delete(
 
 /// Renders a template for a locale (with fallback); every placeholder must be given.
 pub async fn render(
-    db: &Db,
+    conn: &mut sqlx::AnyConnection,
     brand: &str,
     template_id: &str,
     locale: &str,
@@ -344,7 +345,7 @@ pub async fn render(
         return Ok(Err(e));
     }
     for candidate in fallbacks(locale) {
-        if let Some(t) = get_exact(db, brand, template_id, &candidate).await? {
+        if let Some(t) = get_exact(conn, brand, template_id, &candidate).await? {
             let rendered = (|| {
                 Ok(Rendered {
                     template_id: t.template_id.clone(),

@@ -178,13 +178,17 @@ pub async fn get(conn: &mut sqlx::AnyConnection, delivery_id: &str) -> anyhow::R
     row.as_ref().map(row_to_delivery).transpose()
 }
 
-pub async fn by_key(db: &Db, brand: &str, key: &str) -> anyhow::Result<Option<Delivery>> {
+pub async fn by_key(
+    conn: &mut sqlx::AnyConnection,
+    brand: &str,
+    key: &str,
+) -> anyhow::Result<Option<Delivery>> {
     let row = sqlx::query(sqlx::AssertSqlSafe(format!(
         "SELECT {COLUMNS} FROM deliveries WHERE brand_id = $1 AND idempotency_key = $2"
     )))
     .bind(brand)
     .bind(key)
-    .fetch_optional(&db.pool)
+    .fetch_optional(conn)
     .await?;
     row.as_ref().map(row_to_delivery).transpose()
 }
@@ -282,17 +286,19 @@ pub struct NewDelivery<'a> {
     pub body: &'a str,
 }
 
+/// Writes a new delivery; false (nothing written) if its idempotency key is taken.
 pub async fn insert(
     conn: &mut sqlx::AnyConnection,
     d: &NewDelivery<'_>,
     gate: &Gated,
     now: i64,
-) -> Result<(), sqlx::Error> {
-    sqlx::query(
+) -> Result<bool, sqlx::Error> {
+    let inserted = sqlx::query(
         "INSERT INTO deliveries (delivery_id, brand_id, player_id, idempotency_key, request_hash, channel,
              template_id, locale, class, product, bonus_offer, priority, campaign_id, frequency_policy, subject,
              body, status, reasons, basis, counted_at, attempts, next_attempt_at, created_at, updated_at)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, 0, $21, $22, $22)",
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, 0, $21, $22, $22)
+         ON CONFLICT (brand_id, idempotency_key) DO NOTHING",
     )
     .bind(d.delivery_id)
     .bind(d.brand)
@@ -318,7 +324,7 @@ pub async fn insert(
     .bind(now)
     .execute(&mut *conn)
     .await?;
-    Ok(())
+    Ok(inserted.rows_affected() == 1)
 }
 
 /// What the gate made of a delivery, as stored.

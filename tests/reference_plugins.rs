@@ -85,3 +85,8 @@ fn uk_variant_never_proposes_more_than_10x_wagering() {
         assert!(default_offers.iter().any(|o| o.params.wager_multiplier > 10));
     }
 }
+
+#[test]
+fn big_loss_decides_as_its_table_says() {
+    table("big-loss", World::Segment);
+}

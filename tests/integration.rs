@@ -11,6 +11,7 @@ mod cli;
 mod code_cache;
 mod compliance;
 mod consents_and_erasure;
+mod engage;
 mod event_log;
 mod guest_languages;
 mod hostile_http;

@@ -43,6 +43,9 @@ pub enum Command {
     /// Segments on a running host: define, list, members, sweeps.
     #[command(subcommand)]
     Segment(crate::remote::SegmentCommand),
+    /// Triggers and journeys on a running host: load bundles, activate versions, figures.
+    #[command(subcommand)]
+    Engage(crate::remote::EngageCommand),
 }
 
 #[derive(Debug, Subcommand)]
@@ -211,6 +214,7 @@ pub fn main(cli: Cli) -> ExitCode {
         }
         Command::Plugin(PluginCommand::Remote(cmd)) => tokio_main(crate::remote::run(cmd)),
         Command::Segment(cmd) => tokio_main(crate::remote::run_segment(cmd)),
+        Command::Engage(cmd) => tokio_main(crate::remote::run_engage(cmd)),
         Command::Keygen { out } => keygen(&out),
     };
     match result {

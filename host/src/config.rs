@@ -104,6 +104,9 @@ pub struct BrandSettings {
     pub unsubscribe_url: Option<String>,
     /// A mailto: address for List-Unsubscribe.
     pub unsubscribe_mailto: Option<String>,
+    /// Above this worth in minor units (a trigger's cashback, an offer), activation needs a compliance
+    /// officer other than the author (default 10000).
+    pub high_value_minor: Option<i64>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -169,6 +172,11 @@ impl Default for DeliverySettings {
 }
 
 impl Settings {
+    /// The brand's high-value threshold in minor units.
+    pub fn high_value_minor(&self, brand: &str) -> i64 {
+        self.brands.get(brand).and_then(|b| b.high_value_minor).unwrap_or(10_000)
+    }
+
     pub fn load(path: &Path) -> anyhow::Result<Settings> {
         let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
         Settings::from_toml(&text).with_context(|| format!("in {}", path.display()))

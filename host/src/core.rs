@@ -119,6 +119,7 @@ impl Core {
             ("consents", store::consents::erasure_step),
             ("decisions", store::decisions::erasure_step),
             ("segments", store::segments::erasure_step),
+            ("engage", store::engage::erasure_step),
             ("events", store::events::erasure_step),
         ]
     }

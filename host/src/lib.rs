@@ -12,6 +12,7 @@ pub mod config;
 pub mod core;
 pub mod decisions;
 pub mod delivery;
+pub mod engage;
 pub mod events;
 pub mod impact;
 pub mod messaging;

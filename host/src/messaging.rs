@@ -74,7 +74,7 @@ pub async fn send(
     let prepared = prepare(core, &mut conn, brand, idempotency_key, req).await?;
     drop(conn);
     let prepared = match prepared {
-        Prepared::Done(d) => return Ok(d),
+        Prepared::Done(d) => return Ok(*d),
         Prepared::Ready(p) => p,
     };
     let stored = core.profiles.current(brand, &prepared.req.player_id).await?;
@@ -88,26 +88,30 @@ pub async fn send(
 }
 
 /// Sends in the caller's transaction, on the profile the caller read (a bus consumer's, a journey
-/// step's: the send commits with what they write, or not at all). The caller wakes the delivery
-/// workers (`core.delivery.wake`) once it committed a queued delivery.
+/// step's: the send commits with what they write, or not at all); `caused_at`, when the host accepted
+/// the event that caused it. The caller wakes the delivery workers (`core.delivery.wake`) once it
+/// committed a queued delivery.
 pub async fn send_in(
     core: &Core,
     conn: &mut sqlx::AnyConnection,
-    brand: &str,
-    idempotency_key: &str,
+    (brand, idempotency_key): (&str, &str),
     req: SendRequest,
     stored: &StoredProfile,
+    caused_at: Option<i64>,
 ) -> Result<Delivery, SendError> {
     match prepare(core, conn, brand, idempotency_key, req).await? {
-        Prepared::Done(d) => Ok(d),
-        Prepared::Ready(p) => p.enqueue_in(core, conn, stored).await,
+        Prepared::Done(d) => Ok(*d),
+        Prepared::Ready(mut p) => {
+            p.caused_at = caused_at;
+            p.enqueue_in(core, conn, stored).await
+        }
     }
 }
 
 enum Prepared {
     /// The key was used before for this very request: what it sent.
-    Done(Delivery),
-    Ready(Ready),
+    Done(Box<Delivery>),
+    Ready(Box<Ready>),
 }
 
 struct Ready {
@@ -116,6 +120,7 @@ struct Ready {
     req: SendRequest,
     request_hash: String,
     policy: crate::policy::FrequencyPolicy,
+    caused_at: Option<i64>,
 }
 
 /// Checks the request and its key, and that the player was not erased.
@@ -137,7 +142,7 @@ async fn prepare(
     let request_hash =
         hex::encode(Sha256::digest(serde_json::to_vec(&(brand, &req)).map_err(anyhow::Error::from)?));
     match outbox::existing_in(conn, brand, idempotency_key, &request_hash).await? {
-        Some(Enqueued::Existing(d)) => return Ok(Prepared::Done(d)),
+        Some(Enqueued::Existing(d)) => return Ok(Prepared::Done(Box::new(d))),
         Some(_) => return Err(SendError::KeyConflict),
         None => {}
     }
@@ -150,13 +155,14 @@ async fn prepare(
     if crate::store::erasure::is_erased(conn, brand, &req.player_id).await.map_err(anyhow::Error::from)? {
         return Err(SendError::Erased);
     }
-    Ok(Prepared::Ready(Ready {
+    Ok(Prepared::Ready(Box::new(Ready {
         brand: brand.to_string(),
         key: idempotency_key.to_string(),
         req,
         request_hash,
         policy: policy.clone(),
-    }))
+        caused_at: None,
+    })))
 }
 
 impl Ready {
@@ -167,7 +173,7 @@ impl Ready {
         conn: &mut sqlx::AnyConnection,
         stored: &StoredProfile,
     ) -> Result<Delivery, SendError> {
-        let Ready { brand, key, req, request_hash, policy } = self;
+        let Ready { brand, key, req, request_hash, policy, caused_at } = self;
         let view = stored.at(&brand, &req.player_id, core.clock().now());
         let locale = view.profile.locale.clone();
         let rendered = templates::render(conn, &brand, &req.template_id, &locale, &req.personalization)
@@ -196,6 +202,7 @@ impl Ready {
             locale: &rendered.locale,
             subject: rendered.subject.as_deref(),
             body: &rendered.body,
+            caused_at,
         };
         let enqueued =
             outbox::enqueue_in(conn, &core.delivery, &m, &content, &view, &stored.consent_history).await?;

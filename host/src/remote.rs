@@ -2,7 +2,7 @@
 //! `rollback`, `list`) from a terminal. URL and key come from flags or PITBOSS_URL / PITBOSS_API_KEY.
 //! Speaks plain HTTP: run it on the host, or through a TLS-terminating proxy.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Context as _;
@@ -52,8 +52,11 @@ pub enum RemoteCommand {
         #[arg(long)]
         jurisdiction: String,
         /// Make the version this segment's rule (segment plugins).
-        #[arg(long)]
+        #[arg(long, conflicts_with = "rule")]
         segment: Option<String>,
+        /// Make the version a named rule that triggers and journeys ask (segment plugins).
+        #[arg(long)]
+        rule: Option<String>,
         /// The plugin's configuration, KEY=VALUE (repeat).
         #[arg(long = "config", value_parser = parse_kv)]
         config: Vec<(String, String)>,
@@ -137,11 +140,11 @@ pub async fn run(cmd: RemoteCommand) -> anyhow::Result<ExitCode> {
             )
             .await
         }
-        RemoteCommand::Bind { id, brand, jurisdiction, segment, config, remote } => {
+        RemoteCommand::Bind { id, brand, jurisdiction, segment, rule, config, remote } => {
             let config: serde_json::Map<String, Value> =
                 config.into_iter().map(|(k, v)| (k, Value::String(v))).collect();
             let body = json!({"brand_id": brand, "jurisdiction": jurisdiction, "plugin_id": id,
-                              "segment": segment, "config": config});
+                              "segment": segment, "rule": rule, "config": config});
             finish(send(http.post(url(&remote, "/admin/bindings")).json(&body), &remote).await?).await
         }
         RemoteCommand::Rollback { brand, jurisdiction, world, segment, remote } => {
@@ -289,4 +292,125 @@ pub async fn run_segment(cmd: SegmentCommand) -> anyhow::Result<ExitCode> {
             finish(get(&remote, format!("/admin/segments/{id}/sweeps/{sweep}")).await?).await
         }
     }
+}
+
+#[derive(Debug, Subcommand)]
+pub enum EngageCommand {
+    /// Load a bundle (`examples/engage/*.json`) as marketing or operator: its segments, templates,
+    /// journeys and triggers, in that order. What exists gets a new version; marketing versions wait
+    /// for `pitboss engage activate`.
+    Load {
+        file: PathBuf,
+        #[arg(long)]
+        brand: Option<String>,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// Run a version of a trigger or journey (a sensitive one: a compliance officer who did not write it).
+    Activate {
+        #[arg(long, conflicts_with = "journey", required_unless_present = "journey")]
+        trigger: Option<String>,
+        #[arg(long)]
+        journey: Option<String>,
+        #[arg(long)]
+        version: i64,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// A trigger's or journey's figures.
+    Stats {
+        #[arg(long, conflicts_with = "journey", required_unless_present = "journey")]
+        trigger: Option<String>,
+        #[arg(long)]
+        journey: Option<String>,
+        #[command(flatten)]
+        remote: Remote,
+    },
+}
+
+pub async fn run_engage(cmd: EngageCommand) -> anyhow::Result<ExitCode> {
+    let http = reqwest::Client::new();
+    let path_of = |trigger: Option<String>, journey: Option<String>| match (trigger, journey) {
+        (Some(t), _) => format!("/admin/triggers/{t}"),
+        (None, Some(j)) => format!("/admin/journeys/{j}"),
+        (None, None) => unreachable!("clap requires one"),
+    };
+    match cmd {
+        EngageCommand::Load { file, brand, remote } => load(&http, &file, brand.as_deref(), &remote).await,
+        EngageCommand::Activate { trigger, journey, version, remote } => {
+            let url = format!("{}{}/activate", remote.url.trim_end_matches('/'), path_of(trigger, journey));
+            let req = http.post(url).bearer_auth(&remote.api_key).json(&json!({"version": version}));
+            finish(req.send().await.context("reaching the host")?).await
+        }
+        EngageCommand::Stats { trigger, journey, remote } => {
+            let url = format!("{}{}/stats", remote.url.trim_end_matches('/'), path_of(trigger, journey));
+            finish(http.get(url).bearer_auth(&remote.api_key).send().await.context("reaching the host")?)
+                .await
+        }
+    }
+}
+
+/// Loads a bundle, one request per item; prints what became of each.
+async fn load(
+    http: &reqwest::Client,
+    file: &Path,
+    brand: Option<&str>,
+    remote: &Remote,
+) -> anyhow::Result<ExitCode> {
+    let text = std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
+    let bundle: Value =
+        serde_json::from_str(&text).with_context(|| format!("{} is not JSON", file.display()))?;
+    let base = remote.url.trim_end_matches('/');
+    let q = brand.map(|b| format!("?brand_id={b}")).unwrap_or_default();
+    let call = |req: reqwest::RequestBuilder| async move {
+        let r = req.bearer_auth(&remote.api_key).send().await.context("reaching the host")?;
+        let status = r.status().as_u16();
+        anyhow::Ok((status, r.json::<Value>().await.unwrap_or(Value::Null)))
+    };
+    let mut report = Vec::new();
+    let mut failed = false;
+    let items = |key: &str| bundle[key].as_array().cloned().unwrap_or_default();
+    for s in items("segments") {
+        let (status, body) = call(http.post(format!("{base}/admin/segments{q}")).json(&s)).await?;
+        let outcome = match status {
+            201 => "created",
+            409 => "exists",
+            _ => "refused",
+        };
+        failed |= outcome == "refused";
+        report.push(json!({"segment": s["name"], "outcome": outcome, "answer": body}));
+    }
+    for t in items("templates") {
+        let (id, locale) =
+            (t["template_id"].as_str().unwrap_or_default(), t["locale"].as_str().unwrap_or("default"));
+        let body = json!({"topic": t["topic"], "subject": t["subject"], "body": t["body"]});
+        let (status, answer) =
+            call(http.put(format!("{base}/admin/templates/{id}/{locale}{q}")).json(&body)).await?;
+        failed |= status != 200;
+        report.push(json!({"template": id, "locale": locale, "status": status, "answer": answer}));
+    }
+    for (key, path) in [("journeys", "/admin/journeys"), ("triggers", "/admin/triggers")] {
+        for def in items(key) {
+            let (mut status, mut answer) = call(http.post(format!("{base}{path}{q}")).json(&def)).await?;
+            if status == 409 {
+                // It exists: a new version of it.
+                let (_, list) = call(http.get(format!("{base}{path}{q}"))).await?;
+                let id = list[key]
+                    .as_array()
+                    .and_then(|l| l.iter().find(|h| h["name"] == def["name"]))
+                    .and_then(|h| h["id"].as_str())
+                    .map(String::from);
+                if let Some(id) = id {
+                    (status, answer) = call(http.put(format!("{base}{path}/{id}")).json(&def)).await?;
+                }
+            }
+            failed |= !(200..300).contains(&status);
+            report.push(json!({key.trim_end_matches('s'): def["name"], "status": status,
+                               "id": answer["id"], "latest_version": answer["latest_version"],
+                               "active_version": answer["active_version"],
+                               "error": answer.get("error")}));
+        }
+    }
+    println!("{}", serde_json::to_string_pretty(&report)?);
+    Ok(if failed { ExitCode::from(1) } else { ExitCode::SUCCESS })
 }

@@ -83,11 +83,17 @@ pub async fn run(
         });
     }
     // The capabilities built on the core: their bus consumers and background jobs.
-    let consumers = core.consumers().into_iter().chain(crate::segments::consumers(&core));
+    let engage = crate::engage::Engage::new(core.clone());
+    let consumers = core
+        .consumers()
+        .into_iter()
+        .chain(crate::segments::consumers(&core))
+        .chain(crate::engage::consumers(&engage));
     for consumer in consumers {
         tasks.spawn(consumer.run(core.bus.clone(), stop_rx.clone()));
     }
     tasks.spawn(crate::segments::sweep::scheduler(core.clone(), stop_rx.clone()));
+    tasks.spawn(crate::engage::scheduler(engage, stop_rx.clone()));
     tasks.spawn(worker.run(stop_rx));
     axum::serve(listener, api::app(state)).with_graceful_shutdown(shutdown).await?;
     let _ = stop_tx.send(true);

@@ -5,6 +5,7 @@
 mod admin;
 pub mod codes;
 mod decisions;
+mod engage;
 mod events;
 pub mod extract;
 mod impact;
@@ -55,6 +56,7 @@ pub fn app(state: AppState) -> Router {
         .merge(messaging::router())
         .merge(packs::router())
         .merge(segments::router())
+        .merge(engage::router())
         .merge(impact::router())
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint") })
         .layer(axum::middleware::map_response(json_errors))

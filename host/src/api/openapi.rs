@@ -105,6 +105,7 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
         super::packs::Doc::openapi(),
         super::admin::Doc::openapi(),
         super::segments::Doc::openapi(),
+        super::engage::Doc::openapi(),
         super::impact::Doc::openapi(),
     ] {
         doc.merge(part);

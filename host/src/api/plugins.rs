@@ -169,13 +169,16 @@ struct NewBinding {
     plugin_id: String,
     /// A segment's name: the version becomes that segment's rule (segment plugins only).
     segment: Option<String>,
+    /// A named rule that triggers and journeys ask (`rule` in their definitions), with no segment
+    /// behind it (segment plugins only).
+    rule: Option<String>,
     #[serde(default)]
     config: std::collections::BTreeMap<String, String>,
     #[serde(default)]
     limits: crate::plugins::registry::bindings::LimitOverrides,
 }
 
-#[utoipa::path(post, path = "/admin/bindings", tag = "plugins", request_body(content = Object, description = "{brand_id, jurisdiction, plugin_id, segment?, config?, limits?}"), responses((status = 201, description = "the binding, in force", body = Object), crate::api::openapi::Errors))]
+#[utoipa::path(post, path = "/admin/bindings", tag = "plugins", request_body(content = Object, description = "{brand_id, jurisdiction, plugin_id, segment? | rule?, config?, limits?}"), responses((status = 201, description = "the binding, in force", body = Object), crate::api::openapi::Errors))]
 async fn bind(
     State(state): State<AppState>,
     Authorized(principal): Authorized<{ OPERATOR }>,
@@ -195,8 +198,16 @@ async fn bind(
         )
         .with_field("jurisdiction"));
     }
-    let slot = b.segment.unwrap_or_default();
-    if !slot.is_empty() && principal.may_see_brand(&b.brand_id) {
+    if let Some(rule) = &b.rule
+        && (b.segment.is_some() || !crate::segments::is_name(rule))
+    {
+        let message = "a rule is a name (a-z, 0-9, '-', '_'), given instead of a segment";
+        return Err(
+            ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_binding", message).with_field("rule")
+        );
+    }
+    let slot = b.segment.clone().or(b.rule).unwrap_or_default();
+    if b.segment.is_some() && principal.may_see_brand(&b.brand_id) {
         crate::segments::by_name(&state.db, &b.brand_id, &slot)
             .await
             .map_err(ApiError::internal)?
@@ -217,16 +228,18 @@ struct Rollback {
     world: crate::plugins::World,
     /// The segment whose rule rolls back (segment world).
     segment: Option<String>,
+    /// The named rule that rolls back (segment world).
+    rule: Option<String>,
 }
 
-#[utoipa::path(post, path = "/admin/bindings/rollback", tag = "plugins", request_body(content = Object, description = "{brand_id, jurisdiction, world, segment?}"), responses((status = 200, description = "the binding now in force", body = Object), crate::api::openapi::Errors))]
+#[utoipa::path(post, path = "/admin/bindings/rollback", tag = "plugins", request_body(content = Object, description = "{brand_id, jurisdiction, world, segment? | rule?}"), responses((status = 200, description = "the binding now in force", body = Object), crate::api::openapi::Errors))]
 async fn rollback(
     State(state): State<AppState>,
     Authorized(principal): Authorized<{ OPERATOR }>,
     body: axum::body::Bytes,
 ) -> Result<Json<Value>, ApiError> {
     let r: Rollback = json_body(&body, "invalid_binding", None)?;
-    let slot = r.segment.unwrap_or_default();
+    let slot = r.segment.or(r.rule).unwrap_or_default();
     Ok(Json(json!(state.registry.rollback(&principal, &r.brand_id, &r.jurisdiction, r.world, &slot).await?)))
 }
 

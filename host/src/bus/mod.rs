@@ -49,6 +49,8 @@ pub struct LoggedEvent {
     pub player_id: String,
     pub event_type: EventType,
     pub occurred_at: i64,
+    /// When the host accepted it (wall clock, ms).
+    pub received_at: i64,
     pub payload: EventPayload,
 }
 
@@ -155,39 +157,63 @@ async fn read_after(
     (horizon, ceiling): (i64, Position),
     limit: i64,
 ) -> anyhow::Result<Vec<Result<LoggedEvent, (i64, i64, String)>>> {
-    let rows = sqlx::query(
-        "SELECT seq, tx_id, brand_id, event_id, player_id, event_type, occurred_at, payload FROM events
+    let sql = format!(
+        "SELECT {EVENT_COLUMNS} FROM events
          WHERE (tx_id, seq) > ($1, $2) AND tx_id < $3 AND (tx_id, seq) <= ($5, $6)
-         ORDER BY tx_id, seq LIMIT $4",
-    )
-    .bind(after.tx)
-    .bind(after.seq)
-    .bind(horizon)
-    .bind(limit)
-    .bind(ceiling.tx)
-    .bind(ceiling.seq)
-    .fetch_all(conn)
-    .await?;
-    let mut out = Vec::with_capacity(rows.len());
-    for row in rows {
-        let seq: i64 = row.try_get("seq")?;
-        let tx: i64 = row.try_get("tx_id")?;
-        let event_type: String = row.try_get("event_type")?;
-        let payload: String = row.try_get("payload")?;
-        let parsed = (|| -> anyhow::Result<LoggedEvent> {
-            Ok(LoggedEvent {
-                seq,
-                tx,
-                brand_id: row.try_get("brand_id")?,
-                event_id: row.try_get("event_id")?,
-                player_id: row.try_get("player_id")?,
-                event_type: serde_json::from_value(serde_json::Value::String(event_type))?,
-                occurred_at: row.try_get("occurred_at")?,
-                payload: serde_json::from_str(&payload)?,
+         ORDER BY tx_id, seq LIMIT $4"
+    );
+    let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(after.tx)
+        .bind(after.seq)
+        .bind(horizon)
+        .bind(limit)
+        .bind(ceiling.tx)
+        .bind(ceiling.seq)
+        .fetch_all(conn)
+        .await?;
+    Ok(rows
+        .iter()
+        .map(|row| {
+            logged_of(row).map_err(|e| {
+                let (tx, seq) = (row.try_get("tx_id").unwrap_or(0), row.try_get("seq").unwrap_or(0));
+                (tx, seq, format!("the stored event does not read: {e:#}"))
             })
-        })();
-        out.push(parsed.map_err(|e| (tx, seq, format!("the stored event does not read: {e:#}"))));
-    }
+        })
+        .collect())
+}
+
+const EVENT_COLUMNS: &str =
+    "seq, tx_id, brand_id, event_id, player_id, event_type, occurred_at, received_at, payload";
+
+fn logged_of(row: &sqlx::any::AnyRow) -> anyhow::Result<LoggedEvent> {
+    let event_type: String = row.try_get("event_type")?;
+    let payload: String = row.try_get("payload")?;
+    Ok(LoggedEvent {
+        seq: row.try_get("seq")?,
+        tx: row.try_get("tx_id")?,
+        brand_id: row.try_get("brand_id")?,
+        event_id: row.try_get("event_id")?,
+        player_id: row.try_get("player_id")?,
+        event_type: serde_json::from_value(serde_json::Value::String(event_type))?,
+        occurred_at: row.try_get("occurred_at")?,
+        received_at: row.try_get("received_at")?,
+        payload: serde_json::from_str(&payload)?,
+    })
+}
+
+/// A player's latest events in the log, oldest first (those that no longer read are left out).
+pub async fn latest_of_player(
+    conn: &mut sqlx::AnyConnection,
+    (brand, player): (&str, &str),
+    limit: i64,
+) -> anyhow::Result<Vec<LoggedEvent>> {
+    let sql = format!(
+        "SELECT {EVENT_COLUMNS} FROM events WHERE brand_id = $1 AND player_id = $2 ORDER BY tx_id DESC, seq DESC LIMIT $3"
+    );
+    let rows =
+        sqlx::query(sqlx::AssertSqlSafe(sql)).bind(brand).bind(player).bind(limit).fetch_all(conn).await?;
+    let mut out: Vec<LoggedEvent> = rows.iter().filter_map(|r| logged_of(r).ok()).collect();
+    out.reverse();
     Ok(out)
 }
 

@@ -107,6 +107,8 @@ pub struct Content<'a> {
     pub locale: &'a str,
     pub subject: Option<&'a str>,
     pub body: &'a str,
+    /// When the host accepted the event that caused the message, if one did.
+    pub caused_at: Option<i64>,
 }
 
 /// Gates a message and writes the delivery in a transaction of its own. A concurrent request with the
@@ -163,6 +165,7 @@ pub async fn enqueue_in(
         frequency_policy: &m.policy.id,
         subject: content.subject,
         body: content.body,
+        caused_at: content.caused_at,
     };
     let (decision, now) = gate(conn, ctx, m, profile, consents, None).await?;
     let g = gated(&decision, now);

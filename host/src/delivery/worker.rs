@@ -147,6 +147,10 @@ impl Worker {
             Outcome::Accepted(accepted) => {
                 let seconds = (now.as_millisecond() - d.created_at).max(0) as f64 / 1000.0;
                 self.ctx.metrics.send_to_provider(&d.channel, seconds);
+                if let Some(caused) = d.caused_at {
+                    let since = (crate::store::now_ms() - caused).max(0) as f64 / 1000.0;
+                    self.ctx.metrics.event_to_provider(&d.channel, since);
+                }
                 self.finish(&d, Status::Sent, Step::Accepted(accepted), now).await
             }
             Outcome::Permanent(e) => {

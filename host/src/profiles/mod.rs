@@ -799,6 +799,7 @@ mod tests {
             player_id: "p".into(),
             event_type: T::SelfExclusionEnded,
             occurred_at: 1_000,
+            received_at: 1_000,
             payload: EventPayload::SelfExclusion(m::SelfExclusion {
                 scope: m::ExclusionScope::Brand,
                 register: m::ExclusionRegister::Own,

@@ -117,12 +117,16 @@ fn row_to_segment(r: &sqlx::any::AnyRow) -> Result<Segment, sqlx::Error> {
     })
 }
 
-/// A segment's name: 1–64 of `a-z 0-9 - _`, starting with a letter (it names a binding slot too).
-fn check_name(name: &str) -> Result<(), SegmentError> {
-    let ok = (1..=64).contains(&name.len())
+/// A segment's or rule's name: 1–64 of `a-z 0-9 - _`, starting with a letter (it names a binding slot).
+pub fn is_name(name: &str) -> bool {
+    (1..=64).contains(&name.len())
         && name.starts_with(|c: char| c.is_ascii_lowercase())
-        && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_');
-    if ok {
+        && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_')
+}
+
+/// Checks a segment's name.
+fn check_name(name: &str) -> Result<(), SegmentError> {
+    if is_name(name) {
         Ok(())
     } else {
         Err(invalid("name", "1–64 characters of a-z, 0-9, '-' and '_', starting with a letter"))

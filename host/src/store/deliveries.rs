@@ -105,6 +105,9 @@ pub struct Delivery {
     pub updated_at: i64,
     #[serde(serialize_with = "rfc3339_opt")]
     pub read_at: Option<i64>,
+    /// When the host accepted the event that caused it (a trigger's send), for event → provider latency.
+    #[serde(skip)]
+    pub caused_at: Option<i64>,
 }
 
 /// Times are milliseconds in the database and RFC 3339 in the API, as everywhere else.
@@ -125,7 +128,7 @@ fn rfc3339_opt<S: serde::Serializer>(ms: &Option<i64>, s: S) -> Result<S::Ok, S:
 const COLUMNS: &str = "delivery_id, brand_id, player_id, idempotency_key, request_hash, channel, template_id, locale,
     class, product, bonus_offer, priority, campaign_id, frequency_policy, subject, body, status, reasons, basis,
     counted_at, attempts, next_attempt_at, lease_until, provider_call_at, provider, provider_message_id,
-    last_error, created_at, updated_at, read_at";
+    last_error, created_at, updated_at, read_at, caused_at";
 
 fn row_to_delivery(r: &sqlx::any::AnyRow) -> anyhow::Result<Delivery> {
     let json = |s: Option<String>| -> anyhow::Result<Option<Value>> {
@@ -166,6 +169,7 @@ fn row_to_delivery(r: &sqlx::any::AnyRow) -> anyhow::Result<Delivery> {
         created_at: r.try_get("created_at")?,
         updated_at: r.try_get("updated_at")?,
         read_at: r.try_get("read_at")?,
+        caused_at: r.try_get("caused_at")?,
     })
 }
 
@@ -284,6 +288,7 @@ pub struct NewDelivery<'a> {
     pub frequency_policy: &'a str,
     pub subject: Option<&'a str>,
     pub body: &'a str,
+    pub caused_at: Option<i64>,
 }
 
 /// Writes a new delivery; false (nothing written) if its idempotency key is taken.
@@ -296,8 +301,8 @@ pub async fn insert(
     let inserted = sqlx::query(
         "INSERT INTO deliveries (delivery_id, brand_id, player_id, idempotency_key, request_hash, channel,
              template_id, locale, class, product, bonus_offer, priority, campaign_id, frequency_policy, subject,
-             body, status, reasons, basis, counted_at, attempts, next_attempt_at, created_at, updated_at)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, 0, $21, $22, $22)
+             body, status, reasons, basis, counted_at, attempts, next_attempt_at, created_at, updated_at, caused_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, 0, $21, $22, $22, $23)
          ON CONFLICT (brand_id, idempotency_key) DO NOTHING",
     )
     .bind(d.delivery_id)
@@ -322,6 +327,7 @@ pub async fn insert(
     .bind(gate.counted_at)
     .bind(gate.next_attempt_at)
     .bind(now)
+    .bind(d.caused_at)
     .execute(&mut *conn)
     .await?;
     Ok(inserted.rows_affected() == 1)

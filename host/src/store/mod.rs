@@ -6,6 +6,7 @@ pub mod consents;
 pub mod contacts;
 pub mod decisions;
 pub mod deliveries;
+pub mod engage;
 pub mod erasure;
 pub mod events;
 pub mod segments;

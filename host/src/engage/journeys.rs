@@ -1,0 +1,984 @@
+//! Journeys: a state graph per brand, versioned like triggers. A player enters (from a trigger) on the
+//! journey's active version and finishes that version, whatever versions come after. Nodes: `wait` (a
+//! duration; until an event, with a timeout; until a local time of day in the player's zone), `check`
+//! (a segment rule and/or conditions), `send` (through the one send service, so through the gate),
+//! `branch` (the first case whose conditions hold), `exit`.
+//!
+//! A run stores the node it will take next and when (`due_at`); the scheduler takes due runs under a
+//! lease and moves each step only from the step it read, in the transaction that writes the step's
+//! send, so no step runs twice — across restarts and with two hosts on one database. The `engage`
+//! consumer moves runs on events: a wait's event, an exit event, and an RG block or self-exclusion,
+//! which ends every run of the player at once.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use sqlx::Row;
+
+use super::conditions::{self, Condition, Facts};
+use super::defs::{self, DefError, Head, JOURNEYS, Traits, invalid};
+use super::triggers::{RuleVerdict, SendAction, ask_rule, check_send};
+use crate::auth::Principal;
+use crate::core::Core;
+use crate::model::{self as m, EventType};
+use crate::store::{Backend, Db};
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JourneyDef {
+    pub name: String,
+    #[serde(default)]
+    pub description: String,
+    /// The first node.
+    pub start: String,
+    pub nodes: BTreeMap<String, Node>,
+    #[serde(default)]
+    pub entry: Entry,
+    /// Events that end a player's run at once (a deposit, an unsubscribe, a complaint).
+    #[serde(default)]
+    pub exit_on: Vec<EventType>,
+    #[serde(default, skip_serializing)]
+    pub brand_id: Option<String>,
+}
+
+/// Who may enter: once ever (default), or again once `again_after_days` passed since the last entry.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Entry {
+    #[serde(default)]
+    pub again_after_days: Option<u32>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Node {
+    /// `minutes` alone: a duration. With `until_event`: until one of those events (→ `on_event`), or
+    /// `minutes` (→ `next`). `until_local_time` ("09:00"): the next such time in the player's zone.
+    Wait {
+        #[serde(default)]
+        minutes: Option<u32>,
+        #[serde(default)]
+        until_event: Vec<EventType>,
+        #[serde(default)]
+        on_event: Option<String>,
+        #[serde(default)]
+        until_local_time: Option<String>,
+        next: String,
+    },
+    /// A segment rule's decision (its slot) and/or conditions: `then` when all hold, else `else`.
+    Check {
+        #[serde(default)]
+        rule: Option<String>,
+        #[serde(default)]
+        conditions: Vec<Condition>,
+        then: String,
+        #[serde(rename = "else")]
+        otherwise: String,
+    },
+    Send {
+        message: SendAction,
+        next: String,
+    },
+    /// The first case whose conditions hold, else `default`.
+    Branch {
+        cases: Vec<Case>,
+        default: String,
+    },
+    Exit {
+        #[serde(default)]
+        reason: Option<String>,
+    },
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Case {
+    pub conditions: Vec<Condition>,
+    pub next: String,
+}
+
+impl Node {
+    fn kind(&self) -> &'static str {
+        match self {
+            Node::Wait { .. } => "wait",
+            Node::Check { .. } => "check",
+            Node::Send { .. } => "send",
+            Node::Branch { .. } => "branch",
+            Node::Exit { .. } => "exit",
+        }
+    }
+
+    /// The nodes it may lead to, and whether it waits before going on.
+    fn edges(&self) -> (Vec<&str>, bool) {
+        match self {
+            Node::Wait { on_event, next, .. } => {
+                (std::iter::once(next.as_str()).chain(on_event.as_deref()).collect(), true)
+            }
+            Node::Check { then, otherwise, .. } => (vec![then, otherwise], false),
+            Node::Send { next, .. } => (vec![next], false),
+            Node::Branch { cases, default } => {
+                (cases.iter().map(|c| c.next.as_str()).chain([default.as_str()]).collect(), false)
+            }
+            Node::Exit { .. } => (vec![], false),
+        }
+    }
+}
+
+const MAX_NODES: usize = 50;
+
+/// "HH:MM" as minutes of the day.
+fn local_minute(s: &str) -> Option<u16> {
+    crate::policy::gate::minute_of_day(s)
+}
+
+async fn check(core: &Core, brand: &str, def: &JourneyDef) -> Result<Traits, DefError> {
+    defs::check_name("name", &def.name)?;
+    if def.description.chars().count() > 500 {
+        return Err(invalid("description", "at most 500 characters"));
+    }
+    if def.nodes.is_empty() || def.nodes.len() > MAX_NODES {
+        return Err(invalid("nodes", format!("1 to {MAX_NODES} nodes")));
+    }
+    if !def.nodes.contains_key(&def.start) {
+        return Err(invalid("start", format!("no node `{}`", def.start)));
+    }
+    if def.entry.again_after_days.is_some_and(|d| d == 0 || d > 3650) {
+        return Err(invalid("entry.again_after_days", "1 to 3650"));
+    }
+    if def.exit_on.len() > 20 {
+        return Err(invalid("exit_on", "at most 20 event types"));
+    }
+    for (name, node) in &def.nodes {
+        defs::check_name(&format!("nodes.{name}"), name)?;
+        let field = format!("nodes.{name}");
+        for to in node.edges().0 {
+            if !def.nodes.contains_key(to) {
+                return Err(invalid(&field, format!("leads to `{to}`, which is not a node")));
+            }
+        }
+        match node {
+            Node::Wait { minutes, until_event, on_event, until_local_time, .. } => {
+                let ok = match (minutes, until_event.is_empty(), until_local_time) {
+                    (Some(m), true, None) => (1..=525_600).contains(m) && on_event.is_none(),
+                    (Some(m), false, None) => (1..=525_600).contains(m) && on_event.is_some(),
+                    (None, true, Some(t)) => local_minute(t).is_some() && on_event.is_none(),
+                    _ => false,
+                };
+                if !ok {
+                    return Err(invalid(
+                        &field,
+                        "a wait is `minutes` (1–525600); or `until_event` with `on_event` and `minutes` as \
+                         its timeout; or `until_local_time` (\"HH:MM\")",
+                    ));
+                }
+            }
+            Node::Check { rule, conditions, .. } => {
+                if let Some(r) = rule {
+                    defs::check_name(&format!("{field}.rule"), r)?;
+                }
+                if rule.is_none() && conditions.is_empty() {
+                    return Err(invalid(&field, "a check needs a rule or conditions"));
+                }
+                conditions::check(conditions).map_err(|e| invalid(&field, e))?;
+            }
+            Node::Send { message, .. } => {
+                check_send(&core.db, brand, message, &format!("{field}.message")).await?;
+            }
+            Node::Branch { cases, .. } => {
+                if cases.is_empty() || cases.len() > 20 {
+                    return Err(invalid(&field, "1 to 20 cases"));
+                }
+                for c in cases {
+                    conditions::check(&c.conditions).map_err(|e| invalid(&field, e))?;
+                }
+            }
+            Node::Exit { reason } => {
+                if reason.as_ref().is_some_and(|r| r.chars().count() > 200) {
+                    return Err(invalid(&field, "a reason of at most 200 characters"));
+                }
+            }
+        }
+    }
+    if let Some(start) = never_waits(def) {
+        return Err(invalid("nodes", format!("a loop through `{start}` never waits")));
+    }
+    let threshold = core.delivery.settings.high_value_minor(brand);
+    let sensitive = def.nodes.values().any(
+        |n| matches!(n, Node::Send { message, .. } if message.value_minor.is_some_and(|v| v > threshold)),
+    );
+    Ok(Traits { marketing: true, sensitive })
+}
+
+/// A node on a loop that never waits (one step would never end), if there is one: a cycle of the
+/// graph without its waits' edges (depth-first, each node once).
+fn never_waits(def: &JourneyDef) -> Option<&str> {
+    #[derive(Clone, Copy, PartialEq)]
+    enum Mark {
+        New,
+        OnPath,
+        Done,
+    }
+    let mut marks: BTreeMap<&str, Mark> = def.nodes.keys().map(|k| (k.as_str(), Mark::New)).collect();
+    let onward = |n: &str| -> Vec<&str> {
+        match def.nodes.get(n).map(Node::edges) {
+            Some((next, false)) => next,
+            _ => Vec::new(),
+        }
+    };
+    for start in def.nodes.keys() {
+        if marks[start.as_str()] != Mark::New {
+            continue;
+        }
+        // (node, its next edge to look at)
+        let mut path: Vec<(&str, usize)> = vec![(start.as_str(), 0)];
+        marks.insert(start.as_str(), Mark::OnPath);
+        while let Some((node, i)) = path.last().copied() {
+            let next = onward(node);
+            if i == next.len() {
+                marks.insert(node, Mark::Done);
+                path.pop();
+                continue;
+            }
+            path.last_mut().expect("non-empty").1 += 1;
+            let to = next[i];
+            match marks.get(to).copied() {
+                Some(Mark::OnPath) => {
+                    return Some(def.nodes.get_key_value(to).map_or(to, |(k, _)| k.as_str()));
+                }
+                Some(Mark::New) => {
+                    marks.insert(to, Mark::OnPath);
+                    path.push((to, 0));
+                }
+                _ => {}
+            }
+        }
+    }
+    None
+}
+
+pub async fn save(
+    core: &Core,
+    actor: &Principal,
+    brand: &str,
+    existing: Option<&Head>,
+    def: &JourneyDef,
+) -> Result<(Head, i64), DefError> {
+    if let Some(h) = existing
+        && h.name != def.name
+    {
+        return Err(invalid("name", "a journey's name does not change; create another journey"));
+    }
+    let traits = check(core, brand, def).await?;
+    let definition = serde_json::to_value(def).map_err(anyhow::Error::from)?;
+    let now = core.clock().now_ms();
+    defs::save(
+        &core.db,
+        JOURNEYS,
+        actor,
+        brand,
+        (&def.name, existing.map(|h| h.id.as_str())),
+        (&definition, traits),
+        now,
+    )
+    .await
+}
+
+/// Pauses or resumes a journey (audited): paused, no step runs and no one enters; players stay where
+/// they are.
+pub async fn set_paused(
+    db: &Db,
+    actor: &Principal,
+    id: &str,
+    paused: bool,
+    now: i64,
+) -> Result<(), DefError> {
+    let head = defs::visible(db, JOURNEYS, actor, id).await?;
+    let mut tx = db.begin_write().await?;
+    sqlx::query("UPDATE journeys SET paused = $2, updated_at = $3 WHERE id = $1")
+        .bind(id)
+        .bind(i64::from(paused))
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+    let action = if paused { "journey.pause" } else { "journey.resume" };
+    crate::audit::record(&mut tx, actor, action, id, &[head.brand_id], json!({})).await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+pub async fn is_paused(conn: &mut sqlx::AnyConnection, id: &str) -> anyhow::Result<bool> {
+    let row = sqlx::query("SELECT paused FROM journeys WHERE id = $1").bind(id).fetch_optional(conn).await?;
+    Ok(row.map(|r| r.try_get::<i64, _>("paused")).transpose()?.unwrap_or(0) != 0)
+}
+
+/// A player's place in a journey.
+#[derive(Debug, Clone, Serialize)]
+pub struct Run {
+    pub id: String,
+    pub journey_id: String,
+    pub version: i64,
+    pub brand_id: String,
+    pub player_id: String,
+    /// The node taken next, when `due_at` comes (or a waited-for event arrives).
+    pub node: String,
+    pub step: i64,
+    pub state: String,
+    pub due_at: Option<i64>,
+    pub waiting_for: Option<Value>,
+    pub entered_at: i64,
+    pub entered_via: String,
+    pub entered_seq: i64,
+    pub updated_at: i64,
+    pub ended_at: Option<i64>,
+    pub exit_reason: Option<String>,
+}
+
+const RUN_COLUMNS: &str = "id, journey_id, version, brand_id, player_id, node, step, state, due_at, waiting_for, entered_at, entered_via, entered_seq, updated_at, ended_at, exit_reason";
+
+fn run_of(r: &sqlx::any::AnyRow) -> anyhow::Result<Run> {
+    Ok(Run {
+        id: r.try_get("id")?,
+        journey_id: r.try_get("journey_id")?,
+        version: r.try_get("version")?,
+        brand_id: r.try_get("brand_id")?,
+        player_id: r.try_get("player_id")?,
+        node: r.try_get("node")?,
+        step: r.try_get("step")?,
+        state: r.try_get("state")?,
+        due_at: r.try_get("due_at")?,
+        waiting_for: r
+            .try_get::<Option<String>, _>("waiting_for")?
+            .map(|s| serde_json::from_str(&s))
+            .transpose()?,
+        entered_at: r.try_get("entered_at")?,
+        entered_via: r.try_get("entered_via")?,
+        entered_seq: r.try_get("entered_seq")?,
+        updated_at: r.try_get("updated_at")?,
+        ended_at: r.try_get("ended_at")?,
+        exit_reason: r.try_get("exit_reason")?,
+    })
+}
+
+pub(super) async fn definition(
+    conn: &mut sqlx::AnyConnection,
+    journey: &str,
+    version: i64,
+) -> anyhow::Result<JourneyDef> {
+    let v = defs::version(conn, JOURNEYS, journey, version)
+        .await?
+        .ok_or_else(|| anyhow::anyhow!("journey {journey} has no version {version}"))?;
+    Ok(serde_json::from_value(v.definition)?)
+}
+
+/// Enters a player in a journey in the caller's transaction: its active version, at its start, due at
+/// once. The run's id, or why the player did not enter.
+pub async fn enter(
+    core: &Core,
+    conn: &mut sqlx::AnyConnection,
+    (brand, player): (&str, &str),
+    name: &str,
+    profile: &m::Profile,
+    (via, seq): (&str, i64),
+) -> anyhow::Result<Result<String, String>> {
+    let Some(head) = defs::by_name(conn, JOURNEYS, brand, name).await? else {
+        return Ok(Err(format!("no journey `{name}`")));
+    };
+    let Some(version) = head.active_version else {
+        return Ok(Err(format!("journey `{name}` is not active")));
+    };
+    if is_paused(conn, &head.id).await? {
+        return Ok(Err(format!("journey `{name}` is paused")));
+    }
+    let rg = crate::policy::gate::rg(profile);
+    if !rg.is_empty() {
+        let codes: Vec<&str> = rg.iter().map(|r| r.code).collect();
+        return Ok(Err(format!("RG blocks marketing ({})", codes.join(", "))));
+    }
+    let def = definition(conn, &head.id, version).await?;
+    let now = core.clock().now_ms();
+    let last = sqlx::query(
+        "SELECT state, entered_at FROM journey_runs WHERE journey_id = $1 AND brand_id = $2 AND player_id = $3
+         ORDER BY entered_at DESC LIMIT 1",
+    )
+    .bind(&head.id)
+    .bind(brand)
+    .bind(player)
+    .fetch_optional(&mut *conn)
+    .await?;
+    if let Some(r) = last {
+        let (state, at): (String, i64) = (r.try_get("state")?, r.try_get("entered_at")?);
+        let since = jiff::Timestamp::from_millisecond(at)?;
+        if state == "active" {
+            return Ok(Err(format!("already in journey `{name}` since {since}")));
+        }
+        match def.entry.again_after_days {
+            None => {
+                return Ok(Err(format!("entered journey `{name}` before ({since}); it is once per player")));
+            }
+            Some(days) if now - at < i64::from(days) * 86_400_000 => {
+                return Ok(Err(format!("entered journey `{name}` at {since}; again after {days} days")));
+            }
+            Some(_) => {}
+        }
+    }
+    let mut rnd = [0u8; 8];
+    getrandom::fill(&mut rnd).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let id = format!("jr_{}", hex::encode(rnd));
+    sqlx::query(
+        "INSERT INTO journey_runs (id, journey_id, version, brand_id, player_id, node, step, state, due_at,
+             entered_at, entered_via, entered_seq, updated_at)
+         VALUES ($1, $2, $3, $4, $5, $6, 0, 'active', $7, $7, $8, $9, $7)",
+    )
+    .bind(&id)
+    .bind(&head.id)
+    .bind(version)
+    .bind(brand)
+    .bind(player)
+    .bind(&def.start)
+    .bind(now)
+    .bind(via)
+    .bind(seq)
+    .execute(&mut *conn)
+    .await?;
+    Ok(Ok(id))
+}
+
+/// What one step did, as `journey_steps` keeps it.
+#[derive(Debug, Clone, Default)]
+pub(super) struct StepRecord {
+    pub kind: &'static str,
+    pub delivery_id: Option<String>,
+    pub status: Option<String>,
+    pub reason: Option<String>,
+    pub detail: Value,
+}
+
+/// Where a run goes after a step.
+pub(super) enum Next {
+    Node { node: String, due_at: i64, waiting_for: Option<Value> },
+    End { state: &'static str, reason: String },
+}
+
+/// Moves a run from `step` (the one read) and writes the step; false if someone else moved it first.
+async fn advance(
+    conn: &mut sqlx::AnyConnection,
+    run: &Run,
+    node: &str,
+    rec: &StepRecord,
+    next: &Next,
+    now: i64,
+) -> anyhow::Result<bool> {
+    let moved = match next {
+        Next::Node { node, due_at, waiting_for } => {
+            sqlx::query(
+                "UPDATE journey_runs SET node = $3, step = step + 1, due_at = $4, waiting_for = $5, updated_at = $6
+                 WHERE id = $1 AND step = $2 AND state = 'active'",
+            )
+            .bind(&run.id)
+            .bind(run.step)
+            .bind(node)
+            .bind(due_at)
+            .bind(waiting_for.as_ref().map(Value::to_string))
+            .bind(now)
+            .execute(&mut *conn)
+            .await?
+        }
+        Next::End { state, reason } => {
+            sqlx::query(
+                "UPDATE journey_runs SET state = $3, step = step + 1, due_at = NULL, waiting_for = NULL,
+                     updated_at = $5, ended_at = $5, exit_reason = $4, lease_until = NULL
+                 WHERE id = $1 AND step = $2 AND state = 'active'",
+            )
+            .bind(&run.id)
+            .bind(run.step)
+            .bind(*state)
+            .bind(reason)
+            .bind(now)
+            .execute(&mut *conn)
+            .await?
+        }
+    };
+    if moved.rows_affected() != 1 {
+        return Ok(false);
+    }
+    sqlx::query(
+        "INSERT INTO journey_steps (run_id, step, node, kind, at, delivery_id, status, reason, detail)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+    )
+    .bind(&run.id)
+    .bind(run.step + 1)
+    .bind(node)
+    .bind(rec.kind)
+    .bind(now)
+    .bind(&rec.delivery_id)
+    .bind(&rec.status)
+    .bind(&rec.reason)
+    .bind(rec.detail.to_string())
+    .execute(&mut *conn)
+    .await?;
+    Ok(true)
+}
+
+/// The next time of day `hhmm` in `zone` after `now`.
+pub fn next_local(now: jiff::Timestamp, zone: &str, minute: u16) -> jiff::Timestamp {
+    let tz = jiff::tz::TimeZone::get(zone).unwrap_or(jiff::tz::TimeZone::UTC);
+    let here = now.to_zoned_datetime(tz.clone());
+    let time = jiff::civil::Time::new((minute / 60) as i8, (minute % 60) as i8, 0, 0).unwrap_or_default();
+    let mut day = here.date();
+    for _ in 0..3 {
+        if let Ok(at) = day.to_datetime(time).to_zoned_datetime(tz.clone())
+            && at.timestamp() > now
+        {
+            return at.timestamp();
+        }
+        day = day.tomorrow().unwrap_or(day);
+    }
+    now
+}
+
+/// Runs the node a run is at, in the caller's transaction: what it did and where the run goes.
+pub(super) async fn take(
+    core: &Core,
+    conn: &mut sqlx::AnyConnection,
+    run: &Run,
+    def: &JourneyDef,
+    stored: &crate::profiles::StoredProfile,
+) -> anyhow::Result<(StepRecord, Next)> {
+    let now = core.clock().now();
+    let at = now.as_millisecond();
+    let view = stored.at(&run.brand_id, &run.player_id, now);
+    let rg = crate::policy::gate::rg(&view.profile);
+    if !rg.is_empty() {
+        let codes: Vec<&str> = rg.iter().map(|r| r.code).collect();
+        let reason = format!("rg: {}", codes.join(", "));
+        let rec = StepRecord { kind: "exit", reason: Some(reason.clone()), ..Default::default() };
+        return Ok((rec, Next::End { state: "exited", reason }));
+    }
+    let Some(node) = def.nodes.get(&run.node) else {
+        let reason = format!("no node `{}` in version {}", run.node, run.version);
+        return Ok((
+            StepRecord { kind: "exit", reason: Some(reason.clone()), ..Default::default() },
+            Next::End { state: "exited", reason },
+        ));
+    };
+    let to = |node: &str, due_at: i64| Next::Node { node: node.to_string(), due_at, waiting_for: None };
+    let facts = Facts::new(None, &view.profile);
+    let mut rec = StepRecord { kind: node.kind(), ..Default::default() };
+    let next = match node {
+        Node::Wait { minutes, until_event, until_local_time, next, .. } => {
+            let until = match (minutes, until_local_time) {
+                (_, Some(t)) => next_local(now, &view.profile.time_zone, local_minute(t).unwrap_or(0)),
+                (Some(m), None) => now + jiff::SignedDuration::from_mins(i64::from(*m)),
+                (None, None) => now,
+            };
+            rec.detail = json!({"until": until, "time_zone": view.profile.time_zone});
+            let waiting_for =
+                (!until_event.is_empty()).then(|| json!({"node": run.node, "events": until_event}));
+            rec.detail["waiting_for"] = json!(waiting_for);
+            Next::Node { node: next.clone(), due_at: until.as_millisecond(), waiting_for }
+        }
+        Node::Check { rule, conditions, then, otherwise } => {
+            let mut pass = facts.all(conditions).map_err(|why| rec.reason = Some(why)).is_ok();
+            if pass && let Some(rule) = rule {
+                let player = (run.brand_id.as_str(), run.player_id.as_str());
+                match ask_rule(core, rule, player, &view.profile, None, now).await? {
+                    RuleVerdict::Member(evaluated) => {
+                        rec.detail["decision_seq"] = json!(evaluated.record_in(conn).await?.seq);
+                    }
+                    RuleVerdict::Out(why) => {
+                        pass = false;
+                        rec.reason = Some(why);
+                    }
+                    RuleVerdict::Failed(why, evaluated) => {
+                        pass = false;
+                        rec.detail["decision_seq"] = json!(evaluated.record_in(conn).await?.seq);
+                        rec.reason = Some(why);
+                    }
+                }
+            }
+            rec.status = Some(if pass { "then" } else { "else" }.to_string());
+            to(if pass { then } else { otherwise }, at)
+        }
+        Node::Send { message, next } => {
+            let key = format!("jrn:{}:{}", run.id, run.step + 1);
+            let journey = def.name.as_str();
+            let req = message.request(&run.player_id, &facts, &format!("journey:{journey}:{}", run.node));
+            match crate::messaging::send_in(core, conn, (&run.brand_id, &key), req, stored, None).await {
+                Ok(d) => {
+                    let fire = super::triggers::from_delivery(&d);
+                    rec.delivery_id = Some(d.delivery_id.clone());
+                    rec.status = Some(d.status.as_str().to_string());
+                    rec.reason = fire.reason;
+                }
+                Err(crate::messaging::SendError::Internal(e)) => return Err(e),
+                Err(other) => {
+                    rec.status = Some("failed".into());
+                    rec.reason = Some(other.to_string());
+                }
+            }
+            to(next, at)
+        }
+        Node::Branch { cases, default } => {
+            let taken = cases.iter().position(|c| facts.all(&c.conditions).is_ok());
+            rec.detail = json!({"case": taken});
+            to(taken.map_or(default, |i| &cases[i].next), at)
+        }
+        Node::Exit { reason } => {
+            let reason = reason.clone().unwrap_or_else(|| format!("exit node `{}`", run.node));
+            rec.reason = Some(reason.clone());
+            Next::End { state: "completed", reason }
+        }
+    };
+    Ok((rec, next))
+}
+
+/// How long a host holds a run it took (wall clock): a host that died lets go after this.
+const LEASE_MS: i64 = 60_000;
+/// Steps one run may take in one go (waits end a go; `check` prevents loops that never wait).
+const MAX_STEPS: usize = 2 * MAX_NODES;
+
+/// Runs every due step of every journey that is not paused; the number of steps taken.
+pub async fn run_due(core: &Core) -> anyhow::Result<usize> {
+    let now = core.clock().now_ms();
+    let wall = crate::store::now_ms();
+    let rows = sqlx::query(
+        "SELECT r.id FROM journey_runs r JOIN journeys j ON j.id = r.journey_id
+         WHERE r.state = 'active' AND r.due_at <= $1 AND j.paused = 0
+           AND (r.lease_until IS NULL OR r.lease_until < $2)
+         ORDER BY r.due_at LIMIT 200",
+    )
+    .bind(now)
+    .bind(wall)
+    .fetch_all(&core.db.pool)
+    .await?;
+    let mut steps = 0;
+    for r in rows {
+        let id: String = r.try_get("id")?;
+        // The lease: one host takes the run; the others pass it by.
+        let mut tx = core.db.begin_write().await?;
+        let took = sqlx::query(
+            "UPDATE journey_runs SET lease_until = $2 WHERE id = $1 AND state = 'active'
+             AND (lease_until IS NULL OR lease_until < $3)",
+        )
+        .bind(&id)
+        .bind(wall + LEASE_MS)
+        .bind(wall)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        if took.rows_affected() != 1 {
+            continue;
+        }
+        let result = run_one(core, &id).await;
+        let mut tx = core.db.begin_write().await?;
+        sqlx::query("UPDATE journey_runs SET lease_until = NULL WHERE id = $1")
+            .bind(&id)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        steps += result?;
+    }
+    Ok(steps)
+}
+
+/// Takes a run's due steps one transaction each, until it waits or ends.
+async fn run_one(core: &Core, id: &str) -> anyhow::Result<usize> {
+    let mut taken = 0;
+    let mut defs: BTreeMap<(String, i64), Arc<JourneyDef>> = BTreeMap::new();
+    for _ in 0..MAX_STEPS {
+        let mut conn = core.db.pool.acquire().await?;
+        let Some(run) = get_run(&mut conn, id, "").await? else { return Ok(taken) };
+        drop(conn);
+        let Some(stored) =
+            crate::profiles::load(&core.db, &core.contacts_key, &run.brand_id, &run.player_id).await?
+        else {
+            return Ok(taken);
+        };
+        let mut tx = core.db.begin_write().await?;
+        let lock = if tx.backend() == Backend::Postgres { " FOR UPDATE" } else { "" };
+        // Read again under the lock: the consumer or another host may have moved it.
+        let Some(run) = get_run(&mut tx, id, lock).await? else { return Ok(taken) };
+        let now = core.clock().now_ms();
+        if run.state != "active"
+            || run.due_at.is_none_or(|d| d > now)
+            || is_paused(&mut tx, &run.journey_id).await?
+        {
+            return Ok(taken);
+        }
+        let key = (run.journey_id.clone(), run.version);
+        if !defs.contains_key(&key) {
+            defs.insert(key.clone(), Arc::new(definition(&mut tx, &run.journey_id, run.version).await?));
+        }
+        let def = defs[&key].clone();
+        let (rec, next) = take(core, &mut tx, &run, &def, &stored).await?;
+        if !advance(&mut tx, &run, &run.node, &rec, &next, now).await? {
+            return Ok(taken);
+        }
+        tx.commit().await?;
+        taken += 1;
+        core.delivery.metrics.journey_step(rec.kind, rec.status.as_deref().unwrap_or("-"));
+        core.delivery.wake.notify_one();
+        if matches!(next, Next::End { .. }) {
+            return Ok(taken);
+        }
+    }
+    Ok(taken)
+}
+
+async fn get_run(conn: &mut sqlx::AnyConnection, id: &str, lock: &str) -> anyhow::Result<Option<Run>> {
+    let sql = format!("SELECT {RUN_COLUMNS} FROM journey_runs WHERE id = $1{lock}");
+    let row = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(id).fetch_optional(conn).await?;
+    row.as_ref().map(run_of).transpose()
+}
+
+/// How far the platform's clock may be behind the host's: an event that occurred earlier than this
+/// before a run began (or its wait) is older than the run.
+const SKEW_MS: i64 = 5 * 60_000;
+
+/// Moves a player's runs on one of their events, in the consumer's transaction: every run ends at once
+/// when RG blocks marketing; a run ends on its journey's exit events; a wait for the event goes on to
+/// its `on_event` node (held while the journey is paused). Events that occurred before the run began,
+/// or before its wait, do not count. Whether a run moved.
+pub async fn on_event(
+    core: &Core,
+    conn: &mut sqlx::AnyConnection,
+    e: &crate::bus::LoggedEvent,
+    profile: &m::Profile,
+) -> anyhow::Result<bool> {
+    let sql = format!(
+        "SELECT {RUN_COLUMNS} FROM journey_runs WHERE brand_id = $1 AND player_id = $2 AND state = 'active'
+         AND entered_seq < $3"
+    );
+    let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(&e.brand_id)
+        .bind(&e.player_id)
+        .bind(e.seq)
+        .fetch_all(&mut *conn)
+        .await?;
+    let now = core.clock().now_ms();
+    let rg = crate::policy::gate::rg(profile);
+    let event = json!({"event_id": e.event_id, "event_type": e.event_type, "seq": e.seq});
+    let mut moved = false;
+    for r in rows {
+        let run = run_of(&r)?;
+        let def = definition(conn, &run.journey_id, run.version).await?;
+        let (rec, next) = if !rg.is_empty() {
+            let codes: Vec<&str> = rg.iter().map(|r| r.code).collect();
+            let reason = format!("rg: {}", codes.join(", "));
+            (
+                StepRecord {
+                    kind: "exit",
+                    reason: Some(reason.clone()),
+                    detail: event.clone(),
+                    ..Default::default()
+                },
+                Next::End { state: "exited", reason },
+            )
+        } else if e.occurred_at + SKEW_MS < run.entered_at {
+            // It happened before the player entered (a late event, a replay): it does not move the run.
+            continue;
+        } else if def.exit_on.contains(&e.event_type) {
+            let reason = format!("event: {}", m::wire_name(e.event_type));
+            (
+                StepRecord {
+                    kind: "exit",
+                    reason: Some(reason.clone()),
+                    detail: event.clone(),
+                    ..Default::default()
+                },
+                Next::End { state: "exited", reason },
+            )
+        } else if let Some(target) = waited_for(&run, &def, e.event_type)
+            && e.occurred_at + SKEW_MS >= run.updated_at
+        {
+            if is_paused(conn, &run.journey_id).await? {
+                continue;
+            }
+            let reason = format!("{} arrived", m::wire_name(e.event_type));
+            (
+                StepRecord {
+                    kind: "event",
+                    reason: Some(reason),
+                    detail: event.clone(),
+                    ..Default::default()
+                },
+                Next::Node { node: target, due_at: now, waiting_for: None },
+            )
+        } else {
+            continue;
+        };
+        moved |= advance(conn, &run, &run.node, &rec, &next, now).await?;
+    }
+    Ok(moved)
+}
+
+/// The node a waiting run goes to when `event` arrives, if it waits for it.
+pub(super) fn waited_for(run: &Run, def: &JourneyDef, event: EventType) -> Option<String> {
+    let w = run.waiting_for.as_ref()?;
+    let events: Vec<EventType> = serde_json::from_value(w["events"].clone()).ok()?;
+    if !events.contains(&event) {
+        return None;
+    }
+    match def.nodes.get(w["node"].as_str()?)? {
+        Node::Wait { on_event, .. } => on_event.clone(),
+        _ => None,
+    }
+}
+
+/// A player's runs, newest first, each with where they are and what comes next.
+pub async fn of_player(db: &Db, brand: &str, player: &str) -> anyhow::Result<Vec<Value>> {
+    let mut conn = db.pool.acquire().await?;
+    let sql = format!(
+        "SELECT {RUN_COLUMNS} FROM journey_runs WHERE brand_id = $1 AND player_id = $2 ORDER BY entered_at DESC LIMIT 100"
+    );
+    let rows = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(brand).bind(player).fetch_all(&mut *conn).await?;
+    let mut out = Vec::new();
+    for r in rows {
+        let run = run_of(&r)?;
+        let head = defs::get(&mut conn, JOURNEYS, &run.journey_id).await?;
+        let def = definition(&mut conn, &run.journey_id, run.version).await?;
+        let next = (run.state == "active").then(|| {
+            let node = def.nodes.get(&run.node);
+            json!({
+                "node": run.node,
+                "kind": node.map(Node::kind),
+                "due_at": run.due_at.and_then(|d| jiff::Timestamp::from_millisecond(d).ok()),
+                "or_on_events": run.waiting_for.as_ref().map(|w| w["events"].clone()),
+            })
+        });
+        let steps = sqlx::query(
+            "SELECT step, node, kind, at, delivery_id, status, reason FROM journey_steps WHERE run_id = $1 ORDER BY step",
+        )
+        .bind(&run.id)
+        .fetch_all(&mut *conn)
+        .await?;
+        let steps: Vec<Value> = steps
+            .iter()
+            .map(|s| -> anyhow::Result<Value> {
+                Ok(json!({
+                    "step": s.try_get::<i64, _>("step")?, "node": s.try_get::<String, _>("node")?,
+                    "kind": s.try_get::<String, _>("kind")?,
+                    "at": jiff::Timestamp::from_millisecond(s.try_get("at")?)?,
+                    "delivery_id": s.try_get::<Option<String>, _>("delivery_id")?,
+                    "status": s.try_get::<Option<String>, _>("status")?,
+                    "reason": s.try_get::<Option<String>, _>("reason")?,
+                }))
+            })
+            .collect::<Result<_, _>>()?;
+        out.push(json!({
+            "run_id": run.id,
+            "journey_id": run.journey_id,
+            "journey": head.as_ref().map(|h| h.name.clone()),
+            "version": run.version,
+            "latest_version": head.as_ref().map(|h| h.latest_version),
+            "note": "a player finishes the version they entered; newer versions take new entrants",
+            "state": run.state,
+            "since": jiff::Timestamp::from_millisecond(run.updated_at)?,
+            "entered_at": jiff::Timestamp::from_millisecond(run.entered_at)?,
+            "entered_via": run.entered_via,
+            "next": next,
+            "ended_at": run.ended_at.and_then(|d| jiff::Timestamp::from_millisecond(d).ok()),
+            "exit_reason": run.exit_reason,
+            "steps": steps,
+        }));
+    }
+    Ok(out)
+}
+
+/// A journey's figures: entered by version, players at each node, ended by reason, sends by status and
+/// suppressed by reason.
+pub async fn stats(db: &Db, id: &str) -> anyhow::Result<Value> {
+    let pool = &db.pool;
+    let q = |sql: &'static str| sqlx::query(sql).bind(id.to_string());
+    let mut entered = serde_json::Map::new();
+    for r in q("SELECT version, COUNT(*) AS n FROM journey_runs WHERE journey_id = $1 GROUP BY version ORDER BY version")
+        .fetch_all(pool)
+        .await?
+    {
+        entered.insert(r.try_get::<i64, _>("version")?.to_string(), json!(r.try_get::<i64, _>("n")?));
+    }
+    let mut at_node = serde_json::Map::new();
+    for r in q("SELECT node, COUNT(*) AS n FROM journey_runs WHERE journey_id = $1 AND state = 'active' GROUP BY node ORDER BY node")
+        .fetch_all(pool)
+        .await?
+    {
+        at_node.insert(r.try_get("node")?, json!(r.try_get::<i64, _>("n")?));
+    }
+    let mut ended = serde_json::Map::new();
+    for r in q("SELECT state, exit_reason, COUNT(*) AS n FROM journey_runs WHERE journey_id = $1 AND state <> 'active'
+                GROUP BY state, exit_reason ORDER BY state, exit_reason")
+        .fetch_all(pool)
+        .await?
+    {
+        let key = format!("{}: {}", r.try_get::<String, _>("state")?, r.try_get::<Option<String>, _>("exit_reason")?.unwrap_or_default());
+        ended.insert(key, json!(r.try_get::<i64, _>("n")?));
+    }
+    let mut sends = serde_json::Map::new();
+    let mut suppressed: BTreeMap<String, i64> = BTreeMap::new();
+    for r in q(
+        "SELECT s.status, s.reason, COUNT(*) AS n FROM journey_steps s JOIN journey_runs r ON r.id = s.run_id
+                WHERE r.journey_id = $1 AND s.kind = 'send' GROUP BY s.status, s.reason",
+    )
+    .fetch_all(pool)
+    .await?
+    {
+        let status: Option<String> = r.try_get("status")?;
+        let n: i64 = r.try_get("n")?;
+        let status = status.unwrap_or_default();
+        let total = sends.get(&status).and_then(Value::as_i64).unwrap_or(0) + n;
+        sends.insert(status.clone(), json!(total));
+        if status == "suppressed"
+            && let Some(reason) = r.try_get::<Option<String>, _>("reason")?
+        {
+            let codes = reason.split_once(": ").map_or(reason.as_str(), |(_, c)| c).to_string();
+            for code in codes.split(", ") {
+                *suppressed.entry(code.to_string()).or_default() += n;
+            }
+        }
+    }
+    Ok(json!({"entered": entered, "at_node": at_node, "ended": ended, "sends": sends,
+              "sends_suppressed_by_reason": suppressed}))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(s: &str) -> jiff::Timestamp {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn a_wait_until_a_local_time_follows_the_players_zone() {
+        let now = at("2026-12-03T10:30:00Z");
+        // 09:00 in London has passed today (10:30 local): tomorrow's.
+        assert_eq!(next_local(now, "Europe/London", 9 * 60), at("2026-12-04T09:00:00Z"));
+        // 09:00 in Tokyo (19:30 local now): tomorrow 09:00 JST is 00:00 UTC.
+        assert_eq!(next_local(now, "Asia/Tokyo", 9 * 60), at("2026-12-04T00:00:00Z"));
+        // 09:00 in New York (05:30 local now): today, 14:00 UTC.
+        assert_eq!(next_local(now, "America/New_York", 9 * 60), at("2026-12-03T14:00:00Z"));
+        // Across a DST change: 09:00 in Berlin on the day clocks go forward (29 March 2026) is 07:00 UTC.
+        assert_eq!(
+            next_local(at("2026-03-28T20:00:00Z"), "Europe/Berlin", 9 * 60),
+            at("2026-03-29T07:00:00Z")
+        );
+        // An unknown zone falls back to UTC.
+        assert_eq!(next_local(now, "Mars/Olympus", 9 * 60), at("2026-12-04T09:00:00Z"));
+    }
+
+    fn def(nodes: Value) -> JourneyDef {
+        serde_json::from_value(json!({"name": "j", "start": "a", "nodes": nodes})).unwrap()
+    }
+
+    #[test]
+    fn a_loop_that_never_waits_is_found() {
+        let looping = def(json!({"a": {"type": "branch", "cases": [], "default": "b"},
+                                  "b": {"type": "branch", "cases": [], "default": "a"}}));
+        let waiting = def(json!({"a": {"type": "wait", "minutes": 5, "next": "b"},
+                                  "b": {"type": "branch", "cases": [], "default": "a"}}));
+        assert!(never_waits(&looping).is_some());
+        assert!(never_waits(&waiting).is_none());
+    }
+}

@@ -337,11 +337,34 @@ async fn churn_winback(b: Backend) {
     let se = until_journey(&r, "p_se", "self-exclusion", |j| j["state"] == "exited").await;
     assert!(se["exit_reason"].as_str().unwrap().contains("self_excluded"), "{se}");
 
+    // The dry run walks the path without writing: with a session arriving, the player would leave.
+    let runs = r.s.count("SELECT COUNT(*) FROM journey_runs").await;
+    let dry = |events: Value| json!({"player_id": "p_c1", "version": 1, "events": events});
+    let (st, v) =
+        r.s.post(&t.compliance, &format!("/admin/journeys/{journey}/dry-run"), &dry(json!([]))).await;
+    assert_eq!(st, 200, "{v}");
+    let nodes: Vec<&str> = v["steps"].as_array().unwrap().iter().filter_map(|s| s["node"].as_str()).collect();
+    assert_eq!(nodes, ["push", "wait", "email", "done"], "{v}");
+    let session = event(&r, "dry_s", "session.started", "p_c1", json!({"session_id": "dry_s"}));
+    let (_, v) =
+        r.s.post(&t.compliance, &format!("/admin/journeys/{journey}/dry-run"), &dry(json!([session]))).await;
+    let nodes: Vec<&str> = v["steps"].as_array().unwrap().iter().filter_map(|s| s["node"].as_str()).collect();
+    assert_eq!(nodes, ["push", "wait", "returned"], "{v}");
+    assert_eq!(r.s.count("SELECT COUNT(*) FROM journey_runs").await, runs, "a dry run writes nothing");
+
+    // Paused, the journey holds its players where they are, even when their wait is over.
+    let (st, _) = r.s.post(&r.marketing, &format!("/admin/journeys/{journey}/pause"), &json!({})).await;
+    assert_eq!(st, 200);
     // kill -9 while they wait, a second host on the same database, then two days pass.
     r.s.crash().await;
     r.s.start_again().await;
     let (_base, stop2, task2) = r.s.second_host().await;
     r.s.clock.advance(jiff::SignedDuration::from_hours(48) + jiff::SignedDuration::from_mins(1));
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(journey_of(&r, "p_c1").await["next"]["node"], "email", "paused: still waiting");
+    assert_eq!(mails_to(&r, "p_c1@example.com").len(), 0);
+    let (st, _) = r.s.post(&r.marketing, &format!("/admin/journeys/{journey}/resume"), &json!({})).await;
+    assert_eq!(st, 200);
     for p in ["p_c1", "p_c2", "p_c3"] {
         let j = until_journey(&r, p, "the e-mail step", |j| j["state"] == "completed").await;
         assert_eq!(j["version"], json!(1), "{j}");
@@ -360,7 +383,95 @@ async fn churn_winback(b: Backend) {
     assert_eq!(st, 200, "{stats}");
     assert_eq!(stats["entered"]["1"], json!(5), "{stats}");
     assert_eq!(stats["ended"]["completed: journey done"], json!(3), "{stats}");
+    // Erasure forgets the player's runs, steps and fires.
+    assert_eq!(r.s.delete(&r.platform, "/v1/players/p_c1").await.0, 200);
+    assert_eq!(journey_of(&r, "p_c1").await, Value::Null);
+    assert!(fires(&r, "p_c1").await.is_empty());
+    assert_eq!(
+        r.s.count("SELECT COUNT(*) FROM journey_steps WHERE run_id NOT IN (SELECT id FROM journey_runs)")
+            .await,
+        0
+    );
     r.s.stop().await;
 }
 
-crate::on_both!(payment_failed_prompt, big_loss_cashback, churn_winback);
+/// Definitions are checked when saved, each refusal naming its field; roles are checked first.
+async fn definitions_are_checked(b: Backend) {
+    let Some(r) = rig(b, FAST).await else { return };
+    r.template("tpl_t", "transactional", "Hello").await;
+    let analyst = r.s.key(Role::Analyst, &["A"]).await;
+    let trigger = |edit: &dyn Fn(&mut Value)| {
+        let mut t = json!({"name": "t1", "on": ["payment.failed"],
+                           "action": {"type": "send", "template_id": "tpl_t", "channel": "email"}});
+        edit(&mut t);
+        t
+    };
+    let cases: Vec<(Value, &str)> = vec![
+        (
+            trigger(&|t| t["conditions"] = json!([{"fact": "event.nope", "op": "eq", "value": 1}])),
+            "conditions",
+        ),
+        (
+            trigger(&|t| t["conditions"] = json!([{"fact": "event.amount_minor", "op": "gt", "value": "x"}])),
+            "conditions",
+        ),
+        (trigger(&|t| t["action"]["template_id"] = json!("missing")), "action.template_id"),
+        (trigger(&|t| t["on"] = json!([])), "on"),
+        (trigger(&|t| t["name"] = json!("Bad Name")), "name"),
+        (trigger(&|t| t["cooldown_minutes"] = json!(10_000_000)), "cooldown_minutes"),
+        (trigger(&|t| t["action"] = json!({"type": "journey", "journey": "nope"})), "action.journey"),
+        (trigger(&|t| t["action"]["personalization"] = json!({"x": "$event.nope"})), "action"),
+    ];
+    for (body, field) in cases {
+        let (st, v) = r.s.post(&r.marketing, "/admin/triggers", &body).await;
+        assert_eq!(
+            (st, v["error"]["code"].as_str(), v["error"]["field"].as_str()),
+            (422, Some("invalid_trigger"), Some(field)),
+            "{body}: {v}"
+        );
+    }
+    let (st, v) =
+        r.s.post(&r.marketing, "/admin/triggers", &trigger(&|t| t["action"]["type"] = json!("offer"))).await;
+    assert_eq!((st, v["error"]["code"].as_str()), (422, Some("invalid_trigger")), "{v}");
+    let (st, _) = r.s.post(&analyst, "/admin/triggers", &trigger(&|_| {})).await;
+    assert_eq!(st, 403, "an analyst reads triggers, and does not write them");
+    let (st, v) = r.s.post(&r.marketing, "/admin/triggers", &trigger(&|_| {})).await;
+    assert_eq!(st, 201, "{v}");
+    let (st, v) = r.s.post(&r.marketing, "/admin/triggers", &trigger(&|_| {})).await;
+    assert_eq!((st, v["error"]["code"].as_str()), (409, Some("trigger_exists")), "{v}");
+
+    let journey = |nodes: Value| json!({"name": "j1", "start": "a", "nodes": nodes});
+    let cases = [
+        (
+            journey(
+                json!({"a": {"type": "branch", "cases": [{"conditions": [], "next": "b"}], "default": "b"},
+                        "b": {"type": "check", "conditions": [{"fact": "profile.kyc", "op": "exists"}], "then": "a", "else": "a"}}),
+            ),
+            "nodes",
+        ),
+        (journey(json!({"a": {"type": "wait", "minutes": 5, "next": "nowhere"}})), "nodes.a"),
+        (journey(json!({"a": {"type": "wait", "next": "a"}})), "nodes.a"),
+        (
+            journey(
+                json!({"a": {"type": "wait", "until_event": ["session.started"], "minutes": 5, "next": "a"}}),
+            ),
+            "nodes.a",
+        ),
+        (journey(json!({"a": {"type": "wait", "until_local_time": "25:00", "next": "a"}})), "nodes.a"),
+        (journey(json!({"a": {"type": "check", "then": "a", "else": "a"}})), "nodes.a"),
+        (json!({"name": "j1", "start": "zz", "nodes": {"a": {"type": "exit"}}}), "start"),
+    ];
+    for (body, field) in cases {
+        let (st, v) = r.s.post(&r.marketing, "/admin/journeys", &body).await;
+        assert_eq!(
+            (st, v["error"]["code"].as_str(), v["error"]["field"].as_str()),
+            (422, Some("invalid_journey"), Some(field)),
+            "{body}: {v}"
+        );
+    }
+    let (st, v) = r.s.post(&r.marketing, "/admin/journeys", &journey(json!({"a": {"type": "exit"}}))).await;
+    assert_eq!((st, v["active_version"].clone()), (201, Value::Null), "a journey waits for activation: {v}");
+    r.s.stop().await;
+}
+
+crate::on_both!(payment_failed_prompt, big_loss_cashback, churn_winback, definitions_are_checked);

@@ -439,6 +439,13 @@ async fn definitions_are_checked(b: Backend) {
     assert_eq!(st, 201, "{v}");
     let (st, v) = r.s.post(&r.marketing, "/admin/triggers", &trigger(&|_| {})).await;
     assert_eq!((st, v["error"]["code"].as_str()), (409, Some("trigger_exists")), "{v}");
+    // Transactional is active at once, unless it is sensitive: then it waits for a second person.
+    let sensitive = trigger(&|t| {
+        t["name"] = json!("t2");
+        t["sensitive"] = json!(true);
+    });
+    let (st, v) = r.s.post(&r.marketing, "/admin/triggers", &sensitive).await;
+    assert_eq!((st, v["active_version"].clone()), (201, Value::Null), "{v}");
 
     let journey = |nodes: Value| json!({"name": "j1", "start": "a", "nodes": nodes});
     let cases = [

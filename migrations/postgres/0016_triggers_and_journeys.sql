@@ -94,8 +94,9 @@ CREATE TABLE journey_runs (
     waiting_for    TEXT,
     entered_at     BIGINT NOT NULL,
     entered_via    TEXT NOT NULL,
-    -- The log position of the event it entered on: earlier events (a replay) do not move it.
+    -- The log position (tx, seq) of the event it entered on: earlier events (a replay) do not move it.
     entered_seq    BIGINT NOT NULL,
+    entered_tx     BIGINT NOT NULL,
     updated_at     BIGINT NOT NULL,
     ended_at       BIGINT,
     exit_reason    TEXT,

@@ -90,6 +90,11 @@ pub const CODES: &[(&str, u16, &str)] = &[
     // The host.
     ("internal", 500, "an error on our side (details only in the log)"),
     ("integrity_failed", 503, "the bound version failed its integrity check: it does not run"),
+    (
+        "busy",
+        503,
+        "the database's write lock stayed taken past its timeout (SQLite under many writers); try again",
+    ),
     ("profile_behind", 503, "the player's accepted events could not be applied in time; try again"),
 ];
 

@@ -211,7 +211,14 @@ impl ApiError {
 
     /// Logs the cause; the client only learns that it was on our side.
     pub fn internal(e: impl std::fmt::Display) -> Self {
-        tracing::error!(error = %e, "internal error");
+        let text = e.to_string();
+        // SQLite's one write lock stayed taken past the busy timeout (many writers at once, a long
+        // batch): nothing is wrong with the request, and trying again later works.
+        if text.contains("database is locked") {
+            tracing::warn!(error = %text, "database busy");
+            return Self::new(StatusCode::SERVICE_UNAVAILABLE, "busy", "the database is busy; try again");
+        }
+        tracing::error!(error = %text, "internal error");
         Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "internal error")
     }
 

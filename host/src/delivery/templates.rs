@@ -164,7 +164,7 @@ pub fn variables_of(input: &TemplateInput) -> Result<Vec<String>, TemplateError>
 }
 
 /// Checks what a rendering is given against the limits.
-fn check_personalization(vars: &BTreeMap<String, String>) -> Result<(), TemplateError> {
+pub fn check_personalization(vars: &BTreeMap<String, String>) -> Result<(), TemplateError> {
     if vars.len() > MAX_VARIABLES {
         return Err(too_large(
             "personalization_too_large",

@@ -185,8 +185,11 @@ pub async fn versions(conn: &mut sqlx::AnyConnection, kind: Kind, id: &str) -> a
     rows.iter().map(version_of).collect()
 }
 
+/// Most triggers, and most journeys, a brand may have (each event runs every active trigger).
+pub const MAX_PER_BRAND: i64 = 200;
+
 /// Saves a definition: a new name (version 1) or the next version of `existing`. A version that does
-/// not send marketing is active at once; one that does waits for `activate`.
+/// not send marketing and is not sensitive is active at once; any other waits for `activate`.
 pub async fn save(
     db: &Db,
     kind: Kind,
@@ -199,6 +202,12 @@ pub async fn save(
     let mut tx = db.begin_write().await?;
     let (id, version) = match existing {
         None => {
+            let sql = format!("SELECT COUNT(*) AS n FROM {} WHERE brand_id = $1", kind.table);
+            let n: i64 =
+                sqlx::query(sqlx::AssertSqlSafe(sql)).bind(brand).fetch_one(&mut *tx).await?.try_get("n")?;
+            if n >= MAX_PER_BRAND {
+                return Err(invalid("name", format!("a brand has at most {MAX_PER_BRAND} of them")));
+            }
             let mut rnd = [0u8; 8];
             getrandom::fill(&mut rnd).map_err(|e| anyhow::anyhow!("{e}"))?;
             let id = format!("{}_{}", kind.prefix, hex::encode(rnd));
@@ -249,7 +258,7 @@ pub async fn save(
     let detail = json!({"name": name, "version": version, "definition": definition,
                         "marketing": traits.marketing, "sensitive": traits.sensitive});
     audit::record(&mut tx, actor, &action, &id, &[brand.to_string()], detail).await?;
-    if !traits.marketing {
+    if !traits.marketing && !traits.sensitive {
         set_active(&mut tx, kind, actor, (&id, brand), Some(version), now).await?;
     }
     tx.commit().await?;

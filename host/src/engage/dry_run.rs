@@ -20,12 +20,12 @@ pub struct Request {
     /// The version to try (default: the latest).
     #[serde(default)]
     pub version: Option<i64>,
-    /// Events as the platform would post them (at most 50); default: the player's latest 20 in the log.
+    /// Events as the platform would post them (at most 20); default: the player's latest 20 in the log.
     #[serde(default)]
     pub events: Option<Vec<Value>>,
 }
 
-const MAX_EVENTS: usize = 50;
+const MAX_EVENTS: usize = 20;
 
 async fn definition(
     core: &Core,
@@ -169,6 +169,7 @@ pub async fn journey(core: &Core, head: &Head, req: &Request) -> Result<Value, D
         entered_at: now,
         entered_via: "dry-run".into(),
         entered_seq: 0,
+        entered_tx: 0,
         updated_at: now,
         ended_at: None,
         exit_reason: None,

@@ -127,6 +127,8 @@ impl Node {
 }
 
 const MAX_NODES: usize = 50;
+/// Steps one run may take in all (a loop through a wait ends here).
+const MAX_RUN_STEPS: i64 = 500;
 
 /// "HH:MM" as minutes of the day.
 fn local_minute(s: &str) -> Option<u16> {
@@ -184,7 +186,7 @@ async fn check(core: &Core, brand: &str, def: &JourneyDef) -> Result<Traits, Def
                 conditions::check(conditions).map_err(|e| invalid(&field, e))?;
             }
             Node::Send { message, .. } => {
-                check_send(&core.db, brand, message, &format!("{field}.message")).await?;
+                check_send(core, brand, message, &format!("{field}.message")).await?;
             }
             Node::Branch { cases, .. } => {
                 if cases.is_empty() || cases.len() > 20 {
@@ -330,12 +332,13 @@ pub struct Run {
     pub entered_at: i64,
     pub entered_via: String,
     pub entered_seq: i64,
+    pub entered_tx: i64,
     pub updated_at: i64,
     pub ended_at: Option<i64>,
     pub exit_reason: Option<String>,
 }
 
-const RUN_COLUMNS: &str = "id, journey_id, version, brand_id, player_id, node, step, state, due_at, waiting_for, entered_at, entered_via, entered_seq, updated_at, ended_at, exit_reason";
+const RUN_COLUMNS: &str = "id, journey_id, version, brand_id, player_id, node, step, state, due_at, waiting_for, entered_at, entered_via, entered_seq, entered_tx, updated_at, ended_at, exit_reason";
 
 fn run_of(r: &sqlx::any::AnyRow) -> anyhow::Result<Run> {
     Ok(Run {
@@ -355,6 +358,7 @@ fn run_of(r: &sqlx::any::AnyRow) -> anyhow::Result<Run> {
         entered_at: r.try_get("entered_at")?,
         entered_via: r.try_get("entered_via")?,
         entered_seq: r.try_get("entered_seq")?,
+        entered_tx: r.try_get("entered_tx")?,
         updated_at: r.try_get("updated_at")?,
         ended_at: r.try_get("ended_at")?,
         exit_reason: r.try_get("exit_reason")?,
@@ -380,7 +384,7 @@ pub async fn enter(
     (brand, player): (&str, &str),
     name: &str,
     profile: &m::Profile,
-    (via, seq): (&str, i64),
+    (via, at): (&str, crate::bus::Position),
 ) -> anyhow::Result<Result<String, String>> {
     let Some(head) = defs::by_name(conn, JOURNEYS, brand, name).await? else {
         return Ok(Err(format!("no journey `{name}`")));
@@ -396,7 +400,10 @@ pub async fn enter(
         let codes: Vec<&str> = rg.iter().map(|r| r.code).collect();
         return Ok(Err(format!("RG blocks marketing ({})", codes.join(", "))));
     }
-    let def = definition(conn, &head.id, version).await?;
+    let def = match definition(conn, &head.id, version).await {
+        Ok(def) => def,
+        Err(e) => return Ok(Err(format!("journey `{name}` version {version} does not read: {e:#}"))),
+    };
     let now = core.clock().now_ms();
     let last = sqlx::query(
         "SELECT state, entered_at FROM journey_runs WHERE journey_id = $1 AND brand_id = $2 AND player_id = $3
@@ -428,8 +435,8 @@ pub async fn enter(
     let id = format!("jr_{}", hex::encode(rnd));
     sqlx::query(
         "INSERT INTO journey_runs (id, journey_id, version, brand_id, player_id, node, step, state, due_at,
-             entered_at, entered_via, entered_seq, updated_at)
-         VALUES ($1, $2, $3, $4, $5, $6, 0, 'active', $7, $7, $8, $9, $7)",
+             entered_at, entered_via, entered_seq, entered_tx, updated_at)
+         VALUES ($1, $2, $3, $4, $5, $6, 0, 'active', $7, $7, $8, $9, $10, $7)",
     )
     .bind(&id)
     .bind(&head.id)
@@ -439,7 +446,8 @@ pub async fn enter(
     .bind(&def.start)
     .bind(now)
     .bind(via)
-    .bind(seq)
+    .bind(at.seq)
+    .bind(at.tx)
     .execute(&mut *conn)
     .await?;
     Ok(Ok(id))
@@ -556,6 +564,13 @@ pub(super) async fn take(
         let rec = StepRecord { kind: "exit", reason: Some(reason.clone()), ..Default::default() };
         return Ok((rec, Next::End { state: "exited", reason }));
     }
+    if run.step >= MAX_RUN_STEPS {
+        let reason = format!("step limit: {MAX_RUN_STEPS} steps taken");
+        return Ok((
+            StepRecord { kind: "exit", reason: Some(reason.clone()), ..Default::default() },
+            Next::End { state: "exited", reason },
+        ));
+    }
     let Some(node) = def.nodes.get(&run.node) else {
         let reason = format!("no node `{}` in version {}", run.node, run.version);
         return Ok((
@@ -671,14 +686,20 @@ pub async fn run_due(core: &Core) -> anyhow::Result<usize> {
         if took.rows_affected() != 1 {
             continue;
         }
-        let result = run_one(core, &id).await;
+        match run_one(core, &id).await {
+            Ok(n) => steps += n,
+            // This run waits for its lease to run out and is tried again; the others go on.
+            Err(e) => {
+                tracing::error!(run = %id, error = %format!("{e:#}"), "a journey step failed");
+                continue;
+            }
+        }
         let mut tx = core.db.begin_write().await?;
         sqlx::query("UPDATE journey_runs SET lease_until = NULL WHERE id = $1")
             .bind(&id)
             .execute(&mut *tx)
             .await?;
         tx.commit().await?;
-        steps += result?;
     }
     Ok(steps)
 }
@@ -747,13 +768,17 @@ pub async fn on_event(
     e: &crate::bus::LoggedEvent,
     profile: &m::Profile,
 ) -> anyhow::Result<bool> {
+    // Locked on PostgreSQL: a scheduler step on the same run waits for this event's move, or the other
+    // way round; neither is lost.
+    let lock = if conn.backend_name() == "PostgreSQL" { " FOR UPDATE" } else { "" };
     let sql = format!(
         "SELECT {RUN_COLUMNS} FROM journey_runs WHERE brand_id = $1 AND player_id = $2 AND state = 'active'
-         AND entered_seq < $3"
+         AND (entered_tx, entered_seq) < ($3, $4) ORDER BY id{lock}"
     );
     let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
         .bind(&e.brand_id)
         .bind(&e.player_id)
+        .bind(e.tx)
         .bind(e.seq)
         .fetch_all(&mut *conn)
         .await?;
@@ -763,7 +788,15 @@ pub async fn on_event(
     let mut moved = false;
     for r in rows {
         let run = run_of(&r)?;
-        let def = definition(conn, &run.journey_id, run.version).await?;
+        let def = match definition(conn, &run.journey_id, run.version).await {
+            Ok(def) => Some(def),
+            Err(e) => {
+                // Checked when saved: one that no longer reads holds its runs (RG still ends them), and
+                // stops nothing else.
+                tracing::error!(run = %run.id, error = %format!("{e:#}"), "a journey definition that does not read");
+                None
+            }
+        };
         let (rec, next) = if !rg.is_empty() {
             let codes: Vec<&str> = rg.iter().map(|r| r.code).collect();
             let reason = format!("rg: {}", codes.join(", "));
@@ -779,7 +812,9 @@ pub async fn on_event(
         } else if e.occurred_at + SKEW_MS < run.entered_at {
             // It happened before the player entered (a late event, a replay): it does not move the run.
             continue;
-        } else if def.exit_on.contains(&e.event_type) {
+        } else if let Some(def) = &def
+            && def.exit_on.contains(&e.event_type)
+        {
             let reason = format!("event: {}", m::wire_name(e.event_type));
             (
                 StepRecord {
@@ -790,12 +825,11 @@ pub async fn on_event(
                 },
                 Next::End { state: "exited", reason },
             )
-        } else if let Some(target) = waited_for(&run, &def, e.event_type)
+        } else if let Some(def) = &def
+            && let Some(target) = waited_for(&run, def, e.event_type)
             && e.occurred_at + SKEW_MS >= run.updated_at
         {
-            if is_paused(conn, &run.journey_id).await? {
-                continue;
-            }
+            // Paused too: the run moves to the event's branch, which the scheduler holds until resumed.
             let reason = format!("{} arrived", m::wire_name(e.event_type));
             (
                 StepRecord {
@@ -814,15 +848,15 @@ pub async fn on_event(
     Ok(moved)
 }
 
-/// The node a waiting run goes to when `event` arrives, if it waits for it.
+/// The node a run goes to when `event` arrives, if it waits for it: in a wait begun, or at a wait not
+/// begun yet (the event came before the scheduler reached it).
 pub(super) fn waited_for(run: &Run, def: &JourneyDef, event: EventType) -> Option<String> {
-    let w = run.waiting_for.as_ref()?;
-    let events: Vec<EventType> = serde_json::from_value(w["events"].clone()).ok()?;
-    if !events.contains(&event) {
-        return None;
-    }
-    match def.nodes.get(w["node"].as_str()?)? {
-        Node::Wait { on_event, .. } => on_event.clone(),
+    let wait = match &run.waiting_for {
+        Some(w) => w["node"].as_str()?,
+        None => run.node.as_str(),
+    };
+    match def.nodes.get(wait)? {
+        Node::Wait { on_event, until_event, .. } if until_event.contains(&event) => on_event.clone(),
         _ => None,
     }
 }
@@ -838,9 +872,9 @@ pub async fn of_player(db: &Db, brand: &str, player: &str) -> anyhow::Result<Vec
     for r in rows {
         let run = run_of(&r)?;
         let head = defs::get(&mut conn, JOURNEYS, &run.journey_id).await?;
-        let def = definition(&mut conn, &run.journey_id, run.version).await?;
+        let def = definition(&mut conn, &run.journey_id, run.version).await.ok();
         let next = (run.state == "active").then(|| {
-            let node = def.nodes.get(&run.node);
+            let node = def.as_ref().and_then(|d| d.nodes.get(&run.node));
             json!({
                 "node": run.node,
                 "kind": node.map(Node::kind),
@@ -849,7 +883,8 @@ pub async fn of_player(db: &Db, brand: &str, player: &str) -> anyhow::Result<Vec
             })
         });
         let steps = sqlx::query(
-            "SELECT step, node, kind, at, delivery_id, status, reason FROM journey_steps WHERE run_id = $1 ORDER BY step",
+            "SELECT step, node, kind, at, delivery_id, status, reason FROM journey_steps WHERE run_id = $1
+             ORDER BY step DESC LIMIT 50",
         )
         .bind(&run.id)
         .fetch_all(&mut *conn)

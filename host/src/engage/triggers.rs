@@ -107,8 +107,16 @@ impl SendAction {
 }
 
 /// Checks a send's template and values; whether it is marketing (its template's topic).
-pub async fn check_send(db: &Db, brand: &str, s: &SendAction, field: &str) -> Result<bool, DefError> {
+pub async fn check_send(core: &Core, brand: &str, s: &SendAction, field: &str) -> Result<bool, DefError> {
+    let (db, policies) = (&core.db, &core.delivery.policies);
     conditions::check_personalization(&s.personalization).map_err(|e| invalid(field, e))?;
+    crate::delivery::templates::check_personalization(&s.personalization)
+        .map_err(|e| invalid(format!("{field}.personalization"), e.to_string()))?;
+    if let Some(id) = &s.frequency_policy_id
+        && policies.frequency(id).is_none()
+    {
+        return Err(invalid(format!("{field}.frequency_policy_id"), format!("no frequency policy `{id}`")));
+    }
     if s.channel == Channel::Phone {
         return Err(invalid(format!("{field}.channel"), "the host sends email, sms, push and in_app"));
     }
@@ -162,7 +170,7 @@ async fn check(core: &Core, brand: &str, def: &TriggerDef) -> Result<Traits, Def
     }
     let threshold = core.delivery.settings.high_value_minor(brand);
     let (marketing, value) = match &def.action {
-        Action::Send(s) => (check_send(&core.db, brand, s, "action").await?, s.value_minor),
+        Action::Send(s) => (check_send(core, brand, s, "action").await?, s.value_minor),
         Action::Journey { journey } => {
             let mut conn = core.db.pool.acquire().await?;
             if defs::by_name(&mut conn, defs::JOURNEYS, brand, journey).await?.is_none() {
@@ -220,15 +228,18 @@ pub async fn active(conn: &mut sqlx::AnyConnection, brand: &str) -> anyhow::Resu
     .bind(brand)
     .fetch_all(conn)
     .await?;
-    rows.iter()
-        .map(|r| {
-            Ok(Active {
-                id: r.try_get("id")?,
-                version: r.try_get("version")?,
-                def: serde_json::from_str(&r.try_get::<String, _>("definition")?)?,
-            })
-        })
-        .collect()
+    let mut out = Vec::with_capacity(rows.len());
+    for r in rows {
+        let (id, version): (String, i64) = (r.try_get("id")?, r.try_get("version")?);
+        // Checked when saved; one that no longer reads is passed over, not a reason to stop the consumer.
+        match serde_json::from_str(&r.try_get::<String, _>("definition")?) {
+            Ok(def) => out.push(Active { id, version, def }),
+            Err(e) => {
+                tracing::error!(trigger = %id, version, error = %e, "a trigger definition that does not read")
+            }
+        }
+    }
+    Ok(out)
 }
 
 /// What a trigger made of an event it matched, as stored.
@@ -447,7 +458,7 @@ async fn act(
                 (&e.brand_id, &e.player_id),
                 journey,
                 &view.profile,
-                (&via, e.seq),
+                (&via, e.position()),
             )
             .await?
             {

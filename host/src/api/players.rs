@@ -138,8 +138,13 @@ async fn put_consents(
         .await
         .map_err(|e| ApiError::internal(format!("{e:#}")))?;
     state.profiles.invalidate(&brand, &player_id);
-    let history =
-        crate::store::consents::history(&state.db, &brand, &player_id).await.map_err(ApiError::internal)?;
+    let history = crate::store::consents::history(
+        &mut *state.db.pool.acquire().await.map_err(ApiError::internal)?,
+        &brand,
+        &player_id,
+    )
+    .await
+    .map_err(ApiError::internal)?;
     let (current, _) = crate::store::consents::current(&history);
     Ok(Json(serde_json::json!({"version": version, "consents": current})))
 }
@@ -155,8 +160,13 @@ async fn consent_history(
     if !known(&state, &brand, &player_id).await? {
         return Err(ApiError::not_found("player"));
     }
-    let history =
-        crate::store::consents::history(&state.db, &brand, &player_id).await.map_err(ApiError::internal)?;
+    let history = crate::store::consents::history(
+        &mut *state.db.pool.acquire().await.map_err(ApiError::internal)?,
+        &brand,
+        &player_id,
+    )
+    .await
+    .map_err(ApiError::internal)?;
     Ok(Json(serde_json::json!({"player_id": player_id, "history": history})))
 }
 

@@ -101,7 +101,15 @@ impl Worker {
         let to = match kind {
             None => d.player_id.clone(),
             Some(kind) => {
-                match contacts::for_delivery(&self.db, &self.key, &d.brand_id, &d.player_id, kind).await? {
+                match contacts::for_delivery(
+                    &mut *self.db.pool.acquire().await?,
+                    &self.key,
+                    &d.brand_id,
+                    &d.player_id,
+                    kind,
+                )
+                .await?
+                {
                     Contact::Valid(to) => to,
                     Contact::Missing => {
                         let why = format!("the player has no {kind} contact");

@@ -754,6 +754,18 @@ async fn get_run(conn: &mut sqlx::AnyConnection, id: &str, lock: &str) -> anyhow
     row.as_ref().map(run_of).transpose()
 }
 
+/// Whether the player is in any journey now.
+pub async fn in_one(conn: &mut sqlx::AnyConnection, (brand, player): (&str, &str)) -> anyhow::Result<bool> {
+    let row = sqlx::query(
+        "SELECT 1 AS one FROM journey_runs WHERE brand_id = $1 AND player_id = $2 AND state = 'active' LIMIT 1",
+    )
+    .bind(brand)
+    .bind(player)
+    .fetch_optional(conn)
+    .await?;
+    Ok(row.is_some())
+}
+
 /// How far the platform's clock may be behind the host's: an event that occurred earlier than this
 /// before a run began (or its wait) is older than the run.
 const SKEW_MS: i64 = 5 * 60_000;

@@ -69,8 +69,15 @@ impl Handler for Consumer {
             if !triggers.contains_key(&e.brand_id) {
                 triggers.insert(e.brand_id.clone(), triggers::active(conn, &e.brand_id).await?);
             }
+            // Most events concern no trigger and no journey: they cost one read, not a profile.
+            let now = core.clock().now();
+            let event = e.event();
+            let concerned = triggers[&e.brand_id].iter().any(|t| triggers::matches(&t.def, &event, now));
+            if !concerned && !journeys::in_one(conn, (&e.brand_id, &e.player_id)).await? {
+                continue;
+            }
             let Some(stored) =
-                crate::profiles::load(&core.db, &core.contacts_key, &e.brand_id, &e.player_id).await?
+                crate::profiles::load_in(conn, &core.contacts_key, &e.brand_id, &e.player_id).await?
             else {
                 continue;
             };

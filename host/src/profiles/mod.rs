@@ -449,7 +449,18 @@ pub async fn load(
     brand: &str,
     player: &str,
 ) -> anyhow::Result<Option<StoredProfile>> {
-    read(db, key, brand, player, true).await
+    read(&mut *db.pool.acquire().await?, key, brand, player, true).await
+}
+
+/// `load` on the caller's connection: a bus consumer reads inside the transaction it writes in, and
+/// takes no second connection from the pool while it holds the write lock.
+pub async fn load_in(
+    conn: &mut sqlx::AnyConnection,
+    key: &ContactsKey,
+    brand: &str,
+    player: &str,
+) -> anyhow::Result<Option<StoredProfile>> {
+    read(conn, key, brand, player, true).await
 }
 
 /// The player's state, age and consents without their activity (features read as zero): what the
@@ -460,11 +471,11 @@ pub async fn load_without_activity(
     brand: &str,
     player: &str,
 ) -> anyhow::Result<Option<StoredProfile>> {
-    read(db, key, brand, player, false).await
+    read(&mut *db.pool.acquire().await?, key, brand, player, false).await
 }
 
 async fn read(
-    db: &Db,
+    conn: &mut sqlx::AnyConnection,
     key: &ContactsKey,
     brand: &str,
     player: &str,
@@ -473,7 +484,7 @@ async fn read(
     let Some(row) = sqlx::query("SELECT state FROM profiles WHERE brand_id = $1 AND player_id = $2")
         .bind(brand)
         .bind(player)
-        .fetch_optional(&db.pool)
+        .fetch_optional(&mut *conn)
         .await?
     else {
         return Ok(None);
@@ -489,7 +500,7 @@ async fn read(
         )
         .bind(brand)
         .bind(player)
-        .fetch_all(&db.pool)
+        .fetch_all(&mut *conn)
         .await?
         .iter()
         .map(day_of)
@@ -499,7 +510,7 @@ async fn read(
         )
         .bind(brand)
         .bind(player)
-        .fetch_all(&db.pool)
+        .fetch_all(&mut *conn)
         .await?
         {
             let kind: String = r.try_get("kind")?;
@@ -507,8 +518,9 @@ async fn read(
             if kind == "provider" { providers.push(entry) } else { categories.push(entry) }
         }
     }
-    let birth_date = contacts::get(db, key, brand, player, "birth_date").await?.and_then(|d| d.parse().ok());
-    let consent_history = crate::store::consents::history(db, brand, player).await?;
+    let birth_date =
+        contacts::get(&mut *conn, key, brand, player, "birth_date").await?.and_then(|d| d.parse().ok());
+    let consent_history = crate::store::consents::history(conn, brand, player).await?;
     let (consents, consent_version) = crate::store::consents::current(&consent_history);
     Ok(Some(StoredProfile {
         state,

@@ -47,7 +47,7 @@ impl Handler for SegmentUpdater {
                 continue;
             }
             let Some(stored) =
-                crate::profiles::load(&core.db, &core.contacts_key, &e.brand_id, &e.player_id).await?
+                crate::profiles::load_in(conn, &core.contacts_key, &e.brand_id, &e.player_id).await?
             else {
                 continue;
             };

@@ -81,14 +81,18 @@ pub async fn record_in(
     Ok(version)
 }
 
-pub async fn history(db: &Db, brand: &str, player: &str) -> anyhow::Result<Vec<ConsentRecord>> {
+pub async fn history(
+    conn: &mut sqlx::AnyConnection,
+    brand: &str,
+    player: &str,
+) -> anyhow::Result<Vec<ConsentRecord>> {
     let rows = sqlx::query(
         "SELECT version, scope, name, granted, source, recorded_at FROM consents
          WHERE brand_id = $1 AND player_id = $2 ORDER BY version, scope, name",
     )
     .bind(brand)
     .bind(player)
-    .fetch_all(&db.pool)
+    .fetch_all(conn)
     .await?;
     rows.iter().map(record_of).collect()
 }

@@ -146,7 +146,7 @@ pub enum Contact {
 }
 
 pub async fn for_delivery(
-    db: &Db,
+    conn: &mut sqlx::AnyConnection,
     key: &ContactsKey,
     brand: &str,
     player: &str,
@@ -159,7 +159,7 @@ pub async fn for_delivery(
     .bind(brand)
     .bind(player)
     .bind(kind)
-    .fetch_optional(&db.pool)
+    .fetch_optional(conn)
     .await?;
     let Some(r) = row else { return Ok(Contact::Missing) };
     if r.try_get::<Option<i64>, _>("invalid_since")?.is_some() {
@@ -211,13 +211,13 @@ pub async fn in_range(
 
 /// A contact's value in clear, if there is a valid one.
 pub async fn get(
-    db: &Db,
+    conn: &mut sqlx::AnyConnection,
     key: &ContactsKey,
     brand: &str,
     player: &str,
     kind: &str,
 ) -> anyhow::Result<Option<String>> {
-    Ok(match for_delivery(db, key, brand, player, kind).await? {
+    Ok(match for_delivery(conn, key, brand, player, kind).await? {
         Contact::Valid(v) => Some(v),
         Contact::Missing | Contact::Invalid | Contact::Unreadable => None,
     })

@@ -138,15 +138,18 @@ async fn put_consents(
         .await
         .map_err(|e| ApiError::internal(format!("{e:#}")))?;
     state.profiles.invalidate(&brand, &player_id);
-    let history = crate::store::consents::history(
-        &mut *state.db.pool.acquire().await.map_err(ApiError::internal)?,
-        &brand,
-        &player_id,
-    )
-    .await
-    .map_err(ApiError::internal)?;
+    let history = consent_history_of(&state, &brand, &player_id).await?;
     let (current, _) = crate::store::consents::current(&history);
     Ok(Json(serde_json::json!({"version": version, "consents": current})))
+}
+
+async fn consent_history_of(
+    state: &AppState,
+    brand: &str,
+    player: &str,
+) -> Result<Vec<crate::store::consents::ConsentRecord>, ApiError> {
+    let mut conn = state.db.pool.acquire().await.map_err(ApiError::internal)?;
+    crate::store::consents::history(&mut conn, brand, player).await.map_err(ApiError::internal)
 }
 
 #[utoipa::path(get, path = "/v1/players/{player_id}/consents/history", tag = "players", params(("player_id" = String, Path), ("brand_id" = Option<String>, Query, description = "the brand, when the key has several")), responses((status = 200, description = "every consent version", body = Object), crate::api::openapi::Errors))]
@@ -160,13 +163,7 @@ async fn consent_history(
     if !known(&state, &brand, &player_id).await? {
         return Err(ApiError::not_found("player"));
     }
-    let history = crate::store::consents::history(
-        &mut *state.db.pool.acquire().await.map_err(ApiError::internal)?,
-        &brand,
-        &player_id,
-    )
-    .await
-    .map_err(ApiError::internal)?;
+    let history = consent_history_of(&state, &brand, &player_id).await?;
     Ok(Json(serde_json::json!({"player_id": player_id, "history": history})))
 }
 

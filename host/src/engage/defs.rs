@@ -191,16 +191,22 @@ pub const MAX_PER_BRAND: i64 = 200;
 /// Saves a definition: a new name (version 1) or the next version of `existing`. A version that does
 /// not send marketing and is not sensitive is active at once; any other waits for `activate`.
 pub async fn save(
-    db: &Db,
+    core: &crate::core::Core,
     kind: Kind,
     actor: &Principal,
     brand: &str,
-    (name, existing): (&str, Option<&str>),
-    (definition, traits): (&Value, Traits),
-    now: i64,
+    existing: Option<&Head>,
+    (name, definition, traits): (&str, &Value, Traits),
 ) -> Result<(Head, i64), DefError> {
+    if let Some(h) = existing
+        && h.name != name
+    {
+        let noun = kind.noun;
+        return Err(invalid("name", format!("a {noun}'s name does not change; create another {noun}")));
+    }
+    let (db, now) = (&core.db, core.clock().now_ms());
     let mut tx = db.begin_write().await?;
-    let (id, version) = match existing {
+    let (id, version) = match existing.map(|h| h.id.as_str()) {
         None => {
             let sql = format!("SELECT COUNT(*) AS n FROM {} WHERE brand_id = $1", kind.table);
             let n: i64 =

@@ -267,24 +267,9 @@ pub async fn save(
     existing: Option<&Head>,
     def: &JourneyDef,
 ) -> Result<(Head, i64), DefError> {
-    if let Some(h) = existing
-        && h.name != def.name
-    {
-        return Err(invalid("name", "a journey's name does not change; create another journey"));
-    }
     let traits = check(core, brand, def).await?;
     let definition = serde_json::to_value(def).map_err(anyhow::Error::from)?;
-    let now = core.clock().now_ms();
-    defs::save(
-        &core.db,
-        JOURNEYS,
-        actor,
-        brand,
-        (&def.name, existing.map(|h| h.id.as_str())),
-        (&definition, traits),
-        now,
-    )
-    .await
+    defs::save(core, JOURNEYS, actor, brand, existing, (&def.name, &definition, traits)).await
 }
 
 /// Pauses or resumes a journey (audited): paused, no step runs and no one enters; players stay where

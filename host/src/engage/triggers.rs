@@ -190,24 +190,9 @@ pub async fn save(
     existing: Option<&Head>,
     def: &TriggerDef,
 ) -> Result<(Head, i64), DefError> {
-    if let Some(h) = existing
-        && h.name != def.name
-    {
-        return Err(invalid("name", "a trigger's name does not change; create another trigger"));
-    }
     let traits = check(core, brand, def).await?;
     let definition = serde_json::to_value(def).map_err(anyhow::Error::from)?;
-    let now = core.clock().now_ms();
-    defs::save(
-        &core.db,
-        TRIGGERS,
-        actor,
-        brand,
-        (&def.name, existing.map(|h| h.id.as_str())),
-        (&definition, traits),
-        now,
-    )
-    .await
+    defs::save(core, TRIGGERS, actor, brand, existing, (&def.name, &definition, traits)).await
 }
 
 /// An active trigger as the consumer runs it.

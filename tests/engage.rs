@@ -481,4 +481,43 @@ async fn definitions_are_checked(b: Backend) {
     r.s.stop().await;
 }
 
-crate::on_both!(payment_failed_prompt, big_loss_cashback, churn_winback, definitions_are_checked);
+/// A wait until 09:00 takes each player's own time zone.
+async fn a_wait_follows_the_players_time_zone(b: Backend) {
+    let Some(r) = rig(b, FAST).await else { return };
+    r.player("p_tokyo", "GB", "Asia/Tokyo").await;
+    r.player("p_london", "GB", "Europe/London").await;
+    let journey = json!({"name": "morning", "start": "w", "nodes": {
+        "w": {"type": "wait", "until_local_time": "09:00", "next": "x"}, "x": {"type": "exit"}}});
+    let (st, j) = r.s.post(&r.marketing, "/admin/journeys", &journey).await;
+    assert_eq!(st, 201, "{j}");
+    let trigger = json!({"name": "morning-entry", "on": ["payment.failed"], "action": {"type": "journey", "journey": "morning"}});
+    let (st, t) = r.s.post(&r.marketing, "/admin/triggers", &trigger).await;
+    assert_eq!(st, 201, "{t}");
+    for path in [
+        format!("/admin/journeys/{}/activate", j["id"].as_str().unwrap()),
+        format!("/admin/triggers/{}/activate", t["id"].as_str().unwrap()),
+    ] {
+        assert_eq!(r.s.post(&r.marketing, &path, &json!({"version": 1})).await.0, 200);
+    }
+    for p in ["p_tokyo", "p_london"] {
+        let payload = json!({"payment_id": format!("{p}_pay"), "amount_minor": 100, "currency": "GBP", "reason_code": "x"});
+        post(&r, event(&r, &format!("{p}_pf"), "payment.failed", p, payload)).await;
+    }
+    let now = r.s.clock.now();
+    for (p, zone) in [("p_tokyo", "Asia/Tokyo"), ("p_london", "Europe/London")] {
+        let run = until_journey(&r, p, "the wait", |j| j["next"]["node"] == "x").await;
+        let due: jiff::Timestamp = run["next"]["due_at"].as_str().unwrap().parse().unwrap();
+        let local = due.to_zoned_datetime(jiff::tz::TimeZone::get(zone).unwrap());
+        assert_eq!((local.hour(), local.minute()), (9, 0), "{p}: {run}");
+        assert!(due > now && due - now <= jiff::SignedDuration::from_hours(24), "{p}: the next 09:00, {due}");
+    }
+    r.s.stop().await;
+}
+
+crate::on_both!(
+    payment_failed_prompt,
+    big_loss_cashback,
+    churn_winback,
+    definitions_are_checked,
+    a_wait_follows_the_players_time_zone
+);

@@ -81,7 +81,7 @@ impl Handler for Consumer {
             else {
                 continue;
             };
-            let profile = stored.at(&e.brand_id, &e.player_id, core.clock().now()).profile;
+            let profile = stored.at(&e.brand_id, &e.player_id, now).profile;
             if journeys::on_event(core, conn, e, &profile).await? {
                 self.moved.store(true, Ordering::Relaxed);
             }

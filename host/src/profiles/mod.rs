@@ -13,7 +13,7 @@ use sqlx::Row;
 use crate::bus::{Handler, LoggedEvent, Unapplicable};
 use crate::model::{self as m, EventPayload, EventType as T};
 use crate::store::contacts::{self, ContactsKey};
-use crate::store::{Db, consents};
+use crate::store::{Db, Players, consents};
 
 pub const CONSUMER: &str = "profiles";
 
@@ -556,6 +556,7 @@ pub async fn load_page(
     after: &str,
     limit: i64,
 ) -> anyhow::Result<Vec<(String, StoredProfile)>> {
+    let mut conn = db.pool.acquire().await?;
     let rows = sqlx::query(
         "SELECT player_id, state FROM profiles WHERE brand_id = $1 AND player_id > $2
          ORDER BY player_id LIMIT $3",
@@ -563,44 +564,60 @@ pub async fn load_page(
     .bind(brand)
     .bind(after)
     .bind(limit)
-    .fetch_all(&db.pool)
+    .fetch_all(&mut *conn)
     .await?;
     let Some(last) = rows.last().map(|r| r.try_get::<String, _>("player_id")).transpose()? else {
         return Ok(Vec::new());
     };
-    let range = (after, last.as_str());
+    assemble(&mut conn, key, brand, Players::Range(after, &last), rows).await
+}
+
+/// `load_in` for many players at once, in a handful of queries (a bus consumer's batch): those with a
+/// profile, in no particular order.
+pub async fn load_many_in(
+    conn: &mut sqlx::AnyConnection,
+    key: &ContactsKey,
+    brand: &str,
+    players: &[String],
+) -> anyhow::Result<Vec<(String, StoredProfile)>> {
+    let which = Players::List(players);
+    let sql = format!("SELECT player_id, state FROM profiles WHERE brand_id = $1 AND {}", which.condition(2));
+    let rows = which.bind(sqlx::query(sqlx::AssertSqlSafe(sql)).bind(brand)).fetch_all(&mut *conn).await?;
+    assemble(conn, key, brand, which, rows).await
+}
+
+/// The stored profiles of `rows` (player_id, state): their days, stakes, birth dates and consents read
+/// for `which` players at once.
+async fn assemble(
+    conn: &mut sqlx::AnyConnection,
+    key: &ContactsKey,
+    brand: &str,
+    which: Players<'_>,
+    rows: Vec<sqlx::any::AnyRow>,
+) -> anyhow::Result<Vec<(String, StoredProfile)>> {
     let mut days: HashMap<String, Vec<[i64; 7]>> = HashMap::new();
-    for r in sqlx::query(
+    let sql = format!(
         "SELECT player_id, day, deposits, deposit_sum, stakes, wins, bets, sessions FROM player_days
-         WHERE brand_id = $1 AND player_id > $2 AND player_id <= $3 ORDER BY player_id, day",
-    )
-    .bind(brand)
-    .bind(after)
-    .bind(&last)
-    .fetch_all(&db.pool)
-    .await?
-    {
+         WHERE brand_id = $1 AND {} ORDER BY player_id, day",
+        which.condition(2)
+    );
+    for r in which.bind(sqlx::query(sqlx::AssertSqlSafe(sql)).bind(brand)).fetch_all(&mut *conn).await? {
         days.entry(r.try_get("player_id")?).or_default().push(day_of(&r)?);
     }
     // By player: (providers, categories), each (name, stake sum).
     type Stakes = (Vec<(String, i64)>, Vec<(String, i64)>);
     let mut stakes: HashMap<String, Stakes> = HashMap::new();
-    for r in sqlx::query(
-        "SELECT player_id, kind, name, stake_sum FROM player_stakes
-         WHERE brand_id = $1 AND player_id > $2 AND player_id <= $3",
-    )
-    .bind(brand)
-    .bind(after)
-    .bind(&last)
-    .fetch_all(&db.pool)
-    .await?
-    {
+    let sql = format!(
+        "SELECT player_id, kind, name, stake_sum FROM player_stakes WHERE brand_id = $1 AND {}",
+        which.condition(2)
+    );
+    for r in which.bind(sqlx::query(sqlx::AssertSqlSafe(sql)).bind(brand)).fetch_all(&mut *conn).await? {
         let e = stakes.entry(r.try_get("player_id")?).or_default();
         let entry = (r.try_get::<String, _>("name")?, r.try_get::<i64, _>("stake_sum")?);
         if r.try_get::<String, _>("kind")? == "provider" { e.0.push(entry) } else { e.1.push(entry) }
     }
-    let births = contacts::in_range(db, key, brand, range, "birth_date").await?;
-    let mut consents = crate::store::consents::histories(db, brand, range).await?;
+    let births = contacts::of_players(&mut *conn, key, brand, which, "birth_date").await?;
+    let mut consents = crate::store::consents::histories(conn, brand, which).await?;
     let mut out = Vec::with_capacity(rows.len());
     for r in rows {
         let player: String = r.try_get("player_id")?;

@@ -34,21 +34,27 @@ impl Handler for SegmentUpdater {
             }
         }
         let core = &self.core;
+        latest.retain(|e| !crate::store::erasure::is_pseudonym(&e.player_id));
+        // The brands' segments, and the profiles of the batch's players read together, brand by brand.
         let mut segments: HashMap<String, Vec<Segment>> = HashMap::new();
+        let mut profiles = HashMap::new();
+        for e in &latest {
+            if segments.contains_key(&e.brand_id) {
+                continue;
+            }
+            let of_brand = super::of_brand(conn, &e.brand_id).await?;
+            if !of_brand.is_empty() {
+                let players: Vec<String> =
+                    latest.iter().filter(|l| l.brand_id == e.brand_id).map(|l| l.player_id.clone()).collect();
+                let read =
+                    crate::profiles::load_many_in(conn, &core.contacts_key, &e.brand_id, &players).await?;
+                profiles.extend(read.into_iter().map(|(p, stored)| ((e.brand_id.clone(), p), stored)));
+            }
+            segments.insert(e.brand_id.clone(), of_brand);
+        }
         for e in latest {
-            if crate::store::erasure::is_pseudonym(&e.player_id) {
-                continue;
-            }
-            if !segments.contains_key(&e.brand_id) {
-                segments.insert(e.brand_id.clone(), super::of_brand(conn, &e.brand_id).await?);
-            }
             let of_brand = &segments[&e.brand_id];
-            if of_brand.is_empty() {
-                continue;
-            }
-            let Some(stored) =
-                crate::profiles::load_in(conn, &core.contacts_key, &e.brand_id, &e.player_id).await?
-            else {
+            let Some(stored) = profiles.remove(&(e.brand_id.clone(), e.player_id.clone())) else {
                 continue;
             };
             let now = core.clock().now();

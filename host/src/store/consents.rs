@@ -110,19 +110,16 @@ fn record_of(r: &sqlx::any::AnyRow) -> anyhow::Result<ConsentRecord> {
 
 /// The consent histories of a brand's players in `(after, last]`, by player.
 pub async fn histories(
-    db: &Db,
+    conn: &mut sqlx::AnyConnection,
     brand: &str,
-    (after, last): (&str, &str),
+    which: super::Players<'_>,
 ) -> anyhow::Result<std::collections::HashMap<String, Vec<ConsentRecord>>> {
-    let rows = sqlx::query(
+    let sql = format!(
         "SELECT player_id, version, scope, name, granted, source, recorded_at FROM consents
-         WHERE brand_id = $1 AND player_id > $2 AND player_id <= $3 ORDER BY player_id, version, scope, name",
-    )
-    .bind(brand)
-    .bind(after)
-    .bind(last)
-    .fetch_all(&db.pool)
-    .await?;
+         WHERE brand_id = $1 AND {} ORDER BY player_id, version, scope, name",
+        which.condition(2)
+    );
+    let rows = which.bind(sqlx::query(sqlx::AssertSqlSafe(sql)).bind(brand)).fetch_all(conn).await?;
     let mut out: std::collections::HashMap<String, Vec<ConsentRecord>> = Default::default();
     for r in &rows {
         out.entry(r.try_get("player_id")?).or_default().push(record_of(r)?);

@@ -6,7 +6,7 @@ use aes_gcm::aead::{Aead, KeyInit, Payload};
 use aes_gcm::{Aes256Gcm, Key, Nonce};
 use sqlx::Row;
 
-use super::{Db, now_ms};
+use super::now_ms;
 
 /// The key that encrypts contacts at rest.
 #[derive(Clone)]
@@ -181,23 +181,20 @@ pub async fn for_delivery(
 
 /// The valid contacts of one kind of a brand's players in `(after, last]`, in clear, by player (those
 /// that do not decrypt are left out, as `for_delivery` treats them).
-pub async fn in_range(
-    db: &Db,
+pub async fn of_players(
+    conn: &mut sqlx::AnyConnection,
     key: &ContactsKey,
     brand: &str,
-    (after, last): (&str, &str),
+    which: super::Players<'_>,
     kind: &str,
 ) -> anyhow::Result<std::collections::HashMap<String, String>> {
-    let rows = sqlx::query(
+    let sql = format!(
         "SELECT player_id, nonce, ciphertext FROM contacts
-         WHERE brand_id = $1 AND player_id > $2 AND player_id <= $3 AND kind = $4 AND invalid_since IS NULL",
-    )
-    .bind(brand)
-    .bind(after)
-    .bind(last)
-    .bind(kind)
-    .fetch_all(&db.pool)
-    .await?;
+         WHERE brand_id = $1 AND kind = $2 AND invalid_since IS NULL AND {}",
+        which.condition(3)
+    );
+    let rows =
+        which.bind(sqlx::query(sqlx::AssertSqlSafe(sql)).bind(brand).bind(kind)).fetch_all(conn).await?;
     let mut out = std::collections::HashMap::with_capacity(rows.len());
     for r in rows {
         let player: String = r.try_get("player_id")?;

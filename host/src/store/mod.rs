@@ -118,6 +118,43 @@ impl std::ops::DerefMut for Tx {
     }
 }
 
+/// Which players of a brand a read of many takes: the ids in (after, last], or a list.
+#[derive(Debug, Clone, Copy)]
+pub enum Players<'a> {
+    Range(&'a str, &'a str),
+    List(&'a [String]),
+}
+
+impl Players<'_> {
+    /// The condition on `player_id`, its parameters numbered from `$first`.
+    pub fn condition(&self, first: usize) -> String {
+        match self {
+            Players::Range(..) => format!("player_id > ${first} AND player_id <= ${}", first + 1),
+            Players::List(ids) => {
+                let marks: Vec<String> = (0..ids.len().max(1)).map(|i| format!("${}", first + i)).collect();
+                format!("player_id IN ({})", marks.join(", "))
+            }
+        }
+    }
+
+    /// Binds the condition's parameters, in order.
+    pub fn bind<'q>(
+        &self,
+        mut q: sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments>,
+    ) -> sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments> {
+        match self {
+            Players::Range(after, last) => q.bind(after.to_string()).bind(last.to_string()),
+            Players::List([]) => q.bind(String::new()),
+            Players::List(ids) => {
+                for id in ids.iter() {
+                    q = q.bind(id.clone());
+                }
+                q
+            }
+        }
+    }
+}
+
 /// The URL without its password, for messages.
 pub fn redact(url: &str) -> String {
     match (url.find("://"), url.rfind('@')) {

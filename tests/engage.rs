@@ -267,7 +267,7 @@ async fn journey_of(r: &Rig, p: &str) -> Value {
 }
 
 async fn until_journey(r: &Rig, p: &str, what: &str, done: impl Fn(&Value) -> bool) -> Value {
-    support::eventually(what, Duration::from_secs(15), || async {
+    support::eventually(what, Duration::from_secs(30), || async {
         let j = journey_of(r, p).await;
         done(&j).then_some(j)
     })
@@ -299,7 +299,7 @@ async fn churn_winback(b: Backend) {
     for p in players {
         until_journey(&r, p, "the push step", |j| j["next"]["node"] == "email").await;
     }
-    let pushes = r.push[0].wait_for(players.len(), Duration::from_secs(10)).await;
+    let pushes = r.push[0].wait_for(players.len(), Duration::from_secs(30)).await;
     assert_eq!(pushes.len(), players.len());
 
     // A new version takes new entrants only; players in flight finish version 1.

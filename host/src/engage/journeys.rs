@@ -739,16 +739,19 @@ async fn get_run(conn: &mut sqlx::AnyConnection, id: &str, lock: &str) -> anyhow
     row.as_ref().map(run_of).transpose()
 }
 
-/// Whether the player is in any journey now.
-pub async fn in_one(conn: &mut sqlx::AnyConnection, (brand, player): (&str, &str)) -> anyhow::Result<bool> {
-    let row = sqlx::query(
-        "SELECT 1 AS one FROM journey_runs WHERE brand_id = $1 AND player_id = $2 AND state = 'active' LIMIT 1",
-    )
-    .bind(brand)
-    .bind(player)
-    .fetch_optional(conn)
-    .await?;
-    Ok(row.is_some())
+/// Which of `players` are in a journey now.
+pub async fn in_one_of(
+    conn: &mut sqlx::AnyConnection,
+    brand: &str,
+    players: &[String],
+) -> anyhow::Result<std::collections::HashSet<String>> {
+    let which = crate::store::Players::List(players);
+    let sql = format!(
+        "SELECT DISTINCT player_id FROM journey_runs WHERE brand_id = $1 AND state = 'active' AND {}",
+        which.condition(2)
+    );
+    let rows = which.bind(sqlx::query(sqlx::AssertSqlSafe(sql)).bind(brand)).fetch_all(conn).await?;
+    rows.iter().map(|r| Ok(r.try_get("player_id")?)).collect()
 }
 
 /// How far the platform's clock may be behind the host's: an event that occurred earlier than this

@@ -62,23 +62,45 @@ impl Handler for Consumer {
         let core = &self.engage.core;
         self.fires.lock().expect("fires").clear();
         let mut triggers: HashMap<String, Vec<triggers::Active>> = HashMap::new();
-        for e in events {
-            if crate::store::erasure::is_pseudonym(&e.player_id) {
-                continue;
-            }
+        let events: Vec<&LoggedEvent> =
+            events.iter().filter(|e| !crate::store::erasure::is_pseudonym(&e.player_id)).collect();
+        // Which events concern a trigger (by type, window and age) or a player in a journey: only their
+        // players' profiles are read, brand by brand, in a few queries for the whole batch.
+        let now = core.clock().now();
+        let mut concerned = Vec::with_capacity(events.len());
+        let mut wanted: HashMap<&str, Vec<String>> = HashMap::new();
+        for e in &events {
             if !triggers.contains_key(&e.brand_id) {
                 triggers.insert(e.brand_id.clone(), triggers::active(conn, &e.brand_id).await?);
             }
-            // Most events concern no trigger and no journey: they cost one read, not a profile.
-            let now = core.clock().now();
             let event = e.event();
-            let concerned = triggers[&e.brand_id].iter().any(|t| triggers::matches(&t.def, &event, now));
-            if !concerned && !journeys::in_one(conn, (&e.brand_id, &e.player_id)).await? {
+            let matched = triggers[&e.brand_id].iter().any(|t| triggers::matches(&t.def, &event, now));
+            concerned.push(matched);
+            wanted.entry(&e.brand_id).or_default().push(e.player_id.clone());
+        }
+        let mut profiles = HashMap::new();
+        for (brand, mut players) in wanted {
+            players.sort();
+            players.dedup();
+            let in_journeys = journeys::in_one_of(conn, brand, &players).await?;
+            let needed: Vec<String> = events
+                .iter()
+                .zip(&concerned)
+                .filter(|(e, matched)| {
+                    e.brand_id == brand && (**matched || in_journeys.contains(&e.player_id))
+                })
+                .map(|(e, _)| e.player_id.clone())
+                .collect::<std::collections::BTreeSet<_>>()
+                .into_iter()
+                .collect();
+            if needed.is_empty() {
                 continue;
             }
-            let Some(stored) =
-                crate::profiles::load_in(conn, &core.contacts_key, &e.brand_id, &e.player_id).await?
-            else {
+            let read = crate::profiles::load_many_in(conn, &core.contacts_key, brand, &needed).await?;
+            profiles.extend(read.into_iter().map(|(p, stored)| ((brand.to_string(), p), stored)));
+        }
+        for e in events {
+            let Some(stored) = profiles.get(&(e.brand_id.clone(), e.player_id.clone())) else {
                 continue;
             };
             let profile = stored.at(&e.brand_id, &e.player_id, now).profile;
@@ -86,7 +108,7 @@ impl Handler for Consumer {
                 self.moved.store(true, Ordering::Relaxed);
             }
             for t in &triggers[&e.brand_id] {
-                if let Some(f) = triggers::fire(core, conn, t, e, &stored).await? {
+                if let Some(f) = triggers::fire(core, conn, t, e, stored).await? {
                     self.moved.store(true, Ordering::Relaxed);
                     let seconds = (crate::store::now_ms() - e.received_at).max(0) as f64 / 1000.0;
                     self.fires.lock().expect("fires").push((f.outcome, seconds));

@@ -9,7 +9,8 @@
 //! takes per second (each a send through the gate).
 //!
 //! `PITBOSS_BENCH_PLAYERS` (default 100000) players; `PITBOSS_BENCH_SECONDS` (default 10) per rate;
-//! `PITBOSS_BENCH_WAITING` (default the players) journey runs. PostgreSQL comes from
+//! `PITBOSS_BENCH_WAITING` (default the players) journey runs; `PITBOSS_BENCH_BACKEND=sqlite|postgres`
+//! runs one database only. PostgreSQL comes from
 //! `PITBOSS_TEST_POSTGRES` (default: the local server); it is skipped if absent.
 
 #[path = "../../tests/support/mod.rs"]
@@ -300,6 +301,10 @@ fn main() {
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
     rt.block_on(async {
         for backend in [Backend::Sqlite, Backend::Postgres] {
+            let only = std::env::var("PITBOSS_BENCH_BACKEND").unwrap_or_default();
+            if !only.is_empty() && !format!("{backend:?}").eq_ignore_ascii_case(&only) {
+                continue;
+            }
             let Some(b) = host(backend, players).await else {
                 println!("{backend:?}: skipped (no database)");
                 continue;

@@ -380,10 +380,8 @@ pub async fn enter(
     if is_paused(conn, &head.id).await? {
         return Ok(Err(format!("journey `{name}` is paused")));
     }
-    let rg = crate::policy::gate::rg(profile);
-    if !rg.is_empty() {
-        let codes: Vec<&str> = rg.iter().map(|r| r.code).collect();
-        return Ok(Err(format!("RG blocks marketing ({})", codes.join(", "))));
+    if let Some(codes) = crate::policy::gate::rg_codes(profile) {
+        return Ok(Err(format!("RG blocks marketing ({codes})")));
     }
     let def = match definition(conn, &head.id, version).await {
         Ok(def) => def,
@@ -452,6 +450,12 @@ pub(super) struct StepRecord {
 pub(super) enum Next {
     Node { node: String, due_at: i64, waiting_for: Option<Value> },
     End { state: &'static str, reason: String },
+}
+
+/// A run that ends as exited: the step that says why, and the end.
+fn exited(reason: String, detail: Value) -> (StepRecord, Next) {
+    let rec = StepRecord { kind: "exit", reason: Some(reason.clone()), detail, ..Default::default() };
+    (rec, Next::End { state: "exited", reason })
 }
 
 /// Moves a run from `step` (the one read) and writes the step; false if someone else moved it first.
@@ -542,26 +546,14 @@ pub(super) async fn take(
     let now = core.clock().now();
     let at = now.as_millisecond();
     let view = stored.at(&run.brand_id, &run.player_id, now);
-    let rg = crate::policy::gate::rg(&view.profile);
-    if !rg.is_empty() {
-        let codes: Vec<&str> = rg.iter().map(|r| r.code).collect();
-        let reason = format!("rg: {}", codes.join(", "));
-        let rec = StepRecord { kind: "exit", reason: Some(reason.clone()), ..Default::default() };
-        return Ok((rec, Next::End { state: "exited", reason }));
+    if let Some(codes) = crate::policy::gate::rg_codes(&view.profile) {
+        return Ok(exited(format!("rg: {codes}"), Value::Null));
     }
     if run.step >= MAX_RUN_STEPS {
-        let reason = format!("step limit: {MAX_RUN_STEPS} steps taken");
-        return Ok((
-            StepRecord { kind: "exit", reason: Some(reason.clone()), ..Default::default() },
-            Next::End { state: "exited", reason },
-        ));
+        return Ok(exited(format!("step limit: {MAX_RUN_STEPS} steps taken"), Value::Null));
     }
     let Some(node) = def.nodes.get(&run.node) else {
-        let reason = format!("no node `{}` in version {}", run.node, run.version);
-        return Ok((
-            StepRecord { kind: "exit", reason: Some(reason.clone()), ..Default::default() },
-            Next::End { state: "exited", reason },
-        ));
+        return Ok(exited(format!("no node `{}` in version {}", run.node, run.version), Value::Null));
     };
     let to = |node: &str, due_at: i64| Next::Node { node: node.to_string(), due_at, waiting_for: None };
     let facts = Facts::new(None, &view.profile);
@@ -783,7 +775,7 @@ pub async fn on_event(
         .fetch_all(&mut *conn)
         .await?;
     let now = core.clock().now_ms();
-    let rg = crate::policy::gate::rg(profile);
+    let rg = crate::policy::gate::rg_codes(profile);
     let event = json!({"event_id": e.event_id, "event_type": e.event_type, "seq": e.seq});
     let mut moved = false;
     for r in rows {
@@ -797,34 +789,15 @@ pub async fn on_event(
                 None
             }
         };
-        let (rec, next) = if !rg.is_empty() {
-            let codes: Vec<&str> = rg.iter().map(|r| r.code).collect();
-            let reason = format!("rg: {}", codes.join(", "));
-            (
-                StepRecord {
-                    kind: "exit",
-                    reason: Some(reason.clone()),
-                    detail: event.clone(),
-                    ..Default::default()
-                },
-                Next::End { state: "exited", reason },
-            )
+        let (rec, next) = if let Some(codes) = &rg {
+            exited(format!("rg: {codes}"), event.clone())
         } else if e.occurred_at + SKEW_MS < run.entered_at {
             // It happened before the player entered (a late event, a replay): it does not move the run.
             continue;
         } else if let Some(def) = &def
             && def.exit_on.contains(&e.event_type)
         {
-            let reason = format!("event: {}", m::wire_name(e.event_type));
-            (
-                StepRecord {
-                    kind: "exit",
-                    reason: Some(reason.clone()),
-                    detail: event.clone(),
-                    ..Default::default()
-                },
-                Next::End { state: "exited", reason },
-            )
+            exited(format!("event: {}", m::wire_name(e.event_type)), event.clone())
         } else if let Some(def) = &def
             && let Some(target) = waited_for(&run, def, e.event_type)
             && e.occurred_at + SKEW_MS >= run.updated_at

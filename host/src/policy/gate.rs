@@ -229,6 +229,13 @@ pub fn rg(p: &Profile) -> Vec<Reason> {
     .collect()
 }
 
+/// The codes of the RG reasons that block marketing for the player ("self_excluded, limit_hit_today"),
+/// if any: what segments and journeys write when they take a player out.
+pub fn rg_codes(p: &Profile) -> Option<String> {
+    let reasons = rg(p);
+    (!reasons.is_empty()).then(|| reasons.iter().map(|r| r.code).collect::<Vec<_>>().join(", "))
+}
+
 /// The brand's licence for the player's jurisdiction, its pack, and the channels the pack bans.
 pub fn jurisdiction(r: &Request) -> Vec<Reason> {
     let j = &r.profile.jurisdiction;

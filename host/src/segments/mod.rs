@@ -314,11 +314,7 @@ pub fn host_rule(segment: &Segment, profile: &m::Profile) -> Option<String> {
     if !segment.marketing {
         return None;
     }
-    let reasons = crate::policy::gate::rg(profile);
-    (!reasons.is_empty()).then(|| {
-        let codes: Vec<&str> = reasons.iter().map(|r| r.code).collect();
-        format!("host: RG blocks marketing ({})", codes.join(", "))
-    })
+    crate::policy::gate::rg_codes(profile).map(|codes| format!("host: RG blocks marketing ({codes})"))
 }
 
 /// Decides `profiles` with the batch form of `plugin`, in parts spread over the cores; a part that fails

@@ -228,13 +228,13 @@ async fn packs_change_only_through_approved_versions(s: Backend) {
             .unwrap()
     };
     let gb = in_force(&all, "GB");
-    assert_eq!(gb["version"], "GB-2026.1");
+    assert_eq!(gb["version"], "GB-2026.2");
     assert!(gb["document"]["min_age_marketing"]["source"].as_str().unwrap().contains("Gambling Act 2005"));
     assert_eq!(in_force(&all, "CA-ON")["document"]["min_age_marketing"]["value"], 19);
 
     // A stricter GB cap, proposed by Carla.
     let mut doc = gb["document"].clone();
-    doc["version"] = json!("GB-2026.2");
+    doc["version"] = json!("GB-2026.3");
     doc["max_marketing_per_day"] =
         json!({"value": 1, "source": "operator compliance policy, tightened after review"});
     assert_eq!(r.s.post(&r.marketing, "/admin/packs", &doc).await.0, 403, "marketing cannot propose");
@@ -255,7 +255,7 @@ async fn packs_change_only_through_approved_versions(s: Backend) {
     assert_eq!(first["status"], "QUEUED", "{first}");
 
     // Carla cannot approve her own proposal; Dave can, and it is in force at once.
-    let approve = "/admin/packs/GB/versions/GB-2026.2/approve";
+    let approve = "/admin/packs/GB/versions/GB-2026.3/approve";
     let (st, e) = r.s.post(&carla, approve, &json!({})).await;
     assert_eq!((st, e["error"]["code"].as_str()), (403, Some("four_eyes")), "{e}");
     let (st, v) = r.s.post(&dave, approve, &json!({})).await;
@@ -271,11 +271,11 @@ async fn packs_change_only_through_approved_versions(s: Backend) {
     // In force after a restart too, and every step is in the audit log.
     r.s.restart().await;
     let (_, all) = r.s.get(&carla, "/admin/packs").await;
-    assert_eq!(in_force(&all, "GB")["version"], "GB-2026.2");
+    assert_eq!(in_force(&all, "GB")["version"], "GB-2026.3");
     let (_, third) = r.send("pk_3", &email("p_pack", "tpl_p3")).await;
     assert_eq!(status(&third).0, "SUPPRESSED");
     let first = r.delivery(first["delivery_id"].as_str().unwrap()).await;
-    assert_eq!(first["history"][0]["detail"]["basis"]["pack_version"], "GB-2026.1", "{first}");
+    assert_eq!(first["history"][0]["detail"]["basis"]["pack_version"], "GB-2026.2", "{first}");
     let (_, audit) = r.s.get(&admin, "/admin/audit").await;
     let actions: Vec<&str> =
         audit["entries"].as_array().unwrap().iter().map(|e| e["action"].as_str().unwrap()).collect();

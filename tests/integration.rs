@@ -18,6 +18,7 @@ mod hostile_http;
 mod hostile_plugins;
 mod ingestion;
 mod messaging;
+mod offers;
 mod plugin_registry;
 mod policy_gate;
 mod reference_plugins;

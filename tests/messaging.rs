@@ -44,7 +44,7 @@ async fn email_goes_out_with_its_basis(s: Backend) {
     let d = r.wait_status(&id, "SENT").await;
     let basis = &d["basis"];
     assert_eq!(basis["consent_version"], 1, "{d}");
-    assert_eq!(basis["pack_version"], "GB-2026.1");
+    assert_eq!(basis["pack_version"], "GB-2026.2");
     assert_eq!(basis["frequency_policy"], "fp_test");
     assert!(
         basis["caps"]

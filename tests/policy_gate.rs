@@ -283,7 +283,7 @@ fn an_allowed_message_carries_its_basis() {
     let Decision::Allow { basis } = d else { panic!("{d:?}") };
     assert_eq!(basis.consent_version, Some(3), "sent under e-mail consent v3");
     assert_eq!(basis.consent_recorded_at, Some(t("2026-05-01T00:00:00Z")));
-    assert_eq!(basis.pack_version.as_deref(), Some("GB-2026.1"));
+    assert_eq!(basis.pack_version.as_deref(), Some("GB-2026.2"));
     let day = basis.caps.iter().find(|c| c.cap == "marketing_per_day").unwrap();
     assert_eq!((day.used, day.limit), (2, 2), "cap 2/2 today");
     assert_eq!(basis.frequency_policy, "fp_default");

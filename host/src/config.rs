@@ -90,6 +90,17 @@ pub struct Settings {
     pub frequency_policies: Vec<FrequencyPolicy>,
     #[serde(default)]
     pub delivery: DeliverySettings,
+    /// The casino platform's wallet: where bonus grants, releases and forfeits are posted.
+    pub platform: Option<PlatformSettings>,
+}
+
+/// The platform's bonus webhook: a JSON POST with an `Idempotency-Key`, signed like a provider call
+/// (X-Pitboss-Signature over "{X-Pitboss-Timestamp}.{body}" under `secret`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PlatformSettings {
+    pub url: String,
+    pub secret: String,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -107,6 +118,10 @@ pub struct BrandSettings {
     /// Above this worth in minor units (a trigger's cashback, an offer), activation needs a compliance
     /// officer other than the author (default 10000).
     pub high_value_minor: Option<i64>,
+    /// Most the offers made to one player may cost in a day (UTC), in minor units (default 10000).
+    pub offer_player_daily_minor: Option<i64>,
+    /// Most the brand's offers may cost in a day (UTC), in minor units (default 1000000).
+    pub offer_budget_daily_minor: Option<i64>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -177,6 +192,15 @@ impl Settings {
         self.brands.get(brand).and_then(|b| b.high_value_minor).unwrap_or(10_000)
     }
 
+    /// The brand's economy caps on offers: (per player per day, brand per day), in minor units.
+    pub fn offer_caps(&self, brand: &str) -> (i64, i64) {
+        let b = self.brands.get(brand);
+        (
+            b.and_then(|b| b.offer_player_daily_minor).unwrap_or(10_000),
+            b.and_then(|b| b.offer_budget_daily_minor).unwrap_or(1_000_000),
+        )
+    }
+
     pub fn load(path: &Path) -> anyhow::Result<Settings> {
         let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
         Settings::from_toml(&text).with_context(|| format!("in {}", path.display()))
@@ -206,6 +230,22 @@ impl Settings {
             anyhow::ensure!(names.insert(&p.name), "two providers are named {}", p.name);
             anyhow::ensure!(!p.secret.is_empty(), "provider {}: an empty secret", p.name);
             reqwest::Url::parse(&p.url).with_context(|| format!("provider {}: url", p.name))?;
+        }
+        if let Some(p) = &self.platform {
+            anyhow::ensure!(!p.secret.is_empty(), "platform: an empty secret");
+            reqwest::Url::parse(&p.url).context("platform: url")?;
+        }
+        for (brand, b) in &self.brands {
+            for (name, v) in [
+                ("high_value_minor", b.high_value_minor),
+                ("offer_player_daily_minor", b.offer_player_daily_minor),
+                ("offer_budget_daily_minor", b.offer_budget_daily_minor),
+            ] {
+                anyhow::ensure!(
+                    v.is_none_or(|v| (0..=1_000_000_000_000).contains(&v)),
+                    "brands.{brand}.{name}: an amount from 0 to 10^12 minor units"
+                );
+            }
         }
         Ok(())
     }

@@ -120,6 +120,7 @@ impl Core {
             ("decisions", store::decisions::erasure_step),
             ("segments", store::segments::erasure_step),
             ("engage", store::engage::erasure_step),
+            ("offers", store::offers::erasure_step),
             ("events", store::events::erasure_step),
         ]
     }

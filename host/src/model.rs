@@ -197,12 +197,28 @@ pub enum EventType {
     SegmentEntered,
     #[serde(rename = "segment.left")]
     SegmentLeft,
+    #[serde(rename = "bonus.activated")]
+    BonusActivated,
+    #[serde(rename = "bonus.completed")]
+    BonusCompleted,
+    #[serde(rename = "bonus.forfeited")]
+    BonusForfeited,
+    #[serde(rename = "bonus.lapsed")]
+    BonusLapsed,
 }
 
 impl EventType {
     /// Whether only the host writes events of this type to the log (the platform's are refused).
     pub fn emitted_by_host(self) -> bool {
-        matches!(self, EventType::SegmentEntered | EventType::SegmentLeft)
+        matches!(
+            self,
+            EventType::SegmentEntered
+                | EventType::SegmentLeft
+                | EventType::BonusActivated
+                | EventType::BonusCompleted
+                | EventType::BonusForfeited
+                | EventType::BonusLapsed
+        )
     }
 }
 
@@ -327,6 +343,7 @@ pub enum EventPayload {
     SelfExclusion(SelfExclusion),
     Crm(CrmInfo),
     Segment(SegmentChange),
+    Bonus(BonusChange),
 }
 
 /// `segment.entered` / `segment.left`: a player's membership changed, and what decided it.
@@ -340,6 +357,18 @@ pub struct SegmentChange {
     pub via: String,
     pub reason: Option<String>,
     pub score: Option<f64>,
+}
+
+/// `bonus.activated` / `bonus.completed` / `bonus.forfeited` / `bonus.lapsed`: the ledger moved a bonus.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BonusChange {
+    pub bonus_id: String,
+    /// The offer template's name.
+    pub template: String,
+    pub from: String,
+    pub to: String,
+    pub reason: String,
+    pub granted: Money,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -84,16 +84,19 @@ pub async fn run(
     }
     // The capabilities built on the core: their bus consumers and background jobs.
     let engage = crate::engage::Engage::new(core.clone());
+    let offers = crate::offers::Offers::new(core.clone());
     let consumers = core
         .consumers()
         .into_iter()
         .chain(crate::segments::consumers(&core))
-        .chain(crate::engage::consumers(&engage));
+        .chain(crate::engage::consumers(&engage))
+        .chain(crate::offers::consumers(&offers));
     for consumer in consumers {
         tasks.spawn(consumer.run(core.bus.clone(), stop_rx.clone()));
     }
     tasks.spawn(crate::segments::sweep::scheduler(core.clone(), stop_rx.clone()));
     tasks.spawn(crate::engage::scheduler(engage, stop_rx.clone()));
+    tasks.spawn(crate::offers::worker(offers, stop_rx.clone()));
     tasks.spawn(worker.run(stop_rx));
     axum::serve(listener, api::app(state)).with_graceful_shutdown(shutdown).await?;
     let _ = stop_tx.send(true);

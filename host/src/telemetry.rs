@@ -52,6 +52,8 @@ pub struct Metrics {
     attempts: Mutex<BTreeMap<(String, String, String), u64>>,
     fires: Mutex<BTreeMap<String, u64>>,
     steps: Mutex<BTreeMap<(String, String), u64>>,
+    offer_refusals: Mutex<BTreeMap<String, u64>>,
+    bonus_actions: Mutex<BTreeMap<(String, String), u64>>,
     /// By (index in LATENCIES, label value).
     latency: Mutex<BTreeMap<(usize, String), Histogram>>,
 }
@@ -88,6 +90,18 @@ impl Metrics {
     pub fn journey_step(&self, kind: &str, status: &str) {
         let key = (kind.to_string(), status.to_string());
         *self.steps.lock().expect("metrics").entry(key).or_default() += 1;
+    }
+
+    /// A ranked offer the host refused, by reason (`out_of_bounds`: a scorer answered outside a
+    /// template's bounds).
+    pub fn offer_refusal(&self, code: &str) {
+        *self.offer_refusals.lock().expect("metrics").entry(code.to_string()).or_default() += 1;
+    }
+
+    /// A bonus rule's action: applied, or refused by the host.
+    pub fn bonus_action(&self, action: &str, outcome: &str) {
+        let key = (action.to_string(), outcome.to_string());
+        *self.bonus_actions.lock().expect("metrics").entry(key).or_default() += 1;
     }
 
     fn observe(&self, which: usize, label: &str, seconds: f64) {
@@ -131,6 +145,19 @@ impl Metrics {
         for status in ["queued", "deferred", "sending"] {
             let n = depth.iter().find(|(s, _)| s == status).map_or(0, |(_, n)| *n);
             let _ = writeln!(out, "pitboss_outbox_depth{{status=\"{status}\"}} {n}");
+        }
+        out.push_str("# HELP pitboss_offer_refusals_total Ranked offers the host refused, by reason.\n");
+        out.push_str("# TYPE pitboss_offer_refusals_total counter\n");
+        for (reason, n) in self.offer_refusals.lock().expect("metrics").iter() {
+            let _ = writeln!(out, "pitboss_offer_refusals_total{{reason=\"{reason}\"}} {n}");
+        }
+        out.push_str(
+            "# HELP pitboss_bonus_actions_total Bonus rule actions, applied or refused by the host.\n",
+        );
+        out.push_str("# TYPE pitboss_bonus_actions_total counter\n");
+        for ((action, outcome), n) in self.bonus_actions.lock().expect("metrics").iter() {
+            let _ =
+                writeln!(out, "pitboss_bonus_actions_total{{action=\"{action}\",outcome=\"{outcome}\"}} {n}");
         }
         out.push_str(
             "# HELP pitboss_trigger_fires_total What triggers made of the events they matched, by outcome.\n",

@@ -14,7 +14,7 @@ use super::extract::roles::{ADMIN, ANALYST, COMPLIANCE, MARKETING, OPERATOR, PLA
 use super::extract::{Authorized, Path, Query, json_body};
 use super::players::{BrandQuery, brand_of};
 use super::{ApiError, AppState};
-use crate::engage::defs::{self, DefError, Kind};
+use crate::defs::{self, DefError, Kind};
 use crate::engage::{dry_run, journeys, triggers};
 
 pub fn router() -> Router<AppState> {

@@ -10,6 +10,7 @@ mod events;
 pub mod extract;
 mod impact;
 mod messaging;
+mod offers;
 pub mod openapi;
 mod packs;
 mod players;
@@ -57,6 +58,7 @@ pub fn app(state: AppState) -> Router {
         .merge(packs::router())
         .merge(segments::router())
         .merge(engage::router())
+        .merge(offers::router())
         .merge(impact::router())
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint") })
         .layer(axum::middleware::map_response(json_errors))

@@ -106,6 +106,7 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
         super::admin::Doc::openapi(),
         super::segments::Doc::openapi(),
         super::engage::Doc::openapi(),
+        super::offers::Doc::openapi(),
         super::impact::Doc::openapi(),
     ] {
         doc.merge(part);

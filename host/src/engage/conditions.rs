@@ -156,6 +156,11 @@ impl Facts {
                     put("event.score", json!(s.score));
                 }
                 EventPayload::Crm(c) => put("event.channel", json!(c.channel)),
+                EventPayload::Bonus(b) => {
+                    put("event.amount_minor", json!(b.granted.amount_minor));
+                    put("event.currency", json!(b.granted.currency));
+                    put("event.reference", json!(b.bonus_id));
+                }
                 _ => {}
             }
         }

@@ -7,11 +7,11 @@
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::defs::{self, DefError, Head, invalid};
 use super::journeys::{self, JourneyDef, Next, Run};
 use super::triggers::{self, Active, TriggerDef};
 use crate::bus::LoggedEvent;
 use crate::core::Core;
+use crate::defs::{self, DefError, Head, invalid};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]

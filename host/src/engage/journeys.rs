@@ -18,10 +18,10 @@ use serde_json::{Value, json};
 use sqlx::Row;
 
 use super::conditions::{self, Condition, Facts};
-use super::defs::{self, DefError, Head, JOURNEYS, Traits, invalid};
 use super::triggers::{RuleVerdict, SendAction, ask_rule, check_send};
 use crate::auth::Principal;
 use crate::core::Core;
+use crate::defs::{self, DefError, Head, JOURNEYS, Traits, invalid};
 use crate::model::{self as m, EventType};
 use crate::store::{Backend, Db};
 

@@ -13,7 +13,6 @@
 //! `journey_versions`, `journey_runs` and `journey_steps`.
 
 pub mod conditions;
-pub mod defs;
 pub mod dry_run;
 pub mod journeys;
 pub mod triggers;

@@ -11,9 +11,9 @@ use serde_json::{Value, json};
 use sqlx::Row;
 
 use super::conditions::{self, Condition, Facts};
-use super::defs::{self, DefError, Head, TRIGGERS, Traits, invalid};
 use crate::auth::Principal;
 use crate::core::Core;
+use crate::defs::{self, DefError, Head, TRIGGERS, Traits, invalid};
 use crate::model::{self as m, Channel, EventType};
 use crate::policy::Priority;
 use crate::store::Db;

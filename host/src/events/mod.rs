@@ -284,7 +284,12 @@ fn payload_of(t: EventType, p: &Fields) -> Result<(m::EventPayload, Personal), F
             }),
             none,
         ),
-        T::SegmentEntered | T::SegmentLeft => {
+        T::SegmentEntered
+        | T::SegmentLeft
+        | T::BonusActivated
+        | T::BonusCompleted
+        | T::BonusForfeited
+        | T::BonusLapsed => {
             return Err(FieldError::new("event_type", "emitted by the host; the platform cannot post it"));
         }
     })

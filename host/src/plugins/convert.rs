@@ -135,6 +135,7 @@ pub fn event(e: &m::Event) -> Option<w::Event> {
         T::CrmUnsubscribed => W::CrmUnsubscribed,
         T::CrmComplained => W::CrmComplained,
         T::SegmentEntered | T::SegmentLeft => return None,
+        T::BonusActivated | T::BonusCompleted | T::BonusForfeited | T::BonusLapsed => return None,
     };
     let payload = match &e.payload {
         // Plugins see the player's state in the profile.
@@ -194,7 +195,7 @@ pub fn event(e: &m::Event) -> Option<w::Event> {
             delivery_id: c.delivery_id.clone(),
             channel: c.channel.clone(),
         }),
-        m::EventPayload::Segment(_) => return None,
+        m::EventPayload::Segment(_) | m::EventPayload::Bonus(_) => return None,
     };
     Some(w::Event { event_id: e.event_id.clone(), event_type, occurred_at: ms(e.occurred_at), payload })
 }

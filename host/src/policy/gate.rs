@@ -214,6 +214,30 @@ fn basis(r: &Request, consent: Option<(Option<i64>, Option<Timestamp>)>, caps: V
     }
 }
 
+/// An offer as a subject of the gate: responsible gambling (every marker with `rg_safe`; self-exclusion
+/// and cooling-off always), the brand's licence and the pack, the age for bonus offers, marketing
+/// consent for the channel and each product of the offer. Caps, dedup and quiet hours belong to the
+/// message that carries the offer, which crosses the gate again when it is sent.
+pub fn offer(r: &Request, products: &[Product], rg_safe: bool) -> Result<Basis, Vec<Reason>> {
+    let mut deny: Vec<Reason> = rg(r.profile)
+        .into_iter()
+        .filter(|x| rg_safe || matches!(x.code, "self_excluded" | "cooling_off"))
+        .collect();
+    deny.extend(jurisdiction(r));
+    deny.extend(age(r, true));
+    let mut consented = (None, None);
+    for product in products {
+        let (refusals, (version, at)) = consent(r, *product);
+        for x in refusals {
+            if !deny.contains(&x) {
+                deny.push(x);
+            }
+        }
+        consented = (consented.0.max(version), consented.1.max(at));
+    }
+    if deny.is_empty() { Ok(basis(r, Some(consented), Vec::new())) } else { Err(deny) }
+}
+
 /// Responsible gambling: self-exclusion, cooling-off, a harm marker, a limit hit today.
 pub fn rg(p: &Profile) -> Vec<Reason> {
     let rg = &p.rg;

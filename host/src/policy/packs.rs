@@ -35,6 +35,12 @@ pub struct PackDocument {
     pub quiet_hours: Sourced<Vec<String>>,
     pub max_marketing_per_day: Sourced<u32>,
     pub max_marketing_per_week: Sourced<u32>,
+    /// Bonus law: the highest wagering multiple a bonus may carry (absent where the law sets none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_wagering_multiple: Option<Sourced<u32>>,
+    /// Bonus law: a bonus is about one product only (no mixed-product promotions).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub one_product_per_bonus: Option<Sourced<bool>>,
 }
 
 impl PackDocument {
@@ -85,6 +91,15 @@ impl PackDocument {
                 "caps of at least 1 a day, and a week's at least a day's".into(),
             );
         }
+        if let Some(w) = &self.max_wagering_multiple
+            && !(1..=100).contains(&w.value)
+        {
+            return err("max_wagering_multiple", format!("{} is not a multiple between 1 and 100", w.value));
+        }
+        let bonus_sources = [
+            self.max_wagering_multiple.as_ref().map(|w| ("max_wagering_multiple", &w.source)),
+            self.one_product_per_bonus.as_ref().map(|o| ("one_product_per_bonus", &o.source)),
+        ];
         for (field, source) in [
             ("min_age_marketing", &self.min_age_marketing.source),
             ("min_age_bonus_offers", &self.min_age_bonus_offers.source),
@@ -92,7 +107,10 @@ impl PackDocument {
             ("quiet_hours", &self.quiet_hours.source),
             ("max_marketing_per_day", &self.max_marketing_per_day.source),
             ("max_marketing_per_week", &self.max_marketing_per_week.source),
-        ] {
+        ]
+        .into_iter()
+        .chain(bonus_sources.into_iter().flatten())
+        {
             if source.trim().is_empty() || source.len() > 1000 {
                 return err(
                     &format!("{field}.source"),
@@ -117,6 +135,8 @@ impl PackDocument {
             },
             max_marketing_per_day: self.max_marketing_per_day.value,
             max_marketing_per_week: self.max_marketing_per_week.value,
+            max_wagering_multiple: self.max_wagering_multiple.clone(),
+            one_product_per_bonus: self.one_product_per_bonus.clone().filter(|o| o.value),
         }
     }
 }
@@ -132,6 +152,9 @@ pub struct Pack {
     pub quiet_hours: Option<(String, String)>,
     pub max_marketing_per_day: u32,
     pub max_marketing_per_week: u32,
+    /// Bonus law, with its source (named when a template or a bonus rule breaks it).
+    pub max_wagering_multiple: Option<Sourced<u32>>,
+    pub one_product_per_bonus: Option<Sourced<bool>>,
 }
 
 /// The pack files of the repository's `packs/`, built into the host.

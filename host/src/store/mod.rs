@@ -9,6 +9,7 @@ pub mod deliveries;
 pub mod engage;
 pub mod erasure;
 pub mod events;
+pub mod offers;
 pub mod segments;
 
 use anyhow::Context as _;
@@ -170,6 +171,11 @@ pub fn redact(url: &str) -> String {
 }
 
 /// Milliseconds since the Unix epoch, now.
+/// Milliseconds since the epoch as RFC 3339 (what the API shows).
+pub fn rfc3339(ms: i64) -> String {
+    jiff::Timestamp::from_millisecond(ms).map(|t| t.to_string()).unwrap_or_default()
+}
+
 pub fn now_ms() -> i64 {
     jiff::Timestamp::now().as_millisecond()
 }

@@ -1,5 +1,5 @@
-//! What triggers and journeys share: a name per brand whose definition is versioned (editing writes a
-//! new version), audited, and runs only in its active version. A version that sends marketing starts
+//! Versioned definitions per brand (triggers, journeys, offer templates): a name whose definition is
+//! versioned (editing writes a new version), audited, and used only in its active version. A version that sends marketing starts
 //! inactive and waits for someone to activate it; one that does not is active at once. A sensitive
 //! version is activated only by a compliance officer who did not write it (four eyes).
 
@@ -11,7 +11,7 @@ use crate::audit;
 use crate::auth::{Principal, Role};
 use crate::store::Db;
 
-/// Which of the two: their tables and names.
+/// Which kind of definition: its tables and names.
 #[derive(Debug, Clone, Copy)]
 pub struct Kind {
     pub table: &'static str,

@@ -1,0 +1,353 @@
+//! The bonus engine: a bus consumer that moves the ledger on the events that concern a player's live
+//! bonuses, in each player's order, once per event (the events applied are remembered, so a replay of
+//! the log changes nothing), in the transaction that moves its offset.
+//!
+//! The host's own terms come first: a bonus past its deadline expires; a withdrawal request forfeits
+//! the bonuses whose terms say so and locks the others until the withdrawal ends; a deposit fixes the
+//! amount of a deposit match or reload and asks the platform to grant it. Then the bonus rule bound for
+//! the player's jurisdiction decides on the event with the active bonuses, and the host validates each
+//! action before applying it: only bonuses the player holds, progress only from a settled bet of that
+//! category and never above the stake at the terms' contribution, completion only when wagering is met,
+//! a rejected bet only above the terms' max bet (forfeit or flag, per the terms). A refused action is
+//! kept on the bonus with its reason and counted.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use serde_json::json;
+use tokio::sync::Notify;
+
+use super::ledger::{self, Bonus, Move, State};
+use crate::bus::{Handler, LoggedEvent};
+use crate::core::Core;
+use crate::decisions::{DecisionError, DecisionRequest};
+use crate::model::{BonusAction, EventPayload, EventType, OfferKind};
+use crate::plugins::World;
+
+/// The consumer's name (its offset's key).
+pub const CONSUMER: &str = "bonuses";
+
+/// Most actions of one decision the host applies.
+const MAX_ACTIONS: usize = 100;
+
+pub struct Engine {
+    pub core: Arc<Core>,
+    /// Wakes the platform-call worker after a commit that queued a call.
+    pub wake: Arc<Notify>,
+    moved: AtomicBool,
+    counted: std::sync::Mutex<Vec<(&'static str, &'static str)>>,
+}
+
+impl Engine {
+    pub fn new(core: Arc<Core>, wake: Arc<Notify>) -> Engine {
+        Engine { core, wake, moved: AtomicBool::new(false), counted: Default::default() }
+    }
+}
+
+/// The events the engine looks at (the platform's; the host's own `bonus.*` go to triggers).
+fn concerns(t: EventType) -> bool {
+    use EventType::*;
+    matches!(
+        t,
+        BetPlaced
+            | BetSettled
+            | PaymentCaptured
+            | WithdrawalRequested
+            | WithdrawalProcessed
+            | WithdrawalFailed
+            | BonusIssued
+            | BonusConsumed
+            | BonusExpired
+            | SessionStarted
+            | SessionEnded
+    )
+}
+
+impl Handler for Engine {
+    async fn handle(&self, conn: &mut sqlx::AnyConnection, events: &[LoggedEvent]) -> anyhow::Result<()> {
+        self.counted.lock().expect("counted").clear();
+        for e in events {
+            if !concerns(e.event_type) || crate::store::erasure::is_pseudonym(&e.player_id) {
+                continue;
+            }
+            let live = ledger::of_player(conn, &e.brand_id, &e.player_id, true).await?;
+            if live.is_empty() {
+                continue;
+            }
+            let fresh = sqlx::query(
+                "INSERT INTO bonus_events (brand_id, event_id) VALUES ($1, $2) ON CONFLICT (brand_id, event_id) DO NOTHING",
+            )
+            .bind(&e.brand_id)
+            .bind(&e.event_id)
+            .execute(&mut *conn)
+            .await?;
+            if fresh.rows_affected() == 0 {
+                continue;
+            }
+            self.apply(conn, e, live).await?;
+            self.moved.store(true, Ordering::Relaxed);
+        }
+        Ok(())
+    }
+
+    fn committed(&self, _events: &[LoggedEvent]) {
+        for (action, outcome) in self.counted.lock().expect("counted").drain(..) {
+            self.core.delivery.metrics.bonus_action(action, outcome);
+        }
+        if self.moved.swap(false, Ordering::Relaxed) {
+            self.wake.notify_one();
+        }
+    }
+}
+
+fn action_name(a: &BonusAction) -> &'static str {
+    match a {
+        BonusAction::Grant { .. } => "grant",
+        BonusAction::Progress { .. } => "progress",
+        BonusAction::Complete { .. } => "complete",
+        BonusAction::Forfeit { .. } => "forfeit",
+        BonusAction::RejectBet { .. } => "reject_bet",
+    }
+}
+
+fn action_bonus(a: &BonusAction) -> Option<&str> {
+    match a {
+        BonusAction::Grant { .. } => None,
+        BonusAction::Progress { bonus_id, .. }
+        | BonusAction::Complete { bonus_id, .. }
+        | BonusAction::Forfeit { bonus_id, .. }
+        | BonusAction::RejectBet { bonus_id, .. } => Some(bonus_id),
+    }
+}
+
+impl Engine {
+    async fn apply(
+        &self,
+        conn: &mut sqlx::AnyConnection,
+        e: &LoggedEvent,
+        mut bonuses: Vec<Bonus>,
+    ) -> anyhow::Result<()> {
+        let core = &self.core;
+        let now = core.clock().now();
+        let at = now.as_millisecond();
+        let event = e.event();
+        // The host's terms.
+        for b in bonuses.iter_mut() {
+            let from = b.state;
+            let mv = if b.expires_at <= e.occurred_at {
+                Some(Move::new("expire", State::Expired, "the wagering deadline passed"))
+            } else {
+                match (e.event_type, from) {
+                    (EventType::WithdrawalRequested, State::Active | State::Locked | State::Issued)
+                        if b.terms.forfeit_on_withdrawal =>
+                    {
+                        Some(Move::new(
+                            "forfeit",
+                            State::Forfeited,
+                            "a withdrawal was requested (the terms forfeit it)",
+                        ))
+                    }
+                    (EventType::WithdrawalRequested, State::Active) => {
+                        Some(Move::new("lock", State::Locked, "a withdrawal is pending"))
+                    }
+                    (EventType::WithdrawalProcessed | EventType::WithdrawalFailed, State::Locked) => {
+                        Some(Move::new("unlock", State::Active, "the withdrawal ended"))
+                    }
+                    (EventType::PaymentCaptured, State::Issued)
+                        if matches!(b.terms.kind, OfferKind::DepositMatch | OfferKind::Reload)
+                            && b.granted_minor == 0 =>
+                    {
+                        let EventPayload::Money(mv) = &e.payload else { continue };
+                        let amount =
+                            (mv.amount.amount_minor.max(0).saturating_mul(i64::from(b.terms.percent)) / 100)
+                                .min(b.terms.cap_minor);
+                        if amount <= 0 {
+                            continue;
+                        }
+                        b.granted_minor = amount;
+                        b.wagering_required_minor =
+                            amount.saturating_mul(i64::from(b.terms.wager_multiplier));
+                        let reason = format!(
+                            "{}% of the deposit {} (cap {})",
+                            b.terms.percent, mv.amount.amount_minor, b.terms.cap_minor
+                        );
+                        Some(Move::new("deposit", State::Issued, reason).amount(amount))
+                    }
+                    _ => None,
+                }
+            };
+            if let Some(mv) = mv {
+                let deposit = mv.action == "deposit";
+                ledger::apply_in(conn, b, from, &mv.event(&e.event_id), at).await?;
+                if deposit {
+                    super::calls::queue_in(conn, b, "grant", at).await?;
+                }
+            }
+        }
+        // The bonus rule, on the active bonuses.
+        let active: Vec<crate::model::BonusState> = bonuses
+            .iter()
+            .filter(|b| b.state == State::Active)
+            .map(Bonus::as_state)
+            .collect::<Result<_, _>>()?;
+        if active.is_empty() {
+            return Ok(());
+        }
+        let Some(stored) =
+            crate::profiles::load_in(conn, &core.contacts_key, &e.brand_id, &e.player_id).await?
+        else {
+            return Ok(());
+        };
+        let profile = stored.at(&e.brand_id, &e.player_id, now).profile;
+        let mut req = DecisionRequest::new(&e.brand_id, &e.player_id, World::BonusRule);
+        req.event = Some(event.clone());
+        req.bonuses = active;
+        let evaluated = match crate::decisions::evaluate(core, &req, profile, now).await {
+            Ok(ev) => ev,
+            // No bonus rule for the jurisdiction: the host's terms alone apply.
+            Err(DecisionError::NoBinding { .. }) => return Ok(()),
+            Err(DecisionError::Internal(err)) => return Err(err),
+            Err(other) => {
+                tracing::warn!(error = %other, event_id = %e.event_id, "bonus rule not asked");
+                return Ok(());
+            }
+        };
+        let plugin_id = evaluated.binding.plugin_id.clone();
+        let recorded = evaluated.record_in(conn).await?;
+        let seq = recorded.seq;
+        let Ok(decided) = recorded.into_result() else {
+            // The failure is recorded with the decision; the ledger stays as it is.
+            return Ok(());
+        };
+        let actions: Vec<BonusAction> = serde_json::from_value(decided.decision)?;
+        let bet = match &e.payload {
+            EventPayload::Bet(b) => Some(b),
+            _ => None,
+        };
+        for action in actions.into_iter().take(MAX_ACTIONS) {
+            let name = action_name(&action);
+            let target = action_bonus(&action).and_then(|id| bonuses.iter().position(|b| b.bonus_id == id));
+            let verdict: Result<Move, String> = match (&action, target.map(|i| &bonuses[i])) {
+                (BonusAction::Grant { .. }, _) => {
+                    Err("bonuses are granted from accepted offers, not by a bonus rule".into())
+                }
+                (_, None) => Err("not a bonus of the player".into()),
+                (_, Some(b)) if !b.state.live() => Err(format!("the bonus is {}", b.state.name())),
+                (
+                    BonusAction::Progress { contribution_minor, contribution_percent, category, .. },
+                    Some(b),
+                ) => match bet.filter(|_| e.event_type == EventType::BetSettled) {
+                    None => Err("progress comes from a settled bet".into()),
+                    Some(_) if b.state != State::Active => Err(format!("the bonus is {}", b.state.name())),
+                    Some(bet) if *category != bet.category => {
+                        Err(format!("category {category} is not the bet's ({})", bet.category))
+                    }
+                    Some(bet) => {
+                        let allowed = if b.terms.contributions.is_empty() {
+                            100
+                        } else {
+                            b.terms.contributions.get(category).copied().unwrap_or(0)
+                        };
+                        let most =
+                            bet.stake.amount_minor.max(0).saturating_mul(i64::from(*contribution_percent))
+                                / 100;
+                        if *contribution_percent > allowed {
+                            Err(format!(
+                                "{contribution_percent}% is above the terms' {allowed}% for {category}"
+                            ))
+                        } else if *contribution_minor < 0 || *contribution_minor > most {
+                            Err(format!(
+                                "{contribution_minor} is not within 0..={most} ({contribution_percent}% of the stake {})",
+                                bet.stake.amount_minor
+                            ))
+                        } else {
+                            Ok(Move::new(
+                                "progress",
+                                State::Active,
+                                format!("{category} at {contribution_percent}%"),
+                            )
+                            .amount(*contribution_minor)
+                            .detail(json!({"category": category, "percent": contribution_percent,
+                                                   "stake_minor": bet.stake.amount_minor})))
+                        }
+                    }
+                },
+                (BonusAction::Complete { reason, .. }, Some(b)) => {
+                    if b.state != State::Active {
+                        Err(format!("the bonus is {}", b.state.name()))
+                    } else if b.wagering_done_minor < b.wagering_required_minor {
+                        Err(format!(
+                            "wagering not met: {} of {}",
+                            b.wagering_done_minor, b.wagering_required_minor
+                        ))
+                    } else {
+                        let release = b.terms.max_cashout_minor;
+                        Ok(Move::new(
+                            "complete",
+                            State::Completed,
+                            reason.chars().take(500).collect::<String>(),
+                        )
+                        .detail(json!({"max_cashout_minor": release})))
+                    }
+                }
+                (BonusAction::Forfeit { reason, .. }, Some(_)) => {
+                    Ok(Move::new("forfeit", State::Forfeited, reason.chars().take(500).collect::<String>()))
+                }
+                (BonusAction::RejectBet { bet_id, reason, .. }, Some(b)) => {
+                    match (
+                        bet.filter(|bt| e.event_type == EventType::BetPlaced && bt.in_bonus),
+                        b.terms.max_bet_minor,
+                    ) {
+                        (Some(bt), Some(max)) if bt.bet_id == *bet_id && bt.stake.amount_minor > max => {
+                            let detail = json!({"bet_id": bet_id, "stake_minor": bt.stake.amount_minor, "max_bet_minor": max});
+                            let why = reason.chars().take(500).collect::<String>();
+                            Ok(match b.terms.max_bet_breach {
+                                super::templates::Breach::Forfeit => {
+                                    Move::new("max_bet_breach", State::Forfeited, why)
+                                }
+                                super::templates::Breach::Flag => Move::new("max_bet_flag", b.state, why),
+                            }
+                            .detail(detail))
+                        }
+                        _ => Err(format!("bet {bet_id} is not a bonus bet of this event above the max bet")),
+                    }
+                }
+            };
+            let mut mv = match verdict {
+                Ok(mv) => mv,
+                Err(why) => {
+                    self.counted.lock().expect("counted").push((name, "refused"));
+                    tracing::warn!(event_id = %e.event_id, action = name, %why, "bonus action refused");
+                    let Some(i) = target else { continue };
+                    let state = bonuses[i].state;
+                    Move {
+                        action: "refused",
+                        to: Some(state),
+                        reason: why,
+                        detail: Some(json!(action)),
+                        ..Move::default()
+                    }
+                }
+            };
+            if mv.action != "refused" {
+                self.counted.lock().expect("counted").push((name, "applied"));
+            }
+            mv.plugin_id = Some(plugin_id.clone());
+            mv.decision_seq = Some(seq);
+            mv.event_id = Some(e.event_id.clone());
+            let Some(i) = target else { continue };
+            let b = &mut bonuses[i];
+            if mv.action == "progress" {
+                let (amount, category) = (
+                    mv.amount_minor.unwrap_or(0),
+                    mv.detail.as_ref().and_then(|d| d["category"].as_str()).unwrap_or("").to_string(),
+                );
+                b.wagering_done_minor = b.wagering_done_minor.saturating_add(amount);
+                *b.contributions.entry(category).or_default() += amount;
+            }
+            let from = b.state;
+            ledger::apply_in(conn, b, from, &mv, at).await?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,599 @@
+//! Offers and the bonus ledger over real HTTP, with real plugins, a real signed platform webhook and
+//! both databases: every check of `POST /v1/offers/generate` as a row of a decision table, budgets exact
+//! under 100 concurrent requests, templates that break a pack's bonus law refused at save, four eyes
+//! above the high-value threshold, accept once = one bonus and one grant (also across a kill -9),
+//! wagering by category against a hand-computed table, max bet, withdrawal, expiry, and a replay of the
+//! log that changes no ledger.
+
+use crate::support;
+
+use std::time::Duration;
+
+use pitboss::auth::Role;
+use pitboss::config::Settings;
+use serde_json::{Value, json};
+use support::provider::{Behaviour, ProviderServer};
+use support::registry::{Officer, approved, manifest, officer};
+use support::server::{Backend, TestServer};
+
+const PLATFORM_SECRET: &str = "platform-secret";
+
+struct Bed {
+    s: TestServer,
+    wallet: ProviderServer,
+    platform: String,
+    marketing: String,
+    operator: String,
+    compliance: String,
+    carla: Officer,
+    dave: Officer,
+}
+
+/// A host whose brand A is licensed in GB, NL and MT, with small economy caps (3000 a player a day,
+/// 20000 for the brand), a high-value threshold of 5000 and the platform's wallet at a signed sink.
+async fn bed(backend: Backend) -> Option<Bed> {
+    let wallet = ProviderServer::start(PLATFORM_SECRET, Behaviour::Accept).await;
+    let config = format!(
+        r#"
+        [brands.A]
+        licences = ["GB", "NL", "MT"]
+        high_value_minor = 5000
+        offer_player_daily_minor = 3000
+        offer_budget_daily_minor = 20000
+
+        [platform]
+        url = "{}"
+        secret = "{PLATFORM_SECRET}"
+
+        [delivery]
+        {}
+        "#,
+        wallet.url,
+        support::rig::FAST
+    );
+    let s = TestServer::start_with(backend, Settings::from_toml(&config).unwrap()).await?;
+    s.clock.set(support::rig::noon_tomorrow());
+    let admin = s.key_of(Role::Admin, &["A"], "Ada Admin").await;
+    Some(Bed {
+        platform: s.key(Role::Platform, &["A"]).await,
+        marketing: s.key_of(Role::Marketing, &["A"], "Mia Marketing").await,
+        operator: s.key_of(Role::Operator, &["A"], "Olga Operator").await,
+        compliance: s.key_of(Role::Compliance, &["A"], "Carla Compliance").await,
+        carla: officer(&s, &admin, "Carla Compliance").await,
+        dave: officer(&s, &admin, "Dave Compliance").await,
+        s,
+        wallet,
+    })
+}
+
+impl Bed {
+    /// A registered player with e-mail marketing consent about casino (`products`), and profiling.
+    async fn player(&self, id: &str, jurisdiction: &str, birth_date: &str, products: Value) {
+        let reg = support::registered(
+            id,
+            json!({"jurisdiction": jurisdiction, "locale": "en-GB", "time_zone": "Europe/London",
+                   "currency": "GBP", "email": format!("{id}@example.com"), "birth_date": birth_date}),
+        );
+        assert_eq!(self.s.post(&self.platform, "/v1/events", &reg).await.0, 202);
+        let consents = json!({"channels": {"email": true, "push": true}, "products": products,
+                              "profiling": true, "source": "signup"});
+        let (st, c) = self.s.put(&self.platform, &format!("/v1/players/{id}/consents"), &consents).await;
+        assert_eq!(st, 200, "{c}");
+    }
+
+    /// Uploads, approves (two officers) and binds a plugin for a jurisdiction.
+    async fn bind(
+        &self,
+        plugin: &str,
+        version: &str,
+        world: &str,
+        jurisdiction: &str,
+        config: Value,
+    ) -> String {
+        let m = manifest(plugin, version, world, &["*"]);
+        let id = approved(&self.s, &self.operator, &[&self.carla, &self.dave], plugin, &m).await;
+        self.rebind(&id, jurisdiction, config).await;
+        id
+    }
+
+    async fn rebind(&self, id: &str, jurisdiction: &str, config: Value) {
+        let body = json!({"brand_id": "A", "jurisdiction": jurisdiction, "plugin_id": id, "config": config});
+        let (st, v) = self.s.post(&self.operator, "/admin/bindings", &body).await;
+        assert_eq!(st, 201, "{v}");
+    }
+
+    async fn template(&self, t: Value) -> (u16, Value) {
+        self.s.post(&self.marketing, "/admin/offer-templates", &t).await
+    }
+
+    async fn generate(&self, player: &str, max_cost: Option<i64>) -> Value {
+        let (st, v) = self.s.post(&self.platform, "/v1/offers/generate", &request(player, max_cost)).await;
+        assert_eq!(st, 200, "{v}");
+        v
+    }
+
+    async fn event(&self, id: &str, kind: &str, player: &str, payload: Value) {
+        let at = self.s.clock.now() - jiff::SignedDuration::from_mins(1);
+        let e = json!({"event_id": id, "event_type": kind, "player_id": player, "brand_id": "A",
+                       "occurred_at": at.to_string(), "payload": payload});
+        let (st, v) = self.s.post(&self.platform, "/v1/events", &e).await;
+        assert_eq!(st, 202, "{v}");
+    }
+
+    async fn bonus(&self, id: &str) -> Value {
+        let (st, b) = self.s.get(&self.platform, &format!("/v1/bonuses/{id}")).await;
+        assert_eq!(st, 200, "{b}");
+        b
+    }
+
+    /// Waits until the bonus satisfies `done`.
+    async fn bonus_until(&self, id: &str, what: &str, done: impl Fn(&Value) -> bool) -> Value {
+        support::eventually(&format!("{id}: {what}"), Duration::from_secs(15), || async {
+            let b = self.bonus(id).await;
+            done(&b).then_some(b)
+        })
+        .await
+    }
+
+    async fn accept(&self, offer: &str) -> (u16, Value) {
+        self.s.post(&self.platform, &format!("/v1/offers/{offer}/accept"), &json!({})).await
+    }
+}
+
+fn request(player: &str, max_cost: Option<i64>) -> Value {
+    json!({"player_id": player, "context": {"intent": "reengage", "channel": "email"},
+           "constraints": {"max_cost_minor": max_cost, "rg_safe": true}})
+}
+
+fn cashback(name: &str, cap: i64, group: &str, extra: Value) -> Value {
+    let mut t = json!({
+        "name": name, "kind": "cashback", "products": ["casino"], "jurisdictions": ["*"],
+        "bounds": {"max_percent": 10, "max_cap_minor": cap, "max_wager_multiplier": 10, "max_validity_hours": 48},
+        "terms": {"max_bet_minor": 500, "max_cashout_minor": 5000, "bonus_validity_days": 7,
+                  "contributions": {"slots": 100, "table": 10, "live": 5}},
+        "conflict_group": group,
+    });
+    for (k, v) in extra.as_object().into_iter().flatten() {
+        t[k] = v.clone();
+    }
+    t
+}
+
+fn codes(v: &Value) -> Vec<String> {
+    v["reasons"]
+        .as_array()
+        .map_or(Vec::new(), |r| r.iter().map(|x| x["code"].as_str().unwrap().to_string()).collect())
+}
+
+fn bet(kind: &str, id: &str, category: &str, stake: i64) -> Value {
+    let mut b = json!({"bet_id": id, "stake_minor": stake, "currency": "GBP", "game_id": "g1",
+                       "provider": "studio_x", "category": category, "in_bonus": true});
+    if kind == "bet.settled" {
+        b["win_minor"] = json!(0);
+    }
+    b
+}
+
+/// Every host check, one row each: the player, the request, and what the host must answer.
+async fn offers_follow_every_check(backend: Backend) {
+    let Some(b) = bed(backend).await else { return };
+    // A template that breaks GB's bonus law is refused at save, naming the rule; so is a mixed-product
+    // bonus for GB. Elsewhere (MT) 35× is lawful.
+    let (st, v) = b
+        .template(cashback(
+            "gb_35x",
+            2000,
+            "cashback",
+            json!({"bounds": {"max_percent": 10,
+        "max_cap_minor": 2000, "max_wager_multiplier": 35, "max_validity_hours": 48}}),
+        ))
+        .await;
+    assert_eq!((st, v["error"]["code"].as_str()), (422, Some("invalid_offer_template")), "{v}");
+    assert_eq!(v["error"]["field"], "bounds.max_wager_multiplier", "{v}");
+    assert!(v["error"]["message"].as_str().unwrap().contains("GB-2026.2"), "{v}");
+    let mixed = cashback(
+        "mixed",
+        2000,
+        "cashback",
+        json!({"products": ["casino", "sports"], "jurisdictions": ["GB"]}),
+    );
+    let (st, v) = b.template(mixed).await;
+    assert_eq!((st, v["error"]["field"].as_str()), (422, Some("products")), "{v}");
+    assert!(
+        v["error"]["message"].as_str().unwrap().contains("one_product")
+            || v["error"]["message"].as_str().unwrap().contains("products in one bonus"),
+        "{v}"
+    );
+    let (st, v) = b
+        .template(cashback(
+            "mt_35x",
+            2000,
+            "cashback",
+            json!({"jurisdictions": ["MT"], "bounds": {"max_percent": 10,
+        "max_cap_minor": 2000, "max_wager_multiplier": 35, "max_validity_hours": 48}}),
+        ))
+        .await;
+    assert_eq!(st, 201, "{v}");
+    let (st, v) = b.template(cashback("bonus_cashback", 2000, "cashback", json!({}))).await;
+    assert_eq!(st, 201, "{v}");
+
+    b.bind("next-best-offer", "1.0.0", "offer-scorer", "*", json!({})).await;
+    b.bind("next-best-offer-uk", "1.0.0-uk", "offer-scorer", "GB", json!({})).await;
+    let greedy =
+        b.bind("hostile-greedy-offer", "1.0.0", "offer-scorer", "MT", json!({"mode": "over-bounds"})).await;
+
+    let casino = json!({"casino": true});
+    b.player("p_ok", "GB", "1990-05-17", casino.clone()).await;
+    b.player("p_se", "GB", "1990-05-17", casino.clone()).await;
+    b.player("p_sports", "GB", "1990-05-17", json!({"sports": true})).await;
+    b.player("p_nl23", "NL", "2003-06-01", casino.clone()).await;
+    b.player("p_nl30", "NL", "1996-06-01", casino.clone()).await;
+    b.player("p_mt", "MT", "1990-05-17", casino.clone()).await;
+    b.player("p_mt2", "MT", "1990-05-17", casino.clone()).await;
+    b.event("se1", "self_exclusion.started", "p_se", json!({"scope": "operator", "register": "own"})).await;
+    b.s.settled().await;
+
+    // Row 1: an adult GB player with consent: an offer, at most 10× wagering (the UK scorer), within
+    // the request's budget.
+    let ok = b.generate("p_ok", Some(1500)).await;
+    assert_eq!(ok["state"], "issued", "{ok}");
+    assert_eq!(ok["template"], "bonus_cashback", "{ok}");
+    assert!(ok["params"]["wagerx"].as_u64().unwrap() <= 10, "{ok}");
+    assert_eq!(ok["params"]["cap_minor"], 1500, "{ok}");
+    assert!(ok["expires_at"].is_string(), "{ok}");
+    let chosen = &ok["basis"]["ranking"][0];
+    assert_eq!(chosen["outcome"], "chosen", "{ok}");
+    let checks: Vec<&str> =
+        chosen["checks"].as_array().unwrap().iter().map(|c| c["check"].as_str().unwrap()).collect();
+    assert_eq!(checks, ["gate", "constraints", "bounds", "conflict", "bonus_law", "economy"], "{ok}");
+    assert!(ok["basis"]["scorer"]["plugin"]["version"].as_str().unwrap().contains("uk"), "{ok}");
+    // The same offer read back explains itself.
+    let (st, again) =
+        b.s.get(&b.marketing, &format!("/v1/offers/{}", ok["offer_id"].as_str().unwrap())).await;
+    assert_eq!((st, &again["basis"]), (200, &ok["basis"]));
+
+    // Row 2: self-excluded: refused, with the RG reason.
+    let se = b.generate("p_se", None).await;
+    assert_eq!(se["state"], "refused", "{se}");
+    assert!(codes(&se).contains(&"self_excluded".to_string()), "{se}");
+    // Row 3: no marketing consent for the template's product.
+    let sports = b.generate("p_sports", None).await;
+    assert_eq!(
+        (sports["state"].as_str(), codes(&sports)),
+        (Some("refused"), vec!["no_consent".to_string()]),
+        "{sports}"
+    );
+    // Row 4: NL, 23: no bonus offer under 24; at 30 the offer is made.
+    let young = b.generate("p_nl23", None).await;
+    assert_eq!(
+        (young["state"].as_str(), codes(&young)),
+        (Some("refused"), vec!["under_age".to_string()]),
+        "{young}"
+    );
+    assert_eq!(b.generate("p_nl30", Some(1000)).await["state"], "issued");
+    // Row 5: a greedy scorer (10× the template's percent) is refused, not clamped, and counted.
+    let greedy_answer = b.generate("p_mt", None).await;
+    assert_eq!(greedy_answer["state"], "refused", "{greedy_answer}");
+    assert_eq!(codes(&greedy_answer), vec!["scorer_failed".to_string()], "{greedy_answer}");
+    assert!(
+        greedy_answer["reasons"][0]["detail"].as_str().unwrap().contains("above the bound"),
+        "{greedy_answer}"
+    );
+    let metrics = b.s.http.get(format!("{}/metrics", b.s.base)).send().await.unwrap().text().await.unwrap();
+    assert!(metrics.contains("pitboss_offer_refusals_total{reason=\"invalid_output\"} 1"), "{metrics}");
+    // Row 6: max_cost_minor: free spins worth 50 × 20 = 1000 are over a budget of 500 and passed over
+    // (the plain greedy scorer ranks in name order); the cashback after them fits.
+    let spins = json!({"name": "a_free_spins", "kind": "free_spins", "products": ["casino"], "jurisdictions": ["MT"],
+        "bounds": {"max_cap_minor": 1000, "max_wager_multiplier": 10, "max_validity_hours": 48, "max_spins": 50},
+        "cost": {"spin_value_minor": 20}, "providers": ["studio_x"]});
+    assert_eq!(b.template(spins).await.0, 201);
+    b.rebind(&greedy, "MT", json!({})).await;
+    let over = b.generate("p_mt2", Some(500)).await;
+    assert_eq!(
+        (over["state"].as_str(), over["template"].as_str()),
+        (Some("issued"), Some("bonus_cashback")),
+        "{over}"
+    );
+    let passed_over = &over["basis"]["ranking"][0];
+    assert_eq!(
+        (passed_over["template"].as_str(), passed_over["outcome"].as_str()),
+        (Some("a_free_spins"), Some("refused"))
+    );
+    let constraints =
+        passed_over["checks"].as_array().unwrap().iter().find(|c| c["check"] == "constraints").unwrap();
+    assert_eq!(constraints["reasons"][0]["code"], "max_cost", "{over}");
+    // Row 7: the player's daily maximum (3000): 1500 + 1500 fit, a third does not.
+    assert_eq!(b.generate("p_ok", Some(1500)).await["state"], "issued");
+    let third = b.generate("p_ok", Some(1500)).await;
+    assert_eq!(codes(&third), vec!["budget_player_day".to_string()], "{third}");
+    // Row 8: a conflict: a player holding a live cashback bonus gets no second one.
+    let (st, bonus) = b.accept(ok["offer_id"].as_str().unwrap()).await;
+    assert_eq!(st, 201, "{bonus}");
+    b.player("p_ok2", "GB", "1990-05-17", casino.clone()).await;
+    b.s.settled().await;
+    let o = b.generate("p_ok2", Some(1000)).await;
+    assert_eq!(b.accept(o["offer_id"].as_str().unwrap()).await.0, 201);
+    let conflict = b.generate("p_ok2", Some(1000)).await;
+    assert_eq!(codes(&conflict), vec!["bonus_conflict".to_string()], "{conflict}");
+    // Row 9: expiry: an offer not accepted within its validity is expired and cannot be accepted.
+    let late = b.generate("p_nl30", Some(1000)).await;
+    assert_eq!(late["state"], "issued", "{late}");
+    b.s.clock.advance(jiff::SignedDuration::from_hours(49));
+    let (st, v) = b.accept(late["offer_id"].as_str().unwrap()).await;
+    assert_eq!((st, v["error"]["code"].as_str()), (409, Some("offer_expired")), "{v}");
+    let (_, shown) =
+        b.s.get(&b.platform, &format!("/v1/offers/{}", late["offer_id"].as_str().unwrap())).await;
+    assert_eq!(shown["state"], "expired", "{shown}");
+    b.s.stop().await;
+}
+
+/// 100 concurrent requests against a brand budget of 20000 at 1000 each: exactly 20 offers; ten at
+/// once for one player against 3000 a day: exactly 3.
+async fn budgets_are_exact_under_concurrency(backend: Backend) {
+    let Some(b) = bed(backend).await else { return };
+    assert_eq!(b.template(cashback("bonus_cashback", 1000, "cashback", json!({}))).await.0, 201);
+    b.bind("next-best-offer", "1.0.0", "offer-scorer", "*", json!({})).await;
+    for i in 0..50 {
+        b.player(&format!("p_{i}"), "MT", "1990-05-17", json!({"casino": true})).await;
+    }
+    b.s.settled().await;
+    let run = |players: Vec<String>| {
+        let (base, key) = (b.s.base.clone(), b.platform.clone());
+        players
+            .into_iter()
+            .map(|p| {
+                let (base, key) = (base.clone(), key.clone());
+                tokio::spawn(async move {
+                    let r = reqwest::Client::new()
+                        .post(format!("{base}/v1/offers/generate"))
+                        .bearer_auth(&key)
+                        .json(&request(&p, None))
+                        .send()
+                        .await
+                        .unwrap();
+                    assert_eq!(r.status().as_u16(), 200);
+                    r.json::<Value>().await.unwrap()
+                })
+            })
+            .collect::<Vec<_>>()
+    };
+    let mut answers = Vec::new();
+    for h in run((0..10).map(|_| "p_0".to_string()).collect()) {
+        answers.push(h.await.unwrap());
+    }
+    let issued = answers.iter().filter(|a| a["state"] == "issued").count();
+    assert_eq!(issued, 3, "one player's daily maximum");
+    assert!(answers.iter().filter(|a| a["state"] == "refused").all(|a| codes(a) == ["budget_player_day"]));
+    let mut answers = Vec::new();
+    for h in run((0..100).map(|i| format!("p_{}", 1 + i % 49)).collect()) {
+        answers.push(h.await.unwrap());
+    }
+    let issued = answers.iter().filter(|a| a["state"] == "issued").count();
+    assert_eq!(issued, 17, "the brand's budget: 20000 less the 3000 of p_0");
+    assert!(answers.iter().filter(|a| a["state"] == "refused").all(|a| codes(a) == ["budget_brand_day"]));
+    assert_eq!(b.s.count("SELECT spent_minor FROM offer_spend WHERE scope = 'brand'").await, 20000);
+    b.s.stop().await;
+}
+
+/// An offer above the high-value threshold waits for a compliance officer; accepting it twice gives
+/// one bonus and one grant; wagering by category follows the hand-computed table; a bet above max bet
+/// is flagged; wagering met completes the bonus and asks the platform to release it; a replay of the
+/// log changes no ledger.
+async fn accept_grant_and_wagering(backend: Backend) {
+    let Some(b) = bed(backend).await else { return };
+    assert_eq!(b.template(cashback("big_cashback", 8000, "cashback", json!({}))).await.0, 201);
+    b.bind("next-best-offer", "1.0.0", "offer-scorer", "*", json!({})).await;
+    b.bind("wager-progress", "1.0.0", "bonus-rule", "*", json!({"contribution.live": "5"})).await;
+    b.player("p_1", "MT", "1990-05-17", json!({"casino": true})).await;
+    b.s.settled().await;
+
+    // 8000 is above 5000: pending until a compliance officer approves.
+    let (st, v) =
+        b.s.post(
+            &b.platform,
+            "/v1/offers/generate",
+            &json!({"player_id": "p_1",
+        "context": {"intent": "retain", "channel": "email"}, "constraints": {"max_cost_minor": 8000}}),
+        )
+        .await;
+    assert_eq!(st, 200, "{v}");
+    // The player's daily maximum is 3000: the brand sets it; so this offer is refused by the economy.
+    assert_eq!(codes(&v), vec!["budget_player_day".to_string()], "{v}");
+    let offer = b.generate("p_1", Some(2000)).await;
+    let id = offer["offer_id"].as_str().unwrap().to_string();
+    assert_eq!(offer["state"], "issued", "{offer}");
+
+    let (st, first) = b.accept(&id).await;
+    assert_eq!(st, 201, "{first}");
+    let (st, second) = b.accept(&id).await;
+    assert_eq!((st, &second["bonus_id"]), (200, &first["bonus_id"]), "{second}");
+    let bonus = first["bonus_id"].as_str().unwrap().to_string();
+    assert_eq!(first["granted_minor"], 2000);
+    assert_eq!(first["wagering_required_minor"], 2000 * offer["params"]["wagerx"].as_i64().unwrap());
+    let active = b.bonus_until(&bonus, "active", |v| v["state"] == "active").await;
+    let grants = b.wallet.accepted();
+    assert_eq!(grants.len(), 1, "one grant");
+    assert!(grants[0].signature_valid);
+    assert_eq!(grants[0].idempotency_key.as_deref(), Some(format!("grant:{bonus}").as_str()));
+    assert_eq!(grants[0].body["type"], "bonus.grant");
+    assert_eq!(grants[0].body["amount"]["amount_minor"], 2000);
+    let required = active["wagering_required_minor"].as_i64().unwrap();
+
+    // Hand-computed: slots 1000 at 100% = 1000; table 1000 at 10% = 100; live 1000 at 5% (the
+    // binding's contribution.live, within the terms' 5%) = 50; sports 1000 at 0% = nothing.
+    for (i, category) in ["slots", "table", "live", "sports"].iter().enumerate() {
+        b.event(
+            &format!("bs{i}"),
+            "bet.settled",
+            "p_1",
+            bet("bet.settled", &format!("b{i}"), category, 1000),
+        )
+        .await;
+    }
+    let v = b.bonus_until(&bonus, "1150 wagered", |v| v["wagering_done_minor"] == 1150).await;
+    assert_eq!(v["contributions"], json!({"slots": 1000, "table": 100, "live": 50}), "{v}");
+    assert_eq!(v["wagering_remaining_minor"], required - 1150);
+    let progress: Vec<&Value> =
+        v["history"].as_array().unwrap().iter().filter(|h| h["action"] == "progress").collect();
+    assert_eq!(progress.len(), 3, "{v}");
+    assert!(
+        progress
+            .iter()
+            .all(|h| h["plugin_id"].is_string() && h["decision_seq"].is_i64() && h["event_id"].is_string())
+    );
+
+    // A bet above the max bet (500) is flagged (the terms' breach is `flag`); the bonus goes on.
+    b.event("bp1", "bet.placed", "p_1", bet("bet.placed", "b9", "slots", 800)).await;
+    let v = b
+        .bonus_until(&bonus, "flagged", |v| {
+            v["history"].as_array().unwrap().iter().any(|h| h["action"] == "max_bet_flag")
+        })
+        .await;
+    assert_eq!(v["state"], "active");
+
+    // Wagering met: completed, and the platform is asked to release it (capped by max cash-out).
+    let rest = required - 1150;
+    b.event("bs9", "bet.settled", "p_1", bet("bet.settled", "b10", "slots", rest)).await;
+    let done = b.bonus_until(&bonus, "completed", |v| v["state"] == "completed").await;
+    assert_eq!(done["wagering_remaining_minor"], 0, "{done}");
+    let calls = b.wallet.wait_for(2, Duration::from_secs(10)).await;
+    assert_eq!(calls[1].body["type"], "bonus.release");
+    assert_eq!(calls[1].body["max_cashout_minor"], 5000);
+    // The host's own event is on the bus for triggers.
+    assert_eq!(b.s.count("SELECT COUNT(*) FROM events WHERE event_type = 'bonus.completed'").await, 1);
+
+    // A replay of the whole log changes no ledger.
+    let moves = b.s.count("SELECT COUNT(*) FROM bonus_moves").await;
+    sqlx::query("UPDATE consumer_offsets SET position = 0, tx_id = 0 WHERE consumer = 'bonuses'")
+        .execute(&b.s.db.pool)
+        .await
+        .unwrap();
+    b.event("s_after", "session.started", "p_1", json!({"session_id": "s1"})).await;
+    support::eventually("the replay", Duration::from_secs(10), || async {
+        (!pitboss::bus::pending(&b.s.db, "bonuses").await.unwrap()).then_some(())
+    })
+    .await;
+    assert_eq!(b.s.count("SELECT COUNT(*) FROM bonus_moves").await, moves);
+    assert_eq!(b.bonus(&bonus).await["wagering_done_minor"], done["wagering_done_minor"]);
+
+    // Above the threshold (5000): four eyes. Worth 6000, costed at 40% (2400, within the player's 3000).
+    b.s.clock.advance(jiff::SignedDuration::from_hours(24));
+    b.player("p_2", "MT", "1990-05-17", json!({"casino": true})).await;
+    b.s.settled().await;
+    let vip = cashback("vip_cashback", 6000, "vip", json!({"cost": {"cost_percent": 40}}));
+    assert_eq!(b.template(vip).await.0, 201);
+    let (st, vip) =
+        b.s.post(
+            &b.operator,
+            "/v1/offers/generate",
+            &json!({"player_id": "p_2",
+        "context": {"intent": "retain", "channel": "email"}}),
+        )
+        .await;
+    assert_eq!(
+        (st, vip["state"].as_str(), vip["template"].as_str()),
+        (200, Some("pending_approval"), Some("vip_cashback")),
+        "{vip}"
+    );
+    assert_eq!((vip["value_minor"].as_i64(), vip["cost_minor"].as_i64()), (Some(6000), Some(2400)), "{vip}");
+    let vip_id = vip["offer_id"].as_str().unwrap();
+    let (st, v) = b.accept(vip_id).await;
+    assert_eq!((st, v["error"]["code"].as_str()), (409, Some("offer_pending_approval")), "{v}");
+    let approve = format!("/admin/offers/{vip_id}/approve");
+    assert_eq!(b.s.post(&b.operator, &approve, &json!({})).await.0, 403, "an operator does not approve");
+    let (st, v) = b.s.post(&b.compliance, &approve, &json!({})).await;
+    assert_eq!(
+        (st, v["state"].as_str(), v["approval"]["approved_by"].as_str()),
+        (200, Some("issued"), Some("Carla Compliance")),
+        "{v}"
+    );
+    assert_eq!(b.accept(vip_id).await.0, 201);
+    b.s.stop().await;
+}
+
+/// A kill -9 between accept and grant gives exactly one grant: the platform took the call but the
+/// host died before its answer; started again, the host posts it again with the same key.
+async fn a_crash_between_accept_and_grant_grants_once(backend: Backend) {
+    let Some(mut b) = bed(backend).await else { return };
+    assert_eq!(b.template(cashback("bonus_cashback", 2000, "cashback", json!({}))).await.0, 201);
+    b.bind("next-best-offer", "1.0.0", "offer-scorer", "*", json!({})).await;
+    b.player("p_1", "MT", "1990-05-17", json!({"casino": true})).await;
+    b.s.settled().await;
+    let offer = b.generate("p_1", Some(1000)).await;
+    b.wallet.set_behaviour(Behaviour::AcceptThenHang(Duration::from_secs(30)));
+    let (st, bonus) = b.accept(offer["offer_id"].as_str().unwrap()).await;
+    assert_eq!(st, 201, "{bonus}");
+    b.wallet.wait_received(1, Duration::from_secs(10)).await;
+    b.s.crash().await;
+    b.wallet.set_behaviour(Behaviour::Accept);
+    b.s.start_again().await;
+    b.s.clock.advance(jiff::SignedDuration::from_secs(10));
+    let id = bonus["bonus_id"].as_str().unwrap();
+    b.bonus_until(id, "active after the restart", |v| v["state"] == "active").await;
+    let received = b.wallet.received();
+    assert!(received.len() >= 2, "posted again after the crash");
+    assert!(received.iter().all(|r| r.idempotency_key.as_deref() == Some(format!("grant:{id}").as_str())));
+    assert_eq!(b.wallet.accepted().len(), 1, "exactly one grant");
+    b.s.stop().await;
+}
+
+/// A withdrawal forfeits a bonus whose terms say so and locks the others until it ends; a bonus past
+/// its deadline expires with no event.
+async fn withdrawal_and_expiry(backend: Backend) {
+    let Some(b) = bed(backend).await else { return };
+    let forfeiting = cashback(
+        "strict_cashback",
+        1000,
+        "strict",
+        json!({"terms": {"forfeit_on_withdrawal": true,
+        "bonus_validity_days": 7}}),
+    );
+    assert_eq!(b.template(forfeiting).await.0, 201);
+    assert_eq!(b.template(cashback("bonus_cashback", 1000, "cashback", json!({}))).await.0, 201);
+    b.bind("next-best-offer", "1.0.0", "offer-scorer", "*", json!({})).await;
+    b.player("p_1", "MT", "1990-05-17", json!({"casino": true})).await;
+    b.s.settled().await;
+    let mut bonuses = Vec::new();
+    for _ in 0..2 {
+        let o = b.generate("p_1", Some(1000)).await;
+        assert_eq!(o["state"], "issued", "{o}");
+        let (st, v) = b.accept(o["offer_id"].as_str().unwrap()).await;
+        assert_eq!(st, 201, "{v}");
+        bonuses
+            .push((v["template"].as_str().unwrap().to_string(), v["bonus_id"].as_str().unwrap().to_string()));
+    }
+    let strict =
+        bonuses.iter().find(|(t, _)| t == "strict_cashback").expect("both templates offered").1.clone();
+    let plain = bonuses.iter().find(|(t, _)| t == "bonus_cashback").unwrap().1.clone();
+    for (_, id) in &bonuses {
+        b.bonus_until(id, "active", |v| v["state"] == "active").await;
+    }
+    let money = json!({"withdrawal_id": "w1", "amount_minor": 5000, "currency": "GBP"});
+    b.event("w1", "withdrawal.requested", "p_1", money.clone()).await;
+    b.bonus_until(&strict, "forfeited", |v| v["state"] == "forfeited").await;
+    b.bonus_until(&plain, "locked", |v| v["state"] == "locked").await;
+    b.event("w2", "withdrawal.processed", "p_1", money).await;
+    b.bonus_until(&plain, "active again", |v| v["state"] == "active").await;
+    let forfeits = b.wallet.wait_for(3, Duration::from_secs(10)).await;
+    assert!(
+        forfeits.iter().any(|c| c.body["type"] == "bonus.forfeit" && c.body["bonus_id"] == strict.as_str())
+    );
+
+    b.s.clock.advance(jiff::SignedDuration::from_hours(24 * 31));
+    let v = b.bonus_until(&plain, "expired", |v| v["state"] == "expired").await;
+    assert!(
+        v["history"].as_array().unwrap().iter().any(|h| h["reason"] == "the wagering deadline passed"),
+        "{v}"
+    );
+    let (st, all) = b.s.get(&b.platform, "/v1/players/p_1/bonuses").await;
+    assert_eq!((st, all["bonuses"].as_array().unwrap().len()), (200, 2), "{all}");
+    b.s.stop().await;
+}
+
+on_both!(
+    offers_follow_every_check,
+    budgets_are_exact_under_concurrency,
+    accept_grant_and_wagering,
+    a_crash_between_accept_and_grant_grants_once,
+    withdrawal_and_expiry
+);

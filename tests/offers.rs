@@ -135,6 +135,19 @@ impl Bed {
         .await
     }
 
+    /// Runs a candidate's impact report as compliance and waits for it.
+    async fn impact(&self, id: &str, body: Value) -> Value {
+        let path = format!("/admin/plugins/{id}/impact");
+        let (st, v) = self.s.post(&self.compliance, &path, &body).await;
+        assert_eq!(st, 202, "{v}");
+        support::eventually("the report", Duration::from_secs(30), || async {
+            let (_, v) = self.s.get(&self.compliance, &path).await;
+            assert_ne!(v["state"], "failed", "{v}");
+            (v["state"] == "done").then(|| v["report"].clone())
+        })
+        .await
+    }
+
     async fn accept(&self, offer: &str) -> (u16, Value) {
         self.s.post(&self.platform, &format!("/v1/offers/{offer}/accept"), &json!({})).await
     }
@@ -590,7 +603,66 @@ async fn withdrawal_and_expiry(backend: Backend) {
     b.s.stop().await;
 }
 
+/// Impact reports: an offer scorer that raises costs (it does not cap cashback at what it gives back)
+/// and a bonus rule that counts live games at 10% where the bound one (and the terms) count 5%.
+async fn impact_reports_of_offer_scorers_and_bonus_rules(backend: Backend) {
+    let Some(mut b) = bed(backend).await else { return };
+    assert_eq!(b.template(cashback("bonus_cashback", 2000, "cashback", json!({}))).await.0, 201);
+    b.bind("next-best-offer", "1.0.0", "offer-scorer", "*", json!({})).await;
+    b.bind("wager-progress", "1.0.0", "bonus-rule", "*", json!({"contribution.live": "5"})).await;
+    b.player("p_loser", "MT", "1990-05-17", json!({"casino": true})).await;
+    b.player("p_even", "MT", "1990-05-17", json!({"casino": true})).await;
+    // Stakes count when placed, wins when settled: a 5000 loss.
+    b.event("stake", "bet.placed", "p_loser", bet("bet.placed", "b0", "slots", 5000)).await;
+    b.event("loss", "bet.settled", "p_loser", bet("bet.settled", "b0", "slots", 5000)).await;
+    b.s.settled().await;
+
+    let m = manifest("greedy", "2.0.0", "offer-scorer", &["*"]);
+    let (_, v) =
+        support::registry::upload(&b.s, &b.operator, &m, support::wasm("hostile-greedy-offer")).await;
+    let r = b.impact(v["id"].as_str().unwrap(), json!({})).await;
+    assert_eq!((r["kind"].as_str(), r["population"].as_u64()), (Some("offer_scorer"), Some(2)), "{r}");
+    // The loser's cashback was capped at 10% of 5000; the candidate gives the template's cap.
+    assert_eq!(r["changed"]["total"], 1, "{r}");
+    assert_eq!(r["changed"]["sample"][0]["player_id"], "p_loser", "{r}");
+    assert_eq!(r["cost_minor"], json!({"current": 2500, "candidate": 4000}), "{r}");
+
+    // A bonus, active, and two settled bets after its grant.
+    let offer = b.generate("p_even", Some(1000)).await;
+    let (_, bonus) = b.accept(offer["offer_id"].as_str().unwrap()).await;
+    let id = bonus["bonus_id"].as_str().unwrap().to_string();
+    b.bonus_until(&id, "active", |v| v["state"] == "active").await;
+    b.s.clock.advance(jiff::SignedDuration::from_mins(10));
+    b.event("s1", "bet.settled", "p_even", bet("bet.settled", "b1", "slots", 1000)).await;
+    b.event("l1", "bet.settled", "p_even", bet("bet.settled", "b2", "live", 1000)).await;
+    b.bonus_until(&id, "1050 wagered", |v| v["wagering_done_minor"] == 1050).await;
+    // The same rule as a new version (other bytes: a custom section appended), run without the
+    // binding's configuration: live games at its default 10%.
+    let mut bytes = support::wasm("wager-progress");
+    bytes.extend([0x00, 13, 12]);
+    bytes.extend(b"pitboss-test");
+    let m = manifest("wager-progress", "2.0.0", "bonus-rule", &["*"]);
+    let (st, v) = support::registry::upload(&b.s, &b.operator, &m, bytes).await;
+    assert_eq!(st, 201, "{v}");
+    let r = b.impact(v["id"].as_str().unwrap(), json!({"days": 30})).await;
+    assert_eq!((r["kind"].as_str(), r["events_replayed"].as_u64()), (Some("bonus_rule"), Some(2)), "{r}");
+    assert_eq!(
+        (r["changed"]["events"].as_u64(), r["changed"]["players"].as_u64()),
+        (Some(1), Some(1)),
+        "{r}"
+    );
+    assert_eq!(r["wagering_counted_minor"], json!({"current": 1050, "candidate": 1100}), "{r}");
+    assert_eq!(r["flagged"]["actions"], 1, "{r}");
+    assert!(r["flagged"]["sample"][0]["why"].as_str().unwrap().contains("live counted at 10%"), "{r}");
+    b.s.restart().await;
+    let (st, again) =
+        b.s.get(&b.compliance, &format!("/admin/plugins/{}/impact", v["id"].as_str().unwrap())).await;
+    assert_eq!((st, &again["report"]), (200, &r), "kept across a restart");
+    b.s.stop().await;
+}
+
 on_both!(
+    impact_reports_of_offer_scorers_and_bonus_rules,
     offers_follow_every_check,
     budgets_are_exact_under_concurrency,
     accept_grant_and_wagering,

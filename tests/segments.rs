@@ -399,13 +399,17 @@ async fn impact_reports_are_signed_with_the_approval(s: &mut TestServer) {
             .await;
     assert_eq!(st, 403, "{v}");
     assert!(v["error"]["message"].as_str().unwrap().contains("impact report"), "{v}");
-    // Other kinds of plugins say what reports cover.
-    let om = manifest("nbo", "1.0.0", "offer-scorer", &["DE"]);
-    let (_, v) = support::registry::upload(s, &t.operator, &om, support::wasm("next-best-offer")).await;
+    // A bonus rule's window is bounded.
+    let bm = manifest("wp", "1.0.0", "bonus-rule", &["DE"]);
+    let (_, v) = support::registry::upload(s, &t.operator, &bm, support::wasm("wager-progress")).await;
     let (st, v) = s
-        .post(&t.carla.api_key, &format!("/admin/plugins/{}/impact", v["id"].as_str().unwrap()), &json!({}))
+        .post(
+            &t.carla.api_key,
+            &format!("/admin/plugins/{}/impact", v["id"].as_str().unwrap()),
+            &json!({"days": 365}),
+        )
         .await;
-    assert_eq!((st, v["error"]["code"].as_str()), (422, Some("impact_unsupported")), "{v}");
+    assert_eq!((st, v["error"]["field"].as_str()), (422, Some("days")), "{v}");
 }
 mod impact_reports_are_signed_with_the_approval {
     use crate::support::server::{Backend, TestServer};

@@ -85,6 +85,12 @@ pub enum RemoteCommand {
         /// Run a report now: the segment whose rule the candidate would replace.
         #[arg(long)]
         segment: Option<String>,
+        /// Run a report now (offer scorers, bonus rules).
+        #[arg(long)]
+        run: bool,
+        /// Bonus rules: days of events replayed (1–90, default 30).
+        #[arg(long)]
+        days: Option<u32>,
         #[arg(long)]
         brand: Option<String>,
         #[command(flatten)]
@@ -153,10 +159,10 @@ pub async fn run(cmd: RemoteCommand) -> anyhow::Result<ExitCode> {
             finish(send(http.post(url(&remote, "/admin/bindings/rollback")).json(&body), &remote).await?)
                 .await
         }
-        RemoteCommand::Impact { id, segment, brand, remote } => {
+        RemoteCommand::Impact { id, segment, run, days, brand, remote } => {
             let path = url(&remote, &format!("/admin/plugins/{id}/impact"));
-            if segment.is_some() {
-                let body = json!({"segment": segment, "brand_id": brand});
+            if segment.is_some() || run || days.is_some() {
+                let body = json!({"segment": segment, "brand_id": brand, "days": days});
                 return finish(send(http.post(path).json(&body), &remote).await?).await;
             }
             finish(send(http.get(path), &remote).await?).await

@@ -83,7 +83,6 @@ pub const CODES: &[(&str, u16, &str)] = &[
     ),
     ("invalid_offer_request", 422, "an offer request with a wrong field (named)"),
     ("invalid_impact_request", 422, "an impact report request with a wrong field (named)"),
-    ("impact_unsupported", 422, "an impact report for a kind of plugin reports do not cover yet"),
     // A plugin that could not be used or failed: the runtime's own codes.
     ("not_a_component", 422, "not a WebAssembly component"),
     ("unknown_world", 422, "it exports no Pitboss world"),

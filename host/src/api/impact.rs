@@ -24,16 +24,13 @@ impl From<ImpactError> for ApiError {
                 ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_impact_request", message)
                     .with_field(field)
             }
-            ImpactError::Unsupported(m) => {
-                ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "impact_unsupported", m)
-            }
             ImpactError::Conflict(m) => ApiError::new(StatusCode::CONFLICT, "conflict", m),
             ImpactError::Internal(e) => ApiError::internal(format!("{e:#}")),
         }
     }
 }
 
-#[utoipa::path(post, path = "/admin/plugins/{plugin_id}/impact", tag = "plugins", params(("plugin_id" = String, Path)), request_body(content = Object, description = "{segment, brand_id?}: the segment whose rule the candidate would replace"), responses((status = 202, description = "the report, running in the background", body = Object), crate::api::openapi::Errors))]
+#[utoipa::path(post, path = "/admin/plugins/{plugin_id}/impact", tag = "plugins", params(("plugin_id" = String, Path)), request_body(content = Object, description = "{brand_id?, segment (segment rules: the segment whose rule the candidate would replace), days? (bonus rules: days of events replayed, 1–90, default 30)}"), responses((status = 202, description = "the report, running in the background", body = Object), crate::api::openapi::Errors))]
 async fn run(
     State(state): State<AppState>,
     Authorized(principal): Authorized<{ COMPLIANCE | OPERATOR }>,

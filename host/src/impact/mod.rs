@@ -5,6 +5,8 @@
 //! sample of players showing both decisions; failures by player and code; fuel and peak memory per
 //! decision (p50/p99/max, measured with the single form on a sample) against the candidate's limits.
 //!
+//! Offer scorers and bonus rules have reports of their own (`rules`).
+//!
 //! The report runs in the background and is stored with the version (`impact_reports`, owned here);
 //! its sha256, over the stored text, is part of what an approval signs (`registry::manifest`).
 
@@ -21,6 +23,8 @@ use crate::core::Core;
 use crate::model as m;
 use crate::plugins::{CallOptions, World};
 use crate::store::now_ms;
+
+mod rules;
 
 /// The sha256 an approval signs: over the report's compact JSON text, as stored.
 pub fn sha256_of(report: &Value) -> String {
@@ -42,6 +46,8 @@ pub struct ImpactRequest {
     pub brand_id: Option<String>,
     /// Segment rules: the segment whose rule the candidate would replace.
     pub segment: Option<String>,
+    /// Bonus rules: how many days of events are replayed (1–90, default 30).
+    pub days: Option<u32>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -50,8 +56,6 @@ pub enum ImpactError {
     NotFound(&'static str),
     #[error("{message}")]
     Invalid { field: &'static str, message: String },
-    #[error("{0}")]
-    Unsupported(String),
     #[error("{0}")]
     Conflict(String),
     #[error(transparent)]
@@ -137,12 +141,6 @@ pub async fn request(
         ));
     }
     let m = &version.manifest;
-    if m.world != World::Segment {
-        return Err(ImpactError::Unsupported(format!(
-            "impact reports cover segment rules; {} plugins join them with the offer templates and the bonus ledger they replay against",
-            m.world
-        )));
-    }
     let brand = match (&req.brand_id, m.brands.as_slice()) {
         (Some(b), _) if m.brands.contains(b) && actor.may_see_brand(b) => b.clone(),
         (Some(_), _) => return Err(ImpactError::NotFound("brand")),
@@ -154,14 +152,32 @@ pub async fn request(
             });
         }
     };
-    let name = req.segment.as_deref().ok_or_else(|| ImpactError::Invalid {
-        field: "segment",
-        message: "the segment whose rule the candidate would replace".into(),
-    })?;
-    let segment =
-        crate::segments::by_name(&core.db, &brand, name).await?.ok_or(ImpactError::NotFound("segment"))?;
+    let kind = match m.world {
+        World::Segment => {
+            let name = req.segment.as_deref().ok_or_else(|| ImpactError::Invalid {
+                field: "segment",
+                message: "the segment whose rule the candidate would replace".into(),
+            })?;
+            let segment = crate::segments::by_name(&core.db, &brand, name)
+                .await?
+                .ok_or(ImpactError::NotFound("segment"))?;
+            Kind::Segment(segment)
+        }
+        World::OfferScorer => Kind::Offers,
+        World::BonusRule => {
+            let days = req.days.unwrap_or(30);
+            if !(1..=90).contains(&days) {
+                return Err(ImpactError::Invalid { field: "days", message: "from 1 to 90".into() });
+            }
+            Kind::Bonuses(days)
+        }
+    };
+    let request = match &kind {
+        Kind::Segment(segment) => json!({"brand_id": brand, "segment": segment.name}),
+        Kind::Offers => json!({"brand_id": brand}),
+        Kind::Bonuses(days) => json!({"brand_id": brand, "days": days}),
+    };
     let now = now_ms();
-    let request = json!({"brand_id": brand, "segment": segment.name});
     // A report still running on a live host is not started twice.
     let started = sqlx::query(
         "INSERT INTO impact_reports (plugin_id, request, requested_by, state, started_at, heartbeat_at)
@@ -183,7 +199,11 @@ pub async fn request(
     }
     let (core2, id) = (core.clone(), plugin_id.to_string());
     tokio::spawn(async move {
-        let outcome = segment_report(&core2, &id, &segment).await;
+        let outcome = match kind {
+            Kind::Segment(segment) => segment_report(&core2, &id, &segment).await,
+            Kind::Offers => rules::offer_report(&core2, &id, &brand).await,
+            Kind::Bonuses(days) => rules::bonus_report(&core2, &id, &brand, days).await,
+        };
         let (state, report, error) = match outcome {
             Ok(r) => ("done", Some(r), None),
             Err(e) => ("failed", None, Some(format!("{e:#}"))),
@@ -206,6 +226,23 @@ pub async fn request(
         }
     });
     get(core, actor, plugin_id).await
+}
+
+/// What a report is about.
+enum Kind {
+    Segment(crate::segments::Segment),
+    Offers,
+    Bonuses(u32),
+}
+
+/// Says the report's host is alive (a report whose host stopped may be asked for again).
+async fn heartbeat(core: &Core, plugin_id: &str) -> anyhow::Result<()> {
+    sqlx::query("UPDATE impact_reports SET heartbeat_at = $2 WHERE plugin_id = $1")
+        .bind(plugin_id)
+        .bind(now_ms())
+        .execute(&core.db.pool)
+        .await?;
+    Ok(())
 }
 
 /// One side's decision about a player, as the report shows it.
@@ -276,11 +313,7 @@ async fn segment_report(
         )
         .await?;
         let Some(last) = page.last().map(|(p, _)| p.clone()) else { break };
-        sqlx::query("UPDATE impact_reports SET heartbeat_at = $2 WHERE plugin_id = $1")
-            .bind(plugin_id)
-            .bind(now_ms())
-            .execute(&core.db.pool)
-            .await?;
+        heartbeat(core, plugin_id).await?;
         let profiles: Vec<(String, m::Profile)> = page
             .into_iter()
             .map(|(p, s)| {

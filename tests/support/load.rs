@@ -44,7 +44,7 @@ where
                     let first = counter.fetch_add(units as u64, Ordering::Relaxed);
                     let t = Instant::now();
                     let r = request(&http, first).send().await.expect("request");
-                    assert_eq!(r.status().as_u16(), 202, "{:?}", r.text().await);
+                    assert!(r.status().is_success(), "{:?}", r.text().await);
                     latencies.push(t.elapsed());
                 }
                 latencies

@@ -75,7 +75,7 @@ impl Bed {
                    "currency": "GBP", "email": format!("{id}@example.com"), "birth_date": birth_date}),
         );
         assert_eq!(self.s.post(&self.platform, "/v1/events", &reg).await.0, 202);
-        let consents = json!({"channels": {"email": true, "push": true}, "products": products,
+        let consents = json!({"channels": {"email": true, "push": true, "in_app": true}, "products": products,
                               "profiling": true, "source": "signup"});
         let (st, c) = self.s.put(&self.platform, &format!("/v1/players/{id}/consents"), &consents).await;
         assert_eq!(st, 200, "{c}");
@@ -661,7 +661,176 @@ async fn impact_reports_of_offer_scorers_and_bonus_rules(backend: Backend) {
     b.s.stop().await;
 }
 
+/// A trigger's offer action: the event makes an offer through the offer service and its message goes
+/// through the send service; an offer above the high-value threshold is held, and its message sent
+/// once a compliance officer approves it.
+async fn a_trigger_makes_and_sends_an_offer(backend: Backend) {
+    let Some(b) = bed(backend).await else { return };
+    assert_eq!(b.template(cashback("bonus_cashback", 2000, "cashback", json!({}))).await.0, 201);
+    let vip = cashback("vip_cashback", 6000, "vip", json!({"cost": {"cost_percent": 20}}));
+    assert_eq!(b.template(vip).await.0, 201);
+    b.bind("next-best-offer", "1.0.0", "offer-scorer", "*", json!({})).await;
+    let t = json!({"topic": "casino", "body": "{{offer_template}}: {{offer_cap_minor}} until {{offer_expires_at}}"});
+    assert_eq!(b.s.put(&b.marketing, "/admin/templates/tpl_offer/default", &t).await.0, 200);
+    b.player("p_1", "MT", "1990-05-17", json!({"casino": true})).await;
+    b.player("p_2", "MT", "1990-05-17", json!({"casino": true})).await;
+    b.s.settled().await;
+
+    let trigger = |name: &str, on: &str, max_cost: i64| {
+        json!({"name": name, "on": [on], "action": {"type": "offer", "intent": "consolation",
+               "max_cost_minor": max_cost, "send": {"template_id": "tpl_offer", "channel": "in_app"}}})
+    };
+    let (st, small) =
+        b.s.post(&b.marketing, "/admin/triggers", &trigger("loss-offer", "bet.settled", 1000)).await;
+    assert_eq!(
+        (st, &small["active_version"]),
+        (201, &Value::Null),
+        "an offer is marketing: inactive until activated"
+    );
+    let small = small["id"].as_str().unwrap().to_string();
+    let (st, v) =
+        b.s.post(&b.marketing, &format!("/admin/triggers/{small}/activate"), &json!({"version": 1})).await;
+    assert_eq!(st, 200, "{v}");
+    let (st, big) =
+        b.s.post(&b.marketing, "/admin/triggers", &trigger("vip-offer", "session.started", 8000)).await;
+    assert_eq!(st, 201, "{big}");
+    let big = big["id"].as_str().unwrap().to_string();
+    let activate = format!("/admin/triggers/{big}/activate");
+    let (st, v) = b.s.post(&b.marketing, &activate, &json!({"version": 1})).await;
+    assert_eq!((st, v["error"]["code"].as_str()), (403, Some("four_eyes")), "worth more than 5000: {v}");
+    assert_eq!(b.s.post(&b.compliance, &activate, &json!({"version": 1})).await.0, 200);
+
+    // A loss: an offer capped at 1000, sent to the inbox with its figures.
+    b.event("st1", "bet.placed", "p_1", bet("bet.placed", "b1", "slots", 3000)).await;
+    b.event("se1", "bet.settled", "p_1", bet("bet.settled", "b1", "slots", 3000)).await;
+    let inbox = support::eventually("the offer in the inbox", Duration::from_secs(15), || async {
+        let (_, inbox) = b.s.get(&b.platform, "/v1/players/p_1/inbox").await;
+        inbox["messages"].as_array().filter(|m| !m.is_empty()).cloned()
+    })
+    .await;
+    assert!(inbox[0]["body"].as_str().unwrap().starts_with("bonus_cashback: 300 until"), "{inbox:?}");
+    let (_, fires) = b.s.get(&b.platform, "/v1/players/p_1/triggers").await;
+    let fire = &fires["fires"][0];
+    assert_eq!(fire["outcome"], "fired", "{fires}");
+    let (_, offers) = b.s.get(&b.platform, "/v1/players/p_1/offers").await;
+    assert_eq!(offers["offers"][0]["state"], "issued", "{offers}");
+    assert!(
+        fire["reason"].as_str().unwrap().contains(offers["offers"][0]["offer_id"].as_str().unwrap()),
+        "{fires}"
+    );
+
+    // p_2 holds a cashback bonus: only the VIP template is left, worth 6000: held for approval.
+    let o = b.generate("p_2", Some(1000)).await;
+    assert_eq!(b.accept(o["offer_id"].as_str().unwrap()).await.0, 201);
+    b.event("ss2", "session.started", "p_2", json!({"session_id": "s2"})).await;
+    let pending = support::eventually("the held offer", Duration::from_secs(15), || async {
+        let (_, offers) = b.s.get(&b.platform, "/v1/players/p_2/offers").await;
+        offers["offers"].as_array().unwrap().iter().find(|o| o["state"] == "pending_approval").cloned()
+    })
+    .await;
+    let (_, fires) = b.s.get(&b.platform, "/v1/players/p_2/triggers").await;
+    assert_eq!(fires["fires"][0]["outcome"], "offer_pending", "{fires}");
+    let (_, inbox) = b.s.get(&b.platform, "/v1/players/p_2/inbox").await;
+    assert_eq!(inbox["messages"].as_array().unwrap().len(), 0, "nothing sent before the approval");
+    let (st, approved) =
+        b.s.post(
+            &b.compliance,
+            &format!("/admin/offers/{}/approve", pending["offer_id"].as_str().unwrap()),
+            &json!({}),
+        )
+        .await;
+    assert_eq!((st, approved["state"].as_str()), (200, Some("issued")), "{approved}");
+    assert!(approved["sent"]["delivery_id"].is_string(), "{approved}");
+    support::eventually("the approved offer in the inbox", Duration::from_secs(15), || async {
+        let (_, inbox) = b.s.get(&b.platform, "/v1/players/p_2/inbox").await;
+        (inbox["messages"].as_array().unwrap().len() == 1).then_some(())
+    })
+    .await;
+    b.s.stop().await;
+}
+
+/// Hostile requests to the offer endpoints: the role before the body, every answer in the error
+/// shape, bounds on every field.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_offer_requests_get_stable_codes() {
+    let Some(b) = bed(Backend::Sqlite).await else { return };
+    let huge = vec![b'x'; 3 * 1024 * 1024];
+    let r =
+        b.s.http
+            .post(format!("{}/v1/offers/generate", b.s.base))
+            .bearer_auth(&b.marketing)
+            .body(huge)
+            .send()
+            .await
+            .unwrap();
+    assert_eq!(r.status().as_u16(), 403, "the role is checked before the body is read");
+    let (st, v) = b.s.post_raw(&b.platform, "/v1/offers/generate", "{not json").await;
+    assert_eq!((st, v["error"]["code"].as_str()), (400, Some("malformed_json")), "{v}");
+    for (body, field) in [
+        (json!({"player_id": "p", "context": {"intent": "x", "channel": "email"}, "extra": 1}), None),
+        (json!({"player_id": "p", "context": {"intent": "x", "channel": "fax"}}), None),
+        (
+            json!({"player_id": "p", "context": {"intent": "x", "channel": "email"}, "constraints": {"max_cost_minor": -1}}),
+            Some("constraints.max_cost_minor"),
+        ),
+        (
+            json!({"player_id": "p", "context": {"intent": "x", "channel": "email"}, "constraints": {"max_cost_minor": 1e30}}),
+            None,
+        ),
+        (
+            json!({"player_id": "p".repeat(200), "context": {"intent": "x", "channel": "email"}}),
+            Some("player_id"),
+        ),
+        (
+            json!({"player_id": "p", "context": {"intent": "X".repeat(100), "channel": "email"}}),
+            Some("context.intent"),
+        ),
+    ] {
+        let (st, v) = b.s.post(&b.platform, "/v1/offers/generate", &body).await;
+        assert_eq!((st, v["error"]["code"].as_str()), (422, Some("invalid_offer_request")), "{body}: {v}");
+        if let Some(f) = field {
+            assert_eq!(v["error"]["field"], f, "{v}");
+        }
+    }
+    let (st, v) = b.s.post(&b.platform, "/v1/offers/generate", &request("nobody", None)).await;
+    assert_eq!((st, v["error"]["code"].as_str()), (404, Some("not_found")), "{v}");
+    let (st, v) = b.s.post(&b.platform, "/v1/offers/of_nothing/accept", &json!({})).await;
+    assert_eq!((st, v["error"]["code"].as_str()), (404, Some("not_found")), "{v}");
+    let (st, v) = b.s.post(&b.marketing, "/v1/offers/of_nothing/accept", &json!({})).await;
+    assert_eq!((st, v["error"]["code"].as_str()), (403, Some("forbidden")), "{v}");
+    let (st, v) = b.s.get(&b.platform, "/v1/bonuses/bn_nothing").await;
+    assert_eq!((st, v["error"]["code"].as_str()), (404, Some("not_found")), "{v}");
+    let (st, v) = b.s.get(&b.platform, "/v1/players/p/offers?limit=abc").await;
+    assert_eq!((st, v["error"]["code"].as_str()), (400, Some("invalid_query")), "{v}");
+    // Templates: every amount and count bounded, named.
+    for (t, field) in [
+        (cashback("t1", -5, "g", json!({})), "bounds.max_cap_minor"),
+        (cashback("t2", 2_000_000_000, "g", json!({})), "bounds.max_cap_minor"),
+        (cashback("t3", 100, "g", json!({"terms": {"bonus_validity_days": 0}})), "terms.bonus_validity_days"),
+        (
+            cashback("t4", 100, "g", json!({"terms": {"contributions": {"slots": 150}}})),
+            "terms.contributions",
+        ),
+        (cashback("Bad Name", 100, "g", json!({})), "name"),
+        (cashback("t5", 100, "g", json!({"jurisdictions": ["XX-"]})), "jurisdictions"),
+    ] {
+        let (st, v) = b.template(t).await;
+        assert_eq!(
+            (st, v["error"]["code"].as_str(), v["error"]["field"].as_str()),
+            (422, Some("invalid_offer_template"), Some(field)),
+            "{v}"
+        );
+    }
+    let other = b.s.key(Role::Marketing, &["B"]).await;
+    assert_eq!(b.template(cashback("mine", 100, "g", json!({}))).await.0, 201);
+    let (_, all) = b.s.get(&b.marketing, "/admin/offer-templates").await;
+    let id = all["offer_templates"][0]["id"].as_str().unwrap();
+    assert_eq!(b.s.get(&other, &format!("/admin/offer-templates/{id}")).await.0, 404);
+    b.s.stop().await;
+}
+
 on_both!(
+    a_trigger_makes_and_sends_an_offer,
     impact_reports_of_offer_scorers_and_bonus_rules,
     offers_follow_every_check,
     budgets_are_exact_under_concurrency,

@@ -50,9 +50,12 @@ CREATE TABLE offers (
     expires_at       BIGINT NOT NULL,
     approved_by      TEXT,
     approved_at      BIGINT,
-    updated_at       BIGINT NOT NULL
+    updated_at       BIGINT NOT NULL,
+    -- A message that carries the offer, sent once a compliance officer approves it.
+    pending_send     TEXT
 );
 CREATE INDEX offers_by_player ON offers (brand_id, player_id, created_at);
+CREATE INDEX offers_open ON offers (state, expires_at);
 
 -- Economy counters per UTC day: brand budget, template budget, a player's daily maximum. A generation
 -- adds its cost with one conditional upsert, so concurrent requests never overspend.

@@ -70,6 +70,36 @@ pub enum Action {
     Send(SendAction),
     /// Enters the player in a journey of the brand.
     Journey { journey: String },
+    /// Asks the offer service for an offer (the one path: the scorer, every host check, the budgets)
+    /// and sends it with `send`'s template, the offer's fields added to its personalization
+    /// (`offer_id`, `offer_template`, `offer_cap_minor`, `offer_percent`, `offer_wagerx`, `offer_spins`,
+    /// `offer_expires_at`). An offer that waits for a compliance approval is sent once approved.
+    Offer(OfferAction),
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OfferAction {
+    /// "consolation", "reengage"… (what the scorer is told).
+    pub intent: String,
+    /// Most the offer may cost the operator, in minor units: above the brand's `high_value_minor` the
+    /// trigger is sensitive.
+    #[serde(default)]
+    pub max_cost_minor: Option<i64>,
+    pub send: SendAction,
+}
+
+impl OfferAction {
+    fn channel(&self) -> Option<crate::model::OfferChannel> {
+        use crate::model::OfferChannel as O;
+        Some(match self.send.channel {
+            Channel::Email => O::Email,
+            Channel::Sms => O::Sms,
+            Channel::Push => O::Push,
+            Channel::InApp => O::InApp,
+            Channel::Phone => return None,
+        })
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -177,6 +207,20 @@ async fn check(core: &Core, brand: &str, def: &TriggerDef) -> Result<Traits, Def
                 return Err(invalid("action.journey", format!("the brand has no journey `{journey}`")));
             }
             (true, None)
+        }
+        Action::Offer(o) => {
+            if !crate::segments::is_name(&o.intent) {
+                return Err(invalid("action.intent", "1–64 characters of a-z, 0-9, '-' and '_'"));
+            }
+            if o.max_cost_minor.is_some_and(|v| !(0..=crate::offers::templates::MAX_MINOR).contains(&v)) {
+                return Err(invalid("action.max_cost_minor", "0 to 10^9 minor units"));
+            }
+            if o.channel().is_none() {
+                return Err(invalid("action.send.channel", "offers are not made by phone"));
+            }
+            check_send(core, brand, &o.send, "action.send").await?;
+            // An offer is marketing, whatever its template's topic.
+            (true, o.max_cost_minor.or(o.send.value_minor))
         }
     };
     Ok(Traits { marketing, sensitive: def.sensitive || value.is_some_and(|v| v > threshold) })
@@ -457,7 +501,82 @@ async fn act(
                 Err(why) => Ok(Fire::outcome("not_entered", why)),
             }
         }
+        Action::Offer(o) => offer(core, conn, t, e, stored, facts, o).await,
     }
+}
+
+/// The offer action: an offer from the offer service, then its message through the send service.
+async fn offer(
+    core: &Core,
+    conn: &mut sqlx::AnyConnection,
+    t: &Active,
+    e: &crate::bus::LoggedEvent,
+    stored: &crate::profiles::StoredProfile,
+    facts: &Facts,
+    o: &OfferAction,
+) -> anyhow::Result<Fire> {
+    use crate::offers::service::{
+        self, Constraints, GenerateRequest, OfferError, PendingSend, RequestContext,
+    };
+    let Some(channel) = o.channel() else {
+        return Ok(Fire::outcome("failed", "offers are not made by phone"));
+    };
+    let req = GenerateRequest {
+        player_id: e.player_id.clone(),
+        brand_id: None,
+        context: RequestContext { intent: o.intent.clone(), channel },
+        constraints: Constraints { max_cost_minor: o.max_cost_minor, rg_safe: true },
+        trace_id: None,
+    };
+    let failed = |e: OfferError| match e {
+        OfferError::Internal(err) => Err(err),
+        other => Ok(Fire::outcome("failed", other.to_string())),
+    };
+    let scored = match service::score(core, &e.brand_id, &req, stored).await {
+        Ok(s) => s,
+        Err(err) => return failed(err),
+    };
+    let key = send_key(t, &e.event_id);
+    let mut send = o.send.request(&e.player_id, facts, &format!("trigger:{}", t.def.name));
+    let pending = PendingSend { idempotency_key: key.clone(), request: send.clone() };
+    let requester = format!("trigger:{}", t.def.name);
+    let offer_id =
+        match service::decide_in(core, conn, (&requester, &e.brand_id), &req, scored, Some(&pending)).await {
+            Ok(Ok(id)) => id,
+            Ok(Err(decision)) => return Ok(Fire::outcome("failed", decision.to_string())),
+            Err(err) => return failed(err),
+        };
+    let offer = service::shown(core, conn, &offer_id)
+        .await?
+        .ok_or_else(|| anyhow::anyhow!("offer {offer_id} gone"))?;
+    let mut fire = match offer["state"].as_str() {
+        Some("issued") => {
+            send.personalization.extend(service::personalization(&offer));
+            let sent =
+                crate::messaging::send_in(core, conn, (&e.brand_id, &key), send, stored, Some(e.received_at))
+                    .await;
+            match sent {
+                Ok(d) => from_delivery(&d),
+                Err(crate::messaging::SendError::Internal(err)) => return Err(err),
+                Err(other) => Fire::outcome("failed", other.to_string()),
+            }
+        }
+        Some("pending_approval") => Fire::outcome(
+            "offer_pending",
+            "the offer waits for a compliance approval; it is sent once approved",
+        ),
+        _ => {
+            let codes: Vec<&str> = offer["reasons"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|r| r["code"].as_str())
+                .collect();
+            Fire::outcome("no_offer", codes.join(", "))
+        }
+    };
+    fire.reason = Some(format!("offer {offer_id}: {}", fire.reason.unwrap_or_default()));
+    Ok(fire)
 }
 
 /// A fire from the delivery the send wrote: fired (queued or deferred) or suppressed with the gate's

@@ -6,7 +6,7 @@
 //! grant the platform accepted makes the bonus active. Failures are retried with the delivery backoff,
 //! then the call is dead (shown on the bonus).
 //!
-//! The same loop ends bonuses whose wagering deadline passed.
+//! The same loop ends bonuses whose wagering deadline passed, and offers past their time.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -220,9 +220,17 @@ async fn post(
     Ok(())
 }
 
-/// Ends the bonuses whose wagering deadline passed (a bonus with no event since is still ended on time).
+/// Ends the bonuses whose wagering deadline passed (a bonus with no event since is still ended on time),
+/// and marks open offers past their time expired.
 pub async fn expire_due(core: &Core) -> anyhow::Result<()> {
     let now = core.clock().now_ms();
+    sqlx::query(
+        "UPDATE offers SET state = 'expired', updated_at = $1
+         WHERE state IN ('issued', 'pending_approval') AND expires_at <= $1",
+    )
+    .bind(now)
+    .execute(&core.db.pool)
+    .await?;
     let ids: Vec<String> = sqlx::query(
         "SELECT bonus_id FROM bonuses WHERE state IN ('issued', 'active', 'locked') AND expires_at <= $1
          ORDER BY expires_at LIMIT 100",

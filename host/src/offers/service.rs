@@ -194,39 +194,102 @@ pub async fn generate(
     req: &GenerateRequest,
 ) -> Result<Value, OfferError> {
     req.check()?;
-    let now = core.clock().now();
     let stored = core.profiles.current(brand, &req.player_id).await?;
+    // The scorer runs outside the write transaction (it is bounded by its own limits).
+    let scored = score(core, brand, req, &stored).await?;
+    let mut tx = core.db.begin_write().await?;
+    let made = decide_in(core, &mut tx, (&actor.holder, brand), req, scored, None).await?;
+    // A scorer's failure is recorded with its decision: kept, then answered.
+    tx.commit().await?;
+    let offer_id = made?;
+    let mut conn = core.db.pool.acquire().await?;
+    shown(core, &mut conn, &offer_id).await?.ok_or(OfferError::NotFound)
+}
+
+/// What the scorer made of a request, before anything is written.
+pub struct Scored {
+    now: Timestamp,
+    view: crate::profiles::ProfileView,
+    consents: Vec<m::ConsentRecord>,
+    candidates: Vec<Active>,
+    evaluated: Option<decisions::Evaluated>,
+}
+
+/// Runs the scorer bound for the player over the brand's templates for their jurisdiction.
+pub async fn score(
+    core: &Core,
+    brand: &str,
+    req: &GenerateRequest,
+    stored: &crate::profiles::StoredProfile,
+) -> Result<Scored, OfferError> {
+    let now = core.clock().now();
     let view = stored.at(brand, &req.player_id, now);
-    let profile = view.profile.clone();
     let mut conn = core.db.pool.acquire().await?;
     let candidates: Vec<Active> = templates::active(&mut conn, brand)
         .await?
         .into_iter()
-        .filter(|t| t.def.applies_in(&profile.jurisdiction))
+        .filter(|t| t.def.applies_in(&view.profile.jurisdiction))
         .collect();
     drop(conn);
-    let context = m::OfferContext {
-        intent: req.context.intent.clone(),
-        channel: req.context.channel,
-        max_cost_minor: req.constraints.max_cost_minor,
-    };
-    // The scorer runs outside any transaction (it is bounded by its own limits).
     let evaluated = if candidates.is_empty() {
         None
     } else {
         let mut d = DecisionRequest::new(brand, &req.player_id, World::OfferScorer);
         d.trace_id = req.trace_id.clone();
         d.candidates = candidates.iter().map(|t| t.def.candidate()).collect();
-        d.context = Some(context);
-        Some(decisions::evaluate(core, &d, profile.clone(), now).await?)
+        d.context = Some(m::OfferContext {
+            intent: req.context.intent.clone(),
+            channel: req.context.channel,
+            max_cost_minor: req.constraints.max_cost_minor,
+        });
+        Some(decisions::evaluate(core, &d, view.profile.clone(), now).await?)
     };
+    Ok(Scored { now, view, consents: stored.consent_history.clone(), candidates, evaluated })
+}
 
-    let mut tx = core.db.begin_write().await?;
+/// What a message that carries an offer may show of it: `offer_id`, `offer_template`,
+/// `offer_cap_minor`, `offer_percent`, `offer_wagerx`, `offer_spins`, `offer_expires_at`.
+pub fn personalization(offer: &Value) -> Vec<(String, String)> {
+    [
+        ("offer_id", &offer["offer_id"]),
+        ("offer_template", &offer["template"]),
+        ("offer_cap_minor", &offer["params"]["cap_minor"]),
+        ("offer_percent", &offer["params"]["percent"]),
+        ("offer_wagerx", &offer["params"]["wagerx"]),
+        ("offer_spins", &offer["params"]["spins"]),
+        ("offer_expires_at", &offer["expires_at"]),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v.as_str().map(String::from).unwrap_or_else(|| v.to_string())))
+    .collect()
+}
+
+/// A message that carries an offer, held with an offer that waits for approval and sent through the
+/// send service once it is approved.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PendingSend {
+    pub idempotency_key: String,
+    pub request: crate::messaging::SendRequest,
+}
+
+/// Checks the ranked offers and writes the offer (or the refusal) in the caller's transaction; its id,
+/// or the scorer's failure (recorded: the caller commits, then answers it).
+pub async fn decide_in(
+    core: &Core,
+    conn: &mut sqlx::AnyConnection,
+    (requester, brand): (&str, &str),
+    req: &GenerateRequest,
+    scored: Scored,
+    pending_send: Option<&PendingSend>,
+) -> Result<Result<String, DecisionError>, OfferError> {
+    let Scored { now, view, consents, candidates, evaluated } = scored;
+    let profile = view.profile.clone();
+    let tx = conn;
     let mut failed = None;
     let (ranked, scorer) = match evaluated {
         None => (Vec::new(), Value::Null),
         Some(e) => {
-            let recorded = e.record_in(&mut tx).await?;
+            let recorded = e.record_in(tx).await?;
             let seq = recorded.seq;
             match recorded.into_result() {
                 Ok(decided) => {
@@ -243,14 +306,11 @@ pub async fn generate(
                     failed = Some(reason("scorer_failed", format!("{code}: {message}")));
                     (Vec::new(), json!({"decision_seq": seq, "error": code}))
                 }
-                Err(other) => {
-                    tx.commit().await?;
-                    return Err(other.into());
-                }
+                Err(other) => return Ok(Err(other)),
             }
         }
     };
-    let live = ledger::of_player(&mut tx, brand, &req.player_id, true).await?;
+    let live = ledger::of_player(tx, brand, &req.player_id, true).await?;
     let packs = core.policies.packs.current();
     let pack = packs.for_jurisdiction(&profile.jurisdiction);
     let policy = core.policies.frequency("fp_default").ok_or_else(|| anyhow::anyhow!("no fp_default"))?;
@@ -298,7 +358,7 @@ pub async fn generate(
             class: MessageClass::Marketing { product: def.products[0], bonus_offer: true },
             profile: &profile,
             age: view.age,
-            consents: &stored.consent_history,
+            consents: &consents,
             pack,
             licensed: core.policies.licences(brand),
             policy,
@@ -386,7 +446,7 @@ pub async fn generate(
         if let Some(budget) = def.budget_daily_minor {
             caps.push((format!("template:{}", t.id), budget, "budget_template_day"));
         }
-        match reserve(&mut tx, brand, &day, j.cost_minor, &caps).await? {
+        match reserve(tx, brand, &day, j.cost_minor, &caps).await? {
             Ok(spent) => {
                 j.checks
                     .push(pass("economy", json!({"day": day, "cost_minor": j.cost_minor, "caps": spent})));
@@ -452,11 +512,16 @@ pub async fn generate(
         ),
         None => (String::new(), 0, String::new(), "null".to_string(), 0, 0, now.as_millisecond()),
     };
+    let pending_send = pending_send
+        .filter(|_| state == "pending_approval")
+        .map(serde_json::to_string)
+        .transpose()
+        .map_err(anyhow::Error::from)?;
     sqlx::query(
         "INSERT INTO offers (offer_id, brand_id, player_id, template_id, template_version, kind, params, value_minor,
              cost_minor, currency, state, channel, intent, explanation, decision_seq, created_by, created_at,
-             expires_at, updated_at)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $17)",
+             expires_at, updated_at, pending_send)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $17, $19)",
     )
     .bind(&offer_id)
     .bind(brand)
@@ -473,14 +538,13 @@ pub async fn generate(
     .bind(&req.context.intent)
     .bind(explanation.to_string())
     .bind(scorer["decision_seq"].as_i64())
-    .bind(&actor.holder)
+    .bind(requester)
     .bind(now.as_millisecond())
     .bind(expires_at)
+    .bind(pending_send)
     .execute(&mut *tx)
     .await?;
-    tx.commit().await?;
-    let mut conn = core.db.pool.acquire().await?;
-    shown(core, &mut conn, &offer_id).await?.ok_or(OfferError::NotFound)
+    Ok(Ok(offer_id))
 }
 
 /// Adds `cost` to each counter of the day unless that would pass its cap: all, or none (a counter
@@ -648,10 +712,12 @@ pub async fn visible(core: &Core, actor: &Principal, offer_id: &str) -> Result<V
     Ok(v)
 }
 
-/// A compliance officer other than the requester releases an offer above the high-value threshold.
+/// A compliance officer other than the requester releases an offer above the high-value threshold; a
+/// message held with it (a trigger's) goes to the send service then, through the gate as of now.
 pub async fn approve(core: &Core, actor: &Principal, offer_id: &str) -> Result<Value, OfferError> {
-    let mut tx = core.db.begin_write().await?;
-    let (s, _) = load(&mut tx, offer_id).await?.ok_or(OfferError::NotFound)?;
+    let mut conn = core.db.pool.acquire().await?;
+    let (s, row) = load(&mut conn, offer_id).await?.ok_or(OfferError::NotFound)?;
+    drop(conn);
     if !actor.may_see_brand(&s.brand_id) {
         return Err(OfferError::NotFound);
     }
@@ -669,7 +735,17 @@ pub async fn approve(core: &Core, actor: &Principal, offer_id: &str) -> Result<V
             s.value_minor, s.created_by
         )));
     }
-    sqlx::query(
+    let pending: Option<PendingSend> = row
+        .try_get::<Option<String>, _>("pending_send")?
+        .map(|t| serde_json::from_str(&t))
+        .transpose()
+        .map_err(anyhow::Error::from)?;
+    let stored = match &pending {
+        Some(_) => Some(core.profiles.current(&s.brand_id, &s.player_id).await?),
+        None => None,
+    };
+    let mut tx = core.db.begin_write().await?;
+    let moved = sqlx::query(
         "UPDATE offers SET state = 'issued', approved_by = $2, approved_at = $3, updated_at = $3
          WHERE offer_id = $1 AND state = 'pending_approval'",
     )
@@ -678,17 +754,36 @@ pub async fn approve(core: &Core, actor: &Principal, offer_id: &str) -> Result<V
     .bind(now)
     .execute(&mut *tx)
     .await?;
+    if moved.rows_affected() == 0 {
+        return Err(state_error("offer_not_open", "the offer was approved or declined meanwhile"));
+    }
+    let mut sent = None;
+    if let (Some(mut p), Some(stored)) = (pending, stored) {
+        let key = p.idempotency_key.clone();
+        let offer = shown(core, &mut tx, offer_id).await?.ok_or(OfferError::NotFound)?;
+        p.request.personalization.extend(personalization(&offer));
+        match crate::messaging::send_in(core, &mut tx, (&s.brand_id, &key), p.request, &stored, None).await {
+            Ok(d) => sent = Some(json!({"delivery_id": d.delivery_id, "status": d.status})),
+            Err(crate::messaging::SendError::Internal(e)) => return Err(e.into()),
+            Err(other) => sent = Some(json!({"error": other.to_string()})),
+        }
+    }
     crate::audit::record(
         &mut tx,
         actor,
         "offer.approve",
         offer_id,
         std::slice::from_ref(&s.brand_id),
-        json!({"value_minor": s.value_minor, "player_id": s.player_id}),
+        json!({"value_minor": s.value_minor, "player_id": s.player_id, "sent": sent}),
     )
     .await?;
     tx.commit().await?;
-    visible(core, actor, offer_id).await
+    if sent.is_some() {
+        core.delivery.wake.notify_one();
+    }
+    let mut v = visible(core, actor, offer_id).await?;
+    v["sent"] = json!(sent);
+    Ok(v)
 }
 
 /// The player turned the offer down.

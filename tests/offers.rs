@@ -550,24 +550,32 @@ async fn a_crash_between_accept_and_grant_grants_once(backend: Backend) {
     b.s.stop().await;
 }
 
-/// A withdrawal forfeits a bonus whose terms say so and locks the others until it ends; a bonus past
-/// its deadline expires with no event.
+/// A bet above the max bet forfeits a bonus whose terms say so (the others flag it); a withdrawal
+/// forfeits a bonus whose terms say so and locks the others until it ends; a bonus past its deadline
+/// expires with no event.
 async fn withdrawal_and_expiry(backend: Backend) {
     let Some(b) = bed(backend).await else { return };
     let forfeiting = cashback(
         "strict_cashback",
         1000,
         "strict",
-        json!({"terms": {"forfeit_on_withdrawal": true,
-        "bonus_validity_days": 7}}),
+        json!({"terms": {"max_bet_minor": 500, "forfeit_on_withdrawal": true, "bonus_validity_days": 7}}),
     );
     assert_eq!(b.template(forfeiting).await.0, 201);
+    let maxbet = cashback(
+        "maxbet_cashback",
+        1000,
+        "maxbet",
+        json!({"terms": {"max_bet_minor": 500, "max_bet_breach": "forfeit", "bonus_validity_days": 7}}),
+    );
+    assert_eq!(b.template(maxbet).await.0, 201);
     assert_eq!(b.template(cashback("bonus_cashback", 1000, "cashback", json!({}))).await.0, 201);
     b.bind("next-best-offer", "1.0.0", "offer-scorer", "*", json!({})).await;
+    b.bind("wager-progress", "1.0.0", "bonus-rule", "*", json!({})).await;
     b.player("p_1", "MT", "1990-05-17", json!({"casino": true})).await;
     b.s.settled().await;
     let mut bonuses = Vec::new();
-    for _ in 0..2 {
+    for _ in 0..3 {
         let o = b.generate("p_1", Some(1000)).await;
         assert_eq!(o["state"], "issued", "{o}");
         let (st, v) = b.accept(o["offer_id"].as_str().unwrap()).await;
@@ -575,12 +583,27 @@ async fn withdrawal_and_expiry(backend: Backend) {
         bonuses
             .push((v["template"].as_str().unwrap().to_string(), v["bonus_id"].as_str().unwrap().to_string()));
     }
-    let strict =
-        bonuses.iter().find(|(t, _)| t == "strict_cashback").expect("both templates offered").1.clone();
-    let plain = bonuses.iter().find(|(t, _)| t == "bonus_cashback").unwrap().1.clone();
+    let id_of =
+        |name: &str| bonuses.iter().find(|(t, _)| t == name).expect("each template offered").1.clone();
+    let (strict, plain, maxbet) =
+        (id_of("strict_cashback"), id_of("bonus_cashback"), id_of("maxbet_cashback"));
     for (_, id) in &bonuses {
         b.bonus_until(id, "active", |v| v["state"] == "active").await;
     }
+    // A bonus bet of 800 against max bets of 500: forfeit where the terms say so, a flag elsewhere.
+    b.event("bp1", "bet.placed", "p_1", bet("bet.placed", "b1", "slots", 800)).await;
+    let v = b.bonus_until(&maxbet, "forfeited", |v| v["state"] == "forfeited").await;
+    let last = v["history"].as_array().unwrap().last().unwrap().clone();
+    assert_eq!(
+        (last["action"].as_str(), last["detail"]["stake_minor"].as_i64()),
+        (Some("max_bet_breach"), Some(800)),
+        "{v}"
+    );
+    b.bonus_until(&strict, "flagged", |v| {
+        v["history"].as_array().unwrap().iter().any(|h| h["action"] == "max_bet_flag")
+            && v["state"] == "active"
+    })
+    .await;
     let money = json!({"withdrawal_id": "w1", "amount_minor": 5000, "currency": "GBP"});
     b.event("w1", "withdrawal.requested", "p_1", money.clone()).await;
     b.bonus_until(&strict, "forfeited", |v| v["state"] == "forfeited").await;
@@ -599,7 +622,7 @@ async fn withdrawal_and_expiry(backend: Backend) {
         "{v}"
     );
     let (st, all) = b.s.get(&b.platform, "/v1/players/p_1/bonuses").await;
-    assert_eq!((st, all["bonuses"].as_array().unwrap().len()), (200, 2), "{all}");
+    assert_eq!((st, all["bonuses"].as_array().unwrap().len()), (200, 3), "{all}");
     b.s.stop().await;
 }
 

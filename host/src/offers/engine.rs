@@ -11,6 +11,7 @@
 //! a rejected bet only above the terms' max bet (forfeit or flag, per the terms). A refused action is
 //! kept on the bonus with its reason and counted.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -23,6 +24,7 @@ use crate::core::Core;
 use crate::decisions::{DecisionError, DecisionRequest};
 use crate::model::{BonusAction, EventPayload, EventType, OfferKind};
 use crate::plugins::World;
+use crate::profiles::StoredProfile;
 
 /// The consumer's name (its offset's key).
 pub const CONSUMER: &str = "bonuses";
@@ -66,14 +68,34 @@ fn concerns(t: EventType) -> bool {
 impl Handler for Engine {
     async fn handle(&self, conn: &mut sqlx::AnyConnection, events: &[LoggedEvent]) -> anyhow::Result<()> {
         self.counted.lock().expect("counted").clear();
-        for e in events {
-            if !concerns(e.event_type) || crate::store::erasure::is_pseudonym(&e.player_id) {
+        let concerned: Vec<&LoggedEvent> = events
+            .iter()
+            .filter(|e| concerns(e.event_type) && !crate::store::erasure::is_pseudonym(&e.player_id))
+            .collect();
+        // The batch's players' live bonuses and profiles, brand by brand, in a few queries.
+        let mut wanted: HashMap<&str, Vec<String>> = HashMap::new();
+        for e in &concerned {
+            wanted.entry(&e.brand_id).or_default().push(e.player_id.clone());
+        }
+        let mut live: HashMap<(String, String), Vec<Bonus>> = HashMap::new();
+        let mut profiles: HashMap<(String, String), StoredProfile> = HashMap::new();
+        for (brand, mut players) in wanted {
+            players.sort();
+            players.dedup();
+            let found = ledger::live_of_players(conn, brand, &players).await?;
+            if found.is_empty() {
                 continue;
             }
-            let live = ledger::of_player(conn, &e.brand_id, &e.player_id, true).await?;
-            if live.is_empty() {
+            let holders: Vec<String> = found.keys().cloned().collect();
+            let read = crate::profiles::load_many_in(conn, &self.core.contacts_key, brand, &holders).await?;
+            profiles.extend(read.into_iter().map(|(p, stored)| ((brand.to_string(), p), stored)));
+            live.extend(found.into_iter().map(|(p, v)| ((brand.to_string(), p), v)));
+        }
+        for e in concerned {
+            let key = (e.brand_id.clone(), e.player_id.clone());
+            let Some(bonuses) = live.get_mut(&key).filter(|v| v.iter().any(|b| b.state.live())) else {
                 continue;
-            }
+            };
             let fresh = sqlx::query(
                 "INSERT INTO bonus_events (brand_id, event_id) VALUES ($1, $2) ON CONFLICT (brand_id, event_id) DO NOTHING",
             )
@@ -84,7 +106,7 @@ impl Handler for Engine {
             if fresh.rows_affected() == 0 {
                 continue;
             }
-            self.apply(conn, e, live).await?;
+            self.apply(conn, e, bonuses, profiles.get(&key)).await?;
             self.moved.store(true, Ordering::Relaxed);
         }
         Ok(())
@@ -121,18 +143,20 @@ fn action_bonus(a: &BonusAction) -> Option<&str> {
 }
 
 impl Engine {
+    /// Applies one event to the player's bonuses (changed in place: the batch's next event sees them).
     async fn apply(
         &self,
         conn: &mut sqlx::AnyConnection,
         e: &LoggedEvent,
-        mut bonuses: Vec<Bonus>,
+        bonuses: &mut [Bonus],
+        stored: Option<&StoredProfile>,
     ) -> anyhow::Result<()> {
         let core = &self.core;
         let now = core.clock().now();
         let at = now.as_millisecond();
         let event = e.event();
         // The host's terms.
-        for b in bonuses.iter_mut() {
+        for b in bonuses.iter_mut().filter(|b| b.state.live()) {
             let from = b.state;
             let mv = if b.expires_at <= e.occurred_at {
                 Some(Move::new("expire", State::Expired, "the wagering deadline passed"))
@@ -193,11 +217,7 @@ impl Engine {
         if active.is_empty() {
             return Ok(());
         }
-        let Some(stored) =
-            crate::profiles::load_in(conn, &core.contacts_key, &e.brand_id, &e.player_id).await?
-        else {
-            return Ok(());
-        };
+        let Some(stored) = stored else { return Ok(()) };
         let profile = stored.at(&e.brand_id, &e.player_id, now).profile;
         let mut req = DecisionRequest::new(&e.brand_id, &e.player_id, World::BonusRule);
         req.event = Some(event.clone());

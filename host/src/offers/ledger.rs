@@ -183,6 +183,27 @@ pub async fn of_player(
     rows.iter().map(bonus_of).collect()
 }
 
+/// The live bonuses of many players of a brand (a bus consumer's batch), by player, in one query.
+pub async fn live_of_players(
+    conn: &mut sqlx::AnyConnection,
+    brand: &str,
+    players: &[String],
+) -> anyhow::Result<std::collections::HashMap<String, Vec<Bonus>>> {
+    let which = crate::store::Players::List(players);
+    let sql = format!(
+        "SELECT {COLUMNS} FROM {FROM} WHERE b.brand_id = $1 AND b.state IN ('issued', 'active', 'locked') AND b.{}
+         ORDER BY b.created_at, b.bonus_id",
+        which.condition(2)
+    );
+    let rows = which.bind(sqlx::query(sqlx::AssertSqlSafe(sql)).bind(brand)).fetch_all(conn).await?;
+    let mut out: std::collections::HashMap<String, Vec<Bonus>> = Default::default();
+    for r in &rows {
+        let b = bonus_of(r)?;
+        out.entry(b.player_id.clone()).or_default().push(b);
+    }
+    Ok(out)
+}
+
 /// Writes a new bonus (state issued) with its first move; false if the offer already has one.
 pub async fn insert_in(conn: &mut sqlx::AnyConnection, b: &Bonus, template_id: &str) -> anyhow::Result<bool> {
     let done = sqlx::query(

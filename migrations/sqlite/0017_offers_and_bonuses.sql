@@ -93,6 +93,9 @@ CREATE TABLE bonuses (
     rev               INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX bonuses_by_player ON bonuses (brand_id, player_id, state);
+-- One live bonus per conflict group and player, whatever races.
+CREATE UNIQUE INDEX bonuses_live_group ON bonuses (brand_id, player_id, conflict_group)
+    WHERE conflict_group IS NOT NULL AND state IN ('issued', 'active', 'locked');
 
 CREATE TABLE bonus_moves (
     bonus_id      TEXT NOT NULL,

@@ -214,7 +214,7 @@ impl Sim {
     /// Applies what the host would take of the actions (progress on an active bonus, completion when met,
     /// forfeits); returns (wagering counted, bonuses completed).
     fn apply(&mut self, actions: &[m::BonusAction]) -> (i64, u64) {
-        let (mut counted, mut completed) = (0, 0);
+        let (mut counted, mut completed) = (0i64, 0u64);
         for a in actions {
             match a {
                 m::BonusAction::Progress { bonus_id, contribution_minor, .. } => {
@@ -222,7 +222,7 @@ impl Sim {
                         self.bonuses.iter_mut().find(|b| &b.bonus_id == bonus_id && b.state == State::Active)
                     {
                         b.wagering_done_minor = b.wagering_done_minor.saturating_add(*contribution_minor);
-                        counted += contribution_minor;
+                        counted = counted.saturating_add(*contribution_minor);
                     }
                 }
                 m::BonusAction::Complete { bonus_id, .. } => {
@@ -448,14 +448,16 @@ pub async fn bonus_report(core: &Core, plugin_id: &str, brand: &str, days: u32) 
             let sum = |r: &Result<Vec<m::BonusAction>, String>| -> (i64, u64) {
                 r.as_ref().map_or((0, 0), |v| {
                     v.iter().fold((0, 0), |(c, d), a| match a {
-                        m::BonusAction::Progress { contribution_minor, .. } => (c + contribution_minor, d),
+                        m::BonusAction::Progress { contribution_minor, .. } => {
+                            (c.saturating_add(*contribution_minor), d)
+                        }
                         m::BonusAction::Complete { .. } => (c, d + 1),
                         _ => (c, d),
                     })
                 })
             };
             let (bs, as_) = (sum(&before), sum(&after));
-            counted = (counted.0 + bs.0, counted.1 + as_.0);
+            counted = (counted.0.saturating_add(bs.0), counted.1.saturating_add(as_.0));
             completed = (completed.0 + bs.1, completed.1 + as_.1);
             if actions_json(&before) != actions_json(&after) {
                 changed_events += 1;

@@ -49,6 +49,18 @@ pub async fn queue_in(conn: &mut sqlx::AnyConnection, b: &Bonus, kind: &str, at:
     Ok(())
 }
 
+/// Drops a grant not posted yet (its bonus ended first).
+pub async fn cancel_grant_in(conn: &mut sqlx::AnyConnection, b: &Bonus, why: &str) -> anyhow::Result<()> {
+    sqlx::query(
+        "UPDATE platform_calls SET status = 'dead', last_error = $2 WHERE call_id = $1 AND status = 'queued'",
+    )
+    .bind(format!("grant:{}", b.bonus_id))
+    .bind(format!("the bonus ended before its grant: {why}"))
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
 /// The calls about a bonus, as its owner sees them.
 pub async fn of_bonus(
     conn: &mut sqlx::AnyConnection,
@@ -157,6 +169,9 @@ async fn post(
     platform: &crate::config::PlatformSettings,
     call: Call,
 ) -> anyhow::Result<()> {
+    if call.kind == "grant" && !grantable(core, &call).await? {
+        return Ok(());
+    }
     let timestamp = (core.clock().now_ms() / 1000).to_string();
     let answer = http
         .post(&platform.url)
@@ -190,12 +205,19 @@ async fn post(
             .await?;
             if call.kind == "grant"
                 && let Some(mut b) = ledger::get(&mut tx, &call.bonus_id).await?
-                && b.state == State::Issued
             {
                 b.granted_at = Some(now);
-                let mv = Move::new("activate", State::Active, "the platform granted the bonus")
-                    .amount(b.granted_minor);
-                ledger::apply_in(&mut tx, &mut b, State::Issued, &mv, now).await?;
+                if b.state == State::Issued {
+                    // The wagering deadline runs from the grant.
+                    let days = i64::from(b.terms.bonus_validity_days);
+                    b.expires_at = now + days * 86_400_000;
+                    let mv = Move::new("activate", State::Active, "the platform granted the bonus")
+                        .amount(b.granted_minor);
+                    ledger::apply_in(&mut tx, &mut b, State::Issued, &mv, now).await?;
+                } else if !b.state.live() {
+                    // It ended while its grant was in flight: the platform takes it back.
+                    queue_in(&mut tx, &b, "forfeit", now).await?;
+                }
             }
         }
         Some(error) => {
@@ -218,6 +240,35 @@ async fn post(
     }
     tx.commit().await?;
     Ok(())
+}
+
+/// Whether a grant may still go: its bonus is issued and the player's RG state allows bonus money. If
+/// not, the call is dropped and (RG) the bonus forfeited, with the reason.
+async fn grantable(core: &Core, call: &Call) -> anyhow::Result<bool> {
+    let mut tx = core.db.begin_write().await?;
+    let Some(mut b) = ledger::get(&mut tx, &call.bonus_id).await? else { return Ok(false) };
+    let now = core.clock().now();
+    let blocked = match b.state {
+        State::Issued => crate::profiles::load_in(&mut tx, &core.contacts_key, &b.brand_id, &b.player_id)
+            .await?
+            .and_then(|s| crate::policy::gate::rg_codes(&s.at(&b.brand_id, &b.player_id, now).profile))
+            .map(|codes| format!("responsible gambling: {codes}")),
+        other => Some(format!("the bonus is {}", other.name())),
+    };
+    let Some(why) = blocked else { return Ok(true) };
+    if b.state == State::Issued {
+        let mv = Move::new("forfeit", State::Forfeited, why.clone());
+        ledger::apply_in(&mut tx, &mut b, State::Issued, &mv, now.as_millisecond()).await?;
+    }
+    sqlx::query(
+        "UPDATE platform_calls SET status = 'dead', last_error = $2, lease_until = NULL WHERE call_id = $1",
+    )
+    .bind(&call.call_id)
+    .bind(format!("not granted: {why}"))
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(false)
 }
 
 /// Ends the bonuses whose wagering deadline passed (a bonus with no event since is still ended on time),

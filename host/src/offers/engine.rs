@@ -182,6 +182,22 @@ impl Engine {
                             && b.granted_minor == 0 =>
                     {
                         let EventPayload::Money(mv) = &e.payload else { continue };
+                        // A deposit of the bonus's currency, made once the offer was accepted.
+                        if mv.amount.currency != b.currency || e.occurred_at < b.created_at {
+                            continue;
+                        }
+                        // No bonus money to a player RG blocks now: the bonus is forfeited instead.
+                        if let Some(codes) = stored.and_then(|s| {
+                            crate::policy::gate::rg_codes(&s.at(&e.brand_id, &e.player_id, now).profile)
+                        }) {
+                            let mv = Move::new(
+                                "forfeit",
+                                State::Forfeited,
+                                format!("responsible gambling: {codes}"),
+                            );
+                            ledger::apply_in(conn, b, from, &mv.event(&e.event_id), at).await?;
+                            continue;
+                        }
                         let amount =
                             (mv.amount.amount_minor.max(0).saturating_mul(i64::from(b.terms.percent)) / 100)
                                 .min(b.terms.cap_minor);
@@ -364,6 +380,11 @@ impl Engine {
                 );
                 b.wagering_done_minor = b.wagering_done_minor.saturating_add(amount);
                 *b.contributions.entry(category).or_default() += amount;
+            }
+            if mv.action == "refused" {
+                // A note on the bonus, whatever its state: it moves nothing.
+                ledger::note_in(conn, b, &mv, at).await?;
+                continue;
             }
             let from = b.state;
             ledger::apply_in(conn, b, from, &mv, at).await?;

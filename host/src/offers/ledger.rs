@@ -305,6 +305,12 @@ async fn record_move(
     Ok(())
 }
 
+/// Keeps a note on the bonus (a refused action, with its reason) without moving it.
+pub async fn note_in(conn: &mut sqlx::AnyConnection, b: &Bonus, mv: &Move, at: i64) -> anyhow::Result<()> {
+    let note = Move { to: Some(b.state), ..mv.clone() };
+    record_move(conn, b, Some(b.state), &note, at).await
+}
+
 /// Applies a move to `b` (already changed in memory by the caller: wagering, amounts) and writes the
 /// bonus, the move, and — when the bonus starts or ends — its host event and the platform call.
 /// Refuses a move backwards.
@@ -358,6 +364,10 @@ pub async fn apply_in(
         }
         if let Some(kind) = call.filter(|_| b.granted_at.is_some()) {
             super::calls::queue_in(conn, b, kind, at).await?;
+        } else if call.is_some() {
+            // Ended before the platform granted it: its grant is not posted (one in flight is undone
+            // by a forfeit when its answer comes).
+            super::calls::cancel_grant_in(conn, b, &mv.reason).await?;
         }
     }
     Ok(())

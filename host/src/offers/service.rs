@@ -439,13 +439,12 @@ pub async fn decide_in(
             continue;
         }
         // 6. The economy caps, reserved last: only an offer that passes everything spends.
-        let mut caps = vec![
-            (format!("player:{}", req.player_id), player_daily, "budget_player_day"),
-            ("brand".to_string(), brand_daily, "budget_brand_day"),
-        ];
+        // Always in this order (brand, template, player), so that two writers never wait on each other.
+        let mut caps = vec![("brand".to_string(), brand_daily, "budget_brand_day")];
         if let Some(budget) = def.budget_daily_minor {
             caps.push((format!("template:{}", t.id), budget, "budget_template_day"));
         }
+        caps.push((format!("player:{}", req.player_id), player_daily, "budget_player_day"));
         match reserve(tx, brand, &day, j.cost_minor, &caps).await? {
             Ok(spent) => {
                 j.checks
@@ -796,11 +795,17 @@ pub async fn decline(core: &Core, actor: &Principal, offer_id: &str) -> Result<V
     }
     match state_now(&s, now) {
         "issued" | "pending_approval" => {
-            sqlx::query("UPDATE offers SET state = 'declined', updated_at = $2 WHERE offer_id = $1")
-                .bind(offer_id)
-                .bind(now)
-                .execute(&mut *tx)
-                .await?;
+            let moved = sqlx::query(
+                "UPDATE offers SET state = 'declined', updated_at = $2
+                 WHERE offer_id = $1 AND state IN ('issued', 'pending_approval')",
+            )
+            .bind(offer_id)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+            if moved.rows_affected() == 0 {
+                return Err(state_error("offer_not_open", "the offer was accepted or approved meanwhile"));
+            }
         }
         "declined" => {}
         other => return Err(state_error("offer_not_open", format!("the offer is {other}"))),
@@ -908,7 +913,16 @@ pub async fn accept(core: &Core, actor: &Principal, offer_id: &str) -> Result<(b
         updated_at: now_ms,
         rev: 0,
     };
-    ledger::insert_in(&mut tx, &b, &s.template_id).await?;
+    // One live bonus per conflict group (a unique index): a concurrent acceptance of another offer of
+    // the group loses here.
+    match ledger::insert_in(&mut tx, &b, &s.template_id).await {
+        Ok(true) => {}
+        Ok(false) => return Err(state_error("offer_not_open", "the offer has a bonus already")),
+        Err(e) if format!("{e:#}").to_lowercase().contains("unique") => {
+            return Err(state_error("bonus_conflict", "the player holds a live bonus of the same group"));
+        }
+        Err(e) => return Err(e.into()),
+    }
     if amount > 0 {
         super::calls::queue_in(&mut tx, &b, "grant", now_ms).await?;
     }

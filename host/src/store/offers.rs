@@ -10,6 +10,18 @@ pub fn erasure_step<'a>(
         for table in ["offers", "bonuses"] {
             super::erasure::rename(tx, table, e).await?;
         }
+        // A held message names the player; the player's spend counter is keyed by the id.
+        sqlx::query("UPDATE offers SET pending_send = NULL WHERE brand_id = $1 AND player_id = $2")
+            .bind(e.brand)
+            .bind(e.pseudonym)
+            .execute(&mut **tx)
+            .await?;
+        sqlx::query("UPDATE offer_spend SET scope = $3 WHERE brand_id = $1 AND scope = $2")
+            .bind(e.brand)
+            .bind(format!("player:{}", e.player))
+            .bind(format!("player:{}", e.pseudonym))
+            .execute(&mut **tx)
+            .await?;
         super::erasure::rename(tx, "platform_calls", e).await?;
         sqlx::query(
             "UPDATE platform_calls SET body = '{\"erased\":true}',

@@ -776,6 +776,40 @@ async fn a_trigger_makes_and_sends_an_offer(backend: Backend) {
         (inbox["messages"].as_array().unwrap().len() == 1).then_some(())
     })
     .await;
+
+    // A journey's `offer` node: the same service and the same send, as a step of the run.
+    let journey = json!({"name": "offer-journey", "start": "offer", "nodes": {
+        "offer": {"type": "offer", "offer": {"intent": "retain", "max_cost_minor": 500,
+                  "send": {"template_id": "tpl_offer", "channel": "in_app"}}, "next": "done"},
+        "done": {"type": "exit", "reason": "offered"}}});
+    let (st, j) = b.s.post(&b.marketing, "/admin/journeys", &journey).await;
+    assert_eq!(st, 201, "{j}");
+    let jid = j["id"].as_str().unwrap();
+    assert_eq!(
+        b.s.post(&b.marketing, &format!("/admin/journeys/{jid}/activate"), &json!({"version": 1})).await.0,
+        200
+    );
+    let entry = json!({"name": "offer-entry", "on": ["session.ended"], "action": {"type": "journey", "journey": "offer-journey"}});
+    let (st, tr) = b.s.post(&b.marketing, "/admin/triggers", &entry).await;
+    assert_eq!(st, 201, "{tr}");
+    let tid = tr["id"].as_str().unwrap();
+    assert_eq!(
+        b.s.post(&b.marketing, &format!("/admin/triggers/{tid}/activate"), &json!({"version": 1})).await.0,
+        200
+    );
+    b.player("p_3", "MT", "1990-05-17", json!({"casino": true})).await;
+    b.event("sn3", "session.ended", "p_3", json!({"session_id": "s3"})).await;
+    let inbox = support::eventually("the journey's offer in the inbox", Duration::from_secs(15), || async {
+        let (_, inbox) = b.s.get(&b.platform, "/v1/players/p_3/inbox").await;
+        inbox["messages"].as_array().filter(|m| !m.is_empty()).cloned()
+    })
+    .await;
+    assert!(inbox[0]["body"].as_str().unwrap().starts_with("bonus_cashback: 500 until"), "{inbox:?}");
+    let (_, runs) = b.s.get(&b.platform, "/v1/players/p_3/journeys").await;
+    let steps = runs.to_string();
+    assert!(steps.contains("\"offer\""), "{runs}");
+    let (_, offers) = b.s.get(&b.platform, "/v1/players/p_3/offers").await;
+    assert_eq!(offers["offers"][0]["state"], "issued", "{offers}");
     b.s.stop().await;
 }
 

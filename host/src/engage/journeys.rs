@@ -18,7 +18,7 @@ use serde_json::{Value, json};
 use sqlx::Row;
 
 use super::conditions::{self, Condition, Facts};
-use super::triggers::{RuleVerdict, SendAction, ask_rule, check_send};
+use super::triggers::{OfferAction, RuleVerdict, SendAction, ask_rule, check_send};
 use crate::auth::Principal;
 use crate::core::Core;
 use crate::defs::{self, DefError, Head, JOURNEYS, Traits, invalid};
@@ -81,6 +81,11 @@ pub enum Node {
         message: SendAction,
         next: String,
     },
+    /// An offer from the offer service, sent with `offer.send`'s template (as a trigger's `offer` action).
+    Offer {
+        offer: OfferAction,
+        next: String,
+    },
     /// The first case whose conditions hold, else `default`.
     Branch {
         cases: Vec<Case>,
@@ -105,6 +110,7 @@ impl Node {
             Node::Wait { .. } => "wait",
             Node::Check { .. } => "check",
             Node::Send { .. } => "send",
+            Node::Offer { .. } => "offer",
             Node::Branch { .. } => "branch",
             Node::Exit { .. } => "exit",
         }
@@ -117,7 +123,7 @@ impl Node {
                 (std::iter::once(next.as_str()).chain(on_event.as_deref()).collect(), true)
             }
             Node::Check { then, otherwise, .. } => (vec![then, otherwise], false),
-            Node::Send { next, .. } => (vec![next], false),
+            Node::Send { next, .. } | Node::Offer { next, .. } => (vec![next], false),
             Node::Branch { cases, default } => {
                 (cases.iter().map(|c| c.next.as_str()).chain([default.as_str()]).collect(), false)
             }
@@ -188,6 +194,9 @@ async fn check(core: &Core, brand: &str, def: &JourneyDef) -> Result<Traits, Def
             Node::Send { message, .. } => {
                 check_send(core, brand, message, &format!("{field}.message")).await?;
             }
+            Node::Offer { offer, .. } => {
+                super::triggers::check_offer(core, brand, offer, &format!("{field}.offer")).await?;
+            }
             Node::Branch { cases, .. } => {
                 if cases.is_empty() || cases.len() > 20 {
                     return Err(invalid(&field, "1 to 20 cases"));
@@ -207,9 +216,13 @@ async fn check(core: &Core, brand: &str, def: &JourneyDef) -> Result<Traits, Def
         return Err(invalid("nodes", format!("a loop through `{start}` never waits")));
     }
     let threshold = core.delivery.settings.high_value_minor(brand);
-    let sensitive = def.nodes.values().any(
-        |n| matches!(n, Node::Send { message, .. } if message.value_minor.is_some_and(|v| v > threshold)),
-    );
+    let sensitive = def.nodes.values().any(|n| match n {
+        Node::Send { message, .. } => message.value_minor.is_some_and(|v| v > threshold),
+        Node::Offer { offer, .. } => {
+            offer.max_cost_minor.or(offer.send.value_minor).is_some_and(|v| v > threshold)
+        }
+        _ => false,
+    });
     Ok(Traits { marketing: true, sensitive })
 }
 
@@ -610,6 +623,20 @@ pub(super) async fn take(
                     rec.reason = Some(other.to_string());
                 }
             }
+            to(next, at)
+        }
+        Node::Offer { offer, next } => {
+            let by = super::triggers::OfferBy {
+                brand: &run.brand_id,
+                player: &run.player_id,
+                key: &format!("jrn:{}:{}", run.id, run.step + 1),
+                requester: &format!("journey:{}:{}", def.name, run.node),
+                caused_at: None,
+            };
+            let fire = super::triggers::make_offer(core, conn, &by, offer, &facts, stored).await?;
+            rec.delivery_id = fire.delivery_id;
+            rec.status = Some(fire.outcome.to_string());
+            rec.reason = fire.reason;
             to(next, at)
         }
         Node::Branch { cases, default } => {

@@ -136,6 +136,22 @@ impl SendAction {
     }
 }
 
+/// Checks an offer action (a trigger's, a journey node's): the intent, the budget, the channel and its
+/// message.
+pub async fn check_offer(core: &Core, brand: &str, o: &OfferAction, field: &str) -> Result<(), DefError> {
+    if !crate::segments::is_name(&o.intent) {
+        return Err(invalid(format!("{field}.intent"), "1–64 characters of a-z, 0-9, '-' and '_'"));
+    }
+    if o.max_cost_minor.is_some_and(|v| !(0..=crate::offers::templates::MAX_MINOR).contains(&v)) {
+        return Err(invalid(format!("{field}.max_cost_minor"), "0 to 10^9 minor units"));
+    }
+    if o.channel().is_none() {
+        return Err(invalid(format!("{field}.send.channel"), "offers are not made by phone"));
+    }
+    check_send(core, brand, &o.send, &format!("{field}.send")).await?;
+    Ok(())
+}
+
 /// Checks a send's template and values; whether it is marketing (its template's topic).
 pub async fn check_send(core: &Core, brand: &str, s: &SendAction, field: &str) -> Result<bool, DefError> {
     let (db, policies) = (&core.db, &core.delivery.policies);
@@ -209,16 +225,7 @@ async fn check(core: &Core, brand: &str, def: &TriggerDef) -> Result<Traits, Def
             (true, None)
         }
         Action::Offer(o) => {
-            if !crate::segments::is_name(&o.intent) {
-                return Err(invalid("action.intent", "1–64 characters of a-z, 0-9, '-' and '_'"));
-            }
-            if o.max_cost_minor.is_some_and(|v| !(0..=crate::offers::templates::MAX_MINOR).contains(&v)) {
-                return Err(invalid("action.max_cost_minor", "0 to 10^9 minor units"));
-            }
-            if o.channel().is_none() {
-                return Err(invalid("action.send.channel", "offers are not made by phone"));
-            }
-            check_send(core, brand, &o.send, "action.send").await?;
+            check_offer(core, brand, o, "action").await?;
             // An offer is marketing, whatever its template's topic.
             (true, o.max_cost_minor.or(o.send.value_minor))
         }
@@ -501,19 +508,38 @@ async fn act(
                 Err(why) => Ok(Fire::outcome("not_entered", why)),
             }
         }
-        Action::Offer(o) => offer(core, conn, t, e, stored, facts, o).await,
+        Action::Offer(o) => {
+            let by = OfferBy {
+                brand: &e.brand_id,
+                player: &e.player_id,
+                key: &send_key(t, &e.event_id),
+                requester: &format!("trigger:{}", t.def.name),
+                caused_at: Some(e.received_at),
+            };
+            make_offer(core, conn, &by, o, facts, stored).await
+        }
     }
 }
 
-/// The offer action: an offer from the offer service, then its message through the send service.
-async fn offer(
+/// Who makes an offer, for whom, and the idempotency key of its message.
+pub struct OfferBy<'a> {
+    pub brand: &'a str,
+    pub player: &'a str,
+    pub key: &'a str,
+    /// `trigger:NAME`, `journey:NAME`: the offer's requester and its message's campaign.
+    pub requester: &'a str,
+    pub caused_at: Option<i64>,
+}
+
+/// An offer from the offer service, then its message through the send service, in the caller's
+/// transaction (a trigger's action, a journey's `offer` node).
+pub async fn make_offer(
     core: &Core,
     conn: &mut sqlx::AnyConnection,
-    t: &Active,
-    e: &crate::bus::LoggedEvent,
-    stored: &crate::profiles::StoredProfile,
-    facts: &Facts,
+    by: &OfferBy<'_>,
     o: &OfferAction,
+    facts: &Facts,
+    stored: &crate::profiles::StoredProfile,
 ) -> anyhow::Result<Fire> {
     use crate::offers::service::{
         self, Constraints, GenerateRequest, OfferError, PendingSend, RequestContext,
@@ -522,7 +548,7 @@ async fn offer(
         return Ok(Fire::outcome("failed", "offers are not made by phone"));
     };
     let req = GenerateRequest {
-        player_id: e.player_id.clone(),
+        player_id: by.player.to_string(),
         brand_id: None,
         context: RequestContext { intent: o.intent.clone(), channel },
         constraints: Constraints { max_cost_minor: o.max_cost_minor, rg_safe: true },
@@ -532,16 +558,14 @@ async fn offer(
         OfferError::Internal(err) => Err(err),
         other => Ok(Fire::outcome("failed", other.to_string())),
     };
-    let scored = match service::score(core, &e.brand_id, &req, stored).await {
+    let scored = match service::score(core, by.brand, &req, stored).await {
         Ok(s) => s,
         Err(err) => return failed(err),
     };
-    let key = send_key(t, &e.event_id);
-    let mut send = o.send.request(&e.player_id, facts, &format!("trigger:{}", t.def.name));
-    let pending = PendingSend { idempotency_key: key.clone(), request: send.clone() };
-    let requester = format!("trigger:{}", t.def.name);
+    let mut send = o.send.request(by.player, facts, by.requester);
+    let pending = PendingSend { idempotency_key: by.key.to_string(), request: send.clone() };
     let offer_id =
-        match service::decide_in(core, conn, (&requester, &e.brand_id), &req, scored, Some(&pending)).await {
+        match service::decide_in(core, conn, (by.requester, by.brand), &req, scored, Some(&pending)).await {
             Ok(Ok(id)) => id,
             Ok(Err(decision)) => return Ok(Fire::outcome("failed", decision.to_string())),
             Err(err) => return failed(err),
@@ -553,8 +577,7 @@ async fn offer(
         Some("issued") => {
             send.personalization.extend(service::personalization(&offer));
             let sent =
-                crate::messaging::send_in(core, conn, (&e.brand_id, &key), send, stored, Some(e.received_at))
-                    .await;
+                crate::messaging::send_in(core, conn, (by.brand, by.key), send, stored, by.caused_at).await;
             match sent {
                 Ok(d) => from_delivery(&d),
                 Err(crate::messaging::SendError::Internal(err)) => return Err(err),

@@ -925,7 +925,59 @@ async fn no_grant_after_a_self_exclusion(backend: Backend) {
     b.s.stop().await;
 }
 
+/// A deposit match is issued at acceptance with no amount; the next deposit in its currency fixes the
+/// amount (percent of the deposit, up to the cap) and the grant goes out then.
+async fn a_deposit_match_is_granted_on_the_deposit(backend: Backend) {
+    let Some(b) = bed(backend).await else { return };
+    let t = json!({"name": "dep_match_100", "kind": "deposit_match", "products": ["casino"], "jurisdictions": ["*"],
+                   "bounds": {"max_percent": 100, "max_cap_minor": 5000, "max_wager_multiplier": 10, "max_validity_hours": 168}});
+    assert_eq!(b.template(t).await.0, 201);
+    b.bind("next-best-offer", "1.0.0", "offer-scorer", "*", json!({})).await;
+    b.player("p_1", "MT", "1990-05-17", json!({"casino": true})).await;
+    b.s.settled().await;
+    let o = b.generate("p_1", Some(2500)).await;
+    assert_eq!((o["state"].as_str(), o["params"]["cap_minor"].as_i64()), (Some("issued"), Some(2500)), "{o}");
+    let (st, bonus) = b.accept(o["offer_id"].as_str().unwrap()).await;
+    assert_eq!(
+        (st, bonus["state"].as_str(), bonus["granted_minor"].as_i64()),
+        (201, Some("issued"), Some(0)),
+        "{bonus}"
+    );
+    let id = bonus["bonus_id"].as_str().unwrap().to_string();
+    assert!(
+        b.bonus(&id).await["platform_calls"].as_array().unwrap().is_empty(),
+        "no grant before the deposit"
+    );
+    b.s.clock.advance(jiff::SignedDuration::from_mins(5));
+    // A deposit in another currency does not count; one in the bonus's does.
+    b.event(
+        "pc0",
+        "payment.captured",
+        "p_1",
+        json!({"payment_id": "pay0", "amount_minor": 1000, "currency": "EUR"}),
+    )
+    .await;
+    b.event(
+        "pc1",
+        "payment.captured",
+        "p_1",
+        json!({"payment_id": "pay1", "amount_minor": 1000, "currency": "GBP"}),
+    )
+    .await;
+    let v = b.bonus_until(&id, "active", |v| v["state"] == "active").await;
+    assert_eq!(
+        (v["granted_minor"].as_i64(), v["wagering_required_minor"].as_i64()),
+        (Some(1000), Some(10_000)),
+        "{v}"
+    );
+    let grants = b.wallet.accepted();
+    assert_eq!(grants.len(), 1);
+    assert_eq!(grants[0].body["amount"]["amount_minor"], 1000);
+    b.s.stop().await;
+}
+
 on_both!(
+    a_deposit_match_is_granted_on_the_deposit,
     no_grant_after_a_self_exclusion,
     a_trigger_makes_and_sends_an_offer,
     impact_reports_of_offer_scorers_and_bonus_rules,

@@ -11,7 +11,7 @@ mod support;
 
 use pitboss::auth::Role;
 use serde_json::{Value, json};
-use support::load::{CLIENTS, Measured, load, noop_server, print};
+use support::load::{Measured, clients, load, noop_server, print};
 use support::server::{Backend, TestDb};
 
 fn event(n: u64) -> Value {
@@ -82,7 +82,8 @@ fn main() {
             keep.push(db);
         }
         let title = format!(
-            "POST /v1/events, {CLIENTS} keep-alive clients, {seconds} s each, server and clients in one process:"
+            "POST /v1/events, {} keep-alive clients, {seconds} s each, server and clients in one process:",
+            clients()
         );
         print(&title, "events", &results);
         drop(keep);

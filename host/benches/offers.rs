@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use pitboss::auth::Role;
 use pitboss::config::Settings;
 use serde_json::{Value, json};
-use support::load::{CLIENTS, Measured, load, noop_server, print};
+use support::load::{Measured, clients, load, noop_server, print};
 use support::provider::{Behaviour, ProviderServer};
 use support::registry::{approve, manifest, officer, sign, upload};
 use support::server::{Backend, TestServer};
@@ -213,7 +213,8 @@ fn main() {
             h.s.stop().await;
         }
         let title = format!(
-            "POST /v1/offers/generate, {players} players, 3 templates, {CLIENTS} keep-alive clients, {seconds} s each, server and clients in one process:"
+            "POST /v1/offers/generate, {players} players, 3 templates, {} keep-alive clients, {seconds} s each, server and clients in one process:",
+            clients()
         );
         print(&title, "offers", &results);
         println!();

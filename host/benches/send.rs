@@ -14,7 +14,7 @@ mod support;
 use pitboss::auth::Role;
 use pitboss::config::Settings;
 use serde_json::{Value, json};
-use support::load::{CLIENTS, Measured, load, noop_server, print};
+use support::load::{Measured, clients, load, noop_server, print};
 use support::server::{Backend, TestServer};
 
 const PLAYERS: u64 = 1000;
@@ -117,7 +117,8 @@ fn main() {
             s.stop().await;
         }
         let title = format!(
-            "POST /v1/messaging/send, {CLIENTS} keep-alive clients, {seconds} s each, server and clients in one process:"
+            "POST /v1/messaging/send, {} keep-alive clients, {seconds} s each, server and clients in one process:",
+            clients()
         );
         print(&title, "messages", &results);
         println!();

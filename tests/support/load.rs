@@ -6,7 +6,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-pub const CLIENTS: usize = 16;
+/// Keep-alive clients at once (`PITBOSS_BENCH_CLIENTS`, default 16; 1 gives the latency of a request
+/// alone).
+pub fn clients() -> usize {
+    std::env::var("PITBOSS_BENCH_CLIENTS").ok().and_then(|s| s.parse().ok()).filter(|n| *n >= 1).unwrap_or(16)
+}
 
 /// Runs a benchmark's body on a two-thread runtime, with each measurement's length in seconds
 /// (`PITBOSS_BENCH_SECONDS`, default 5).
@@ -25,8 +29,8 @@ pub struct Measured {
     pub p99: Duration,
 }
 
-/// `CLIENTS` clients for `seconds`; `request(client, n)` builds the request for units n.. n + `units`,
-/// which must answer 202.
+/// `clients()` clients for `seconds`; `request(client, n)` builds the request for units n.. n + `units`,
+/// which must answer 2xx.
 pub async fn load<F>(name: &str, seconds: f64, units: usize, request: F) -> Measured
 where
     F: Fn(&reqwest::Client, u64) -> reqwest::RequestBuilder + Send + Sync + 'static,
@@ -34,7 +38,7 @@ where
     let request = Arc::new(request);
     let counter = Arc::new(AtomicU64::new(0));
     let deadline = Instant::now() + Duration::from_secs_f64(seconds);
-    let tasks: Vec<_> = (0..CLIENTS)
+    let tasks: Vec<_> = (0..clients())
         .map(|_| {
             let (request, counter) = (request.clone(), counter.clone());
             tokio::spawn(async move {

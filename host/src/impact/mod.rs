@@ -245,6 +245,32 @@ async fn heartbeat(core: &Core, plugin_id: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The candidate version as a report runs it: its component, manifest and limits, the runtime, and
+/// the options of its calls (no configuration, at the report's time).
+struct Candidate {
+    plugin: Arc<crate::plugins::Plugin>,
+    manifest: crate::plugins::registry::manifest::Manifest,
+    limits: crate::plugins::Limits,
+    runtime: Arc<crate::plugins::Runtime>,
+    now: jiff::Timestamp,
+    opts: CallOptions,
+}
+
+impl Candidate {
+    async fn load(core: &Core, plugin_id: &str) -> anyhow::Result<Candidate> {
+        let (plugin, manifest, limits) =
+            core.registry.candidate(plugin_id).await.map_err(|e| anyhow::anyhow!("{e}"))?;
+        let now = core.clock().now();
+        let opts = CallOptions { limits, now, config: Default::default() };
+        Ok(Candidate { plugin, manifest, limits, runtime: core.registry.runtime().clone(), now, opts })
+    }
+}
+
+/// Whether a version's jurisdictions cover `j`.
+fn covers(manifest: &crate::plugins::registry::manifest::Manifest, j: &str) -> bool {
+    manifest.jurisdictions.iter().any(|c| c == "*" || c == j)
+}
+
 /// One side's decision about a player, as the report shows it.
 fn shown(d: &Result<m::Membership, String>) -> Value {
     match d {
@@ -288,13 +314,10 @@ async fn segment_report(
     plugin_id: &str,
     segment: &crate::segments::Segment,
 ) -> anyhow::Result<Value> {
-    let (candidate, manifest, limits) =
-        core.registry.candidate(plugin_id).await.map_err(|e| anyhow::anyhow!("{e}"))?;
-    let runtime = core.registry.runtime().clone();
+    let Candidate { plugin: candidate, manifest, limits, runtime, now, opts: candidate_opts } =
+        Candidate::load(core, plugin_id).await?;
     let brand = segment.brand_id.as_str();
-    let in_scope = |j: &str| manifest.jurisdictions.iter().any(|c| c == "*" || c == j);
-    let now = core.clock().now();
-    let candidate_opts = CallOptions { limits, now, config: Default::default() };
+    let in_scope = |j: &str| covers(&manifest, j);
 
     let (mut gained, mut lost, mut failed, mut current_failed) =
         (Side::default(), Side::default(), Side::default(), Side::default());

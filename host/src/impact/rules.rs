@@ -18,7 +18,7 @@ use std::sync::Arc;
 use serde_json::{Value, json};
 use sqlx::Row;
 
-use super::{MEASURED, SAMPLE, Side, percentile};
+use super::{Candidate, MEASURED, SAMPLE, Side, covers, percentile};
 use crate::core::Core;
 use crate::model as m;
 use crate::offers::ledger::{self, Bonus, State};
@@ -83,12 +83,9 @@ fn top(outcome: &Result<Vec<m::RankedOffer>, String>, defs: &[templates::Active]
 
 /// The candidate scorer beside the bound one, over the brand's population.
 pub async fn offer_report(core: &Core, plugin_id: &str, brand: &str) -> anyhow::Result<Value> {
-    let (candidate, manifest, limits) =
-        core.registry.candidate(plugin_id).await.map_err(|e| anyhow::anyhow!("{e}"))?;
-    let runtime = core.registry.runtime().clone();
-    let now = core.clock().now();
-    let candidate_opts = CallOptions { limits, now, config: Default::default() };
-    let in_scope = |j: &str| manifest.jurisdictions.iter().any(|c| c == "*" || c == j);
+    let Candidate { plugin: candidate, manifest, limits, runtime, now, opts: candidate_opts } =
+        Candidate::load(core, plugin_id).await?;
+    let in_scope = |j: &str| covers(&manifest, j);
     let defs = {
         let mut conn = core.db.pool.acquire().await?;
         templates::active(&mut conn, brand).await?
@@ -323,12 +320,9 @@ async fn replayed_events(core: &Core, brand: &str, since: i64) -> anyhow::Result
 
 /// The candidate bonus rule beside the bound one, replaying the last `days` of bonus-relevant events.
 pub async fn bonus_report(core: &Core, plugin_id: &str, brand: &str, days: u32) -> anyhow::Result<Value> {
-    let (candidate, manifest, limits) =
-        core.registry.candidate(plugin_id).await.map_err(|e| anyhow::anyhow!("{e}"))?;
-    let runtime = core.registry.runtime().clone();
-    let now = core.clock().now();
-    let candidate_opts = CallOptions { limits, now, config: Default::default() };
-    let in_scope = |j: &str| manifest.jurisdictions.iter().any(|c| c == "*" || c == j);
+    let Candidate { plugin: candidate, manifest, limits, runtime, now, opts: candidate_opts } =
+        Candidate::load(core, plugin_id).await?;
+    let in_scope = |j: &str| covers(&manifest, j);
     let since = now.as_millisecond() - i64::from(days) * 86_400_000;
     let events = replayed_events(core, brand, since).await?;
     let packs = core.policies.packs.current();

@@ -185,6 +185,41 @@ pub async fn versions(conn: &mut sqlx::AnyConnection, kind: Kind, id: &str) -> a
     rows.iter().map(version_of).collect()
 }
 
+/// A definition in use: its id and active version, read.
+#[derive(Debug, Clone)]
+pub struct Active<T> {
+    pub id: String,
+    pub version: i64,
+    pub def: T,
+}
+
+/// A brand's definitions of `kind` in their active versions, by name. One that no longer reads (it was
+/// checked when saved) is passed over and logged: never a reason to stop a consumer or fail a request.
+pub async fn active<T: serde::de::DeserializeOwned>(
+    conn: &mut sqlx::AnyConnection,
+    kind: Kind,
+    brand: &str,
+) -> anyhow::Result<Vec<Active<T>>> {
+    let sql = format!(
+        "SELECT t.id, v.version, v.definition FROM {} t
+         JOIN {} v ON v.{} = t.id AND v.version = t.active_version
+         WHERE t.brand_id = $1 ORDER BY t.name",
+        kind.table, kind.versions, kind.key
+    );
+    let rows = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(brand).fetch_all(conn).await?;
+    let mut out = Vec::with_capacity(rows.len());
+    for r in rows {
+        let (id, version): (String, i64) = (r.try_get("id")?, r.try_get("version")?);
+        match serde_json::from_str(&r.try_get::<String, _>("definition")?) {
+            Ok(def) => out.push(Active { id, version, def }),
+            Err(e) => {
+                tracing::error!(kind = kind.noun, %id, version, error = %e, "a definition that does not read")
+            }
+        }
+    }
+    Ok(out)
+}
+
 /// Most triggers, and most journeys, a brand may have (each event runs every active trigger).
 pub const MAX_PER_BRAND: i64 = 200;
 

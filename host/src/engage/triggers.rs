@@ -247,35 +247,11 @@ pub async fn save(
 }
 
 /// An active trigger as the consumer runs it.
-#[derive(Debug, Clone)]
-pub struct Active {
-    pub id: String,
-    pub version: i64,
-    pub def: TriggerDef,
-}
+pub type Active = defs::Active<TriggerDef>;
 
 /// The active triggers of a brand.
 pub async fn active(conn: &mut sqlx::AnyConnection, brand: &str) -> anyhow::Result<Vec<Active>> {
-    let rows = sqlx::query(
-        "SELECT t.id, v.version, v.definition FROM triggers t
-         JOIN trigger_versions v ON v.trigger_id = t.id AND v.version = t.active_version
-         WHERE t.brand_id = $1 ORDER BY t.name",
-    )
-    .bind(brand)
-    .fetch_all(conn)
-    .await?;
-    let mut out = Vec::with_capacity(rows.len());
-    for r in rows {
-        let (id, version): (String, i64) = (r.try_get("id")?, r.try_get("version")?);
-        // Checked when saved; one that no longer reads is passed over, not a reason to stop the consumer.
-        match serde_json::from_str(&r.try_get::<String, _>("definition")?) {
-            Ok(def) => out.push(Active { id, version, def }),
-            Err(e) => {
-                tracing::error!(trigger = %id, version, error = %e, "a trigger definition that does not read")
-            }
-        }
-    }
-    Ok(out)
+    defs::active(conn, TRIGGERS, brand).await
 }
 
 /// What a trigger made of an event it matched, as stored.

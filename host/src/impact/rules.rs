@@ -289,19 +289,16 @@ fn breaches(
 
 /// Bonus-relevant events of the brand since `since`, of players who held a bonus: by player, in order.
 async fn replayed_events(core: &Core, brand: &str, since: i64) -> anyhow::Result<Vec<(String, m::Event)>> {
-    let rows = sqlx::query(
+    let types: Vec<String> =
+        crate::offers::engine::EVENT_TYPES.iter().map(|t| format!("'{}'", m::wire_name(*t))).collect();
+    let sql = format!(
         "SELECT e.player_id, e.event_id, e.event_type, e.occurred_at, e.payload FROM events e
-         WHERE e.brand_id = $1 AND e.occurred_at >= $2
-           AND e.event_type IN ('bet.placed', 'bet.settled', 'payment.captured', 'withdrawal.requested',
-               'withdrawal.processed', 'withdrawal.failed', 'bonus.issued', 'bonus.consumed', 'bonus.expired',
-               'session.started', 'session.ended')
+         WHERE e.brand_id = $1 AND e.occurred_at >= $2 AND e.event_type IN ({})
            AND e.player_id IN (SELECT b.player_id FROM bonuses b WHERE b.brand_id = $1 AND b.granted_at IS NOT NULL)
          ORDER BY e.player_id, e.seq",
-    )
-    .bind(brand)
-    .bind(since)
-    .fetch_all(&core.db.pool)
-    .await?;
+        types.join(", ")
+    );
+    let rows = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(brand).bind(since).fetch_all(&core.db.pool).await?;
     rows.iter()
         .map(|r| {
             let kind: String = r.try_get("event_type")?;

@@ -46,23 +46,24 @@ impl Engine {
     }
 }
 
-/// The events the engine looks at (the platform's; the host's own `bonus.*` go to triggers).
+/// The events the engine looks at (the platform's; the host's own `bonus.*` go to triggers). Impact
+/// reports of bonus rules replay the same.
+pub const EVENT_TYPES: [EventType; 11] = [
+    EventType::BetPlaced,
+    EventType::BetSettled,
+    EventType::PaymentCaptured,
+    EventType::WithdrawalRequested,
+    EventType::WithdrawalProcessed,
+    EventType::WithdrawalFailed,
+    EventType::BonusIssued,
+    EventType::BonusConsumed,
+    EventType::BonusExpired,
+    EventType::SessionStarted,
+    EventType::SessionEnded,
+];
+
 fn concerns(t: EventType) -> bool {
-    use EventType::*;
-    matches!(
-        t,
-        BetPlaced
-            | BetSettled
-            | PaymentCaptured
-            | WithdrawalRequested
-            | WithdrawalProcessed
-            | WithdrawalFailed
-            | BonusIssued
-            | BonusConsumed
-            | BonusExpired
-            | SessionStarted
-            | SessionEnded
-    )
+    EVENT_TYPES.contains(&t)
 }
 
 impl Handler for Engine {

@@ -7,7 +7,6 @@
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
-use sqlx::Row;
 
 use crate::auth::Principal;
 use crate::core::Core;
@@ -320,32 +319,11 @@ pub async fn save(
 }
 
 /// A template in use: its id and version with its definition.
-#[derive(Debug, Clone)]
-pub struct Active {
-    pub id: String,
-    pub version: i64,
-    pub def: TemplateDef,
-}
+pub type Active = defs::Active<TemplateDef>;
 
 /// The brand's templates in use, by name.
 pub async fn active(conn: &mut sqlx::AnyConnection, brand: &str) -> anyhow::Result<Vec<Active>> {
-    let rows = sqlx::query(
-        "SELECT t.id, v.version, v.definition FROM offer_templates t
-         JOIN offer_template_versions v ON v.template_id = t.id AND v.version = t.active_version
-         WHERE t.brand_id = $1 ORDER BY t.name",
-    )
-    .bind(brand)
-    .fetch_all(conn)
-    .await?;
-    rows.iter()
-        .map(|r| {
-            Ok(Active {
-                id: r.try_get("id")?,
-                version: r.try_get("version")?,
-                def: serde_json::from_str(&r.try_get::<String, _>("definition")?)?,
-            })
-        })
-        .collect()
+    defs::active(conn, OFFER_TEMPLATES, brand).await
 }
 
 /// One version of a template.

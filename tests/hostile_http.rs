@@ -18,9 +18,7 @@ async fn call(
     body: Vec<u8>,
     headers: &[(&str, &[u8])],
 ) -> (u16, String, Value) {
-    // No connection kept between requests: the server closes one whose body it refused unread.
-    let http = reqwest::Client::builder().pool_max_idle_per_host(0).build().unwrap();
-    let mut r = http.request(method, format!("{}{path}", s.base)).bearer_auth(key).body(body);
+    let mut r = s.http.request(method, format!("{}{path}", s.base)).bearer_auth(key).body(body);
     for (name, value) in headers {
         r = r.header(*name, reqwest::header::HeaderValue::from_bytes(value).unwrap());
     }
@@ -30,19 +28,6 @@ async fn call(
     let v: Value =
         serde_json::from_str(&text).unwrap_or_else(|_| panic!("{status} {path}: not JSON: {text:?}"));
     (status, v["error"]["code"].as_str().unwrap_or_default().to_string(), v)
-}
-
-/// A request written by hand on a socket (what a client library refuses to send); its status and body.
-async fn raw(s: &TestServer, request: &str) -> (u16, String) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut socket = tokio::net::TcpStream::connect(s.base.trim_start_matches("http://")).await.unwrap();
-    let _ = socket.write_all(request.as_bytes()).await;
-    let mut answer = Vec::new();
-    let _ = tokio::time::timeout(std::time::Duration::from_secs(5), socket.read_to_end(&mut answer)).await;
-    let text = String::from_utf8_lossy(&answer).to_string();
-    let status = text.split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
-    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
-    (status, body)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -62,10 +47,36 @@ async fn every_error_is_json_and_roles_come_before_bodies() {
         let head = format!(
             "POST {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {platform}\r\nContent-Type: application/json\r\nContent-Length: 3145728\r\nConnection: close\r\n\r\n"
         );
-        let (status, body) = raw(&s, &head).await;
+        let (status, body) = s.raw(&head).await;
         assert_eq!(status, 403, "{path}: {body}");
         assert!(body.contains("\"forbidden\""), "{path}: {body}");
     }
+    // An answer given before the body was read closes the connection, and says so: a pooled client's
+    // next request then opens a new one instead of failing on the dropped one.
+    for _ in 0..10 {
+        let r = s
+            .http
+            .post(format!("{}/admin/keys", s.base))
+            .bearer_auth(&platform)
+            .body(vec![b'x'; 64 * 1024])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 403);
+        assert_eq!(r.headers().get("connection").map(|v| v.as_bytes()), Some(&b"close"[..]));
+        assert_eq!(s.get(&admin, "/admin/audit?limit=1").await.0, 200);
+    }
+    // A body read to its end keeps the connection.
+    let r = s
+        .http
+        .post(format!("{}/admin/keys", s.base))
+        .bearer_auth(&admin)
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 422);
+    assert!(r.headers().get("connection").is_none());
     let huge = vec![b'x'; 3 * 1024 * 1024];
     // The right role with a broken body: the extractor's complaint, in the JSON shape.
     let (st, code, _) = call(&s, Method::POST, "/admin/plugins", &operator, b"x".to_vec(), &[]).await;
@@ -99,15 +110,16 @@ async fn every_error_is_json_and_roles_come_before_bodies() {
     let (st, code, _) = call(&s, Method::GET, "/v1/players/%FF%FE", &platform, vec![], &[]).await;
     assert_eq!((st, code.as_str()), (400, "invalid_path"));
     // A request target too long: refused in the JSON shape; past 64 KiB the HTTP server itself says 414.
-    let (status, body) = raw(
-        &s,
-        &format!("GET /v1/players/{} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", "p".repeat(10_000)),
-    )
-    .await;
+    let (status, body) = s
+        .raw(&format!(
+            "GET /v1/players/{} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+            "p".repeat(10_000)
+        ))
+        .await;
     assert_eq!(status, 414);
     assert!(body.contains("\"uri_too_long\""), "{}", &body[..body.len().min(200)]);
     let (status, _) =
-        raw(&s, &format!("GET /v1/players/{} HTTP/1.1\r\nHost: x\r\n\r\n", "p".repeat(70_000))).await;
+        s.raw(&format!("GET /v1/players/{} HTTP/1.1\r\nHost: x\r\n\r\n", "p".repeat(70_000))).await;
     assert_eq!(status, 414);
     // A key that is there but not ASCII is invalid, not missing.
     let send =

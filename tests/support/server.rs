@@ -166,6 +166,21 @@ impl TestServer {
         pitboss::auth::keys::create(&self.db, &actor, role, &brands, holder).await.unwrap().1
     }
 
+    /// A request written by hand on a socket (what a client library refuses to send); its status and body.
+    pub async fn raw(&self, request: &str) -> (u16, String) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut socket =
+            tokio::net::TcpStream::connect(self.base.trim_start_matches("http://")).await.unwrap();
+        let _ = socket.write_all(request.as_bytes()).await;
+        let mut answer = Vec::new();
+        let _ =
+            tokio::time::timeout(std::time::Duration::from_secs(5), socket.read_to_end(&mut answer)).await;
+        let text = String::from_utf8_lossy(&answer).to_string();
+        let status = text.split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+        let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+        (status, body)
+    }
+
     pub async fn post(&self, key: &str, path: &str, body: &Value) -> (u16, Value) {
         let r =
             self.http.post(format!("{}{path}", self.base)).bearer_auth(key).json(body).send().await.unwrap();

@@ -17,6 +17,7 @@ mod players;
 mod plugins;
 mod segments;
 mod templates;
+mod unread;
 
 use axum::Json;
 use axum::Router;
@@ -64,6 +65,7 @@ pub fn app(state: AppState) -> Router {
         .layer(axum::middleware::map_response(json_errors))
         .layer(axum::middleware::from_fn(uri_limit))
         .layer(axum::middleware::from_fn(request_span))
+        .layer(axum::middleware::from_fn(unread::close_unread))
         .with_state(state)
 }
 

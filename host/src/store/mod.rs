@@ -156,6 +156,15 @@ impl Players<'_> {
     }
 }
 
+/// The `VALUES` list of a multi-row statement: `rows` tuples of `cols` parameters, numbered from `$1`.
+pub fn values_list(rows: usize, cols: usize) -> String {
+    let tuple = |r: usize| {
+        let marks: Vec<String> = (1..=cols).map(|c| format!("${}", r * cols + c)).collect();
+        format!("({})", marks.join(", "))
+    };
+    (0..rows).map(tuple).collect::<Vec<_>>().join(", ")
+}
+
 /// The URL without its password, for messages.
 pub fn redact(url: &str) -> String {
     match (url.find("://"), url.rfind('@')) {
@@ -178,4 +187,13 @@ pub fn rfc3339(ms: i64) -> String {
 
 pub fn now_ms() -> i64 {
     jiff::Timestamp::now().as_millisecond()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn values_lists_number_their_parameters_row_by_row() {
+        assert_eq!(super::values_list(2, 3), "($1, $2, $3), ($4, $5, $6)");
+        assert_eq!(super::values_list(1, 1), "($1)");
+    }
 }

@@ -11,7 +11,9 @@
 //! a rejected bet only above the terms' max bet (forfeit or flag, per the terms). A refused action is
 //! kept on the bonus with its reason and counted.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
+
+use sqlx::Row;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -92,21 +94,21 @@ impl Handler for Engine {
             profiles.extend(read.into_iter().map(|(p, stored)| ((brand.to_string(), p), stored)));
             live.extend(found.into_iter().map(|(p, v)| ((brand.to_string(), p), v)));
         }
-        for e in concerned {
+        // Only the events of players who hold a live bonus, and each once ever (a replay of the log
+        // finds them applied).
+        let held: Vec<&LoggedEvent> = concerned
+            .into_iter()
+            .filter(|e| {
+                live.get(&(e.brand_id.clone(), e.player_id.clone()))
+                    .is_some_and(|v| v.iter().any(|b| b.state.live()))
+            })
+            .collect();
+        let fresh = first_seen(conn, &held).await?;
+        for e in held.into_iter().filter(|e| fresh.contains(&(e.brand_id.as_str(), e.event_id.as_str()))) {
             let key = (e.brand_id.clone(), e.player_id.clone());
             let Some(bonuses) = live.get_mut(&key).filter(|v| v.iter().any(|b| b.state.live())) else {
                 continue;
             };
-            let fresh = sqlx::query(
-                "INSERT INTO bonus_events (brand_id, event_id) VALUES ($1, $2) ON CONFLICT (brand_id, event_id) DO NOTHING",
-            )
-            .bind(&e.brand_id)
-            .bind(&e.event_id)
-            .execute(&mut *conn)
-            .await?;
-            if fresh.rows_affected() == 0 {
-                continue;
-            }
             self.apply(conn, e, bonuses, profiles.get(&key)).await?;
             self.moved.store(true, Ordering::Relaxed);
         }
@@ -121,6 +123,37 @@ impl Handler for Engine {
             self.wake.notify_one();
         }
     }
+}
+
+/// Remembers `events` as applied; answers those not applied before, as (brand, event id).
+async fn first_seen<'a>(
+    conn: &mut sqlx::AnyConnection,
+    events: &[&'a LoggedEvent],
+) -> anyhow::Result<HashSet<(&'a str, &'a str)>> {
+    let mut fresh = HashSet::new();
+    for chunk in events.chunks(200) {
+        let sql = format!(
+            "INSERT INTO bonus_events (brand_id, event_id) VALUES {} ON CONFLICT (brand_id, event_id) DO NOTHING
+             RETURNING brand_id, event_id",
+            crate::store::values_list(chunk.len(), 2)
+        );
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for e in chunk {
+            q = q.bind(&e.brand_id).bind(&e.event_id);
+        }
+        let rows = q.fetch_all(&mut *conn).await?;
+        let inserted: HashSet<(String, String)> = rows
+            .iter()
+            .map(|r| Ok((r.try_get("brand_id")?, r.try_get("event_id")?)))
+            .collect::<anyhow::Result<_>>()?;
+        fresh.extend(
+            chunk
+                .iter()
+                .filter(|e| inserted.contains(&(e.brand_id.clone(), e.event_id.clone())))
+                .map(|e| (e.brand_id.as_str(), e.event_id.as_str())),
+        );
+    }
+    Ok(fresh)
 }
 
 fn action_name(a: &BonusAction) -> &'static str {

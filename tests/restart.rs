@@ -293,3 +293,27 @@ async fn killed_during_a_steady_stream_on_postgres_applies_every_accepted_event(
     assert_eq!(stored, 8 * 150, "every event stored once");
     terminate(server);
 }
+
+/// SQLite's WAL is copied into the database file in the background, not inside a request's commit:
+/// writes the size of several automatic checkpoints reach the file without any commit checkpointing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_checkpoints_run_in_the_background() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("pitboss.db");
+    let db = pitboss::store::Db::open(&format!("sqlite://{}", path.display())).await.unwrap();
+    let before = std::fs::metadata(&path).unwrap().len();
+    sqlx::query("CREATE TABLE filler (x TEXT)").execute(&db.pool).await.unwrap();
+    for _ in 0..40 {
+        sqlx::query("INSERT INTO filler (x) VALUES ($1)")
+            .bind("x".repeat(100_000))
+            .execute(&db.pool)
+            .await
+            .unwrap();
+    }
+    // 4 MB in the WAL; the database file takes it at the next checkpoint.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while std::fs::metadata(&path).unwrap().len() < before + 4_000_000 {
+        assert!(std::time::Instant::now() < deadline, "no checkpoint copied the WAL into the file");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}

@@ -109,6 +109,10 @@ impl Bed {
     async fn generate(&self, player: &str, max_cost: Option<i64>) -> Value {
         let (st, v) = self.s.post(&self.platform, "/v1/offers/generate", &request(player, max_cost)).await;
         assert_eq!(st, 200, "{v}");
+        // The answer is the offer as stored, whatever its outcome.
+        let (st, stored) =
+            self.s.get(&self.platform, &format!("/v1/offers/{}", v["offer_id"].as_str().unwrap())).await;
+        assert_eq!((st, &stored), (200, &v));
         v
     }
 

@@ -540,15 +540,12 @@ pub async fn make_offer(
     };
     let mut send = o.send.request(by.player, facts, by.requester);
     let pending = PendingSend { idempotency_key: by.key.to_string(), request: send.clone() };
-    let offer_id =
+    let offer =
         match service::decide_in(core, conn, (by.requester, by.brand), &req, scored, Some(&pending)).await {
-            Ok(Ok(id)) => id,
+            Ok(Ok(offer)) => offer,
             Ok(Err(decision)) => return Ok(Fire::outcome("failed", decision.to_string())),
             Err(err) => return failed(err),
         };
-    let offer = service::shown(core, conn, &offer_id)
-        .await?
-        .ok_or_else(|| anyhow::anyhow!("offer {offer_id} gone"))?;
     let mut fire = match offer["state"].as_str() {
         Some("issued") => {
             send.personalization.extend(service::personalization(&offer));
@@ -574,7 +571,11 @@ pub async fn make_offer(
             Fire::outcome("no_offer", codes.join(", "))
         }
     };
-    fire.reason = Some(format!("offer {offer_id}: {}", fire.reason.unwrap_or_default()));
+    fire.reason = Some(format!(
+        "offer {}: {}",
+        offer["offer_id"].as_str().unwrap_or_default(),
+        fire.reason.unwrap_or_default()
+    ));
     Ok(fire)
 }
 

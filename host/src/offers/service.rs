@@ -201,9 +201,7 @@ pub async fn generate(
     let made = decide_in(core, &mut tx, (&actor.holder, brand), req, scored, None).await?;
     // A scorer's failure is recorded with its decision: kept, then answered.
     tx.commit().await?;
-    let offer_id = made?;
-    let mut conn = core.db.pool.acquire().await?;
-    shown(core, &mut conn, &offer_id).await?.ok_or(OfferError::NotFound)
+    Ok(made?)
 }
 
 /// What the scorer made of a request, before anything is written.
@@ -272,8 +270,8 @@ pub struct PendingSend {
     pub request: crate::messaging::SendRequest,
 }
 
-/// Checks the ranked offers and writes the offer (or the refusal) in the caller's transaction; its id,
-/// or the scorer's failure (recorded: the caller commits, then answers it).
+/// Checks the ranked offers and writes the offer (or the refusal) in the caller's transaction; the
+/// offer as [`shown`], or the scorer's failure (recorded: the caller commits, then answers it).
 pub async fn decide_in(
     core: &Core,
     conn: &mut sqlx::AnyConnection,
@@ -281,7 +279,7 @@ pub async fn decide_in(
     req: &GenerateRequest,
     scored: Scored,
     pending_send: Option<&PendingSend>,
-) -> Result<Result<String, DecisionError>, OfferError> {
+) -> Result<Result<Value, DecisionError>, OfferError> {
     let Scored { now, view, consents, candidates, evaluated } = scored;
     let profile = view.profile.clone();
     let tx = conn;
@@ -499,51 +497,77 @@ pub async fn decide_in(
                              "constraints": {"max_cost_minor": req.constraints.max_cost_minor,
                                              "rg_safe": req.constraints.rg_safe},
                              "high_value_minor": core.delivery.settings.high_value_minor(brand)});
-    let (template_id, version, kind, params, value, cost, expires_at) = match &stored_row {
-        Some((t, j, expires)) => (
-            t.id.clone(),
-            t.version,
-            m::wire_name(t.def.kind),
-            serde_json::to_string(&j.params).map_err(anyhow::Error::from)?,
-            j.value_minor,
-            j.cost_minor,
-            expires.as_millisecond(),
-        ),
-        None => (String::new(), 0, String::new(), "null".to_string(), 0, 0, now.as_millisecond()),
-    };
+    let (template_id, template_name, template_version, kind, params, value_minor, cost_minor, expires_at) =
+        match &stored_row {
+            Some((t, j, expires)) => (
+                t.id.clone(),
+                Some(t.def.name.clone()),
+                t.version,
+                m::wire_name(t.def.kind),
+                Some(j.params.clone()),
+                j.value_minor,
+                j.cost_minor,
+                expires.as_millisecond(),
+            ),
+            None => (String::new(), None, 0, String::new(), None, 0, 0, now.as_millisecond()),
+        };
     let pending_send = pending_send
         .filter(|_| state == "pending_approval")
         .map(serde_json::to_string)
         .transpose()
         .map_err(anyhow::Error::from)?;
+    let offer = Stored {
+        offer_id,
+        brand_id: brand.to_string(),
+        player_id: req.player_id.clone(),
+        template_id,
+        template_name,
+        template_version,
+        kind,
+        params,
+        value_minor,
+        cost_minor,
+        currency: profile.currency.clone(),
+        state: state.to_string(),
+        channel: m::wire_name(req.context.channel),
+        intent: req.context.intent.clone(),
+        created_by: requester.to_string(),
+        created_at: now.as_millisecond(),
+        expires_at,
+        approved_by: None,
+        approved_at: None,
+        explanation,
+        pending_send,
+    };
     sqlx::query(
         "INSERT INTO offers (offer_id, brand_id, player_id, template_id, template_version, kind, params, value_minor,
              cost_minor, currency, state, channel, intent, explanation, decision_seq, created_by, created_at,
              expires_at, updated_at, pending_send)
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $17, $19)",
     )
-    .bind(&offer_id)
-    .bind(brand)
-    .bind(&req.player_id)
-    .bind(&template_id)
-    .bind(version)
-    .bind(&kind)
-    .bind(&params)
-    .bind(value)
-    .bind(cost)
-    .bind(&profile.currency)
-    .bind(state)
-    .bind(m::wire_name(req.context.channel))
-    .bind(&req.context.intent)
-    .bind(explanation.to_string())
+    .bind(&offer.offer_id)
+    .bind(&offer.brand_id)
+    .bind(&offer.player_id)
+    .bind(&offer.template_id)
+    .bind(offer.template_version)
+    .bind(&offer.kind)
+    .bind(serde_json::to_string(&offer.params).map_err(anyhow::Error::from)?)
+    .bind(offer.value_minor)
+    .bind(offer.cost_minor)
+    .bind(&offer.currency)
+    .bind(&offer.state)
+    .bind(&offer.channel)
+    .bind(&offer.intent)
+    .bind(offer.explanation.to_string())
     .bind(scorer["decision_seq"].as_i64())
-    .bind(requester)
-    .bind(now.as_millisecond())
-    .bind(expires_at)
-    .bind(pending_send)
+    .bind(&offer.created_by)
+    .bind(offer.created_at)
+    .bind(offer.expires_at)
+    .bind(&offer.pending_send)
     .execute(&mut *tx)
     .await?;
-    Ok(Ok(offer_id))
+    // A new offer has no bonus yet.
+    Ok(Ok(offer.shown(now.as_millisecond(), None)))
 }
 
 /// Adds `cost` to each counter of the day unless that would pass its cap: all, or none (a counter
@@ -614,22 +638,31 @@ async fn reserve(
 
 /// An offer as stored.
 struct Stored {
+    offer_id: String,
     brand_id: String,
     player_id: String,
     template_id: String,
+    template_name: Option<String>,
     template_version: i64,
+    kind: String,
     params: Option<m::OfferParams>,
     value_minor: i64,
+    cost_minor: i64,
     currency: String,
     state: String,
+    channel: String,
+    intent: String,
     created_by: String,
+    created_at: i64,
     expires_at: i64,
+    approved_by: Option<String>,
+    approved_at: Option<i64>,
+    explanation: Value,
+    /// A message held with it until its approval ([`PendingSend`], as JSON).
+    pending_send: Option<String>,
 }
 
-async fn load(
-    conn: &mut sqlx::AnyConnection,
-    offer_id: &str,
-) -> anyhow::Result<Option<(Stored, sqlx::any::AnyRow)>> {
+async fn load(conn: &mut sqlx::AnyConnection, offer_id: &str) -> anyhow::Result<Option<Stored>> {
     let row = sqlx::query(
         "SELECT o.*, t.name AS template_name FROM offers o LEFT JOIN offer_templates t ON t.id = o.template_id
          WHERE o.offer_id = $1",
@@ -638,26 +671,70 @@ async fn load(
     .fetch_optional(conn)
     .await?;
     let Some(r) = row else { return Ok(None) };
-    let s = Stored {
+    Ok(Some(Stored {
+        offer_id: offer_id.to_string(),
         brand_id: r.try_get("brand_id")?,
         player_id: r.try_get("player_id")?,
         template_id: r.try_get("template_id")?,
+        template_name: r.try_get("template_name")?,
         template_version: r.try_get("template_version")?,
+        kind: r.try_get("kind")?,
         params: serde_json::from_str(&r.try_get::<String, _>("params")?)?,
         value_minor: r.try_get("value_minor")?,
+        cost_minor: r.try_get("cost_minor")?,
         currency: r.try_get("currency")?,
         state: r.try_get("state")?,
+        channel: r.try_get("channel")?,
+        intent: r.try_get("intent")?,
         created_by: r.try_get("created_by")?,
+        created_at: r.try_get("created_at")?,
         expires_at: r.try_get("expires_at")?,
-    };
-    Ok(Some((s, r)))
+        approved_by: r.try_get("approved_by")?,
+        approved_at: r.try_get("approved_at")?,
+        explanation: serde_json::from_str(&r.try_get::<String, _>("explanation")?)?,
+        pending_send: r.try_get("pending_send")?,
+    }))
 }
 
-/// The state as of now: an open offer past its time is expired, whether or not it was written yet.
-fn state_now(s: &Stored, now: i64) -> &str {
-    match s.state.as_str() {
-        "issued" | "pending_approval" if now >= s.expires_at => "expired",
-        other => other,
+impl Stored {
+    /// The state as of now: an open offer past its time is expired, whether or not it was written yet.
+    fn state_now(&self, now: i64) -> &str {
+        match self.state.as_str() {
+            "issued" | "pending_approval" if now >= self.expires_at => "expired",
+            other => other,
+        }
+    }
+
+    /// The offer as the API shows it: what it is, its state, and the basis of the decision.
+    fn shown(&self, now: i64, bonus_id: Option<String>) -> Value {
+        let mut v = json!({
+            "offer_id": self.offer_id,
+            "brand_id": self.brand_id,
+            "player_id": self.player_id,
+            "state": self.state_now(now),
+            "template": self.template_name,
+            "template_version": (self.template_version > 0).then_some(self.template_version),
+            "kind": Some(&self.kind).filter(|k| !k.is_empty()),
+            "params": self.params.as_ref().map(params_json),
+            "value_minor": self.value_minor,
+            "cost_minor": self.cost_minor,
+            "currency": self.currency,
+            "channel": self.channel,
+            "intent": self.intent,
+            "created_at": crate::store::rfc3339(self.created_at),
+            "expires_at": (self.state != "refused").then(|| crate::store::rfc3339(self.expires_at)),
+            "approval": {
+                "required": self.state == "pending_approval" || self.approved_by.is_some(),
+                "approved_by": self.approved_by,
+                "approved_at": self.approved_at.map(crate::store::rfc3339),
+            },
+            "bonus_id": bonus_id,
+            "basis": self.explanation,
+        });
+        if self.state == "refused" {
+            v["reasons"] = v["basis"]["reasons"].clone();
+        }
+        v
     }
 }
 
@@ -667,38 +744,9 @@ pub async fn shown(
     conn: &mut sqlx::AnyConnection,
     offer_id: &str,
 ) -> anyhow::Result<Option<Value>> {
-    let Some((s, r)) = load(conn, offer_id).await? else { return Ok(None) };
-    let now = core.clock().now_ms();
-    let explanation: Value = serde_json::from_str(&r.try_get::<String, _>("explanation")?)?;
+    let Some(s) = load(conn, offer_id).await? else { return Ok(None) };
     let bonus = ledger::of_offer(conn, offer_id).await?.map(|b| b.bonus_id);
-    let mut v = json!({
-        "offer_id": offer_id,
-        "brand_id": s.brand_id,
-        "player_id": s.player_id,
-        "state": state_now(&s, now),
-        "template": r.try_get::<Option<String>, _>("template_name")?,
-        "template_version": (s.template_version > 0).then_some(s.template_version),
-        "kind": Some(r.try_get::<String, _>("kind")?).filter(|k| !k.is_empty()),
-        "params": s.params.as_ref().map(params_json),
-        "value_minor": s.value_minor,
-        "cost_minor": r.try_get::<i64, _>("cost_minor")?,
-        "currency": s.currency,
-        "channel": r.try_get::<String, _>("channel")?,
-        "intent": r.try_get::<String, _>("intent")?,
-        "created_at": crate::store::rfc3339(r.try_get("created_at")?),
-        "expires_at": (s.state != "refused").then(|| crate::store::rfc3339(s.expires_at)),
-        "approval": {
-            "required": s.state == "pending_approval" || r.try_get::<Option<String>, _>("approved_by")?.is_some(),
-            "approved_by": r.try_get::<Option<String>, _>("approved_by")?,
-            "approved_at": r.try_get::<Option<i64>, _>("approved_at")?.map(crate::store::rfc3339),
-        },
-        "bonus_id": bonus,
-        "basis": explanation,
-    });
-    if s.state == "refused" {
-        v["reasons"] = v["basis"]["reasons"].clone();
-    }
-    Ok(Some(v))
+    Ok(Some(s.shown(core.clock().now_ms(), bonus)))
 }
 
 /// The offer, if the actor may see its brand.
@@ -715,13 +763,13 @@ pub async fn visible(core: &Core, actor: &Principal, offer_id: &str) -> Result<V
 /// message held with it (a trigger's) goes to the send service then, through the gate as of now.
 pub async fn approve(core: &Core, actor: &Principal, offer_id: &str) -> Result<Value, OfferError> {
     let mut conn = core.db.pool.acquire().await?;
-    let (s, row) = load(&mut conn, offer_id).await?.ok_or(OfferError::NotFound)?;
+    let s = load(&mut conn, offer_id).await?.ok_or(OfferError::NotFound)?;
     drop(conn);
     if !actor.may_see_brand(&s.brand_id) {
         return Err(OfferError::NotFound);
     }
     let now = core.clock().now_ms();
-    match state_now(&s, now) {
+    match s.state_now(now) {
         "pending_approval" => {}
         "expired" => return Err(state_error("offer_expired", "the offer expired before it was approved")),
         other => {
@@ -734,11 +782,8 @@ pub async fn approve(core: &Core, actor: &Principal, offer_id: &str) -> Result<V
             s.value_minor, s.created_by
         )));
     }
-    let pending: Option<PendingSend> = row
-        .try_get::<Option<String>, _>("pending_send")?
-        .map(|t| serde_json::from_str(&t))
-        .transpose()
-        .map_err(anyhow::Error::from)?;
+    let pending: Option<PendingSend> =
+        s.pending_send.as_deref().map(serde_json::from_str).transpose().map_err(anyhow::Error::from)?;
     let stored = match &pending {
         Some(_) => Some(core.profiles.current(&s.brand_id, &s.player_id).await?),
         None => None,
@@ -789,11 +834,11 @@ pub async fn approve(core: &Core, actor: &Principal, offer_id: &str) -> Result<V
 pub async fn decline(core: &Core, actor: &Principal, offer_id: &str) -> Result<Value, OfferError> {
     let now = core.clock().now_ms();
     let mut tx = core.db.begin_write().await?;
-    let (s, _) = load(&mut tx, offer_id).await?.ok_or(OfferError::NotFound)?;
+    let s = load(&mut tx, offer_id).await?.ok_or(OfferError::NotFound)?;
     if !actor.may_see_brand(&s.brand_id) {
         return Err(OfferError::NotFound);
     }
-    match state_now(&s, now) {
+    match s.state_now(now) {
         "issued" | "pending_approval" => {
             let moved = sqlx::query(
                 "UPDATE offers SET state = 'declined', updated_at = $2
@@ -818,7 +863,7 @@ pub async fn decline(core: &Core, actor: &Principal, offer_id: &str) -> Result<V
 /// match or a reload, once the deposit arrives). Idempotent: accepting again answers the same bonus.
 pub async fn accept(core: &Core, actor: &Principal, offer_id: &str) -> Result<(bool, Value), OfferError> {
     let mut conn = core.db.pool.acquire().await?;
-    let (s, _) = load(&mut conn, offer_id).await?.ok_or(OfferError::NotFound)?;
+    let s = load(&mut conn, offer_id).await?.ok_or(OfferError::NotFound)?;
     if !actor.may_see_brand(&s.brand_id) {
         return Err(OfferError::NotFound);
     }
@@ -828,7 +873,7 @@ pub async fn accept(core: &Core, actor: &Principal, offer_id: &str) -> Result<(b
     drop(conn);
     let now = core.clock().now();
     let now_ms = now.as_millisecond();
-    match state_now(&s, now_ms) {
+    match s.state_now(now_ms) {
         "issued" => {}
         "pending_approval" => {
             return Err(state_error("offer_pending_approval", "the offer waits for a compliance approval"));

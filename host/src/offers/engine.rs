@@ -12,12 +12,11 @@
 //! kept on the bonus with its reason and counted.
 
 use std::collections::{HashMap, HashSet};
-
-use sqlx::Row;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use serde_json::json;
+use sqlx::Row;
 use tokio::sync::Notify;
 
 use super::ledger::{self, Bonus, Move, State};
@@ -131,7 +130,7 @@ async fn first_seen<'a>(
     events: &[&'a LoggedEvent],
 ) -> anyhow::Result<HashSet<(&'a str, &'a str)>> {
     let mut fresh = HashSet::new();
-    for chunk in events.chunks(200) {
+    for chunk in events.chunks(crate::store::ROWS_PER_STATEMENT) {
         let sql = format!(
             "INSERT INTO bonus_events (brand_id, event_id) VALUES {} ON CONFLICT (brand_id, event_id) DO NOTHING
              RETURNING brand_id, event_id",

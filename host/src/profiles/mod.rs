@@ -13,7 +13,7 @@ use sqlx::Row;
 use crate::bus::{Handler, LoggedEvent, Unapplicable};
 use crate::model::{self as m, EventPayload, EventType as T};
 use crate::store::contacts::{self, ContactsKey};
-use crate::store::{Db, Players, consents};
+use crate::store::{Db, Players, ROWS_PER_STATEMENT, consents, values_list};
 
 pub const CONSUMER: &str = "profiles";
 
@@ -251,7 +251,7 @@ impl Handler for ProfileUpdater {
                      wins = player_days.wins + excluded.wins,
                      bets = player_days.bets + excluded.bets,
                      sessions = player_days.sessions + excluded.sessions",
-                crate::store::values_list(chunk.len(), 9)
+                values_list(chunk.len(), 9)
             );
             let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
             for (brand, player, d, day) in chunk {
@@ -264,7 +264,7 @@ impl Handler for ProfileUpdater {
             let sql = format!(
                 "INSERT INTO player_stakes (brand_id, player_id, kind, name, stake_sum) VALUES {}
                  ON CONFLICT (brand_id, player_id, kind, name) DO UPDATE SET stake_sum = player_stakes.stake_sum + excluded.stake_sum",
-                crate::store::values_list(chunk.len(), 5)
+                values_list(chunk.len(), 5)
             );
             let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
             for (brand, player, kind, name, sum) in chunk {
@@ -276,7 +276,7 @@ impl Handler for ProfileUpdater {
             let sql = format!(
                 "INSERT INTO profiles (brand_id, player_id, state, updated_seq) VALUES {}
                  ON CONFLICT (brand_id, player_id) DO UPDATE SET state = excluded.state, updated_seq = excluded.updated_seq",
-                crate::store::values_list(chunk.len(), 4)
+                values_list(chunk.len(), 4)
             );
             let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
             for (brand, player, state, seq) in chunk {
@@ -293,9 +293,6 @@ impl Handler for ProfileUpdater {
         }
     }
 }
-
-/// Rows per multi-row statement: their parameters stay far below either database's limit.
-const ROWS_PER_STATEMENT: usize = 200;
 
 /// The stored states of `players` (brand, player), read brand by brand in a few queries.
 async fn read_states<'a>(

@@ -207,6 +207,10 @@ impl Players<'_> {
     }
 }
 
+/// Rows per multi-row statement ([`values_list`]): their parameters stay far below either database's
+/// limit.
+pub const ROWS_PER_STATEMENT: usize = 200;
+
 /// The `VALUES` list of a multi-row statement: `rows` tuples of `cols` parameters, numbered from `$1`.
 pub fn values_list(rows: usize, cols: usize) -> String {
     let tuple = |r: usize| {

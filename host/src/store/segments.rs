@@ -170,9 +170,6 @@ pub async fn apply(
     Ok(applied.first().map(|(change, span, _)| (*change, *span)))
 }
 
-/// Rows per multi-row statement (well under both databases' limits on bound values).
-const ROWS: usize = 200;
-
 /// `apply` for many players of one segment at once (a sweep's page), in a few multi-row statements:
 /// `enter` are players not in the segment who enter it, `leave` the open spans that close. A player
 /// another writer moved meanwhile is left as that writer left them. The changes made: (change, span,
@@ -186,7 +183,7 @@ pub async fn apply_many(
     at: i64,
 ) -> anyhow::Result<Vec<(Change, i64, String)>> {
     let mut changes: Vec<(Change, i64, String, &Verdict)> = Vec::new();
-    for chunk in enter.chunks(ROWS) {
+    for chunk in enter.chunks(super::ROWS_PER_STATEMENT) {
         let values: Vec<String> = (0..chunk.len())
             .map(|k| {
                 let b = k * 7;
@@ -227,7 +224,7 @@ pub async fn apply_many(
             changes.push((Change::Entered, r.try_get("id")?, player, verdict));
         }
     }
-    for chunk in leave.chunks(ROWS) {
+    for chunk in leave.chunks(super::ROWS_PER_STATEMENT) {
         let values: Vec<String> =
             (0..chunk.len()).map(|k| format!("(${}, ${})", 3 + 2 * k, 4 + 2 * k)).collect();
         let sql = format!(
@@ -249,7 +246,7 @@ pub async fn apply_many(
     }
     let logged: Vec<(Change, i64, &str, &Verdict)> =
         changes.iter().map(|(c, s, p, v)| (*c, *s, p.as_str(), *v)).collect();
-    for chunk in logged.chunks(ROWS) {
+    for chunk in logged.chunks(super::ROWS_PER_STATEMENT) {
         log_changes(conn, segment, chunk, via, at).await?;
     }
     Ok(changes.into_iter().map(|(c, s, p, _)| (c, s, p)).collect())

@@ -52,6 +52,21 @@ impl Handler for SegmentUpdater {
             }
             segments.insert(e.brand_id.clone(), of_brand);
         }
+        // The batch's players' open spans, one query per segment.
+        let mut open: HashMap<String, HashMap<String, (i64, String)>> = HashMap::new();
+        for (brand, of_brand) in &segments {
+            let players: Vec<String> =
+                latest.iter().filter(|l| &l.brand_id == brand).map(|l| l.player_id.clone()).collect();
+            for segment in of_brand {
+                let spans = crate::store::segments::open_spans(
+                    conn,
+                    &segment.id,
+                    crate::store::Players::List(&players),
+                )
+                .await?;
+                open.insert(segment.id.clone(), spans);
+            }
+        }
         for e in latest {
             let of_brand = &segments[&e.brand_id];
             let Some(stored) = profiles.remove(&(e.brand_id.clone(), e.player_id.clone())) else {
@@ -66,11 +81,13 @@ impl Handler for SegmentUpdater {
                     .await?
                 {
                     Decision::Verdict(verdict, evaluated) => {
+                        let span = open.get(&segment.id).and_then(|spans| spans.get(&e.player_id));
                         let Some(change) = super::apply(
                             conn,
                             segment.target(),
                             player,
                             &verdict,
+                            span,
                             &via,
                             now.as_millisecond(),
                         )

@@ -312,7 +312,10 @@ async fn write_page(
     figures: &mut Figures,
 ) -> anyhow::Result<bool> {
     let mut tx = core.db.begin_write().await?;
-    let current = members_between(&mut tx, &segment.id, page.range).await?;
+    let (after, last) = page.range;
+    let current =
+        crate::store::segments::open_spans(&mut tx, &segment.id, crate::store::Players::Range(after, last))
+            .await?;
     let (mut enter, mut leave) = (Vec::new(), Vec::new());
     for ((player, profile), verdict) in page.profiles.iter().zip(page.verdicts) {
         figures.players += 1;
@@ -328,7 +331,7 @@ async fn write_page(
             (true, Some((_, j))) if *j != profile.jurisdiction => {
                 // Still in, now counted in another jurisdiction: `apply` moves the span.
                 let target = (player.as_str(), profile.jurisdiction.as_str());
-                super::apply(&mut tx, segment.target(), target, verdict, page.via, page.at).await?;
+                super::apply(&mut tx, segment.target(), target, verdict, open, page.via, page.at).await?;
             }
             _ => {}
         }
@@ -348,27 +351,6 @@ async fn write_page(
         .await?;
     tx.commit().await?;
     Ok(changed)
-}
-
-/// Current members among the players in `(after, last]`: their open span and the jurisdiction they are
-/// counted in.
-async fn members_between(
-    conn: &mut sqlx::AnyConnection,
-    segment: &str,
-    (after, last): (&str, &str),
-) -> anyhow::Result<HashMap<String, (i64, String)>> {
-    let rows = sqlx::query(
-        "SELECT id, player_id, jurisdiction FROM segment_members
-         WHERE segment_id = $1 AND left_at IS NULL AND player_id > $2 AND player_id <= $3",
-    )
-    .bind(segment)
-    .bind(after)
-    .bind(last)
-    .fetch_all(conn)
-    .await?;
-    rows.iter()
-        .map(|r| Ok((r.try_get("player_id")?, (r.try_get("id")?, r.try_get("jurisdiction")?))))
-        .collect()
 }
 
 /// One player's membership as the rules bound today decide it.

@@ -7,7 +7,9 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 use sqlx::Row;
 
-use super::{Db, Tx};
+use std::collections::HashMap;
+
+use super::{Db, Players, Tx};
 use crate::model as m;
 
 /// Current members by jurisdiction, for each of a brand's segments.
@@ -133,29 +135,40 @@ pub enum Change {
     Left,
 }
 
-/// Applies a verdict to the player's membership, in the caller's transaction: opens or closes the span
-/// and writes `segment.entered` / `segment.left` to the log. The change and its span, or `None` when
-/// nothing changed.
+/// The open spans of `players` in a segment: by player, the span's id and the jurisdiction they are
+/// counted in.
+pub async fn open_spans(
+    conn: &mut sqlx::AnyConnection,
+    segment: &str,
+    players: Players<'_>,
+) -> anyhow::Result<HashMap<String, (i64, String)>> {
+    let sql = format!(
+        "SELECT id, player_id, jurisdiction FROM segment_members WHERE segment_id = $1 AND left_at IS NULL AND {}",
+        players.condition(2)
+    );
+    let rows = players.bind(sqlx::query(sqlx::AssertSqlSafe(sql)).bind(segment)).fetch_all(conn).await?;
+    rows.iter()
+        .map(|r| Ok((r.try_get("player_id")?, (r.try_get("id")?, r.try_get("jurisdiction")?))))
+        .collect()
+}
+
+/// Applies a verdict to the player's membership, whose open span (from [`open_spans`]) is `open`, in the
+/// caller's transaction: opens or closes the span and writes `segment.entered` / `segment.left` to the
+/// log, or moves the span to the player's jurisdiction now. The change and its span, or `None` when
+/// the player neither entered nor left.
 pub async fn apply(
     conn: &mut sqlx::AnyConnection,
     segment: Target<'_>,
     (player, jurisdiction): (&str, &str),
     verdict: &Verdict,
+    open: Option<&(i64, String)>,
     via: &str,
     at: i64,
 ) -> anyhow::Result<Option<(Change, i64)>> {
-    let open = sqlx::query(
-        "SELECT id, jurisdiction FROM segment_members WHERE segment_id = $1 AND player_id = $2 AND left_at IS NULL",
-    )
-    .bind(segment.id)
-    .bind(player)
-    .fetch_optional(&mut *conn)
-    .await?;
     let applied = match (verdict.member, open) {
         (true, None) => apply_many(conn, segment, &[(player, jurisdiction, verdict)], &[], via, at).await?,
-        (false, Some(r)) => apply_many(conn, segment, &[], &[(r.try_get("id")?, verdict)], via, at).await?,
-        (true, Some(r)) => {
-            let (id, was): (i64, String) = (r.try_get("id")?, r.try_get("jurisdiction")?);
+        (false, Some((id, _))) => apply_many(conn, segment, &[], &[(*id, verdict)], via, at).await?,
+        (true, Some((id, was))) => {
             if was != jurisdiction {
                 sqlx::query("UPDATE segment_members SET jurisdiction = $2 WHERE id = $1")
                     .bind(id)

@@ -396,6 +396,12 @@ pub async fn fire(
     if !matches(&t.def, &event, now) {
         return Ok(None);
     }
+    // The conditions first: they read nothing from the database, and most events fail them.
+    let view = stored.at(&e.brand_id, &e.player_id, now);
+    let facts = Facts::new(Some(&event), &view.profile);
+    if facts.all(&t.def.conditions).is_err() {
+        return Ok(None);
+    }
     // Once per (trigger, event): a replay or a second host finds the row.
     let seen = sqlx::query("SELECT 1 AS one FROM trigger_fires WHERE trigger_id = $1 AND event_id = $2")
         .bind(&t.id)
@@ -403,11 +409,6 @@ pub async fn fire(
         .fetch_optional(&mut *conn)
         .await?;
     if seen.is_some() {
-        return Ok(None);
-    }
-    let view = stored.at(&e.brand_id, &e.player_id, now);
-    let facts = Facts::new(Some(&event), &view.profile);
-    if facts.all(&t.def.conditions).is_err() {
         return Ok(None);
     }
     let player = (e.brand_id.as_str(), e.player_id.as_str());

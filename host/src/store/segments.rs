@@ -3,11 +3,11 @@
 //! capability (the `segments` module) is their one writer; they live here so that the core's erasure can
 //! reach them without knowing the capability.
 
+use std::collections::HashMap;
+
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 use sqlx::Row;
-
-use std::collections::HashMap;
 
 use super::{Db, Players, Tx};
 use crate::model as m;

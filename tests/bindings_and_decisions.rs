@@ -601,7 +601,7 @@ async fn a_decision_and_a_send_without_http(s: &TestServer) {
     let (key, _) = pitboss::store::contacts::ContactsKey::generate();
     let core = pitboss::core::Core::open(s.db.clone(), key, &options).await.unwrap();
 
-    let event = pitboss::events::validate(&register("p_core", "DE")).unwrap();
+    let event = pitboss::events::validate(&register("p_core", "DE"), jiff::Timestamp::now()).unwrap();
     core.append(vec![event]).await.unwrap();
     let decided = pitboss::decisions::decide(
         &core,

@@ -4,7 +4,7 @@ use crate::support;
 
 use pitboss::auth::Role;
 use serde_json::{Value, json};
-use support::server::TestServer;
+use support::server::{Backend, TestServer};
 
 fn event(id: &str, kind: &str, player: &str, at: &str, payload: Value) -> Value {
     json!({"event_id": id, "event_type": kind, "player_id": player, "brand_id": "A",
@@ -375,3 +375,22 @@ both!(
     a_refused_request_does_not_touch_those_committed_with_it_sqlite_and_postgres,
     a_refused_request_does_not_touch_those_committed_with_it
 );
+
+/// "At most a day ahead" is measured on the host's clock, whatever the machine's wall clock says.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn event_times_are_bounded_by_the_hosts_clock() {
+    let Some(s) = TestServer::start(Backend::Sqlite).await else { return };
+    let key = s.key(Role::Platform, &["A"]).await;
+    s.clock.set(jiff::Timestamp::now() + jiff::SignedDuration::from_hours(72));
+    let event = |id: &str, at: jiff::Timestamp| {
+        json!({"event_id": id, "event_type": "player.registered", "player_id": "p_clock", "brand_id": "A",
+               "occurred_at": at.to_string(),
+               "payload": {"jurisdiction": "MT", "locale": "en", "time_zone": "UTC", "currency": "EUR"}})
+    };
+    let (st, v) = s.post(&key, "/v1/events", &event("c1", s.clock.now())).await;
+    assert_eq!(st, 202, "{v}");
+    let late = s.clock.now() + jiff::SignedDuration::from_hours(25);
+    let (st, v) = s.post(&key, "/v1/events", &event("c2", late)).await;
+    assert_eq!((st, v["error"]["field"].as_str()), (422, Some("occurred_at")), "{v}");
+    s.stop().await;
+}

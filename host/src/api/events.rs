@@ -48,10 +48,11 @@ async fn post_events(
             format!("a batch holds 1 to {MAX_BATCH} events, not {}", items.len()),
         ));
     }
+    let now = state.clock().now();
     let checked: Vec<Result<ValidEvent, FieldError>> = items
         .iter()
         .map(|item| {
-            let e = events::validate(item)?;
+            let e = events::validate(item, now)?;
             if !principal.may_see_brand(&e.brand_id) {
                 return Err(FieldError {
                     code: "brand_not_allowed",

@@ -52,8 +52,8 @@ async fn events(core: &Core, head: &Head, req: &Request) -> Result<Vec<LoggedEve
     }
     let mut out = Vec::new();
     for (i, v) in given.iter().enumerate() {
-        let e =
-            crate::events::validate(v).map_err(|e| invalid(format!("events[{i}].{}", e.field), e.message))?;
+        let e = crate::events::validate(v, core.clock().now())
+            .map_err(|e| invalid(format!("events[{i}].{}", e.field), e.message))?;
         if e.brand_id != head.brand_id || e.player_id != req.player_id {
             return Err(invalid(format!("events[{i}]"), "an event of another brand or player"));
         }

@@ -54,9 +54,11 @@ pub struct ValidEvent {
     pub body_hash: String,
 }
 
-pub fn validate(value: &Value) -> Result<ValidEvent, FieldError> {
+/// Checks an event as the platform sent it; `now` is the host's clock (an event may be up to a day
+/// ahead of it, clocks differ).
+pub fn validate(value: &Value, now: Timestamp) -> Result<ValidEvent, FieldError> {
     let obj = value.as_object().ok_or_else(|| FieldError::new("", "an event must be a JSON object"))?;
-    let env = Fields { map: obj, prefix: "" };
+    let env = Fields { map: obj, prefix: "", now };
     env.only(&["event_id", "event_type", "player_id", "brand_id", "occurred_at", "trace_id", "payload"])?;
     let event_id = env.id("event_id")?;
     let type_str = env.string("event_type")?;
@@ -74,7 +76,7 @@ pub fn validate(value: &Value) -> Result<ValidEvent, FieldError> {
     }
     let player_id = env.id("player_id")?;
     let brand_id = env.id("brand_id")?;
-    let occurred_at = env.timestamp("occurred_at")?;
+    let occurred_at = env.timestamp_until("occurred_at", now + jiff::SignedDuration::from_hours(24))?;
     let trace_id = env.opt_string("trace_id")?;
     let empty = Map::new();
     let payload_map = match obj.get("payload") {
@@ -82,7 +84,7 @@ pub fn validate(value: &Value) -> Result<ValidEvent, FieldError> {
         Some(Value::Object(p)) => p,
         Some(_) => return Err(FieldError::new("payload", "must be an object")),
     };
-    let p = Fields { map: payload_map, prefix: "payload." };
+    let p = Fields { map: payload_map, prefix: "payload.", now };
     let (payload, personal) = payload_of(event_type, &p)?;
     let body_hash = hex::encode(Sha256::digest(value.to_string().as_bytes()));
     Ok(ValidEvent {
@@ -143,7 +145,7 @@ fn payload_of(t: EventType, p: &Fields) -> Result<(m::EventPayload, Personal), F
                             .parse::<Date>()
                             .map_err(|_| p.err("birth_date", "must be a date YYYY-MM-DD"))?;
                         // Today somewhere on Earth: a day ahead of UTC at most.
-                        let today = (Timestamp::now() + jiff::SignedDuration::from_hours(24))
+                        let today = (p.now + jiff::SignedDuration::from_hours(24))
                             .to_zoned_datetime(jiff::tz::TimeZone::UTC)
                             .date();
                         if date < jiff::civil::date(1900, 1, 1) || date > today {
@@ -299,6 +301,8 @@ fn payload_of(t: EventType, p: &Fields) -> Result<(m::EventPayload, Personal), F
 struct Fields<'a> {
     map: &'a Map<String, Value>,
     prefix: &'static str,
+    /// The host's clock, for the bounds of times and dates.
+    now: Timestamp,
 }
 
 impl Fields<'_> {
@@ -393,12 +397,6 @@ impl Fields<'_> {
             return Err(self.err(name, format!("must not be later than {latest}")));
         }
         Ok(t)
-    }
-
-    /// When an event occurred: up to a day ahead of this host's clock (clocks differ), never more.
-    fn timestamp(&self, name: &str) -> Result<Timestamp, FieldError> {
-        let latest = Timestamp::now() + jiff::SignedDuration::from_hours(24);
-        self.timestamp_until(name, latest)
     }
 
     fn parse_enum<T: serde::de::DeserializeOwned>(&self, name: &str, allowed: &str) -> Result<T, FieldError> {
@@ -499,6 +497,11 @@ mod catalogue_doc;
 mod tests {
     use super::*;
     use serde_json::json;
+
+    /// Checks as of the wall clock.
+    fn validate(value: &Value) -> Result<ValidEvent, FieldError> {
+        super::validate(value, Timestamp::now())
+    }
 
     fn bet() -> Value {
         json!({"event_id": "e1", "event_type": "bet.settled", "player_id": "p_1", "brand_id": "A",

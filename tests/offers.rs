@@ -67,6 +67,16 @@ async fn bed(backend: Backend) -> Option<Bed> {
 }
 
 impl Bed {
+    /// The player's inbox, once it holds a message (waiting up to 15 s for `what`).
+    async fn messages(&self, player: &str, what: &str) -> Vec<Value> {
+        let path = format!("/v1/players/{player}/inbox");
+        support::eventually(what, Duration::from_secs(15), || async {
+            let (_, inbox) = self.s.get(&self.platform, &path).await;
+            inbox["messages"].as_array().filter(|m| !m.is_empty()).cloned()
+        })
+        .await
+    }
+
     /// A registered player with e-mail marketing consent about casino (`products`), and profiling.
     async fn player(&self, id: &str, jurisdiction: &str, birth_date: &str, products: Value) {
         let reg = support::registered(
@@ -737,11 +747,7 @@ async fn a_trigger_makes_and_sends_an_offer(backend: Backend) {
     // A loss: an offer capped at 1000, sent to the inbox with its figures.
     b.event("st1", "bet.placed", "p_1", bet("bet.placed", "b1", "slots", 3000)).await;
     b.event("se1", "bet.settled", "p_1", bet("bet.settled", "b1", "slots", 3000)).await;
-    let inbox = support::eventually("the offer in the inbox", Duration::from_secs(15), || async {
-        let (_, inbox) = b.s.get(&b.platform, "/v1/players/p_1/inbox").await;
-        inbox["messages"].as_array().filter(|m| !m.is_empty()).cloned()
-    })
-    .await;
+    let inbox = b.messages("p_1", "the offer in the inbox").await;
     assert!(inbox[0]["body"].as_str().unwrap().starts_with("bonus_cashback: 300 until"), "{inbox:?}");
     let (_, fires) = b.s.get(&b.platform, "/v1/players/p_1/triggers").await;
     let fire = &fires["fires"][0];
@@ -803,11 +809,7 @@ async fn a_trigger_makes_and_sends_an_offer(backend: Backend) {
     );
     b.player("p_3", "MT", "1990-05-17", json!({"casino": true})).await;
     b.event("sn3", "session.ended", "p_3", json!({"session_id": "s3"})).await;
-    let inbox = support::eventually("the journey's offer in the inbox", Duration::from_secs(15), || async {
-        let (_, inbox) = b.s.get(&b.platform, "/v1/players/p_3/inbox").await;
-        inbox["messages"].as_array().filter(|m| !m.is_empty()).cloned()
-    })
-    .await;
+    let inbox = b.messages("p_3", "the journey's offer in the inbox").await;
     assert!(inbox[0]["body"].as_str().unwrap().starts_with("bonus_cashback: 500 until"), "{inbox:?}");
     let (_, runs) = b.s.get(&b.platform, "/v1/players/p_3/journeys").await;
     let steps = runs.to_string();

@@ -218,9 +218,7 @@ async fn check(core: &Core, brand: &str, def: &JourneyDef) -> Result<Traits, Def
     let threshold = core.delivery.settings.high_value_minor(brand);
     let sensitive = def.nodes.values().any(|n| match n {
         Node::Send { message, .. } => message.value_minor.is_some_and(|v| v > threshold),
-        Node::Offer { offer, .. } => {
-            offer.max_cost_minor.or(offer.send.value_minor).is_some_and(|v| v > threshold)
-        }
+        Node::Offer { offer, .. } => offer.value_minor().is_some_and(|v| v > threshold),
         _ => false,
     });
     Ok(Traits { marketing: true, sensitive })

@@ -90,6 +90,12 @@ pub struct OfferAction {
 }
 
 impl OfferAction {
+    /// What the offer may be worth, against the brand's `high_value_minor` (four eyes above it): its
+    /// `max_cost_minor`, else its message's `value_minor`.
+    pub fn value_minor(&self) -> Option<i64> {
+        self.max_cost_minor.or(self.send.value_minor)
+    }
+
     fn channel(&self) -> Option<crate::model::OfferChannel> {
         use crate::model::OfferChannel as O;
         Some(match self.send.channel {
@@ -227,7 +233,7 @@ async fn check(core: &Core, brand: &str, def: &TriggerDef) -> Result<Traits, Def
         Action::Offer(o) => {
             check_offer(core, brand, o, "action").await?;
             // An offer is marketing, whatever its template's topic.
-            (true, o.max_cost_minor.or(o.send.value_minor))
+            (true, o.value_minor())
         }
     };
     Ok(Traits { marketing, sensitive: def.sensitive || value.is_some_and(|v| v > threshold) })

@@ -103,7 +103,7 @@ impl Handler for Engine {
             })
             .collect();
         let fresh = first_seen(conn, &held).await?;
-        for e in held.into_iter().filter(|e| fresh.contains(&(e.brand_id.as_str(), e.event_id.as_str()))) {
+        for e in held.into_iter().filter(|e| fresh.contains(&(e.brand_id.clone(), e.event_id.clone()))) {
             let key = (e.brand_id.clone(), e.player_id.clone());
             let Some(bonuses) = live.get_mut(&key).filter(|v| v.iter().any(|b| b.state.live())) else {
                 continue;
@@ -125,10 +125,10 @@ impl Handler for Engine {
 }
 
 /// Remembers `events` as applied; answers those not applied before, as (brand, event id).
-async fn first_seen<'a>(
+async fn first_seen(
     conn: &mut sqlx::AnyConnection,
-    events: &[&'a LoggedEvent],
-) -> anyhow::Result<HashSet<(&'a str, &'a str)>> {
+    events: &[&LoggedEvent],
+) -> anyhow::Result<HashSet<(String, String)>> {
     let mut fresh = HashSet::new();
     for chunk in events.chunks(crate::store::ROWS_PER_STATEMENT) {
         let sql = format!(
@@ -140,17 +140,9 @@ async fn first_seen<'a>(
         for e in chunk {
             q = q.bind(&e.brand_id).bind(&e.event_id);
         }
-        let rows = q.fetch_all(&mut *conn).await?;
-        let inserted: HashSet<(String, String)> = rows
-            .iter()
-            .map(|r| Ok((r.try_get("brand_id")?, r.try_get("event_id")?)))
-            .collect::<anyhow::Result<_>>()?;
-        fresh.extend(
-            chunk
-                .iter()
-                .filter(|e| inserted.contains(&(e.brand_id.clone(), e.event_id.clone())))
-                .map(|e| (e.brand_id.as_str(), e.event_id.as_str())),
-        );
+        for r in q.fetch_all(&mut *conn).await? {
+            fresh.insert((r.try_get("brand_id")?, r.try_get("event_id")?));
+        }
     }
     Ok(fresh)
 }

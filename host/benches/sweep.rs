@@ -6,7 +6,8 @@
 //! reference `dormant-depositor` and `churn-risk` plugins in Rust and in Python (Python on a slice: it
 //! is two orders of magnitude slower), each in profiles/s with its ratio to native.
 //!
-//! `PITBOSS_BENCH_PLAYERS` sets the population (default 1,000,000); PostgreSQL comes from
+//! `PITBOSS_BENCH_PLAYERS` sets the population (default 1,000,000); `PITBOSS_BENCH_EVALUATE_ONLY=1` runs
+//! only the evaluation, over synthetic profiles made in memory (no database); PostgreSQL comes from
 //! `PITBOSS_TEST_POSTGRES` (default: the local server) and is skipped if absent.
 
 #[path = "../../tests/support/mod.rs"]
@@ -163,6 +164,13 @@ async fn bench(backend: Backend, name: &str, n: usize) {
         read.as_secs_f64(),
         rate(profiles.len(), read)
     );
+    evaluation(&profiles).await;
+    s.stop().await;
+}
+
+/// The evaluation alone over `profiles` held in memory: the native rule, then each reference plugin's
+/// batch form through `segments::batch` (what sweeps call), with its ratio to native.
+async fn evaluation(profiles: &[m::Profile]) {
     let t = Instant::now();
     let members = profiles.iter().filter(|p| native_dormant(p)).count();
     let native = t.elapsed();
@@ -202,13 +210,29 @@ async fn bench(backend: Backend, name: &str, n: usize) {
         }
     }
     println!("peak RSS of the process: {:.0} MiB", peak_rss_mib());
-    s.stop().await;
+}
+
+/// Profiles in the shape `seed` writes, made in memory: the evaluation alone without a database.
+fn synthetic(n: usize) -> Vec<m::Profile> {
+    (0..n)
+        .map(|i| {
+            let mut p = support::profile(&format!("p_{i:08}"));
+            p.consents.channels.retain(|c| i % 2 == 0 || *c != m::Channel::Email);
+            p.features.dep_count_30d = u32::from(i % 3 == 0 && i % 45 < 30);
+            p.features.days_since_last_seen = (i % 60) as u32;
+            p
+        })
+        .collect()
 }
 
 fn main() {
     let n = players();
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
     rt.block_on(async {
+        if std::env::var_os("PITBOSS_BENCH_EVALUATE_ONLY").is_some() {
+            println!("evaluation alone, {n} synthetic profiles in memory:");
+            return evaluation(&synthetic(n)).await;
+        }
         bench(Backend::Sqlite, "SQLite", n).await;
         bench(Backend::Postgres, "PostgreSQL", n).await;
     });

@@ -326,13 +326,13 @@ pub async fn batch(
     opts: &crate::plugins::CallOptions,
     profiles: Vec<m::Profile>,
 ) -> anyhow::Result<(Vec<Result<m::Membership, crate::plugins::PluginError>>, u64)> {
-    let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let per_worker = profiles.len().div_ceil(workers).max(1);
-    let mut parts = Vec::new();
-    for part in profiles.chunks(per_worker) {
-        let (runtime, plugin, opts, part) = (runtime.clone(), plugin.clone(), opts.clone(), part.to_vec());
-        parts.push(tokio::task::spawn_blocking(move || {
-            let run = runtime.segment_batch(&plugin, &opts, &part);
+    let (runtime, plugin, opts) = (runtime.clone(), plugin.clone(), opts.clone());
+    // One blocking task whose scoped threads borrow their parts: the profiles are not copied again.
+    let decided = tokio::task::spawn_blocking(move || {
+        let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let per_worker = profiles.len().div_ceil(workers).max(1);
+        let decide = |part: &[m::Profile]| {
+            let run = runtime.segment_batch(&plugin, &opts, part);
             let mut fuel = run.usage.fuel;
             let out: Vec<_> = match run.outcome {
                 Ok(ms) => ms.into_iter().map(Ok).collect(),
@@ -346,13 +346,18 @@ pub async fn batch(
                     .collect(),
             };
             (out, fuel)
-        }));
-    }
-    let (mut all, mut fuel) = (Vec::with_capacity(profiles.len()), 0);
-    for part in parts {
-        let (out, f) = part.await?;
-        all.extend(out);
-        fuel += f;
-    }
-    Ok((all, fuel))
+        };
+        std::thread::scope(|scope| {
+            let parts: Vec<_> =
+                profiles.chunks(per_worker).map(|part| scope.spawn(|| decide(part))).collect();
+            let (mut all, mut fuel) = (Vec::with_capacity(profiles.len()), 0);
+            for part in parts {
+                let (out, f) = part.join().map_err(|_| anyhow::anyhow!("a batch worker panicked"))?;
+                all.extend(out);
+                fuel += f;
+            }
+            anyhow::Ok((all, fuel))
+        })
+    });
+    decided.await?
 }

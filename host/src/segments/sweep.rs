@@ -238,60 +238,85 @@ pub async fn run(core: &Core, sweep: &str, segment: &Segment) -> Result<Figures,
 }
 
 async fn pages(core: &Core, sweep: &str, segment: &Segment, figures: &mut Figures) -> anyhow::Result<()> {
-    let db = &core.db;
     let brand = segment.brand_id.as_str();
     let via = format!("sweep:{sweep}");
-    let mut after = String::new();
-    loop {
-        let t = Instant::now();
-        let page = crate::profiles::load_page(db, &core.contacts_key, brand, &after, PAGE).await?;
-        let Some(last) = page.last().map(|(p, _)| p.clone()) else { return Ok(()) };
-        let now = core.clock().now();
-        let profiles: Vec<(String, m::Profile)> = page
-            .into_iter()
-            .map(|(p, s)| {
-                let v = s.at(brand, &p, now).profile;
-                (p, v)
-            })
-            .collect();
-        figures.read_ms += t.elapsed().as_millis() as u64;
-
-        let t = Instant::now();
-        let verdicts = decide_page(core, segment, &profiles, now, figures).await?;
-        figures.evaluate_ms += t.elapsed().as_millis() as u64;
-
-        let t = Instant::now();
-        let page = Page {
-            range: (&after, &last),
-            profiles: &profiles,
-            verdicts: &verdicts,
-            via: &via,
-            at: now.as_millisecond(),
-        };
-        // A write that loses to the real-time consumer on the same players (a deadlock on PostgreSQL)
-        // is tried again on the memberships as they are then.
-        let mut attempt = 0;
-        let done = loop {
-            let mut counted = figures.clone();
-            match write_page(core, sweep, segment, &page, &mut counted).await {
-                Ok(changed) => {
-                    *figures = counted;
-                    break changed;
-                }
-                Err(e) if attempt < 4 => {
-                    attempt += 1;
-                    tracing::warn!(sweep, error = %format!("{e:#}"), attempt, "writing a sweep's page; trying again");
-                    tokio::time::sleep(Duration::from_millis(20 * attempt)).await;
-                }
-                Err(e) => return Err(e),
-            }
-        };
-        if done {
-            core.bus.notify();
-        }
-        figures.write_ms += t.elapsed().as_millis() as u64;
-        after = last;
+    let (mut after, mut page) = (String::new(), read_page(core, brand, "", figures).await?);
+    // Each page is decided and written while the next one is read: the read is the longest part, and
+    // it holds no lock.
+    while let Some(last) = page.profiles.last().map(|(p, _)| p.clone()) {
+        let mut ahead = Figures::default();
+        let (next, done) = tokio::join!(
+            read_page(core, brand, &last, &mut ahead),
+            decide_and_write(core, sweep, segment, &page, (&after, &last), &via, figures)
+        );
+        done?;
+        figures.read_ms += ahead.read_ms;
+        (after, page) = (last, next?);
     }
+    Ok(())
+}
+
+/// A page of the brand's players after `after`, as profiles at the host's time now.
+struct Read {
+    profiles: Vec<(String, m::Profile)>,
+    now: jiff::Timestamp,
+}
+
+async fn read_page(core: &Core, brand: &str, after: &str, figures: &mut Figures) -> anyhow::Result<Read> {
+    let t = Instant::now();
+    let page = crate::profiles::load_page(&core.db, &core.contacts_key, brand, after, PAGE).await?;
+    let now = core.clock().now();
+    let profiles = page
+        .into_iter()
+        .map(|(p, s)| {
+            let v = s.at(brand, &p, now).profile;
+            (p, v)
+        })
+        .collect();
+    figures.read_ms += t.elapsed().as_millis() as u64;
+    Ok(Read { profiles, now })
+}
+
+/// Decides a page that was read and writes what changed, with the sweep's progress.
+async fn decide_and_write(
+    core: &Core,
+    sweep: &str,
+    segment: &Segment,
+    read: &Read,
+    range: (&str, &str),
+    via: &str,
+    figures: &mut Figures,
+) -> anyhow::Result<()> {
+    let t = Instant::now();
+    let verdicts = decide_page(core, segment, &read.profiles, read.now, figures).await?;
+    figures.evaluate_ms += t.elapsed().as_millis() as u64;
+
+    let t = Instant::now();
+    let page =
+        Page { range, profiles: &read.profiles, verdicts: &verdicts, via, at: read.now.as_millisecond() };
+    // A write that loses to the real-time consumer on the same players (a deadlock on PostgreSQL)
+    // is tried again on the memberships as they are then.
+    let mut attempt = 0;
+    let done = loop {
+        let mut counted = figures.clone();
+        match write_page(core, sweep, segment, &page, &mut counted).await {
+            Ok(changed) => {
+                *figures = counted;
+                break changed;
+            }
+            Err(e) if attempt < 4 => {
+                attempt += 1;
+                tracing::warn!(sweep, error = %format!("{e:#}"), attempt, "writing a sweep's page; trying again");
+                tokio::time::sleep(Duration::from_millis(20 * attempt)).await;
+            }
+            Err(e) => return Err(e),
+        }
+    };
+    if done {
+        core.bus.notify();
+    }
+    figures.write_ms += t.elapsed().as_millis() as u64;
+    Ok(())
 }
 
 /// One page of a sweep, decided.

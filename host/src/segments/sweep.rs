@@ -27,6 +27,10 @@ pub const PAGE: i64 = 4096;
 /// A running sweep that has not moved for this long lost its host: another takes it up.
 const STALE_MS: i64 = 60_000;
 
+/// A running sweep writes its progress (heartbeat and figures) at least this often, and with every page
+/// that changes memberships.
+const PROGRESS_EVERY: Duration = Duration::from_secs(1);
+
 /// What a sweep did, as it goes.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Figures {
@@ -239,15 +243,15 @@ pub async fn run(core: &Core, sweep: &str, segment: &Segment) -> Result<Figures,
 
 async fn pages(core: &Core, sweep: &str, segment: &Segment, figures: &mut Figures) -> anyhow::Result<()> {
     let brand = segment.brand_id.as_str();
-    let via = format!("sweep:{sweep}");
     let (mut after, mut page) = (String::new(), read_page(core, brand, "", figures).await?);
+    let mut progressed = Instant::now();
     // Each page is decided and written while the next one is read: the read is the longest part, and
     // it holds no lock.
     while let Some(last) = page.profiles.last().map(|(p, _)| p.clone()) {
         let mut ahead = Figures::default();
         let (next, done) = tokio::join!(
             read_page(core, brand, &last, &mut ahead),
-            decide_and_write(core, sweep, segment, &page, (&after, &last), &via, figures)
+            decide_and_write(core, sweep, segment, &page, (&after, &last), figures, &mut progressed)
         );
         done?;
         figures.read_ms += ahead.read_ms;
@@ -284,22 +288,28 @@ async fn decide_and_write(
     segment: &Segment,
     read: &Read,
     range: (&str, &str),
-    via: &str,
     figures: &mut Figures,
+    progressed: &mut Instant,
 ) -> anyhow::Result<()> {
     let t = Instant::now();
     let verdicts = decide_page(core, segment, &read.profiles, read.now, figures).await?;
     figures.evaluate_ms += t.elapsed().as_millis() as u64;
 
     let t = Instant::now();
-    let page =
-        Page { range, profiles: &read.profiles, verdicts: &verdicts, via, at: read.now.as_millisecond() };
+    let via = format!("sweep:{sweep}");
+    let page = Page {
+        range,
+        profiles: &read.profiles,
+        verdicts: &verdicts,
+        via: &via,
+        at: read.now.as_millisecond(),
+    };
     // A write that loses to the real-time consumer on the same players (a deadlock on PostgreSQL)
     // is tried again on the memberships as they are then.
     let mut attempt = 0;
     let done = loop {
         let mut counted = figures.clone();
-        match write_page(core, sweep, segment, &page, &mut counted).await {
+        match write_page(core, sweep, segment, &page, &mut counted, progressed).await {
             Ok(changed) => {
                 *figures = counted;
                 break changed;
@@ -328,42 +338,85 @@ struct Page<'a> {
     at: i64,
 }
 
+/// What a page changes, against the memberships open now.
+struct Plan<'a> {
+    players: u64,
+    members: u64,
+    enter: Vec<(&'a str, &'a str, &'a Verdict)>,
+    leave: Vec<(i64, &'a Verdict)>,
+    /// Still in, now counted in another jurisdiction: (player, jurisdiction, verdict, open span).
+    moves: Vec<(&'a str, &'a str, &'a Verdict, (i64, String))>,
+}
+
+impl<'a> Plan<'a> {
+    fn of(page: &Page<'a>, current: &HashMap<String, (i64, String)>) -> Plan<'a> {
+        let mut plan =
+            Plan { players: 0, members: 0, enter: Vec::new(), leave: Vec::new(), moves: Vec::new() };
+        for ((player, profile), verdict) in page.profiles.iter().zip(page.verdicts) {
+            plan.players += 1;
+            let open = current.get(player);
+            let Some(verdict) = verdict else {
+                plan.members += u64::from(open.is_some());
+                continue;
+            };
+            plan.members += u64::from(verdict.member);
+            let jurisdiction = profile.jurisdiction.as_str();
+            match (verdict.member, open) {
+                (true, None) => plan.enter.push((player, jurisdiction, verdict)),
+                (false, Some((span, _))) => plan.leave.push((*span, verdict)),
+                (true, Some(o)) if o.1 != *jurisdiction => {
+                    plan.moves.push((player, jurisdiction, verdict, o.clone()));
+                }
+                _ => {}
+            }
+        }
+        plan
+    }
+
+    fn changes_nothing(&self) -> bool {
+        self.enter.is_empty() && self.leave.is_empty() && self.moves.is_empty()
+    }
+}
+
 /// Writes what changed in a page, in one transaction with the sweep's progress; whether anything did.
+/// A page that changes nothing takes no write lock, unless the progress written at `progressed` is
+/// `PROGRESS_EVERY` old.
 async fn write_page(
     core: &Core,
     sweep: &str,
     segment: &Segment,
     page: &Page<'_>,
     figures: &mut Figures,
+    progressed: &mut Instant,
 ) -> anyhow::Result<bool> {
-    let mut tx = core.db.begin_write().await?;
     let (after, last) = page.range;
-    let current =
-        crate::store::segments::open_spans(&mut tx, &segment.id, crate::store::Players::Range(after, last))
-            .await?;
-    let (mut enter, mut leave) = (Vec::new(), Vec::new());
-    for ((player, profile), verdict) in page.profiles.iter().zip(page.verdicts) {
-        figures.players += 1;
-        let open = current.get(player);
-        let Some(verdict) = verdict else {
-            figures.members += u64::from(open.is_some());
-            continue;
-        };
-        figures.members += u64::from(verdict.member);
-        match (verdict.member, open) {
-            (true, None) => enter.push((player.as_str(), profile.jurisdiction.as_str(), verdict)),
-            (false, Some((span, _))) => leave.push((*span, verdict)),
-            (true, Some((_, j))) if *j != profile.jurisdiction => {
-                // Still in, now counted in another jurisdiction: `apply` moves the span.
-                let target = (player.as_str(), profile.jurisdiction.as_str());
-                super::apply(&mut tx, segment.target(), target, verdict, open, page.via, page.at).await?;
-            }
-            _ => {}
+    let range = crate::store::Players::Range(after, last);
+    if progressed.elapsed() < PROGRESS_EVERY {
+        let mut conn = core.db.pool.acquire().await?;
+        let plan = Plan::of(page, &crate::store::segments::open_spans(&mut conn, &segment.id, range).await?);
+        if plan.changes_nothing() {
+            figures.players += plan.players;
+            figures.members += plan.members;
+            return Ok(false);
         }
     }
-    let applied =
-        crate::store::segments::apply_many(&mut tx, segment.target(), &enter, &leave, page.via, page.at)
-            .await?;
+    let mut tx = core.db.begin_write().await?;
+    let plan = Plan::of(page, &crate::store::segments::open_spans(&mut tx, &segment.id, range).await?);
+    figures.players += plan.players;
+    figures.members += plan.members;
+    for (player, jurisdiction, verdict, open) in &plan.moves {
+        let target = (*player, *jurisdiction);
+        super::apply(&mut tx, segment.target(), target, verdict, Some(open), page.via, page.at).await?;
+    }
+    let applied = crate::store::segments::apply_many(
+        &mut tx,
+        segment.target(),
+        &plan.enter,
+        &plan.leave,
+        page.via,
+        page.at,
+    )
+    .await?;
     let entered = applied.iter().filter(|(c, _, _)| *c == super::Change::Entered).count();
     figures.entered += entered as u64;
     figures.left += (applied.len() - entered) as u64;
@@ -375,6 +428,7 @@ async fn write_page(
         .execute(&mut *tx)
         .await?;
     tx.commit().await?;
+    *progressed = Instant::now();
     Ok(changed)
 }
 

@@ -13,7 +13,7 @@ use sqlx::Row;
 use crate::bus::{Handler, LoggedEvent, Unapplicable};
 use crate::model::{self as m, EventPayload, EventType as T};
 use crate::store::contacts::{self, ContactsKey};
-use crate::store::{Db, Players, ROWS_PER_STATEMENT, consents, values_list};
+use crate::store::{Db, JSON_STATE, Players, ROWS_PER_STATEMENT, consents, json_rows, values_list};
 
 pub const CONSUMER: &str = "profiles";
 
@@ -585,18 +585,16 @@ pub async fn load_page(
     limit: i64,
 ) -> anyhow::Result<Vec<(String, StoredProfile)>> {
     let mut conn = db.pool.acquire().await?;
-    let rows = sqlx::query(
-        "SELECT player_id, state FROM profiles WHERE brand_id = $1 AND player_id > $2
-         ORDER BY player_id LIMIT $3",
+    let rows: Vec<(String, State)> = json_rows(
+        &mut conn,
+        &format!("player_id, {JSON_STATE}"),
+        "(SELECT player_id, state FROM profiles WHERE brand_id = $1 AND player_id > $2
+          ORDER BY player_id LIMIT $3) page",
+        "player_id",
+        |q| q.bind(brand).bind(after).bind(limit),
     )
-    .bind(brand)
-    .bind(after)
-    .bind(limit)
-    .fetch_all(&mut *conn)
     .await?;
-    let Some(last) = rows.last().map(|r| r.try_get::<String, _>("player_id")).transpose()? else {
-        return Ok(Vec::new());
-    };
+    let Some(last) = rows.last().map(|(p, _)| p.clone()) else { return Ok(Vec::new()) };
     assemble(&mut conn, key, brand, Players::Range(after, &last), rows).await
 }
 
@@ -609,8 +607,9 @@ pub async fn load_many_in(
     players: &[String],
 ) -> anyhow::Result<Vec<(String, StoredProfile)>> {
     let which = Players::List(players);
-    let sql = format!("SELECT player_id, state FROM profiles WHERE brand_id = $1 AND {}", which.condition(2));
-    let rows = which.bind(sqlx::query(sqlx::AssertSqlSafe(sql)).bind(brand)).fetch_all(&mut *conn).await?;
+    let from = format!("profiles WHERE brand_id = $1 AND {}", which.condition(2));
+    let columns = format!("player_id, {JSON_STATE}");
+    let rows = json_rows(conn, &columns, &from, "player_id", |q| which.bind(q.bind(brand))).await?;
     assemble(conn, key, brand, which, rows).await
 }
 
@@ -621,16 +620,16 @@ async fn assemble(
     key: &ContactsKey,
     brand: &str,
     which: Players<'_>,
-    rows: Vec<sqlx::any::AnyRow>,
+    rows: Vec<(String, State)>,
 ) -> anyhow::Result<Vec<(String, StoredProfile)>> {
     let mut days: HashMap<String, Vec<[i64; 7]>> = HashMap::new();
-    let sql = format!(
-        "SELECT player_id, day, deposits, deposit_sum, stakes, wins, bets, sessions FROM player_days
-         WHERE brand_id = $1 AND {} ORDER BY player_id, day",
-        which.condition(2)
-    );
-    for r in which.bind(sqlx::query(sqlx::AssertSqlSafe(sql)).bind(brand)).fetch_all(&mut *conn).await? {
-        days.entry(r.try_get("player_id")?).or_default().push(day_of(&r)?);
+    type Day = (String, i64, i64, i64, i64, i64, i64, i64);
+    let columns = "player_id, day, deposits, deposit_sum, stakes, wins, bets, sessions";
+    let from = format!("player_days WHERE brand_id = $1 AND {}", which.condition(2));
+    for (player, day, deposits, deposit_sum, stakes, wins, bets, sessions) in
+        json_rows::<Day>(conn, columns, &from, "player_id, day", |q| which.bind(q.bind(brand))).await?
+    {
+        days.entry(player).or_default().push([day, deposits, deposit_sum, stakes, wins, bets, sessions]);
     }
     // By player: (providers, categories), each (name, stake sum).
     type Stakes = (Vec<(String, i64)>, Vec<(String, i64)>);
@@ -647,12 +646,11 @@ async fn assemble(
     let births = contacts::of_players(&mut *conn, key, brand, which, "birth_date").await?;
     let mut consents = crate::store::consents::histories(conn, brand, which).await?;
     let mut out = Vec::with_capacity(rows.len());
-    for r in rows {
-        let player: String = r.try_get("player_id")?;
+    for (player, state) in rows {
         if crate::store::erasure::is_pseudonym(&player) {
             continue;
         }
-        let state = serde_json::from_str::<State>(&r.try_get::<String, _>("state")?)?.upgrade();
+        let state = state.upgrade();
         let consent_history = consents.remove(&player).unwrap_or_default();
         let (c, consent_version) = crate::store::consents::current(&consent_history);
         let (providers, categories) = stakes.remove(&player).unwrap_or_default();

@@ -114,15 +114,17 @@ pub async fn histories(
     brand: &str,
     which: super::Players<'_>,
 ) -> anyhow::Result<std::collections::HashMap<String, Vec<ConsentRecord>>> {
-    let sql = format!(
-        "SELECT player_id, version, scope, name, granted, source, recorded_at FROM consents
-         WHERE brand_id = $1 AND {} ORDER BY player_id, version, scope, name",
-        which.condition(2)
-    );
-    let rows = which.bind(sqlx::query(sqlx::AssertSqlSafe(sql)).bind(brand)).fetch_all(conn).await?;
+    type Row = (String, i64, String, String, i64, String, i64);
+    let columns = "player_id, version, scope, name, granted, source, recorded_at";
+    let from = format!("consents WHERE brand_id = $1 AND {}", which.condition(2));
+    let order = "player_id, version, scope, name";
     let mut out: std::collections::HashMap<String, Vec<ConsentRecord>> = Default::default();
-    for r in &rows {
-        out.entry(r.try_get("player_id")?).or_default().push(record_of(r)?);
+    for (player, version, scope, name, granted, source, recorded_at) in
+        super::json_rows::<Row>(conn, columns, &from, order, |q| which.bind(q.bind(brand))).await?
+    {
+        let recorded_at = jiff::Timestamp::from_millisecond(recorded_at)?;
+        let record = ConsentRecord { version, scope, name, granted: granted != 0, source, recorded_at };
+        out.entry(player).or_default().push(record);
     }
     Ok(out)
 }

@@ -15,7 +15,7 @@ pub mod segments;
 use std::sync::Arc;
 
 use anyhow::Context as _;
-use sqlx::{AnyPool, any::AnyPoolOptions};
+use sqlx::{AnyPool, Row as _, any::AnyPoolOptions};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {
@@ -219,6 +219,36 @@ pub fn values_list(rows: usize, cols: usize) -> String {
     };
     (0..rows).map(tuple).collect::<Vec<_>>().join(", ")
 }
+
+/// The rows of `SELECT {columns} FROM {from} ORDER BY {order}` as one JSON array of arrays, read in one
+/// row: a bulk read then costs one row through the driver instead of one per row (about 10 µs each
+/// through sqlx's `Any` driver, most of a sweep's reading). `columns` are plain columns or
+/// [`JSON_STATE`]; `from` may end with a `WHERE`; `$n` parameters are bound by the caller.
+pub async fn json_rows<'q, T: serde::de::DeserializeOwned>(
+    conn: &mut sqlx::AnyConnection,
+    columns: &str,
+    from: &str,
+    order: &str,
+    bind: impl FnOnce(
+        sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments>,
+    ) -> sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments>,
+) -> anyhow::Result<Vec<T>> {
+    let postgres = conn.backend_name().eq_ignore_ascii_case("postgresql");
+    let sql = if postgres {
+        let columns = columns.replace(JSON_STATE, "state::json");
+        format!(
+            "SELECT COALESCE(json_agg(json_build_array({columns}) ORDER BY {order}), '[]')::text FROM {from}"
+        )
+    } else {
+        let columns = columns.replace(JSON_STATE, "json(state)");
+        format!("SELECT json_group_array(json_array({columns}) ORDER BY {order}) FROM {from}")
+    };
+    let json: String = bind(sqlx::query(sqlx::AssertSqlSafe(sql))).fetch_one(conn).await?.try_get(0)?;
+    Ok(serde_json::from_str(&json)?)
+}
+
+/// In [`json_rows`]' columns: the `state` column (JSON text) as the JSON value itself, not a string.
+pub const JSON_STATE: &str = "@state";
 
 /// The URL without its password, for messages.
 pub fn redact(url: &str) -> String {

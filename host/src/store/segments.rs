@@ -142,14 +142,14 @@ pub async fn open_spans(
     segment: &str,
     players: Players<'_>,
 ) -> anyhow::Result<HashMap<String, (i64, String)>> {
-    let sql = format!(
-        "SELECT id, player_id, jurisdiction FROM segment_members WHERE segment_id = $1 AND left_at IS NULL AND {}",
-        players.condition(2)
-    );
-    let rows = players.bind(sqlx::query(sqlx::AssertSqlSafe(sql)).bind(segment)).fetch_all(conn).await?;
-    rows.iter()
-        .map(|r| Ok((r.try_get("player_id")?, (r.try_get("id")?, r.try_get("jurisdiction")?))))
-        .collect()
+    let from =
+        format!("segment_members WHERE segment_id = $1 AND left_at IS NULL AND {}", players.condition(2));
+    let rows: Vec<(String, i64, String)> =
+        super::json_rows(conn, "player_id, id, jurisdiction", &from, "player_id", |q| {
+            players.bind(q.bind(segment))
+        })
+        .await?;
+    Ok(rows.into_iter().map(|(player, id, jurisdiction)| (player, (id, jurisdiction))).collect())
 }
 
 /// Applies a verdict to the player's membership, whose open span (from [`open_spans`]) is `open`, in the

@@ -157,11 +157,7 @@ async fn read_after(
     (horizon, ceiling): (i64, Position),
     limit: i64,
 ) -> anyhow::Result<Vec<Result<LoggedEvent, (i64, i64, String)>>> {
-    let sql = format!(
-        "SELECT {EVENT_COLUMNS} FROM events
-         WHERE (tx_id, seq) > ($1, $2) AND tx_id < $3 AND (tx_id, seq) <= ($5, $6)
-         ORDER BY tx_id, seq LIMIT $4"
-    );
+    let [sql, _] = log_reads(Backend::of(conn));
     let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
         .bind(after.tx)
         .bind(after.seq)
@@ -180,6 +176,25 @@ async fn read_after(
             })
         })
         .collect())
+}
+
+/// How consumers read the log: the events after a position ($1 tx, $2 seq), below a horizon ($3) and
+/// up to a ceiling ($5, $6), at most $4; and whether any event lies after a position ($1, $2). Each is
+/// found with an index seek. PostgreSQL seeks a row value in the (tx_id, seq) index; SQLite seeks only
+/// on a row value's first column — it would scan every event from the first — so there, where tx_id is
+/// always 0, the range and the order are on seq, its rowid. (Public for the test that checks the plans.)
+pub fn log_reads(backend: Backend) -> [String; 2] {
+    let (after, order) = match backend {
+        Backend::Postgres => ("(tx_id, seq) > ($1, $2)", "tx_id, seq"),
+        Backend::Sqlite => ("seq > $2", "seq"),
+    };
+    [
+        format!(
+            "SELECT {EVENT_COLUMNS} FROM events WHERE {after} AND tx_id < $3 AND (tx_id, seq) <= ($5, $6)
+             ORDER BY {order} LIMIT $4"
+        ),
+        format!("SELECT 1 AS one FROM events WHERE {after} ORDER BY {order} LIMIT 1"),
+    ]
 }
 
 const EVENT_COLUMNS: &str =
@@ -271,6 +286,16 @@ impl EmbeddedBus {
                 Some(leader) => offset_of(&mut *self.db.pool.acquire().await?, leader, "").await?,
                 None => Position { tx: i64::MAX, seq: i64::MAX },
             };
+            // Looked for without the write lock first: woken consumers most often find nothing new,
+            // and on SQLite the lock is the one every writer waits for.
+            {
+                let mut conn = self.db.pool.acquire().await?;
+                let at = offset_of(&mut conn, consumer, "").await?;
+                if read_after(&mut conn, at, (horizon, ceiling), 1).await?.is_empty() {
+                    drop(conn);
+                    return pending(&self.db, consumer).await;
+                }
+            }
             let mut tx = self.db.begin_write().await?;
             // On PostgreSQL the offset row is locked for the batch (erasure takes the same lock, and a
             // second host's consumer waits for it).
@@ -425,9 +450,11 @@ async fn set_aside(
 /// Whether committed events beyond the consumer's offset exist, including those a transaction still
 /// running keeps from being read yet.
 pub async fn pending(db: &Db, consumer: &str) -> anyhow::Result<bool> {
-    let offset = "(SELECT COALESCE(MAX(tx_id), 0), COALESCE(MAX(position), 0) FROM consumer_offsets WHERE consumer = $1)";
-    let sql = format!("SELECT 1 AS one FROM events WHERE (tx_id, seq) > {offset} LIMIT 1");
-    Ok(sqlx::query(sqlx::AssertSqlSafe(sql)).bind(consumer).fetch_optional(&db.pool).await?.is_some())
+    let mut conn = db.pool.acquire().await?;
+    let at = offset_of(&mut conn, consumer, "").await?;
+    let [_, sql] = log_reads(db.backend);
+    let query = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(at.tx).bind(at.seq);
+    Ok(query.fetch_optional(&mut *conn).await?.is_some())
 }
 
 /// Waits until `consumer` has applied (or set aside) every event of the player committed so far, calling

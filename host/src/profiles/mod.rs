@@ -634,14 +634,16 @@ async fn assemble(
     // By player: (providers, categories), each (name, stake sum).
     type Stakes = (Vec<(String, i64)>, Vec<(String, i64)>);
     let mut stakes: HashMap<String, Stakes> = HashMap::new();
-    let sql = format!(
-        "SELECT player_id, kind, name, stake_sum FROM player_stakes WHERE brand_id = $1 AND {}",
-        which.condition(2)
-    );
-    for r in which.bind(sqlx::query(sqlx::AssertSqlSafe(sql)).bind(brand)).fetch_all(&mut *conn).await? {
-        let e = stakes.entry(r.try_get("player_id")?).or_default();
-        let entry = (r.try_get::<String, _>("name")?, r.try_get::<i64, _>("stake_sum")?);
-        if r.try_get::<String, _>("kind")? == "provider" { e.0.push(entry) } else { e.1.push(entry) }
+    let from = format!("player_stakes WHERE brand_id = $1 AND {}", which.condition(2));
+    type Stake = (String, String, String, i64);
+    for (player, kind, name, sum) in
+        json_rows::<Stake>(conn, "player_id, kind, name, stake_sum", &from, "player_id, kind, name", |q| {
+            which.bind(q.bind(brand))
+        })
+        .await?
+    {
+        let e = stakes.entry(player).or_default();
+        if kind == "provider" { e.0.push((name, sum)) } else { e.1.push((name, sum)) }
     }
     let births = contacts::of_players(&mut *conn, key, brand, which, "birth_date").await?;
     let mut consents = crate::store::consents::histories(conn, brand, which).await?;

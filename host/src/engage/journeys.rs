@@ -787,7 +787,7 @@ pub async fn on_event(
 ) -> anyhow::Result<bool> {
     // Locked on PostgreSQL: a scheduler step on the same run waits for this event's move, or the other
     // way round; neither is lost.
-    let lock = if conn.backend_name() == "PostgreSQL" { " FOR UPDATE" } else { "" };
+    let lock = if Backend::of(conn) == Backend::Postgres { " FOR UPDATE" } else { "" };
     let sql = format!(
         "SELECT {RUN_COLUMNS} FROM journey_runs WHERE brand_id = $1 AND player_id = $2 AND state = 'active'
          AND (entered_tx, entered_seq) < ($3, $4) ORDER BY id{lock}"

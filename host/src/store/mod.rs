@@ -23,6 +23,17 @@ pub enum Backend {
     Postgres,
 }
 
+impl Backend {
+    /// The backend a connection talks to (for code that holds a connection, not the `Db`).
+    pub fn of(conn: &sqlx::AnyConnection) -> Backend {
+        if conn.backend_name().eq_ignore_ascii_case("postgresql") {
+            Backend::Postgres
+        } else {
+            Backend::Sqlite
+        }
+    }
+}
+
 #[derive(Clone)]
 pub struct Db {
     pub pool: AnyPool,
@@ -233,8 +244,7 @@ pub async fn json_rows<'q, T: serde::de::DeserializeOwned>(
         sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments>,
     ) -> sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments>,
 ) -> anyhow::Result<Vec<T>> {
-    let postgres = conn.backend_name().eq_ignore_ascii_case("postgresql");
-    let sql = if postgres {
+    let sql = if Backend::of(conn) == Backend::Postgres {
         let columns = columns.replace(JSON_STATE, "state::json");
         format!(
             "SELECT COALESCE(json_agg(json_build_array({columns}) ORDER BY {order}), '[]')::text FROM {from}"

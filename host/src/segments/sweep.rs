@@ -243,18 +243,17 @@ pub async fn run(core: &Core, sweep: &str, segment: &Segment) -> Result<Figures,
 
 async fn pages(core: &Core, sweep: &str, segment: &Segment, figures: &mut Figures) -> anyhow::Result<()> {
     let brand = segment.brand_id.as_str();
-    let (mut after, mut page) = (String::new(), read_page(core, brand, "", figures).await?);
+    let (mut after, mut page) = (String::new(), read_page(core, brand, "").await?);
     let mut progressed = Instant::now();
     // Each page is decided and written while the next one is read: the read is the longest part, and
     // it holds no lock.
     while let Some(last) = page.profiles.last().map(|(p, _)| p.clone()) {
-        let mut ahead = Figures::default();
+        figures.read_ms += page.took_ms;
         let (next, done) = tokio::join!(
-            read_page(core, brand, &last, &mut ahead),
+            read_page(core, brand, &last),
             decide_and_write(core, sweep, segment, &page, (&after, &last), figures, &mut progressed)
         );
         done?;
-        figures.read_ms += ahead.read_ms;
         (after, page) = (last, next?);
     }
     Ok(())
@@ -264,9 +263,11 @@ async fn pages(core: &Core, sweep: &str, segment: &Segment, figures: &mut Figure
 struct Read {
     profiles: Vec<(String, m::Profile)>,
     now: jiff::Timestamp,
+    /// How long reading it took.
+    took_ms: u64,
 }
 
-async fn read_page(core: &Core, brand: &str, after: &str, figures: &mut Figures) -> anyhow::Result<Read> {
+async fn read_page(core: &Core, brand: &str, after: &str) -> anyhow::Result<Read> {
     let t = Instant::now();
     let page = crate::profiles::load_page(&core.db, &core.contacts_key, brand, after, PAGE).await?;
     let now = core.clock().now();
@@ -277,8 +278,7 @@ async fn read_page(core: &Core, brand: &str, after: &str, figures: &mut Figures)
             (p, v)
         })
         .collect();
-    figures.read_ms += t.elapsed().as_millis() as u64;
-    Ok(Read { profiles, now })
+    Ok(Read { profiles, now, took_ms: t.elapsed().as_millis() as u64 })
 }
 
 /// Decides a page that was read and writes what changed, with the sweep's progress.

@@ -40,7 +40,12 @@ pub struct Db {
     pub backend: Backend,
     /// SQLite's checkpoints, run in the background while the database is open.
     _checkpoints: Option<Arc<Checkpoints>>,
+    /// SQLite: this process's writers queue here for the write lock (see `begin_write`).
+    writers: Option<Arc<tokio::sync::Mutex<()>>>,
 }
+
+/// How long a SQLite writer waits for the write lock before it fails with "database is locked".
+const BUSY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/sqlite");
 static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/postgres");
@@ -66,7 +71,8 @@ impl Db {
                     if backend == Backend::Sqlite {
                         // WAL: readers never block the writer; a busy writer is waited for, not failed.
                         sqlx::query("PRAGMA journal_mode = WAL").execute(&mut *conn).await?;
-                        sqlx::query("PRAGMA busy_timeout = 10000").execute(&mut *conn).await?;
+                        let busy = format!("PRAGMA busy_timeout = {}", BUSY_TIMEOUT.as_millis());
+                        sqlx::query(sqlx::AssertSqlSafe(busy)).execute(&mut *conn).await?;
                         sqlx::query("PRAGMA foreign_keys = ON").execute(&mut *conn).await?;
                         // Checkpoints run in the background (`Checkpoints`), not inside a request's commit.
                         sqlx::query("PRAGMA wal_autocheckpoint = 0").execute(&mut *conn).await?;
@@ -86,7 +92,8 @@ impl Db {
         migrator.run(&pool).await.context("running migrations")?;
         let checkpoints = (backend == Backend::Sqlite)
             .then(|| Arc::new(Checkpoints(tokio::spawn(Checkpoints::run(pool.clone())))));
-        Ok(Db { pool, backend, _checkpoints: checkpoints })
+        let writers = (backend == Backend::Sqlite).then(|| Arc::new(tokio::sync::Mutex::new(())));
+        Ok(Db { pool, backend, _checkpoints: checkpoints, writers })
     }
 }
 
@@ -137,12 +144,30 @@ impl Db {
     /// A transaction that will write. On SQLite it takes the write lock up front (`BEGIN IMMEDIATE`):
     /// a transaction that reads first and writes later would otherwise fail with "database is locked"
     /// instead of waiting when another writer is busy.
+    ///
+    /// On SQLite the process's writers first queue, in order, on an in-process lock held until the
+    /// transaction ends. SQLite's own wait for a busy lock sleeps and polls (up to 100 ms between
+    /// looks) while holding a pooled connection: with a consumer, the appender and the delivery
+    /// workers all writing, most of an event's way to its decision was spent asleep there. Other
+    /// processes on the same file (the CLI, a second host) still meet at SQLite's lock. The wait is
+    /// bounded like SQLite's busy timeout.
     pub async fn begin_write(&self) -> Result<Tx, sqlx::Error> {
+        let turn = match &self.writers {
+            Some(writers) => Some(
+                tokio::time::timeout(BUSY_TIMEOUT, writers.clone().lock_owned())
+                    .await
+                    .map_err(|_| {
+                        let why = format!("waited {BUSY_TIMEOUT:?} for the SQLite write lock");
+                        sqlx::Error::Io(std::io::Error::new(std::io::ErrorKind::TimedOut, why))
+                    })?,
+            ),
+            None => None,
+        };
         let inner = match self.backend {
             Backend::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await?,
             Backend::Postgres => self.pool.begin().await?,
         };
-        Ok(Tx { inner, backend: self.backend })
+        Ok(Tx { inner, backend: self.backend, _turn: turn })
     }
 }
 
@@ -152,6 +177,8 @@ impl Db {
 pub struct Tx {
     inner: sqlx::Transaction<'static, sqlx::Any>,
     backend: Backend,
+    /// SQLite: this process's write turn, given up after the transaction (fields drop in order).
+    _turn: Option<tokio::sync::OwnedMutexGuard<()>>,
 }
 
 impl Tx {

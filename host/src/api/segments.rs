@@ -239,9 +239,10 @@ async fn refresh(
     Path(id): Path<String>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     let s = segments::visible(&state.db, &principal, &id).await?;
-    let mut conn = state.db.pool.acquire().await.map_err(ApiError::internal)?;
+    let mut tx = state.db.begin_write().await.map_err(ApiError::internal)?;
     let sweep_id =
-        sweep::request(&mut conn, &s.id, "request", &principal.holder).await.map_err(ApiError::internal)?;
+        sweep::request(&mut tx, &s.id, "request", &principal.holder).await.map_err(ApiError::internal)?;
+    tx.commit().await.map_err(ApiError::internal)?;
     Ok((StatusCode::ACCEPTED, Json(json!({"sweep_id": sweep_id, "segment_id": s.id, "state": "queued"}))))
 }
 

@@ -93,8 +93,10 @@ pub async fn decide(core: &Core, req: &DecisionRequest) -> Result<Decided, Decis
     let stored = core.profiles.current(&req.brand, &req.player_id).await?;
     let profile = stored.at(&req.brand, &req.player_id, now).profile;
     let evaluated = evaluate(core, req, profile, now).await?;
-    let mut conn = core.db.pool.acquire().await.map_err(anyhow::Error::from)?;
-    evaluated.record_in(&mut conn).await?.into_result()
+    let mut tx = core.db.begin_write().await.map_err(anyhow::Error::from)?;
+    let recorded = evaluated.record_in(&mut tx).await?;
+    tx.commit().await.map_err(anyhow::Error::from)?;
+    recorded.into_result()
 }
 
 /// A decision taken and not recorded yet: a caller that writes in its own transaction (a bus consumer,

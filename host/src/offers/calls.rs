@@ -100,6 +100,8 @@ async fn claim_due(core: &Core, now: i64, lease_until: i64) -> anyhow::Result<Ve
     const DUE: &str =
         "((status = 'queued' AND next_attempt_at <= $1) OR (status = 'sending' AND lease_until <= $1))";
     let skip_locked = if core.db.backend == Backend::Postgres { "FOR UPDATE SKIP LOCKED" } else { "" };
+    // In a write transaction, so that on SQLite the claim takes its turn with the process's writers.
+    let mut tx = core.db.begin_write().await?;
     let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
         "UPDATE platform_calls SET status = 'sending', lease_until = $2, attempts = attempts + 1
          WHERE {DUE} AND call_id IN
@@ -108,8 +110,9 @@ async fn claim_due(core: &Core, now: i64, lease_until: i64) -> anyhow::Result<Ve
     )))
     .bind(now)
     .bind(lease_until)
-    .fetch_all(&core.db.pool)
+    .fetch_all(&mut *tx)
     .await?;
+    tx.commit().await?;
     rows.iter()
         .map(|r| {
             Ok(Call {
@@ -275,13 +278,15 @@ async fn grantable(core: &Core, call: &Call) -> anyhow::Result<bool> {
 /// and marks open offers past their time expired.
 pub async fn expire_due(core: &Core) -> anyhow::Result<()> {
     let now = core.clock().now_ms();
+    let mut tx = core.db.begin_write().await?;
     sqlx::query(
         "UPDATE offers SET state = 'expired', updated_at = $1
          WHERE state IN ('issued', 'pending_approval') AND expires_at <= $1",
     )
     .bind(now)
-    .execute(&core.db.pool)
+    .execute(&mut *tx)
     .await?;
+    tx.commit().await?;
     let ids: Vec<String> = sqlx::query(
         "SELECT bonus_id FROM bonuses WHERE state IN ('issued', 'active', 'locked') AND expires_at <= $1
          ORDER BY expires_at LIMIT 100",

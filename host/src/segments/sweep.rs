@@ -142,10 +142,12 @@ pub async fn scheduler(core: Arc<Core>, mut stop: watch::Receiver<bool>) {
 
 async fn tick(core: &Core, stop: &watch::Receiver<bool>) -> anyhow::Result<()> {
     let db = &core.db;
+    let mut tx = db.begin_write().await?;
     sqlx::query("UPDATE segment_sweeps SET state = 'queued' WHERE state = 'running' AND heartbeat_at < $1")
         .bind(now_ms() - STALE_MS)
-        .execute(&db.pool)
+        .execute(&mut *tx)
         .await?;
+    tx.commit().await?;
     let now = core.clock().now_ms();
     for seg in super::all(db).await? {
         let mark = binding_mark(core, &seg);
@@ -182,6 +184,7 @@ async fn tick(core: &Core, stop: &watch::Receiver<bool>) -> anyhow::Result<()> {
         tracing::info!(sweep, segment = %segment.name, state, ms = started.elapsed().as_millis() as u64,
             players = figures.players, entered = figures.entered, left = figures.left, error = error.as_deref(),
             "segment swept");
+        let mut tx = db.begin_write().await?;
         sqlx::query(
             "UPDATE segment_sweeps SET state = $2, finished_at = $3, figures = $4, error = $5 WHERE id = $1",
         )
@@ -190,16 +193,17 @@ async fn tick(core: &Core, stop: &watch::Receiver<bool>) -> anyhow::Result<()> {
         .bind(now_ms())
         .bind(serde_json::to_string(&figures)?)
         .bind(&error)
-        .execute(&db.pool)
+        .execute(&mut *tx)
         .await?;
         if error.is_some() {
             // Swept again within a minute, whatever its schedule.
             sqlx::query("UPDATE segments SET next_sweep_at = $2 WHERE id = $1 AND next_sweep_at > $2")
                 .bind(&segment.id)
                 .bind(core.clock().now_ms() + 60_000)
-                .execute(&db.pool)
+                .execute(&mut *tx)
                 .await?;
         }
+        tx.commit().await?;
     }
     Ok(())
 }
@@ -216,13 +220,15 @@ async fn claim_next(db: &Db) -> anyhow::Result<Option<(String, Segment)>> {
             return Ok(None);
         };
         let (id, segment): (String, String) = (row.try_get("id")?, row.try_get("segment_id")?);
+        let mut tx = db.begin_write().await?;
         let claimed = sqlx::query(
             "UPDATE segment_sweeps SET state = 'running', heartbeat_at = $2 WHERE id = $1 AND state = 'queued'",
         )
         .bind(&id)
         .bind(now_ms())
-        .execute(&db.pool)
+        .execute(&mut *tx)
         .await?;
+        tx.commit().await?;
         if claimed.rows_affected() == 1 {
             match super::get(db, &segment).await? {
                 Some(s) => return Ok(Some((id, s))),

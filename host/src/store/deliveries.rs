@@ -523,6 +523,8 @@ pub async fn claim_due(db: &Db, now: i64, lease_until: i64, limit: i64) -> anyho
     const DUE: &str = "((status IN ('queued', 'deferred') AND next_attempt_at <= $1)
         OR (status = 'sending' AND lease_until <= $1))";
     let skip_locked = if db.backend == Backend::Postgres { "FOR UPDATE SKIP LOCKED" } else { "" };
+    // In a write transaction, so that on SQLite the claim takes its turn with the process's writers.
+    let mut tx = db.begin_write().await?;
     let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
         "UPDATE deliveries SET status = 'sending', lease_until = $2
          WHERE {DUE} AND delivery_id IN
@@ -532,8 +534,9 @@ pub async fn claim_due(db: &Db, now: i64, lease_until: i64, limit: i64) -> anyho
     .bind(now)
     .bind(lease_until)
     .bind(limit)
-    .fetch_all(&db.pool)
+    .fetch_all(&mut *tx)
     .await?;
+    tx.commit().await?;
     rows.iter().map(row_to_delivery).collect()
 }
 

@@ -93,7 +93,7 @@ pub async fn erase(db: &Db, brand: &str, player: &str, steps: &[(&str, Step)]) -
         let mut done = false;
         for _ in 0..40 {
             // (busy, log pages, checkpointed pages); an error or busy = 1 means a reader was in the way.
-            if let Ok(row) = sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)").fetch_one(&db.pool).await
+            if let Ok(row) = db.truncate_wal().await
                 && sqlx::Row::try_get::<i64, _>(&row, 0)? == 0
             {
                 done = true;

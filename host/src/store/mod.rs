@@ -90,11 +90,38 @@ impl Db {
             Backend::Postgres => &POSTGRES_MIGRATIONS,
         };
         migrator.run(&pool).await.context("running migrations")?;
-        let checkpoints = (backend == Backend::Sqlite)
-            .then(|| Arc::new(Checkpoints(tokio::spawn(Checkpoints::run(pool.clone())))));
         let writers = (backend == Backend::Sqlite).then(|| Arc::new(tokio::sync::Mutex::new(())));
+        let checkpoints = (backend == Backend::Sqlite).then(|| {
+            Arc::new(Checkpoints(tokio::spawn(Checkpoints::run(pool.clone(), writers.clone()))))
+        });
         Ok(Db { pool, backend, _checkpoints: checkpoints, writers })
     }
+}
+
+/// SQLite: this process's turn to write, once the writers before it are done (nothing on PostgreSQL).
+async fn write_turn(
+    writers: &Option<Arc<tokio::sync::Mutex<()>>>,
+) -> Result<Option<tokio::sync::OwnedMutexGuard<()>>, sqlx::Error> {
+    let Some(writers) = writers else { return Ok(None) };
+    match tokio::time::timeout(BUSY_TIMEOUT, writers.clone().lock_owned()).await {
+        Ok(turn) => Ok(Some(turn)),
+        Err(_) => {
+            let why = format!("waited {BUSY_TIMEOUT:?} for the SQLite write lock");
+            Err(sqlx::Error::Io(std::io::Error::new(std::io::ErrorKind::TimedOut, why)))
+        }
+    }
+}
+
+/// A checkpoint that waits for the writer (`FULL`, `TRUNCATE`), in this process's write turn: SQLite's
+/// own wait for it would poll and could starve behind the queue. Its row: (busy, log pages,
+/// checkpointed pages).
+async fn checkpoint(
+    pool: &AnyPool,
+    writers: &Option<Arc<tokio::sync::Mutex<()>>>,
+    mode: &str,
+) -> Result<sqlx::any::AnyRow, sqlx::Error> {
+    let _turn = write_turn(writers).await?;
+    sqlx::query(sqlx::AssertSqlSafe(format!("PRAGMA wal_checkpoint({mode})"))).fetch_one(pool).await
 }
 
 /// SQLite writes a commit to the WAL; a checkpoint copies the WAL into the database file. Left to
@@ -115,7 +142,7 @@ impl Checkpoints {
     /// About 64 MiB of 4 KiB pages.
     const MAX_WAL_PAGES: i64 = 16_384;
 
-    async fn run(pool: AnyPool) {
+    async fn run(pool: AnyPool, writers: Option<Arc<tokio::sync::Mutex<()>>>) {
         use sqlx::Row;
         let mut tick = tokio::time::interval(std::time::Duration::from_millis(250));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -127,7 +154,7 @@ impl Checkpoints {
                 Err(_) => false,
             };
             let outcome = if behind {
-                sqlx::query("PRAGMA wal_checkpoint(FULL)").fetch_one(&pool).await.map(drop)
+                checkpoint(&pool, &writers, "FULL").await.map(drop)
             } else {
                 passive.map(drop)
             };
@@ -141,6 +168,12 @@ impl Checkpoints {
 }
 
 impl Db {
+    /// SQLite: copies the write-ahead log into the database and empties it, in this process's write
+    /// turn; (busy, log pages, checkpointed pages), busy = 1 when a reader was in the way.
+    pub async fn truncate_wal(&self) -> Result<sqlx::any::AnyRow, sqlx::Error> {
+        checkpoint(&self.pool, &self.writers, "TRUNCATE").await
+    }
+
     /// A transaction that will write. On SQLite it takes the write lock up front (`BEGIN IMMEDIATE`):
     /// a transaction that reads first and writes later would otherwise fail with "database is locked"
     /// instead of waiting when another writer is busy.
@@ -152,17 +185,7 @@ impl Db {
     /// processes on the same file (the CLI, a second host) still meet at SQLite's lock. The wait is
     /// bounded like SQLite's busy timeout.
     pub async fn begin_write(&self) -> Result<Tx, sqlx::Error> {
-        let turn = match &self.writers {
-            Some(writers) => Some(
-                tokio::time::timeout(BUSY_TIMEOUT, writers.clone().lock_owned())
-                    .await
-                    .map_err(|_| {
-                        let why = format!("waited {BUSY_TIMEOUT:?} for the SQLite write lock");
-                        sqlx::Error::Io(std::io::Error::new(std::io::ErrorKind::TimedOut, why))
-                    })?,
-            ),
-            None => None,
-        };
+        let turn = write_turn(&self.writers).await?;
         let inner = match self.backend {
             Backend::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await?,
             Backend::Postgres => self.pool.begin().await?,

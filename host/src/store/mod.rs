@@ -91,9 +91,8 @@ impl Db {
         };
         migrator.run(&pool).await.context("running migrations")?;
         let writers = (backend == Backend::Sqlite).then(|| Arc::new(tokio::sync::Mutex::new(())));
-        let checkpoints = (backend == Backend::Sqlite).then(|| {
-            Arc::new(Checkpoints(tokio::spawn(Checkpoints::run(pool.clone(), writers.clone()))))
-        });
+        let checkpoints = (backend == Backend::Sqlite)
+            .then(|| Arc::new(Checkpoints(tokio::spawn(Checkpoints::run(pool.clone(), writers.clone())))));
         Ok(Db { pool, backend, _checkpoints: checkpoints, writers })
     }
 }
@@ -153,11 +152,8 @@ impl Checkpoints {
                 Ok(row) => row.try_get::<i64, _>(1).unwrap_or(0) > Self::MAX_WAL_PAGES,
                 Err(_) => false,
             };
-            let outcome = if behind {
-                checkpoint(&pool, &writers, "FULL").await.map(drop)
-            } else {
-                passive.map(drop)
-            };
+            let outcome =
+                if behind { checkpoint(&pool, &writers, "FULL").await.map(drop) } else { passive.map(drop) };
             if let Err(e) = outcome
                 && !pool.is_closed()
             {

@@ -514,7 +514,43 @@ async fn a_wait_follows_the_players_time_zone(b: Backend) {
     r.s.stop().await;
 }
 
+/// An exit event right behind the event that entered the player, in the same request (so in the same
+/// batch of the consumer), still ends the run.
+async fn an_exit_event_in_the_entering_batch_ends_the_run(b: Backend) {
+    let Some(r) = rig(b, FAST).await else { return };
+    r.player("p_1", "GB", "Europe/London").await;
+    let journey = json!({"name": "hold", "start": "w", "exit_on": ["payment.captured"], "nodes": {
+        "w": {"type": "wait", "minutes": 60, "next": "x"}, "x": {"type": "exit"}}});
+    let (st, j) = r.s.post(&r.marketing, "/admin/journeys", &journey).await;
+    assert_eq!(st, 201, "{j}");
+    let trigger = json!({"name": "hold-entry", "on": ["payment.failed"], "action": {"type": "journey", "journey": "hold"}});
+    let (st, t) = r.s.post(&r.marketing, "/admin/triggers", &trigger).await;
+    assert_eq!(st, 201, "{t}");
+    for path in [
+        format!("/admin/journeys/{}/activate", j["id"].as_str().unwrap()),
+        format!("/admin/triggers/{}/activate", t["id"].as_str().unwrap()),
+    ] {
+        assert_eq!(r.s.post(&r.marketing, &path, &json!({"version": 1})).await.0, 200);
+    }
+    let payment =
+        |id: &str| json!({"payment_id": id, "amount_minor": 100, "currency": "GBP", "reason_code": "x"});
+    let both = json!([
+        event(&r, "pf_1", "payment.failed", "p_1", payment("pay_1")),
+        event(&r, "pc_1", "payment.captured", "p_1", payment("pay_2")),
+    ]);
+    post(&r, both).await;
+    let run =
+        until_journey(&r, "p_1", "the exit", |j| j["state"].is_string() && j["state"] != "active").await;
+    assert_eq!(
+        (run["state"].as_str(), run["exit_reason"].as_str()),
+        (Some("exited"), Some("event: payment.captured")),
+        "{run}"
+    );
+    r.s.stop().await;
+}
+
 crate::on_both!(
+    an_exit_event_in_the_entering_batch_ends_the_run,
     payment_failed_prompt,
     big_loss_cashback,
     churn_winback,

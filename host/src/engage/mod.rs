@@ -78,16 +78,17 @@ impl Handler for Consumer {
             wanted.entry(&e.brand_id).or_default().push(e.player_id.clone());
         }
         let mut profiles = HashMap::new();
+        // Players with a run in flight, (brand, player): only their events can move a run. A trigger
+        // of this batch that enters a player adds them, for their later events in the batch.
+        let mut in_journeys = std::collections::HashSet::new();
         for (brand, mut players) in wanted {
             players.sort();
             players.dedup();
-            let in_journeys = journeys::in_one_of(conn, brand, &players).await?;
+            let in_flight = journeys::in_one_of(conn, brand, &players).await?;
             let needed: Vec<String> = events
                 .iter()
                 .zip(&concerned)
-                .filter(|(e, matched)| {
-                    e.brand_id == brand && (**matched || in_journeys.contains(&e.player_id))
-                })
+                .filter(|(e, matched)| e.brand_id == brand && (**matched || in_flight.contains(&e.player_id)))
                 .map(|(e, _)| e.player_id.clone())
                 .collect::<std::collections::BTreeSet<_>>()
                 .into_iter()
@@ -97,17 +98,24 @@ impl Handler for Consumer {
             }
             let read = crate::profiles::load_many_in(conn, &core.contacts_key, brand, &needed).await?;
             profiles.extend(read.into_iter().map(|(p, stored)| ((brand.to_string(), p), stored)));
+            in_journeys.extend(in_flight.into_iter().map(|p| (brand.to_string(), p)));
         }
         for e in events {
             let Some(stored) = profiles.get(&(e.brand_id.clone(), e.player_id.clone())) else {
                 continue;
             };
-            let profile = stored.at(&e.brand_id, &e.player_id, now).profile;
-            if journeys::on_event(core, conn, e, &profile).await? {
-                self.moved.store(true, Ordering::Relaxed);
+            let player = (e.brand_id.clone(), e.player_id.clone());
+            if in_journeys.contains(&player) {
+                let profile = stored.at(&e.brand_id, &e.player_id, now).profile;
+                if journeys::on_event(core, conn, e, &profile).await? {
+                    self.moved.store(true, Ordering::Relaxed);
+                }
             }
             for t in &triggers[&e.brand_id] {
                 if let Some(f) = triggers::fire(core, conn, t, e, stored).await? {
+                    if f.run_id.is_some() {
+                        in_journeys.insert(player.clone());
+                    }
                     self.moved.store(true, Ordering::Relaxed);
                     let seconds = (crate::store::now_ms() - e.received_at).max(0) as f64 / 1000.0;
                     self.fires.lock().expect("fires").push((f.outcome, seconds));

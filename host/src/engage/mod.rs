@@ -100,11 +100,19 @@ impl Handler for Consumer {
             profiles.extend(read.into_iter().map(|(p, stored)| ((brand.to_string(), p), stored)));
             in_journeys.extend(in_flight.into_iter().map(|p| (brand.to_string(), p)));
         }
-        for e in events {
-            let Some(stored) = profiles.get(&(e.brand_id.clone(), e.player_id.clone())) else {
-                continue;
-            };
+        // What each trigger makes of each event, its rule asked side by side for the whole batch (a
+        // rule reads the profile, which holds the whole batch already, and writes nothing).
+        let asks: Vec<_> = events
+            .iter()
+            .flat_map(|e| triggers[&e.brand_id].iter().map(move |t| (*e, t)))
+            .filter_map(|(e, t)| Some((e, t, profiles.get(&(e.brand_id.clone(), e.player_id.clone()))?)))
+            .collect();
+        // (Collected first: a lazy iterator of futures held across the await is not provably Send.)
+        let asks: Vec<_> = asks.iter().map(|(e, t, stored)| triggers::consider(core, t, e, stored)).collect();
+        let mut considered = crate::decisions::side_by_side(asks).await.into_iter();
+        for e in &events {
             let player = (e.brand_id.clone(), e.player_id.clone());
+            let Some(stored) = profiles.get(&player) else { continue };
             if in_journeys.contains(&player) {
                 let profile = stored.at(&e.brand_id, &e.player_id, now).profile;
                 if journeys::on_event(core, conn, e, &profile).await? {
@@ -112,7 +120,8 @@ impl Handler for Consumer {
                 }
             }
             for t in &triggers[&e.brand_id] {
-                if let Some(f) = triggers::fire(core, conn, t, e, stored).await? {
+                let Some(c) = considered.next().expect("one per trigger and event")? else { continue };
+                if let Some(f) = triggers::fire_considered(core, conn, t, e, stored, c).await? {
                     if f.run_id.is_some() {
                         in_journeys.insert(player.clone());
                     }

@@ -388,6 +388,42 @@ pub async fn ask_rule(
     }
 }
 
+/// What a trigger makes of an event before anything is read or written: it matches, its conditions
+/// hold, and (if it has one) its rule's verdict. A plugin call at most, so a consumer asks for the
+/// events of a batch side by side.
+pub struct Considered {
+    facts: Facts,
+    verdict: Option<RuleVerdict>,
+}
+
+/// None when the event does not concern the trigger: its type, window or age, or a condition.
+pub async fn consider(
+    core: &Core,
+    t: &Active,
+    e: &crate::bus::LoggedEvent,
+    stored: &crate::profiles::StoredProfile,
+) -> anyhow::Result<Option<Considered>> {
+    let now = core.clock().now();
+    let event = e.event();
+    if !matches(&t.def, &event, now) {
+        return Ok(None);
+    }
+    // The conditions first: they cost no plugin call, and most events fail them.
+    let view = stored.at(&e.brand_id, &e.player_id, now);
+    let facts = Facts::new(Some(&event), &view.profile);
+    if facts.all(&t.def.conditions).is_err() {
+        return Ok(None);
+    }
+    let verdict = match &t.def.rule {
+        Some(rule) => {
+            let player = (e.brand_id.as_str(), e.player_id.as_str());
+            Some(ask_rule(core, rule, player, &view.profile, Some(&event), now).await?)
+        }
+        None => None,
+    };
+    Ok(Some(Considered { facts, verdict }))
+}
+
 /// Runs one trigger on one event in the consumer's transaction: conditions, rule, limits, then the
 /// action. None when the event does not concern it (no row written); otherwise the fire as stored.
 pub async fn fire(
@@ -397,15 +433,22 @@ pub async fn fire(
     e: &crate::bus::LoggedEvent,
     stored: &crate::profiles::StoredProfile,
 ) -> anyhow::Result<Option<Fire>> {
-    let now = core.clock().now();
-    let event = e.event();
-    if !matches(&t.def, &event, now) {
-        return Ok(None);
+    match consider(core, t, e, stored).await? {
+        Some(c) => fire_considered(core, conn, t, e, stored, c).await,
+        None => Ok(None),
     }
-    // The conditions first: they read nothing from the database, and most events fail them.
-    let view = stored.at(&e.brand_id, &e.player_id, now);
-    let facts = Facts::new(Some(&event), &view.profile);
-    if facts.all(&t.def.conditions).is_err() {
+}
+
+/// `fire` once the trigger considered the event.
+pub async fn fire_considered(
+    core: &Core,
+    conn: &mut sqlx::AnyConnection,
+    t: &Active,
+    e: &crate::bus::LoggedEvent,
+    stored: &crate::profiles::StoredProfile,
+    Considered { facts, verdict }: Considered,
+) -> anyhow::Result<Option<Fire>> {
+    if matches!(verdict, Some(RuleVerdict::Out(_))) {
         return Ok(None);
     }
     // Once per (trigger, event): a replay or a second host finds the row.
@@ -417,20 +460,18 @@ pub async fn fire(
     if seen.is_some() {
         return Ok(None);
     }
+    let now = core.clock().now();
     let player = (e.brand_id.as_str(), e.player_id.as_str());
-    let mut decision_seq = None;
-    if let Some(rule) = &t.def.rule {
-        match ask_rule(core, rule, player, &view.profile, Some(&event), now).await? {
-            RuleVerdict::Out(_) => return Ok(None),
-            RuleVerdict::Member(evaluated) => decision_seq = Some(evaluated.record_in(conn).await?.seq),
-            RuleVerdict::Failed(why, evaluated) => {
-                let mut f = Fire::outcome("failed", why);
-                f.decision_seq = Some(evaluated.record_in(conn).await?.seq);
-                store(conn, t, e, &f, None, now.as_millisecond()).await?;
-                return Ok(Some(f));
-            }
+    let decision_seq = match verdict {
+        None | Some(RuleVerdict::Out(_)) => None,
+        Some(RuleVerdict::Member(evaluated)) => Some(evaluated.record_in(conn).await?.seq),
+        Some(RuleVerdict::Failed(why, evaluated)) => {
+            let mut f = Fire::outcome("failed", why);
+            f.decision_seq = Some(evaluated.record_in(conn).await?.seq);
+            store(conn, t, e, &f, None, now.as_millisecond()).await?;
+            return Ok(Some(f));
         }
-    }
+    };
     let dedup_value = facts.text(t.def.dedup_by.as_deref().unwrap_or("event.reference"));
     let at = now.as_millisecond();
     let mut f = match limited(conn, t, player, dedup_value.as_deref(), at).await? {

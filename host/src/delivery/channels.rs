@@ -7,9 +7,11 @@
 use std::time::Duration;
 
 use hmac::{Hmac, Mac};
+use lettre::Message;
 use lettre::message::header::{ContentType, HeaderName, HeaderValue};
-use lettre::transport::smtp::authentication::Credentials;
-use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
+use lettre::transport::smtp::authentication::{Credentials, DEFAULT_MECHANISMS};
+use lettre::transport::smtp::client::AsyncSmtpConnection;
+use lettre::transport::smtp::extension::ClientId;
 use serde_json::json;
 use sha2::Sha256;
 
@@ -71,7 +73,51 @@ pub fn verify(secret: &str, timestamp: &str, body: &[u8], signature: &str) -> bo
 
 pub struct Channels {
     http: reqwest::Client,
-    smtp: Option<AsyncSmtpTransport<Tokio1Executor>>,
+    smtp: Option<Relay>,
+}
+
+/// The SMTP relay, a connection per message, with Nagle's algorithm off: lettre writes a message's
+/// content and its closing "." in two writes, and with Nagle the second waits for the relay's delayed
+/// acknowledgement of the first (40 ms on Linux) — every e-mail took 43 ms on a local relay.
+struct Relay {
+    host: String,
+    port: u16,
+    credentials: Option<Credentials>,
+    hello: ClientId,
+    /// The whole conversation's.
+    timeout: Duration,
+}
+
+impl Relay {
+    async fn send(&self, message: &Message) -> Outcome {
+        let failed = |e: lettre::transport::smtp::Error| {
+            if e.is_permanent() {
+                Outcome::Permanent(format!("SMTP: {e}"))
+            } else {
+                Outcome::Retry(format!("SMTP: {e}"))
+            }
+        };
+        let conversation = async {
+            let stream = tokio::net::TcpStream::connect((self.host.as_str(), self.port))
+                .await
+                .map_err(|e| Outcome::Retry(format!("SMTP: connecting to the relay: {e}")))?;
+            stream.set_nodelay(true).map_err(|e| Outcome::Retry(format!("SMTP: {e}")))?;
+            let mut conn = AsyncSmtpConnection::connect_with_transport(Box::new(stream), &self.hello)
+                .await
+                .map_err(failed)?;
+            if let Some(c) = &self.credentials {
+                conn.auth(DEFAULT_MECHANISMS, c).await.map_err(failed)?;
+            }
+            let sent = conn.send(message.envelope(), &message.formatted()).await.map_err(failed);
+            conn.abort().await;
+            sent
+        };
+        match tokio::time::timeout(self.timeout, conversation).await {
+            Ok(Ok(_)) => Accepted::by("smtp"),
+            Ok(Err(outcome)) => outcome,
+            Err(_) => Outcome::Retry("SMTP: timed out".into()),
+        }
+    }
 }
 
 impl Channels {
@@ -85,13 +131,11 @@ impl Channels {
                     .rsplit_once(':')
                     .and_then(|(h, p)| Some((h.to_string(), p.parse::<u16>().ok()?)))
                     .ok_or_else(|| anyhow::anyhow!("smtp.relay must be host:port, not `{}`", s.relay))?;
-                let mut b = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(host)
-                    .port(port)
-                    .timeout(Some(timeout));
-                if let (Some(u), Some(p)) = (&s.username, &s.password) {
-                    b = b.credentials(Credentials::new(u.clone(), p.clone()));
-                }
-                Some(b.build())
+                let credentials = match (&s.username, &s.password) {
+                    (Some(u), Some(p)) => Some(Credentials::new(u.clone(), p.clone())),
+                    _ => None,
+                };
+                Some(Relay { host, port, credentials, hello: ClientId::default(), timeout })
             }
         };
         let http = reqwest::Client::builder().timeout(timeout).build()?;
@@ -138,11 +182,7 @@ impl Channels {
             Ok(m) => m,
             Err(e) => return Outcome::Permanent(e),
         };
-        let outcome = match smtp.send(message).await {
-            Ok(_) => Accepted::by("smtp"),
-            Err(e) if e.is_permanent() => Outcome::Permanent(format!("SMTP: {e}")),
-            Err(e) => Outcome::Retry(format!("SMTP: {e}")),
-        };
+        let outcome = smtp.send(&message).await;
         let result = if matches!(outcome, Outcome::Accepted(_)) { "accepted" } else { "failed" };
         metrics.attempt("email", "smtp", result);
         outcome

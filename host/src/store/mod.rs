@@ -100,12 +100,14 @@ impl Db {
 /// SQLite: this process's turn to write, once the writers before it are done (nothing on PostgreSQL).
 async fn write_turn(
     writers: &Option<Arc<tokio::sync::Mutex<()>>>,
+    patience: std::time::Duration,
 ) -> Result<Option<tokio::sync::OwnedMutexGuard<()>>, sqlx::Error> {
     let Some(writers) = writers else { return Ok(None) };
-    match tokio::time::timeout(BUSY_TIMEOUT, writers.clone().lock_owned()).await {
+    match tokio::time::timeout(patience, writers.clone().lock_owned()).await {
         Ok(turn) => Ok(Some(turn)),
         Err(_) => {
-            let why = format!("waited {BUSY_TIMEOUT:?} for the SQLite write lock");
+            // Worded as SQLite's own busy error, which callers answer as `busy` (503), not as a fault.
+            let why = format!("database is locked: waited {patience:?} for this host's turn to write");
             Err(sqlx::Error::Io(std::io::Error::new(std::io::ErrorKind::TimedOut, why)))
         }
     }
@@ -119,7 +121,7 @@ async fn checkpoint(
     writers: &Option<Arc<tokio::sync::Mutex<()>>>,
     mode: &str,
 ) -> Result<sqlx::any::AnyRow, sqlx::Error> {
-    let _turn = write_turn(writers).await?;
+    let _turn = write_turn(writers, BUSY_TIMEOUT).await?;
     sqlx::query(sqlx::AssertSqlSafe(format!("PRAGMA wal_checkpoint({mode})"))).fetch_one(pool).await
 }
 
@@ -181,7 +183,7 @@ impl Db {
     /// processes on the same file (the CLI, a second host) still meet at SQLite's lock. The wait is
     /// bounded like SQLite's busy timeout.
     pub async fn begin_write(&self) -> Result<Tx, sqlx::Error> {
-        let turn = write_turn(&self.writers).await?;
+        let turn = write_turn(&self.writers, BUSY_TIMEOUT).await?;
         let inner = match self.backend {
             Backend::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await?,
             Backend::Postgres => self.pool.begin().await?,
@@ -336,5 +338,16 @@ mod tests {
     fn values_lists_number_their_parameters_row_by_row() {
         assert_eq!(super::values_list(2, 3), "($1, $2, $3), ($4, $5, $6)");
         assert_eq!(super::values_list(1, 1), "($1)");
+    }
+
+    /// A writer that waited its whole turn out is answered `busy` (503), like SQLite's own busy error.
+    #[tokio::test]
+    async fn a_turn_waited_out_is_busy() {
+        let writers = Some(std::sync::Arc::new(tokio::sync::Mutex::new(())));
+        let patience = std::time::Duration::from_millis(20);
+        let _held = super::write_turn(&writers, patience).await.unwrap();
+        let waited = super::write_turn(&writers, patience).await.unwrap_err();
+        let answer = crate::api::ApiError::internal(waited);
+        assert_eq!((answer.status.as_u16(), answer.code), (503, "busy"), "{}", answer.message);
     }
 }

@@ -218,7 +218,7 @@ impl ApiError {
         let text = e.to_string();
         // SQLite's one write lock stayed taken past the busy timeout (many writers at once, a long
         // batch): nothing is wrong with the request, and trying again later works.
-        if text.contains("database is locked") {
+        if crate::store::is_busy(&text) {
             tracing::warn!(error = %text, "database busy");
             return Self::new(StatusCode::SERVICE_UNAVAILABLE, "busy", "the database is busy; try again");
         }

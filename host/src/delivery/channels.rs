@@ -84,7 +84,7 @@ struct Relay {
     port: u16,
     credentials: Option<Credentials>,
     hello: ClientId,
-    /// The whole conversation's.
+    /// Of the conversation up to the message: connecting, greeting, authenticating.
     timeout: Duration,
 }
 
@@ -97,7 +97,8 @@ impl Relay {
                 Outcome::Retry(format!("SMTP: {e}"))
             }
         };
-        let conversation = async {
+        // Nothing of the message has left yet: a relay that does not answer in time is tried again.
+        let opening = async {
             let stream = tokio::net::TcpStream::connect((self.host.as_str(), self.port))
                 .await
                 .map_err(|e| Outcome::Retry(format!("SMTP: connecting to the relay: {e}")))?;
@@ -108,14 +109,21 @@ impl Relay {
             if let Some(c) = &self.credentials {
                 conn.auth(DEFAULT_MECHANISMS, c).await.map_err(failed)?;
             }
-            let sent = conn.send(message.envelope(), &message.formatted()).await.map_err(failed);
-            conn.abort().await;
-            sent
+            Ok(conn)
         };
-        match tokio::time::timeout(self.timeout, conversation).await {
-            Ok(Ok(_)) => Accepted::by("smtp"),
-            Ok(Err(outcome)) => outcome,
-            Err(_) => Outcome::Retry("SMTP: timed out".into()),
+        let mut conn = match tokio::time::timeout(self.timeout, opening).await {
+            Ok(Ok(conn)) => conn,
+            Ok(Err(outcome)) => return outcome,
+            Err(_) => return Outcome::Retry("SMTP: timed out".into()),
+        };
+        // Once the message is on its way it is not timed out here: a relay that took it and is slow
+        // to say so must not be sent it twice. A worker that dies meanwhile leaves the e-mail in doubt.
+        let sent = conn.send(message.envelope(), &message.formatted()).await;
+        // The relay's goodbye changes nothing whatever it is.
+        let _ = tokio::time::timeout(Duration::from_secs(1), conn.abort()).await;
+        match sent {
+            Ok(_) => Accepted::by("smtp"),
+            Err(e) => failed(e),
         }
     }
 }

@@ -481,16 +481,12 @@ async fn definitions_are_checked(b: Backend) {
     r.s.stop().await;
 }
 
-/// A wait until 09:00 takes each player's own time zone.
-async fn a_wait_follows_the_players_time_zone(b: Backend) {
-    let Some(r) = rig(b, FAST).await else { return };
-    r.player("p_tokyo", "GB", "Asia/Tokyo").await;
-    r.player("p_london", "GB", "Europe/London").await;
-    let journey = json!({"name": "morning", "start": "w", "nodes": {
-        "w": {"type": "wait", "until_local_time": "09:00", "next": "x"}, "x": {"type": "exit"}}});
+/// Saves `journey` and a trigger that enters players in it on `payment.failed`, and activates both.
+async fn entered_on_a_failed_payment(r: &Rig, journey: Value) {
     let (st, j) = r.s.post(&r.marketing, "/admin/journeys", &journey).await;
     assert_eq!(st, 201, "{j}");
-    let trigger = json!({"name": "morning-entry", "on": ["payment.failed"], "action": {"type": "journey", "journey": "morning"}});
+    let trigger = json!({"name": format!("{}-entry", journey["name"].as_str().unwrap()), "on": ["payment.failed"],
+                         "action": {"type": "journey", "journey": journey["name"]}});
     let (st, t) = r.s.post(&r.marketing, "/admin/triggers", &trigger).await;
     assert_eq!(st, 201, "{t}");
     for path in [
@@ -499,6 +495,16 @@ async fn a_wait_follows_the_players_time_zone(b: Backend) {
     ] {
         assert_eq!(r.s.post(&r.marketing, &path, &json!({"version": 1})).await.0, 200);
     }
+}
+
+/// A wait until 09:00 takes each player's own time zone.
+async fn a_wait_follows_the_players_time_zone(b: Backend) {
+    let Some(r) = rig(b, FAST).await else { return };
+    r.player("p_tokyo", "GB", "Asia/Tokyo").await;
+    r.player("p_london", "GB", "Europe/London").await;
+    let journey = json!({"name": "morning", "start": "w", "nodes": {
+        "w": {"type": "wait", "until_local_time": "09:00", "next": "x"}, "x": {"type": "exit"}}});
+    entered_on_a_failed_payment(&r, journey).await;
     for p in ["p_tokyo", "p_london"] {
         let payload = json!({"payment_id": format!("{p}_pay"), "amount_minor": 100, "currency": "GBP", "reason_code": "x"});
         post(&r, event(&r, &format!("{p}_pf"), "payment.failed", p, payload)).await;
@@ -521,17 +527,7 @@ async fn an_exit_event_in_the_entering_batch_ends_the_run(b: Backend) {
     r.player("p_1", "GB", "Europe/London").await;
     let journey = json!({"name": "hold", "start": "w", "exit_on": ["payment.captured"], "nodes": {
         "w": {"type": "wait", "minutes": 60, "next": "x"}, "x": {"type": "exit"}}});
-    let (st, j) = r.s.post(&r.marketing, "/admin/journeys", &journey).await;
-    assert_eq!(st, 201, "{j}");
-    let trigger = json!({"name": "hold-entry", "on": ["payment.failed"], "action": {"type": "journey", "journey": "hold"}});
-    let (st, t) = r.s.post(&r.marketing, "/admin/triggers", &trigger).await;
-    assert_eq!(st, 201, "{t}");
-    for path in [
-        format!("/admin/journeys/{}/activate", j["id"].as_str().unwrap()),
-        format!("/admin/triggers/{}/activate", t["id"].as_str().unwrap()),
-    ] {
-        assert_eq!(r.s.post(&r.marketing, &path, &json!({"version": 1})).await.0, 200);
-    }
+    entered_on_a_failed_payment(&r, journey).await;
     let payment =
         |id: &str| json!({"payment_id": id, "amount_minor": 100, "currency": "GBP", "reason_code": "x"});
     let both = json!([

@@ -161,7 +161,9 @@ pub struct DeliverySettings {
     /// The first retry waits this long, each next one twice as long, up to `backoff_max_ms`.
     pub backoff_initial_ms: u64,
     pub backoff_max_ms: u64,
-    /// Per provider call.
+    /// Per provider call. For SMTP: connecting, the greeting and authentication; the message itself is
+    /// waited for, so a relay slow to confirm it is never sent it twice (past the lease, the next
+    /// worker finds the e-mail in doubt).
     pub provider_timeout_ms: u64,
     /// How long a worker owns a claimed delivery; a worker that died lets it go after this. Must exceed
     /// a whole attempt (every provider of a channel timing out).

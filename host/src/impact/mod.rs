@@ -179,8 +179,7 @@ pub async fn request(
     };
     let now = now_ms();
     // A report still running on a live host is not started twice.
-    let mut tx = core.db.begin_write().await?;
-    let started = sqlx::query(
+    let start = sqlx::query(
         "INSERT INTO impact_reports (plugin_id, request, requested_by, state, started_at, heartbeat_at)
          VALUES ($1, $2, $3, 'running', $4, $4)
          ON CONFLICT (plugin_id) DO UPDATE SET request = excluded.request, requested_by = excluded.requested_by,
@@ -192,10 +191,8 @@ pub async fn request(
     .bind(request.to_string())
     .bind(&actor.holder)
     .bind(now)
-    .bind(now - STALE_MS)
-    .execute(&mut *tx)
-    .await?;
-    tx.commit().await?;
+    .bind(now - STALE_MS);
+    let started = core.db.execute(start).await?;
     if started.rows_affected() == 0 {
         return Err(ImpactError::Conflict("a report of this version is running".into()));
     }
@@ -212,22 +209,16 @@ pub async fn request(
         };
         let sha = report.as_ref().map(sha256_of);
         let text = report.as_ref().map(Value::to_string);
-        let saved = async {
-            let mut tx = core2.db.begin_write().await?;
-            sqlx::query(
-                "UPDATE impact_reports SET state = $2, finished_at = $3, report = $4, sha256 = $5, error = $6 WHERE plugin_id = $1",
-            )
-            .bind(&id)
-            .bind(state)
-            .bind(now_ms())
-            .bind(text)
-            .bind(sha)
-            .bind(error)
-            .execute(&mut *tx)
-            .await?;
-            tx.commit().await
-        }
-        .await;
+        let update = sqlx::query(
+            "UPDATE impact_reports SET state = $2, finished_at = $3, report = $4, sha256 = $5, error = $6 WHERE plugin_id = $1",
+        )
+        .bind(&id)
+        .bind(state)
+        .bind(now_ms())
+        .bind(text)
+        .bind(sha)
+        .bind(error);
+        let saved = core2.db.execute(update).await;
         if let Err(e) = saved {
             tracing::error!(plugin_id = %id, error = %e, "storing an impact report");
         }
@@ -244,13 +235,14 @@ enum Kind {
 
 /// Says the report's host is alive (a report whose host stopped may be asked for again).
 async fn heartbeat(core: &Core, plugin_id: &str) -> anyhow::Result<()> {
-    let mut tx = core.db.begin_write().await?;
-    sqlx::query("UPDATE impact_reports SET heartbeat_at = $2 WHERE plugin_id = $1")
-        .bind(plugin_id)
-        .bind(now_ms())
-        .execute(&mut *tx)
+    core.db
+        .execute(
+            sqlx::query("UPDATE impact_reports SET heartbeat_at = $2 WHERE plugin_id = $1")
+                .bind(plugin_id)
+                .bind(now_ms()),
+        )
         .await?;
-    Ok(tx.commit().await?)
+    Ok(())
 }
 
 /// The candidate version as a report runs it: its component, manifest and limits, the runtime, and

@@ -278,15 +278,15 @@ async fn grantable(core: &Core, call: &Call) -> anyhow::Result<bool> {
 /// and marks open offers past their time expired.
 pub async fn expire_due(core: &Core) -> anyhow::Result<()> {
     let now = core.clock().now_ms();
-    let mut tx = core.db.begin_write().await?;
-    sqlx::query(
-        "UPDATE offers SET state = 'expired', updated_at = $1
-         WHERE state IN ('issued', 'pending_approval') AND expires_at <= $1",
-    )
-    .bind(now)
-    .execute(&mut *tx)
-    .await?;
-    tx.commit().await?;
+    core.db
+        .execute(
+            sqlx::query(
+                "UPDATE offers SET state = 'expired', updated_at = $1
+                 WHERE state IN ('issued', 'pending_approval') AND expires_at <= $1",
+            )
+            .bind(now),
+        )
+        .await?;
     let ids: Vec<String> = sqlx::query(
         "SELECT bonus_id FROM bonuses WHERE state IN ('issued', 'active', 'locked') AND expires_at <= $1
          ORDER BY expires_at LIMIT 100",

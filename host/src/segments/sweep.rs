@@ -142,12 +142,13 @@ pub async fn scheduler(core: Arc<Core>, mut stop: watch::Receiver<bool>) {
 
 async fn tick(core: &Core, stop: &watch::Receiver<bool>) -> anyhow::Result<()> {
     let db = &core.db;
-    let mut tx = db.begin_write().await?;
-    sqlx::query("UPDATE segment_sweeps SET state = 'queued' WHERE state = 'running' AND heartbeat_at < $1")
-        .bind(now_ms() - STALE_MS)
-        .execute(&mut *tx)
-        .await?;
-    tx.commit().await?;
+    db.execute(
+        sqlx::query(
+            "UPDATE segment_sweeps SET state = 'queued' WHERE state = 'running' AND heartbeat_at < $1",
+        )
+        .bind(now_ms() - STALE_MS),
+    )
+    .await?;
     let now = core.clock().now_ms();
     for seg in super::all(db).await? {
         let mark = binding_mark(core, &seg);
@@ -220,15 +221,15 @@ async fn claim_next(db: &Db) -> anyhow::Result<Option<(String, Segment)>> {
             return Ok(None);
         };
         let (id, segment): (String, String) = (row.try_get("id")?, row.try_get("segment_id")?);
-        let mut tx = db.begin_write().await?;
-        let claimed = sqlx::query(
-            "UPDATE segment_sweeps SET state = 'running', heartbeat_at = $2 WHERE id = $1 AND state = 'queued'",
-        )
-        .bind(&id)
-        .bind(now_ms())
-        .execute(&mut *tx)
-        .await?;
-        tx.commit().await?;
+        let claimed = db
+            .execute(
+                sqlx::query(
+                    "UPDATE segment_sweeps SET state = 'running', heartbeat_at = $2 WHERE id = $1 AND state = 'queued'",
+                )
+                .bind(&id)
+                .bind(now_ms()),
+            )
+            .await?;
         if claimed.rows_affected() == 1 {
             match super::get(db, &segment).await? {
                 Some(s) => return Ok(Some((id, s))),

@@ -178,6 +178,15 @@ impl Db {
         checkpoint(&self.pool, &self.writers, "TRUNCATE").await
     }
 
+    /// One write statement on its own, in this process's write turn on SQLite (see `begin_write`).
+    pub async fn execute<'q>(
+        &self,
+        statement: sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments>,
+    ) -> Result<sqlx::any::AnyQueryResult, sqlx::Error> {
+        let _turn = write_turn(&self.writers, BUSY_TIMEOUT).await?;
+        statement.execute(&self.pool).await
+    }
+
     /// A transaction that will write. On SQLite it takes the write lock up front (`BEGIN IMMEDIATE`):
     /// a transaction that reads first and writes later would otherwise fail with "database is locked"
     /// instead of waiting when another writer is busy.

@@ -27,6 +27,28 @@ fn churn_risk_decides_as_its_table_says() {
     table("churn-risk", World::Segment);
 }
 
+/// The batch form lowers profiles lent from the host's model, the single form copies them: over a
+/// table's profiles (without their events), both decide the same for every one, in order.
+fn batch_matches_single(plugin: &str) {
+    let rt = support::runtime();
+    let p = support::load(&rt, plugin);
+    let file = support::repo().join("plugins").join(plugin).join("decisions.json");
+    let cases: Vec<Case> = serde_json::from_slice(&std::fs::read(&file).unwrap()).unwrap();
+    let profiles: Vec<pitboss::model::Profile> =
+        cases.iter().filter_map(|c| c.input.profile.clone()).collect();
+    assert!(profiles.len() >= 4);
+    let opts = pitboss::plugins::CallOptions::new(World::Segment, support::now());
+    let batch = rt.segment_batch(&p, &opts, &profiles).outcome.unwrap();
+    let single: Vec<_> = profiles.iter().map(|x| rt.segment(&p, &opts, x, None).outcome.unwrap()).collect();
+    assert_eq!(batch, single, "{plugin}");
+}
+
+#[test]
+fn the_batch_form_decides_like_the_single_form() {
+    batch_matches_single("dormant-depositor");
+    batch_matches_single("churn-risk");
+}
+
 #[test]
 fn wager_progress_decides_as_its_table_says() {
     table("wager-progress", World::BonusRule);

@@ -1,6 +1,8 @@
 //! Adapts the host's model (`crate::model`) to the WIT types of pitboss:rules@0.1.0 and back, and
 //! measures values as laid out for a call (`WireSize`), which is what the input and output limits count.
 
+use wasmtime::component::{ComponentType, Lower};
+
 use crate::model as m;
 
 use super::bindings::wit as w;
@@ -22,15 +24,108 @@ fn money_back(x: w::Money) -> m::Money {
     m::Money { amount_minor: x.amount_minor, currency: x.currency }
 }
 
-pub fn profile(p: &m::Profile) -> w::Profile {
+/// A profile as it is lowered into a plugin, its strings and lists lent by the host's model rather than
+/// copied: a sweep hands the batch form a million profiles, and copying every one's strings (then
+/// freeing them) cost the host more than the plugin's own work. It mirrors the WIT record `profile`;
+/// the runtime checks it against the plugin's types when it looks the export up.
+#[derive(ComponentType, Lower)]
+#[component(record)]
+pub struct ProfileRef<'a> {
+    #[component(name = "player-id")]
+    player_id: &'a str,
+    #[component(name = "brand-id")]
+    brand_id: &'a str,
+    jurisdiction: &'a str,
+    locale: &'a str,
+    #[component(name = "time-zone")]
+    time_zone: &'a str,
+    currency: &'a str,
+    #[component(name = "age-band")]
+    age_band: w::AgeBand,
+    kyc: w::KycStatus,
+    rg: w::RgStatus,
+    consents: w::Consents,
+    features: FeaturesRef<'a>,
+}
+
+/// The WIT record `features`, its lists lent (see `ProfileRef`).
+#[derive(ComponentType, Lower)]
+#[component(record)]
+pub struct FeaturesRef<'a> {
+    #[component(name = "tenure-days")]
+    tenure_days: u32,
+    #[component(name = "dep-count-30d")]
+    dep_count_30d: u32,
+    #[component(name = "dep-sum-30d-minor")]
+    dep_sum_30d_minor: i64,
+    #[component(name = "net-loss-today-minor")]
+    net_loss_today_minor: i64,
+    #[component(name = "net-loss-7d-minor")]
+    net_loss_7d_minor: i64,
+    #[component(name = "net-loss-30d-minor")]
+    net_loss_30d_minor: i64,
+    #[component(name = "bets-7d")]
+    bets_7d: u32,
+    #[component(name = "sessions-7d")]
+    sessions_7d: u32,
+    #[component(name = "avg-stake-minor")]
+    avg_stake_minor: i64,
+    #[component(name = "days-since-last-deposit")]
+    days_since_last_deposit: Option<u32>,
+    #[component(name = "days-since-last-seen")]
+    days_since_last_seen: u32,
+    #[component(name = "churn-score")]
+    churn_score: f64,
+    #[component(name = "fav-providers")]
+    fav_providers: &'a [String],
+    #[component(name = "fav-categories")]
+    fav_categories: &'a [String],
+}
+
+impl ProfileRef<'_> {
+    /// The profile as the generated bindings take it (its strings copied).
+    pub fn owned(&self) -> w::Profile {
+        let f = &self.features;
+        w::Profile {
+            player_id: self.player_id.to_owned(),
+            brand_id: self.brand_id.to_owned(),
+            jurisdiction: self.jurisdiction.to_owned(),
+            locale: self.locale.to_owned(),
+            time_zone: self.time_zone.to_owned(),
+            currency: self.currency.to_owned(),
+            age_band: self.age_band,
+            kyc: self.kyc,
+            rg: self.rg,
+            consents: self.consents,
+            features: w::Features {
+                tenure_days: f.tenure_days,
+                dep_count_30d: f.dep_count_30d,
+                dep_sum_30d_minor: f.dep_sum_30d_minor,
+                net_loss_today_minor: f.net_loss_today_minor,
+                net_loss_7d_minor: f.net_loss_7d_minor,
+                net_loss_30d_minor: f.net_loss_30d_minor,
+                bets_7d: f.bets_7d,
+                sessions_7d: f.sessions_7d,
+                avg_stake_minor: f.avg_stake_minor,
+                days_since_last_deposit: f.days_since_last_deposit,
+                days_since_last_seen: f.days_since_last_seen,
+                churn_score: f.churn_score,
+                fav_providers: f.fav_providers.to_vec(),
+                fav_categories: f.fav_categories.to_vec(),
+            },
+        }
+    }
+}
+
+pub fn profile_ref(p: &m::Profile) -> ProfileRef<'_> {
     let f = &p.features;
-    w::Profile {
-        player_id: p.player_id.clone(),
-        brand_id: p.brand_id.clone(),
-        jurisdiction: p.jurisdiction.clone(),
-        locale: p.locale.clone(),
-        time_zone: p.time_zone.clone(),
-        currency: p.currency.clone(),
+    ProfileRef {
+        player_id: &p.player_id,
+        brand_id: &p.brand_id,
+        jurisdiction: &p.jurisdiction,
+        locale: &p.locale,
+        time_zone: &p.time_zone,
+        currency: &p.currency,
         age_band: match p.age_band {
             m::AgeBand::Unknown => w::AgeBand::Unknown,
             m::AgeBand::Age18To20 => w::AgeBand::Age18to20,
@@ -70,7 +165,7 @@ pub fn profile(p: &m::Profile) -> w::Profile {
             }),
             profiling: p.consents.profiling,
         },
-        features: w::Features {
+        features: FeaturesRef {
             tenure_days: f.tenure_days,
             dep_count_30d: f.dep_count_30d,
             dep_sum_30d_minor: f.dep_sum_30d_minor,
@@ -83,8 +178,8 @@ pub fn profile(p: &m::Profile) -> w::Profile {
             days_since_last_deposit: f.days_since_last_deposit,
             days_since_last_seen: f.days_since_last_seen,
             churn_score: f.churn_score,
-            fav_providers: f.fav_providers.clone(),
-            fav_categories: f.fav_categories.clone(),
+            fav_providers: &f.fav_providers,
+            fav_categories: &f.fav_categories,
         },
     }
 }
@@ -333,18 +428,15 @@ impl<T: WireSize> WireSize for Option<T> {
     }
 }
 
-impl WireSize for w::Profile {
+impl WireSize for ProfileRef<'_> {
     fn wire_size(&self) -> u64 {
         const FIXED: u64 = 160;
+        let texts =
+            [self.player_id, self.brand_id, self.jurisdiction, self.locale, self.time_zone, self.currency];
+        let lists = [self.features.fav_providers, self.features.fav_categories];
         FIXED
-            + self.player_id.wire_size()
-            + self.brand_id.wire_size()
-            + self.jurisdiction.wire_size()
-            + self.locale.wire_size()
-            + self.time_zone.wire_size()
-            + self.currency.wire_size()
-            + self.features.fav_providers.wire_size()
-            + self.features.fav_categories.wire_size()
+            + texts.iter().map(|t| SLICE + t.len() as u64).sum::<u64>()
+            + lists.iter().map(|l| SLICE + l.iter().map(WireSize::wire_size).sum::<u64>()).sum::<u64>()
     }
 }
 

@@ -97,7 +97,8 @@ impl std::fmt::Debug for Plugin {
 }
 
 enum Pre {
-    Segment(SegmentPre<PluginState>),
+    /// With the index of its batch form's export.
+    Segment(SegmentPre<PluginState>, wasmtime::component::ComponentExportIndex),
     BonusRule(BonusRulePre<PluginState>),
     OfferScorer(OfferScorerPre<PluginState>),
 }
@@ -260,7 +261,14 @@ impl Runtime {
             .map_err(|e| PluginError::Compile(format!("linking: {e:#}")))?;
         let bad = |e: wasmtime::Error| PluginError::BadExports { world, message: format!("{e:#}") };
         let pre = match world {
-            World::Segment => Pre::Segment(SegmentPre::new(pre).map_err(bad)?),
+            World::Segment => {
+                let interface = format!("pitboss:rules/segmentation@{SUPPORTED_WIT_VERSION}");
+                let batch = component
+                    .get_export_index(None, &interface)
+                    .and_then(|i| component.get_export_index(Some(&i), "evaluate-batch"));
+                let pre = SegmentPre::new(pre).map_err(bad)?;
+                Pre::Segment(pre, batch.ok_or_else(|| bad(wasmtime::format_err!("no evaluate-batch")))?)
+            }
             World::BonusRule => Pre::BonusRule(BonusRulePre::new(pre).map_err(bad)?),
             World::OfferScorer => Pre::OfferScorer(OfferScorerPre::new(pre).map_err(bad)?),
         };
@@ -275,12 +283,13 @@ impl Runtime {
         profile: &m::Profile,
         event: Option<&m::Event>,
     ) -> Run<m::Membership> {
-        let Pre::Segment(pre) = &plugin.pre else {
+        let Pre::Segment(pre, _) = &plugin.pre else {
             return Run::failed(wrong_world(World::Segment, plugin), Usage::default());
         };
-        let profile = convert::profile(profile);
+        let lent = convert::profile_ref(profile);
         let event = event.and_then(convert::event);
-        let input = profile.wire_size() + event.wire_size();
+        let input = lent.wire_size() + event.wire_size();
+        let profile = lent.owned();
         self.execute(opts, input, async |store| {
             let guest = pre.instantiate_async(&mut *store).await?;
             let answer = guest
@@ -294,13 +303,13 @@ impl Runtime {
 
     /// Segment world, batch form: one membership per profile, in order. The population is cut into
     /// chunks of `BATCH_CHUNK`, each evaluated in a fresh instance under `opts.limits`.
-    pub fn segment_batch(
+    pub fn segment_batch<P: std::borrow::Borrow<m::Profile>>(
         &self,
         plugin: &Plugin,
         opts: &CallOptions,
-        profiles: &[m::Profile],
+        profiles: &[P],
     ) -> Run<Vec<m::Membership>> {
-        let Pre::Segment(pre) = &plugin.pre else {
+        let Pre::Segment(pre, evaluate_batch) = &plugin.pre else {
             return Run::failed(wrong_world(World::Segment, plugin), Usage::default());
         };
         let mut total = Run {
@@ -309,13 +318,19 @@ impl Runtime {
             logs: Vec::new(),
         };
         for chunk in profiles.chunks(BATCH_CHUNK) {
-            let input: Vec<wit::Profile> = chunk.iter().map(convert::profile).collect();
-            let size = input.wire_size();
+            let input: Vec<convert::ProfileRef> =
+                chunk.iter().map(|p| convert::profile_ref(p.borrow())).collect();
+            let size = input.iter().map(|p| p.wire_size()).sum::<u64>() + 8;
             let run = self
                 .execute(opts, size, async |store| {
-                    let guest = pre.instantiate_async(&mut *store).await?;
-                    let answer =
-                        guest.pitboss_rules_segmentation().call_evaluate_batch(&mut *store, &input).await?;
+                    // Called through its export rather than the generated binding, which would take
+                    // copies of the profiles (`ProfileRef`).
+                    let instance = pre.instance_pre().instantiate_async(&mut *store).await?;
+                    let evaluate = instance.get_typed_func::<
+                        (&[convert::ProfileRef],),
+                        (Result<Vec<wit::Membership>, wit::RuleError>,),
+                    >(&mut *store, evaluate_batch)?;
+                    let (answer,) = evaluate.call_async(&mut *store, (&input,)).await?;
                     Ok(answer.map(|v| v.into_iter().map(convert::membership).collect::<Vec<_>>()))
                 })
                 .and_then(|ms: Vec<m::Membership>| {
@@ -375,9 +390,10 @@ impl Runtime {
                 Usage::default(),
             );
         };
-        let w_profile = convert::profile(profile);
+        let lent = convert::profile_ref(profile);
         let w_bonuses: Vec<wit::BonusState> = bonuses.iter().map(convert::bonus_state).collect();
-        let input = w_event.wire_size() + w_profile.wire_size() + w_bonuses.wire_size();
+        let input = w_event.wire_size() + lent.wire_size() + w_bonuses.wire_size();
+        let w_profile = lent.owned();
         self.execute(opts, input, async |store| {
             let guest = pre.instantiate_async(&mut *store).await?;
             let answer = guest
@@ -409,10 +425,11 @@ impl Runtime {
         let Pre::OfferScorer(pre) = &plugin.pre else {
             return Run::failed(wrong_world(World::OfferScorer, plugin), Usage::default());
         };
-        let w_profile = convert::profile(profile);
+        let lent = convert::profile_ref(profile);
         let w_candidates: Vec<wit::OfferTemplate> = candidates.iter().map(convert::offer_template).collect();
         let w_context = convert::offer_context(context);
-        let input = w_profile.wire_size() + w_candidates.wire_size() + w_context.wire_size();
+        let input = lent.wire_size() + w_candidates.wire_size() + w_context.wire_size();
+        let w_profile = lent.owned();
         self.execute(opts, input, async |store| {
             let guest = pre.instantiate_async(&mut *store).await?;
             let answer = guest
@@ -495,7 +512,7 @@ impl Runtime {
         let result = drive(
             async {
                 match &plugin.pre {
-                    Pre::Segment(pre) => pre.instantiate_async(&mut store).await.map(drop),
+                    Pre::Segment(pre, _) => pre.instantiate_async(&mut store).await.map(drop),
                     Pre::BonusRule(pre) => pre.instantiate_async(&mut store).await.map(drop),
                     Pre::OfferScorer(pre) => pre.instantiate_async(&mut store).await.map(drop),
                 }

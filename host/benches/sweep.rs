@@ -186,6 +186,9 @@ async fn evaluation(profiles: &[m::Profile]) {
     );
     let opts = CallOptions::new(World::Segment, support::now());
     let python_slice = profiles.len().min(5_000);
+    // Shared as a sweep shares a page's profiles with the evaluation (made before the clock starts).
+    let profiles: Vec<std::sync::Arc<m::Profile>> =
+        profiles.iter().cloned().map(std::sync::Arc::new).collect();
     for (label, bytes, slice) in [
         ("Rust dormant-depositor (batch form)", support::wasm("dormant-depositor"), profiles.len()),
         ("Rust churn-risk (batch form)", support::wasm("churn-risk"), profiles.len()),

@@ -337,11 +337,11 @@ async fn segment_report(
         .await?;
         let Some(last) = page.last().map(|(p, _)| p.clone()) else { break };
         heartbeat(core, plugin_id).await?;
-        let profiles: Vec<(String, m::Profile)> = page
+        let profiles: Vec<(String, std::sync::Arc<m::Profile>)> = page
             .into_iter()
             .map(|(p, s)| {
                 let v = s.at(brand, &p, now).profile;
-                (p, v)
+                (p, std::sync::Arc::new(v))
             })
             .filter(|(_, p)| in_scope(&p.jurisdiction))
             .collect();
@@ -367,10 +367,10 @@ async fn segment_report(
             );
         }
         // The candidate, over everyone in its jurisdictions.
-        let input: Vec<m::Profile> = decided.iter().map(|(_, p)| p.clone()).collect();
+        let input: Vec<_> = decided.iter().map(|(_, p)| p.clone()).collect();
         let (outcomes, _) = crate::segments::batch(&runtime, &candidate, &candidate_opts, input).await?;
         // Fuel and memory per decision, with the single form, on the first players.
-        let measure: Vec<m::Profile> =
+        let measure: Vec<std::sync::Arc<m::Profile>> =
             decided.iter().take(MEASURED.saturating_sub(fuel.len())).map(|(_, p)| p.clone()).collect();
         if !measure.is_empty() {
             let (rt, plugin, opts) = (runtime.clone(), candidate.clone(), candidate_opts.clone());

@@ -268,7 +268,7 @@ async fn pages(core: &Core, sweep: &str, segment: &Segment, figures: &mut Figure
 
 /// A page of the brand's players after `after`, as profiles at the host's time now.
 struct Read {
-    profiles: Vec<(String, m::Profile)>,
+    profiles: Vec<(String, Arc<m::Profile>)>,
     now: jiff::Timestamp,
     /// How long reading it took.
     took_ms: u64,
@@ -282,7 +282,7 @@ async fn read_page(core: &Core, brand: &str, after: &str) -> anyhow::Result<Read
         .into_iter()
         .map(|(p, s)| {
             let v = s.at(brand, &p, now).profile;
-            (p, v)
+            (p, Arc::new(v))
         })
         .collect();
     Ok(Read { profiles, now, took_ms: t.elapsed().as_millis() as u64 })
@@ -339,7 +339,7 @@ async fn decide_and_write(
 /// One page of a sweep, decided.
 struct Page<'a> {
     range: (&'a str, &'a str),
-    profiles: &'a [(String, m::Profile)],
+    profiles: &'a [(String, Arc<m::Profile>)],
     verdicts: &'a [Option<Verdict>],
     via: &'a str,
     at: i64,
@@ -453,7 +453,7 @@ pub struct Bound {
 pub async fn decide_bound(
     core: &Core,
     segment: &Segment,
-    profiles: &[(String, m::Profile)],
+    profiles: &[(String, Arc<m::Profile>)],
     now: jiff::Timestamp,
 ) -> anyhow::Result<(Vec<Bound>, u64)> {
     let snapshot = core.registry.snapshot();
@@ -491,7 +491,7 @@ pub async fn decide_bound(
             }
         };
         let opts = CallOptions { limits: binding.limits, now, config: binding.config.clone() };
-        let input: Vec<m::Profile> = indices.iter().map(|&i| profiles[i].1.clone()).collect();
+        let input: Vec<Arc<m::Profile>> = indices.iter().map(|&i| profiles[i].1.clone()).collect();
         let (outcomes, spent) = super::batch(core.registry.runtime(), &plugin, &opts, input).await?;
         fuel += spent;
         for (&i, outcome) in indices.iter().zip(outcomes) {
@@ -515,7 +515,7 @@ pub async fn decide_bound(
 async fn decide_page(
     core: &Core,
     segment: &Segment,
-    profiles: &[(String, m::Profile)],
+    profiles: &[(String, Arc<m::Profile>)],
     now: jiff::Timestamp,
     figures: &mut Figures,
 ) -> anyhow::Result<Vec<Option<Verdict>>> {

@@ -122,9 +122,24 @@
 //! pitboss_sdk::export_offer_scorer!(Simple);
 //! # fn main() {}
 //! ```
+//!
+//! ## Memory
+//!
+//! A plugin built with the SDK allocates small blocks (up to 2 KiB) from free lists by size class
+//! rather than with the standard allocator: the host's batch form hands a plugin thousands of profiles
+//! at once, each string and list its own allocation, and that is most of what a simple rule costs.
+//! To use another allocator, depend on the SDK with `default-features = false` (feature `allocator`)
+//! and declare your own `#[global_allocator]`.
 
 #[doc(hidden)]
 pub use wit_bindgen as __wit_bindgen;
+
+#[cfg(any(test, all(target_family = "wasm", not(target_feature = "atomics"))))]
+mod alloc;
+
+#[cfg(all(feature = "allocator", target_family = "wasm", not(target_feature = "atomics")))]
+#[global_allocator]
+static ALLOCATOR: alloc::SizeClasses = alloc::SizeClasses::new();
 
 #[allow(missing_docs)]
 mod bindings {

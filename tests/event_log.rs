@@ -234,7 +234,9 @@ async fn reads_of_the_log_seek_their_position(s: &TestServer) {
     if postgres {
         sqlx::query("SET enable_seqscan = off").execute(&mut conn).await.unwrap();
     }
-    for sql in pitboss::bus::log_reads(s.db.backend) {
+    let [read, any, last] = pitboss::bus::log_reads(s.db.backend, false);
+    let [platform_only, _, _] = pitboss::bus::log_reads(s.db.backend, true);
+    for sql in [read, any, last, platform_only] {
         let explain = if postgres { "EXPLAIN" } else { "EXPLAIN QUERY PLAN" };
         // Position (0, 5), horizon and ceiling at the end, 256 events: as many as the statement takes.
         let values = [0, 5, i64::MAX, 256, i64::MAX, i64::MAX];

@@ -111,6 +111,22 @@ async fn kept_current_by_events_and_sweeps(s: &TestServer) {
         "{w}"
     );
     assert_eq!(members(s, &t, &dormant).await, ["p_d", "p_e"]);
+    // The sweep's `segment.entered` events end the log: the consumers that pass over the host's
+    // events move their offsets past them all the same, and engage takes them.
+    support::eventually("every consumer past the sweep's events", Duration::from_secs(10), || async {
+        for consumer in [
+            pitboss::profiles::CONSUMER,
+            pitboss::segments::CONSUMER,
+            pitboss::offers::engine::CONSUMER,
+            pitboss::engage::CONSUMER,
+        ] {
+            if pitboss::bus::pending(&s.db, consumer).await.unwrap() {
+                return None;
+            }
+        }
+        Some(())
+    })
+    .await;
     let (_, mine) = s.get(&t.platform, "/v1/players/p_d/segments").await;
     let d =
         &mine["segments"].as_array().unwrap().iter().find(|m| m["segment"] == "dormant-depositors").unwrap();

@@ -132,6 +132,8 @@ impl Core {
 
     /// Every bus consumer of every capability, by name; the server runs them all.
     pub fn consumers(&self) -> Vec<Consumer> {
-        vec![Consumer::new(crate::profiles::CONSUMER, self.profile_updater())]
+        // What the host itself writes to the log (segment changes, bonus outcomes) says nothing about
+        // the player's activity.
+        vec![Consumer::new(crate::profiles::CONSUMER, self.profile_updater()).platform_events_only()]
     }
 }

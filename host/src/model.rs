@@ -208,17 +208,19 @@ pub enum EventType {
 }
 
 impl EventType {
-    /// Whether only the host writes events of this type to the log (the platform's are refused).
+    /// The types only the host writes to the log (the platform's are refused).
+    pub const HOST_EMITTED: [EventType; 6] = [
+        EventType::SegmentEntered,
+        EventType::SegmentLeft,
+        EventType::BonusActivated,
+        EventType::BonusCompleted,
+        EventType::BonusForfeited,
+        EventType::BonusLapsed,
+    ];
+
+    /// Whether only the host writes events of this type to the log.
     pub fn emitted_by_host(self) -> bool {
-        matches!(
-            self,
-            EventType::SegmentEntered
-                | EventType::SegmentLeft
-                | EventType::BonusActivated
-                | EventType::BonusCompleted
-                | EventType::BonusForfeited
-                | EventType::BonusLapsed
-        )
+        Self::HOST_EMITTED.contains(&self)
     }
 }
 

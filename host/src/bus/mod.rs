@@ -96,37 +96,53 @@ const BATCH: i64 = 256;
 /// changes.
 pub struct Consumer {
     pub name: &'static str,
-    /// The consumer this one follows: it takes only events that one has applied (segments read the
-    /// profiles the profile consumer wrote).
-    pub after: Option<&'static str>,
+    reads: Reads,
     start: Start,
 }
 
-/// Starts a consumer on a bus, after its leader if it has one, until the stop signal.
-type Start =
-    Box<dyn FnOnce(Arc<EmbeddedBus>, Option<&'static str>, watch::Receiver<bool>) -> ConsumerTask + Send>;
+/// What a consumer reads of the log.
+#[derive(Debug, Clone, Copy, Default)]
+struct Reads {
+    /// The consumer this one follows: it takes only events that one has applied (segments read the
+    /// profiles the profile consumer wrote).
+    leader: Option<&'static str>,
+    /// Only the platform's events: those the host emits (`segment.*`, `bonus.*` of the bonus engine)
+    /// are passed over in the read itself, never parsed or handed to the consumer.
+    platform_only: bool,
+}
+
+/// Starts a consumer on a bus with what it reads, until the stop signal.
+type Start = Box<dyn FnOnce(Arc<EmbeddedBus>, Reads, watch::Receiver<bool>) -> ConsumerTask + Send>;
 type ConsumerTask = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
 
 impl Consumer {
     pub fn new<H: Handler>(name: &'static str, handler: H) -> Consumer {
         Consumer {
             name,
-            after: None,
-            start: Box::new(move |bus, after, stop| {
-                Box::pin(async move { bus.run(name, after, handler, stop).await })
+            reads: Reads::default(),
+            start: Box::new(move |bus, reads, stop| {
+                Box::pin(async move { bus.run(name, reads, handler, stop).await })
             }),
         }
     }
 
     /// Takes only the events `leader` has applied.
     pub fn after(mut self, leader: &'static str) -> Consumer {
-        self.after = Some(leader);
+        self.reads.leader = Some(leader);
+        self
+    }
+
+    /// Takes only the events the platform sends: the host's own (`EventType::HOST_EMITTED`) are
+    /// passed over as the log is read. A sweep writes hundreds of thousands of `segment.*` events;
+    /// a consumer that ignores them no longer reads, parses and commits past each batch of them.
+    pub fn platform_events_only(mut self) -> Consumer {
+        self.reads.platform_only = true;
         self
     }
 
     /// Runs the consumer on `bus` until `stop` turns true.
     pub fn run(self, bus: Arc<EmbeddedBus>, stop: watch::Receiver<bool>) -> ConsumerTask {
-        (self.start)(bus, self.after, stop)
+        (self.start)(bus, self.reads, stop)
     }
 }
 
@@ -150,14 +166,16 @@ struct Progress {
     single_until: Option<Position>,
 }
 
-/// Reads the log after `after`, up to `horizon` (exclusive, on tx) and `ceiling` (inclusive).
+/// Reads the log after `after`, up to `horizon` (exclusive, on tx) and `ceiling` (inclusive); only
+/// the platform's events if `platform_only`.
 async fn read_after(
     conn: &mut sqlx::AnyConnection,
     after: Position,
     (horizon, ceiling): (i64, Position),
     limit: i64,
+    platform_only: bool,
 ) -> anyhow::Result<Vec<Result<LoggedEvent, (i64, i64, String)>>> {
-    let [sql, _] = log_reads(Backend::of(conn));
+    let [sql, _, _] = log_reads(Backend::of(conn), platform_only);
     let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
         .bind(after.tx)
         .bind(after.seq)
@@ -178,22 +196,37 @@ async fn read_after(
         .collect())
 }
 
-/// How consumers read the log: the events after a position ($1 tx, $2 seq), below a horizon ($3) and
-/// up to a ceiling ($5, $6), at most $4; and whether any event lies after a position ($1, $2). Each is
-/// found with an index seek. PostgreSQL seeks a row value in the (tx_id, seq) index; SQLite seeks only
-/// on a row value's first column — it would scan every event from the first — so there, where tx_id is
-/// always 0, the range and the order are on seq, its rowid. (Public for the test that checks the plans.)
-pub fn log_reads(backend: Backend) -> [String; 2] {
-    let (after, order) = match backend {
-        Backend::Postgres => ("(tx_id, seq) > ($1, $2)", "tx_id, seq"),
-        Backend::Sqlite => ("seq > $2", "seq"),
+/// How consumers read the log, each found with an index seek:
+/// 1. the events after a position ($1 tx, $2 seq), below a horizon ($3) and up to a ceiling ($5, $6),
+///    at most $4 (only the platform's if `platform_only`);
+/// 2. whether any event lies after a position ($1, $2);
+/// 3. the last event after a position ($1, $2) and up to a bound ($3, $4): where a read that passed
+///    over the host's events may move the offset to.
+///
+/// PostgreSQL seeks a row value in the (tx_id, seq) index; SQLite seeks only on a row value's first
+/// column — it would scan every event from the first — so there, where tx_id is always 0, the range
+/// and the order are on seq, its rowid. (Public for the test that checks the plans.)
+pub fn log_reads(backend: Backend, platform_only: bool) -> [String; 3] {
+    let (after, upto, order, backwards) = match backend {
+        Backend::Postgres => {
+            ("(tx_id, seq) > ($1, $2)", "(tx_id, seq) <= ($3, $4)", "tx_id, seq", "tx_id DESC, seq DESC")
+        }
+        Backend::Sqlite => ("seq > $2", "seq <= $4", "seq", "seq DESC"),
+    };
+    let only = if platform_only {
+        let names: Vec<String> =
+            EventType::HOST_EMITTED.iter().map(|t| format!("'{}'", crate::model::wire_name(t))).collect();
+        format!(" AND event_type NOT IN ({})", names.join(", "))
+    } else {
+        String::new()
     };
     [
         format!(
-            "SELECT {EVENT_COLUMNS} FROM events WHERE {after} AND tx_id < $3 AND (tx_id, seq) <= ($5, $6)
+            "SELECT {EVENT_COLUMNS} FROM events WHERE {after} AND tx_id < $3 AND (tx_id, seq) <= ($5, $6){only}
              ORDER BY {order} LIMIT $4"
         ),
         format!("SELECT 1 AS one FROM events WHERE {after} ORDER BY {order} LIMIT 1"),
+        format!("SELECT tx_id, seq FROM events WHERE {after} AND {upto} ORDER BY {backwards} LIMIT 1"),
     ]
 }
 
@@ -276,13 +309,13 @@ impl EmbeddedBus {
     async fn drain<H: Handler>(
         &self,
         consumer: &str,
-        leader: Option<&str>,
+        reads: Reads,
         handler: &H,
         progress: &mut Progress,
     ) -> anyhow::Result<bool> {
         loop {
             let horizon = self.horizon().await?;
-            let ceiling = match leader {
+            let ceiling = match reads.leader {
                 Some(leader) => offset_of(&mut *self.db.pool.acquire().await?, leader, "").await?,
                 None => Position { tx: i64::MAX, seq: i64::MAX },
             };
@@ -291,7 +324,7 @@ impl EmbeddedBus {
             {
                 let mut conn = self.db.pool.acquire().await?;
                 let at = offset_of(&mut conn, consumer, "").await?;
-                if read_after(&mut conn, at, (horizon, ceiling), 1).await?.is_empty() {
+                if read_after(&mut conn, at, (horizon, ceiling), 1, false).await?.is_empty() {
                     drop(conn);
                     return pending(&self.db, consumer).await;
                 }
@@ -309,11 +342,25 @@ impl EmbeddedBus {
             if !single {
                 progress.single_until = None;
             }
-            let rows =
-                read_after(&mut tx, position, (horizon, ceiling), if single { 1 } else { BATCH }).await?;
+            let limit = if single { 1 } else { BATCH };
+            let rows = read_after(&mut tx, position, (horizon, ceiling), limit, reads.platform_only).await?;
+            // A read that passed over the host's events and came back short has seen every event up to
+            // the horizon and the ceiling: the offset may move to the last of them.
+            let seen_to = if reads.platform_only && (rows.len() as i64) < limit {
+                let bound = ceiling.min(Position { tx: horizon.saturating_sub(1), seq: i64::MAX });
+                last_before(&mut tx, position, bound).await?
+            } else {
+                None
+            };
             if rows.is_empty() {
-                drop(tx);
-                return pending(&self.db, consumer).await;
+                let Some(end) = seen_to else {
+                    drop(tx);
+                    return pending(&self.db, consumer).await;
+                };
+                move_offset(&mut tx, consumer, end).await?;
+                tx.commit().await?;
+                self.progress.notify_waiters();
+                continue;
             }
             // Events that read, up to the first that does not; one that does not read alone is set aside.
             let mut events = Vec::with_capacity(rows.len());
@@ -335,9 +382,11 @@ impl EmbeddedBus {
                 continue;
             }
             let last = events.last().expect("non-empty").position();
+            // Past the host's events read over too, unless an event that does not read comes first.
+            let to = if unreadable.is_none() { seen_to.map_or(last, |end| end.max(last)) } else { last };
             match handler.handle(&mut tx, &events).await {
                 Ok(()) => {
-                    move_offset(&mut tx, consumer, last).await?;
+                    move_offset(&mut tx, consumer, to).await?;
                     tx.commit().await?;
                     handler.committed(&events);
                     self.progress.notify_waiters();
@@ -371,10 +420,10 @@ impl EmbeddedBus {
     /// for events written by another process). A failure is retried after a pause; shutdown always ends
     /// the loop, failing or not. A consumer with a `leader` takes only the events the leader applied,
     /// and is woken when it commits.
-    pub async fn run<H: Handler>(
+    async fn run<H: Handler>(
         &self,
         consumer: &str,
-        leader: Option<&str>,
+        reads: Reads,
         handler: H,
         mut shutdown: watch::Receiver<bool>,
     ) {
@@ -386,7 +435,7 @@ impl EmbeddedBus {
             // Registered before draining, so a notification that arrives meanwhile is not lost.
             woken.as_mut().enable();
             led.as_mut().enable();
-            let pause = match self.drain(consumer, leader, &handler, &mut progress).await {
+            let pause = match self.drain(consumer, reads, &handler, &mut progress).await {
                 Err(e) => {
                     tracing::error!(consumer, error = %format!("{e:#}"), "consumer failed; retrying");
                     Some(Duration::from_millis(500))
@@ -400,7 +449,7 @@ impl EmbeddedBus {
             }
             tokio::select! {
                 _ = woken, if pause.is_none() => {}
-                _ = led, if pause.is_none() && leader.is_some() => {}
+                _ = led, if pause.is_none() && reads.leader.is_some() => {}
                 _ = tokio::time::sleep(pause.unwrap_or(Duration::from_secs(1))) => {}
                 _ = shutdown.changed() => {}
             }
@@ -414,6 +463,23 @@ async fn offset_of(conn: &mut sqlx::AnyConnection, consumer: &str, lock: &str) -
         Some(r) => Position { tx: r.try_get("tx_id")?, seq: r.try_get("position")? },
         None => Position::default(),
     })
+}
+
+/// The last event after `after` and up to `bound` (inclusive).
+async fn last_before(
+    conn: &mut sqlx::AnyConnection,
+    after: Position,
+    bound: Position,
+) -> anyhow::Result<Option<Position>> {
+    let [_, _, sql] = log_reads(Backend::of(conn), false);
+    let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(after.tx)
+        .bind(after.seq)
+        .bind(bound.tx)
+        .bind(bound.seq)
+        .fetch_optional(conn)
+        .await?;
+    row.map(|r| Ok(Position { tx: r.try_get("tx_id")?, seq: r.try_get("seq")? })).transpose()
 }
 
 async fn move_offset(conn: &mut sqlx::AnyConnection, consumer: &str, to: Position) -> anyhow::Result<()> {
@@ -452,7 +518,7 @@ async fn set_aside(
 pub async fn pending(db: &Db, consumer: &str) -> anyhow::Result<bool> {
     let mut conn = db.pool.acquire().await?;
     let at = offset_of(&mut conn, consumer, "").await?;
-    let [_, sql] = log_reads(db.backend);
+    let [_, sql, _] = log_reads(db.backend, false);
     let query = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(at.tx).bind(at.seq);
     Ok(query.fetch_optional(&mut *conn).await?.is_some())
 }

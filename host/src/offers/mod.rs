@@ -35,7 +35,11 @@ impl Offers {
 /// The capability's bus consumer: the bonus engine, after the profiles.
 pub fn consumers(offers: &Arc<Offers>) -> Vec<crate::bus::Consumer> {
     let engine = engine::Engine::new(offers.core.clone(), offers.wake.clone());
-    vec![crate::bus::Consumer::new(engine::CONSUMER, engine).after(crate::profiles::CONSUMER)]
+    vec![
+        crate::bus::Consumer::new(engine::CONSUMER, engine)
+            .after(crate::profiles::CONSUMER)
+            .platform_events_only(),
+    ]
 }
 
 /// Posts platform calls and ends overdue bonuses until `stop`.

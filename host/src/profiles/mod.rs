@@ -198,11 +198,10 @@ impl Handler for ProfileUpdater {
     /// player's events applied in memory (their day and stake sums added up first), and every row
     /// written back in a few multi-row statements — fewer round trips, a shorter write lock.
     async fn handle(&self, conn: &mut sqlx::AnyConnection, events: &[LoggedEvent]) -> anyhow::Result<()> {
-        // What the host itself writes to the log (segment changes) says nothing about the player's
-        // activity: no read, no write. The rest, by player, in the log's order.
+        // By player, in the log's order (the consumer takes the platform's events only).
         let mut players: Vec<((&str, &str), Vec<&LoggedEvent>)> = Vec::new();
         let mut index: HashMap<(&str, &str), usize> = HashMap::new();
-        for e in events.iter().filter(|e| !e.event_type.emitted_by_host()) {
+        for e in events {
             let key = (e.brand_id.as_str(), e.player_id.as_str());
             let i = *index.entry(key).or_insert_with(|| {
                 players.push((key, Vec::new()));

@@ -27,7 +27,7 @@ impl Handler for SegmentUpdater {
     async fn handle(&self, conn: &mut sqlx::AnyConnection, events: &[LoggedEvent]) -> anyhow::Result<()> {
         // Each player once, with their latest event of the batch (the profile already has them all).
         let mut latest: Vec<&LoggedEvent> = Vec::new();
-        for e in events.iter().filter(|e| !e.event_type.emitted_by_host()) {
+        for e in events {
             match latest.iter_mut().find(|l| l.brand_id == e.brand_id && l.player_id == e.player_id) {
                 Some(l) => *l = e,
                 None => latest.push(e),

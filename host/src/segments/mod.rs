@@ -35,7 +35,8 @@ pub const CONSUMER: &str = "segments";
 /// The capability's bus consumers: the real-time one follows the profiles.
 pub fn consumers(core: &std::sync::Arc<crate::core::Core>) -> Vec<crate::bus::Consumer> {
     let updater = consumer::SegmentUpdater::new(core.clone());
-    vec![crate::bus::Consumer::new(CONSUMER, updater).after(crate::profiles::CONSUMER)]
+    // A segment's rule decides on the player's activity; the host's own events are not re-evaluated.
+    vec![crate::bus::Consumer::new(CONSUMER, updater).after(crate::profiles::CONSUMER).platform_events_only()]
 }
 
 /// Sweep intervals a segment may have, in minutes.

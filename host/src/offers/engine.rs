@@ -130,7 +130,8 @@ async fn first_seen(
     events: &[&LoggedEvent],
 ) -> anyhow::Result<HashSet<(String, String)>> {
     let mut fresh = HashSet::new();
-    for chunk in events.chunks(crate::store::ROWS_PER_STATEMENT) {
+    let rows = crate::store::rows_per_statement(crate::store::Backend::of(conn), 2);
+    for chunk in events.chunks(rows) {
         let sql = format!(
             "INSERT INTO bonus_events (brand_id, event_id) VALUES {} ON CONFLICT (brand_id, event_id) DO NOTHING
              RETURNING brand_id, event_id",

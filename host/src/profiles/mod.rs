@@ -13,7 +13,7 @@ use sqlx::Row;
 use crate::bus::{Handler, LoggedEvent, Unapplicable};
 use crate::model::{self as m, EventPayload, EventType as T};
 use crate::store::contacts::{self, ContactsKey};
-use crate::store::{Db, JSON_STATE, Players, ROWS_PER_STATEMENT, consents, json_rows, values_list};
+use crate::store::{Backend, Db, JSON_STATE, Players, consents, json_rows, rows_per_statement, values_list};
 
 pub const CONSUMER: &str = "profiles";
 
@@ -240,7 +240,8 @@ impl Handler for ProfileUpdater {
             );
             written.push((brand, player, serde_json::to_string(&s)?, last_seq));
         }
-        for chunk in days.chunks(ROWS_PER_STATEMENT) {
+        let backend = Backend::of(conn);
+        for chunk in days.chunks(rows_per_statement(backend, 9)) {
             let sql = format!(
                 "INSERT INTO player_days (brand_id, player_id, day, deposits, deposit_sum, stakes, wins, bets, sessions)
                  VALUES {} ON CONFLICT (brand_id, player_id, day) DO UPDATE SET
@@ -259,7 +260,7 @@ impl Handler for ProfileUpdater {
             }
             q.execute(&mut *conn).await?;
         }
-        for chunk in stakes.chunks(ROWS_PER_STATEMENT) {
+        for chunk in stakes.chunks(rows_per_statement(backend, 5)) {
             let sql = format!(
                 "INSERT INTO player_stakes (brand_id, player_id, kind, name, stake_sum) VALUES {}
                  ON CONFLICT (brand_id, player_id, kind, name) DO UPDATE SET stake_sum = player_stakes.stake_sum + excluded.stake_sum",
@@ -271,7 +272,7 @@ impl Handler for ProfileUpdater {
             }
             q.execute(&mut *conn).await?;
         }
-        for chunk in written.chunks(ROWS_PER_STATEMENT) {
+        for chunk in written.chunks(rows_per_statement(backend, 4)) {
             let sql = format!(
                 "INSERT INTO profiles (brand_id, player_id, state, updated_seq) VALUES {}
                  ON CONFLICT (brand_id, player_id) DO UPDATE SET state = excluded.state, updated_seq = excluded.updated_seq",
@@ -304,7 +305,7 @@ async fn read_states<'a>(
     }
     let mut states = HashMap::new();
     for (brand, ids) in by_brand {
-        for chunk in ids.chunks(ROWS_PER_STATEMENT) {
+        for chunk in ids.chunks(rows_per_statement(Backend::of(conn), 1)) {
             let which = Players::List(chunk);
             let sql = format!(
                 "SELECT player_id, state FROM profiles WHERE brand_id = $1 AND {}",

@@ -196,7 +196,8 @@ pub async fn apply_many(
     at: i64,
 ) -> anyhow::Result<Vec<(Change, i64, String)>> {
     let mut changes: Vec<(Change, i64, String, &Verdict)> = Vec::new();
-    for chunk in enter.chunks(super::ROWS_PER_STATEMENT) {
+    let backend = super::Backend::of(conn);
+    for chunk in enter.chunks(super::rows_per_statement(backend, 7)) {
         let values: Vec<String> = (0..chunk.len())
             .map(|k| {
                 let b = k * 7;
@@ -237,7 +238,7 @@ pub async fn apply_many(
             changes.push((Change::Entered, r.try_get("id")?, player, verdict));
         }
     }
-    for chunk in leave.chunks(super::ROWS_PER_STATEMENT) {
+    for chunk in leave.chunks(super::rows_per_statement(backend, 2)) {
         let values: Vec<String> =
             (0..chunk.len()).map(|k| format!("(${}, ${})", 3 + 2 * k, 4 + 2 * k)).collect();
         let sql = format!(
@@ -259,7 +260,7 @@ pub async fn apply_many(
     }
     let logged: Vec<(Change, i64, &str, &Verdict)> =
         changes.iter().map(|(c, s, p, v)| (*c, *s, p.as_str(), *v)).collect();
-    for chunk in logged.chunks(super::ROWS_PER_STATEMENT) {
+    for chunk in logged.chunks(super::rows_per_statement(backend, 5)) {
         log_changes(conn, segment, chunk, via, at).await?;
     }
     Ok(changes.into_iter().map(|(c, s, p, _)| (c, s, p)).collect())

@@ -197,44 +197,31 @@ pub async fn apply_many(
 ) -> anyhow::Result<Vec<(Change, i64, String)>> {
     let mut changes: Vec<(Change, i64, String, &Verdict)> = Vec::new();
     let backend = super::Backend::of(conn);
-    for chunk in enter.chunks(super::rows_per_statement(backend, 7)) {
-        let values: Vec<String> = (0..chunk.len())
-            .map(|k| {
-                let b = k * 7;
-                format!(
-                    "($1, $2, ${}, ${}, $3, ${}, ${}, $4, ${}, ${}, ${})",
-                    b + 5,
-                    b + 6,
-                    b + 7,
-                    b + 8,
-                    b + 9,
-                    b + 10,
-                    b + 11
-                )
-            })
+    if !enter.is_empty() {
+        // Every entry in one statement, its rows one JSON parameter: [player, jurisdiction, plugin,
+        // binding, reason, score].
+        let rows: Vec<serde_json::Value> = enter
+            .iter()
+            .map(|(p, j, v)| serde_json::json!([p, j, v.plugin_id, v.binding_id, v.reason, v.score]))
             .collect();
         let sql = format!(
             "INSERT INTO segment_members (segment_id, brand_id, player_id, jurisdiction, entered_at, plugin_id, binding_id,
                  via, reason, score, decision_seq)
-             VALUES {} ON CONFLICT DO NOTHING RETURNING id, player_id",
-            values.join(", ")
+             SELECT $1, $2, j.value ->> 0, j.value ->> 1, $3, j.value ->> 2, j.value ->> 3, $4, j.value ->> 4, {}, NULL
+             FROM {} WHERE true ON CONFLICT DO NOTHING RETURNING id, player_id",
+            json_real(backend, "j.value ->> 5"),
+            json_array_rows(backend, 5)
         );
-        let mut q =
-            sqlx::query(sqlx::AssertSqlSafe(sql)).bind(segment.id).bind(segment.brand_id).bind(at).bind(via);
-        for (player, jurisdiction, v) in chunk {
-            q = q
-                .bind(*player)
-                .bind(*jurisdiction)
-                .bind(&v.plugin_id)
-                .bind(&v.binding_id)
-                .bind(v.reason.as_deref())
-                .bind(v.score)
-                .bind(None::<i64>);
-        }
+        let q = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(segment.id)
+            .bind(segment.brand_id)
+            .bind(at)
+            .bind(via)
+            .bind(serde_json::to_string(&rows)?);
+        let verdicts: HashMap<&str, &Verdict> = enter.iter().map(|(p, _, v)| (*p, *v)).collect();
         for r in q.fetch_all(&mut *conn).await? {
             let player: String = r.try_get("player_id")?;
-            let verdict =
-                chunk.iter().find(|(p, _, _)| *p == player).map(|(_, _, v)| *v).expect("a player entered");
+            let verdict = verdicts.get(player.as_str()).copied().expect("a player entered");
             changes.push((Change::Entered, r.try_get("id")?, player, verdict));
         }
     }
@@ -260,9 +247,7 @@ pub async fn apply_many(
     }
     let logged: Vec<(Change, i64, &str, &Verdict)> =
         changes.iter().map(|(c, s, p, v)| (*c, *s, p.as_str(), *v)).collect();
-    for chunk in logged.chunks(super::rows_per_statement(backend, 5)) {
-        log_changes(conn, segment, chunk, via, at).await?;
-    }
+    log_changes(conn, segment, &logged, via, at).await?;
     Ok(changes.into_iter().map(|(c, s, p, _)| (c, s, p)).collect())
 }
 
@@ -277,19 +262,8 @@ async fn log_changes(
     if changes.is_empty() {
         return Ok(());
     }
-    let values: Vec<String> = (0..changes.len())
-        .map(|k| {
-            let b = k * 5;
-            format!("($1, ${}, ${}, ${}, $2, $3, NULL, ${}, ${})", b + 4, b + 5, b + 6, b + 7, b + 8)
-        })
-        .collect();
-    let sql = format!(
-        "INSERT INTO events (brand_id, event_id, player_id, event_type, occurred_at, received_at, trace_id, payload, body_hash)
-         VALUES {} ON CONFLICT (brand_id, event_id) DO NOTHING",
-        values.join(", ")
-    );
-    let mut q =
-        sqlx::query(sqlx::AssertSqlSafe(sql)).bind(segment.brand_id).bind(at).bind(crate::store::now_ms());
+    // One statement, the events one JSON parameter: [event id, player, type, payload, body hash].
+    let mut rows = Vec::with_capacity(changes.len());
     for (change, span, player, verdict) in changes {
         let event_type = match change {
             Change::Entered => m::EventType::SegmentEntered,
@@ -305,10 +279,40 @@ async fn log_changes(
         }))?;
         let name = m::wire_name(event_type);
         let hash = hex::encode(Sha256::digest(payload.as_bytes()));
-        q = q.bind(format!("{name}:{}:{span}", segment.id)).bind(*player).bind(name).bind(payload).bind(hash);
+        rows.push(serde_json::json!([format!("{name}:{}:{span}", segment.id), player, name, payload, hash]));
     }
+    let backend = super::Backend::of(conn);
+    let sql = format!(
+        "INSERT INTO events (brand_id, event_id, player_id, event_type, occurred_at, received_at, trace_id, payload, body_hash)
+         SELECT $1, j.value ->> 0, j.value ->> 1, j.value ->> 2, $2, $3, NULL, j.value ->> 3, j.value ->> 4
+         FROM {} WHERE true ON CONFLICT (brand_id, event_id) DO NOTHING",
+        json_array_rows(backend, 4)
+    );
+    let q = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(segment.brand_id)
+        .bind(at)
+        .bind(crate::store::now_ms())
+        .bind(serde_json::to_string(&rows)?);
     q.execute(conn).await?;
     Ok(())
+}
+
+/// The rows of a JSON array bound as parameter `$n`, each `j.value`, for `INSERT … SELECT`: many rows
+/// in one statement with one parameter (binding hundreds of parameters costs more on SQLite than
+/// inserting the rows, see `rows_per_statement`).
+fn json_array_rows(backend: super::Backend, n: usize) -> String {
+    match backend {
+        super::Backend::Sqlite => format!("json_each(${n}) AS j"),
+        super::Backend::Postgres => format!("jsonb_array_elements(${n}::jsonb) AS j"),
+    }
+}
+
+/// A number taken out of a JSON row as text (`->>`), as a float column takes it.
+fn json_real(backend: super::Backend, text: &str) -> String {
+    match backend {
+        super::Backend::Sqlite => text.to_string(),
+        super::Backend::Postgres => format!("({text})::double precision"),
+    }
 }
 
 /// Links a change to the record of the decision that made it.

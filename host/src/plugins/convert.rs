@@ -24,6 +24,30 @@ fn money_back(x: w::Money) -> m::Money {
     m::Money { amount_minor: x.amount_minor, currency: x.currency }
 }
 
+/// A `features` record of type `$ty` from `$f`'s numbers and the two lists given (the host's model,
+/// `FeaturesRef` and the generated `Features` have the same fields).
+macro_rules! features {
+    ($ty:path, $f:expr, $providers:expr, $categories:expr) => {{
+        let f = $f;
+        $ty {
+            tenure_days: f.tenure_days,
+            dep_count_30d: f.dep_count_30d,
+            dep_sum_30d_minor: f.dep_sum_30d_minor,
+            net_loss_today_minor: f.net_loss_today_minor,
+            net_loss_7d_minor: f.net_loss_7d_minor,
+            net_loss_30d_minor: f.net_loss_30d_minor,
+            bets_7d: f.bets_7d,
+            sessions_7d: f.sessions_7d,
+            avg_stake_minor: f.avg_stake_minor,
+            days_since_last_deposit: f.days_since_last_deposit,
+            days_since_last_seen: f.days_since_last_seen,
+            churn_score: f.churn_score,
+            fav_providers: $providers,
+            fav_categories: $categories,
+        }
+    }};
+}
+
 /// A profile as it is lowered into a plugin, its strings and lists lent by the host's model rather than
 /// copied: a sweep hands the batch form a million profiles, and copying every one's strings (then
 /// freeing them) cost the host more than the plugin's own work. It mirrors the WIT record `profile`;
@@ -97,22 +121,7 @@ impl ProfileRef<'_> {
             kyc: self.kyc,
             rg: self.rg,
             consents: self.consents,
-            features: w::Features {
-                tenure_days: f.tenure_days,
-                dep_count_30d: f.dep_count_30d,
-                dep_sum_30d_minor: f.dep_sum_30d_minor,
-                net_loss_today_minor: f.net_loss_today_minor,
-                net_loss_7d_minor: f.net_loss_7d_minor,
-                net_loss_30d_minor: f.net_loss_30d_minor,
-                bets_7d: f.bets_7d,
-                sessions_7d: f.sessions_7d,
-                avg_stake_minor: f.avg_stake_minor,
-                days_since_last_deposit: f.days_since_last_deposit,
-                days_since_last_seen: f.days_since_last_seen,
-                churn_score: f.churn_score,
-                fav_providers: f.fav_providers.to_vec(),
-                fav_categories: f.fav_categories.to_vec(),
-            },
+            features: features!(w::Features, f, f.fav_providers.to_vec(), f.fav_categories.to_vec()),
         }
     }
 }
@@ -165,22 +174,7 @@ pub fn profile_ref(p: &m::Profile) -> ProfileRef<'_> {
             }),
             profiling: p.consents.profiling,
         },
-        features: FeaturesRef {
-            tenure_days: f.tenure_days,
-            dep_count_30d: f.dep_count_30d,
-            dep_sum_30d_minor: f.dep_sum_30d_minor,
-            net_loss_today_minor: f.net_loss_today_minor,
-            net_loss_7d_minor: f.net_loss_7d_minor,
-            net_loss_30d_minor: f.net_loss_30d_minor,
-            bets_7d: f.bets_7d,
-            sessions_7d: f.sessions_7d,
-            avg_stake_minor: f.avg_stake_minor,
-            days_since_last_deposit: f.days_since_last_deposit,
-            days_since_last_seen: f.days_since_last_seen,
-            churn_score: f.churn_score,
-            fav_providers: &f.fav_providers,
-            fav_categories: &f.fav_categories,
-        },
+        features: features!(FeaturesRef, f, &f.fav_providers, &f.fav_categories),
     }
 }
 

@@ -354,7 +354,7 @@ impl EmbeddedBus {
             };
             if rows.is_empty() {
                 let Some(end) = seen_to else {
-                    drop(tx);
+                    tx.rollback().await?;
                     return pending(&self.db, consumer).await;
                 };
                 move_offset(&mut tx, consumer, end).await?;
@@ -392,7 +392,9 @@ impl EmbeddedBus {
                     self.progress.notify_waiters();
                 }
                 Err(e) => {
-                    drop(tx);
+                    // The handler's error is the one that matters; a failed rollback closes the
+                    // connection anyway.
+                    let _ = tx.rollback().await;
                     if events.len() > 1 {
                         // Find the one that fails: one at a time up to the end of this batch.
                         tracing::warn!(consumer, error = %format!("{e:#}"), "a batch failed; applying its events one by one");

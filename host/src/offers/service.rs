@@ -909,7 +909,7 @@ pub async fn accept(core: &Core, actor: &Principal, offer_id: &str) -> Result<(b
     .execute(&mut *tx)
     .await?;
     if moved.rows_affected() == 0 {
-        drop(tx);
+        tx.rollback().await?;
         let mut conn = core.db.pool.acquire().await?;
         return match ledger::of_offer(&mut conn, offer_id).await? {
             Some(b) => Ok((false, ledger::shown(&mut conn, &b).await?)),

@@ -209,7 +209,9 @@ impl Db {
 
 /// A write transaction that knows its backend, so that what differs between SQLite and PostgreSQL
 /// inside it (locks, the audit chain's serialisation) is decided from the transaction itself. Derefs
-/// to the connection; dropped without `commit`, it rolls back.
+/// to the connection. End it with `commit` or `rollback`: dropped, it rolls back too, but later, on its
+/// connection's own time, after the write turn was given up — the next SQLite writer could find the
+/// lock still taken and wait for it in SQLite's polling busy handler.
 pub struct Tx {
     inner: sqlx::Transaction<'static, sqlx::Any>,
     backend: Backend,

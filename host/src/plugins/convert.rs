@@ -404,15 +404,27 @@ pub trait WireSize {
 /// Pointer + length of a string or list.
 const SLICE: u64 = 8;
 
-impl WireSize for String {
+impl WireSize for str {
     fn wire_size(&self) -> u64 {
         SLICE + self.len() as u64
     }
 }
 
-impl<T: WireSize> WireSize for Vec<T> {
+impl WireSize for String {
+    fn wire_size(&self) -> u64 {
+        self.as_str().wire_size()
+    }
+}
+
+impl<T: WireSize> WireSize for [T] {
     fn wire_size(&self) -> u64 {
         SLICE + self.iter().map(WireSize::wire_size).sum::<u64>()
+    }
+}
+
+impl<T: WireSize> WireSize for Vec<T> {
+    fn wire_size(&self) -> u64 {
+        self.as_slice().wire_size()
     }
 }
 
@@ -429,8 +441,8 @@ impl WireSize for ProfileRef<'_> {
             [self.player_id, self.brand_id, self.jurisdiction, self.locale, self.time_zone, self.currency];
         let lists = [self.features.fav_providers, self.features.fav_categories];
         FIXED
-            + texts.iter().map(|t| SLICE + t.len() as u64).sum::<u64>()
-            + lists.iter().map(|l| SLICE + l.iter().map(WireSize::wire_size).sum::<u64>()).sum::<u64>()
+            + texts.iter().map(|t| t.wire_size()).sum::<u64>()
+            + lists.iter().map(|l| l.wire_size()).sum::<u64>()
     }
 }
 

@@ -320,7 +320,7 @@ impl Runtime {
         for chunk in profiles.chunks(BATCH_CHUNK) {
             let input: Vec<convert::ProfileRef> =
                 chunk.iter().map(|p| convert::profile_ref(p.borrow())).collect();
-            let size = input.iter().map(|p| p.wire_size()).sum::<u64>() + 8;
+            let size = input.wire_size();
             let run = self
                 .execute(opts, size, async |store| {
                     // Called through its export rather than the generated binding, which would take

@@ -291,6 +291,35 @@ async fn a_rule_per_jurisdiction_and_a_swap(s: &TestServer) {
 }
 both!(a_rule_per_jurisdiction_and_a_swap, a_rule_per_jurisdiction_and_a_swap);
 
+/// The consumer decides a batch's players together; a rule that traps for one of them (NL's) fails
+/// that decision alone: recorded with its outcome, membership unchanged, the others decided.
+async fn a_trap_in_a_batch_fails_alone(s: &TestServer) {
+    let t = team(s).await;
+    s.clock.set(jiff::Timestamp::from_second(support::now().as_second() + 30 * 86_400).unwrap());
+    let churning = segment(s, &t, "churning", false).await;
+    let m = manifest("churn-risk", "1.0.0", "segment", &["*"]);
+    let rule = approved(s, &t.operator, &[&t.carla, &t.dave], "churn-risk", &m).await;
+    bind(s, &t, "churning", "*", &rule, json!({})).await;
+    let m = manifest("nl-trap", "1.0.0", "segment", &["NL"]);
+    let trap = approved(s, &t.operator, &[&t.carla, &t.dave], "hostile-trap", &m).await;
+    bind(s, &t, "churning", "NL", &trap, json!({})).await;
+    let batch: Vec<Value> = [("p_de", "DE"), ("p_nl", "NL"), ("p_gb", "GB")]
+        .iter()
+        .map(|(p, j)| support::registered(p, json!({"jurisdiction": j})))
+        .collect();
+    assert_eq!(s.post(&t.platform, "/v1/events", &Value::Array(batch)).await.0, 202);
+    wait_members(s, &t, &churning, &["p_de", "p_gb"], Duration::from_secs(10)).await;
+    let outcomes: Vec<(String, String)> =
+        sqlx::query_as("SELECT player_id, outcome FROM decisions WHERE world = 'segment' ORDER BY player_id")
+            .fetch_all(&s.db.pool)
+            .await
+            .unwrap();
+    let nl: Vec<&str> = outcomes.iter().filter(|(p, _)| p == "p_nl").map(|(_, o)| o.as_str()).collect();
+    assert!(!nl.is_empty() && nl.iter().all(|o| *o == "trap"), "{outcomes:?}");
+    assert!(outcomes.iter().filter(|(p, _)| p != "p_nl").all(|(_, o)| o == "ok"), "{outcomes:?}");
+}
+both!(a_trap_in_a_batch_fails_alone, a_trap_in_a_batch_fails_alone);
+
 /// Asks for a candidate's impact report on `segment` and waits for it; the report as served.
 async fn impact(s: &TestServer, key: &str, plugin_id: &str, segment: &str) -> Value {
     let path = format!("/admin/plugins/{plugin_id}/impact");

@@ -100,16 +100,14 @@ impl Handler for Consumer {
             profiles.extend(read.into_iter().map(|(p, stored)| ((brand.to_string(), p), stored)));
             in_journeys.extend(in_flight.into_iter().map(|p| (brand.to_string(), p)));
         }
-        // What each trigger makes of each event, its rule asked side by side for the whole batch (a
-        // rule reads the profile, which holds the whole batch already, and writes nothing).
-        let asks: Vec<_> = events
+        // What each trigger makes of each event, the rules asked together for the whole batch (a rule
+        // reads the profile, which holds the whole batch already, and writes nothing).
+        let asks: Vec<triggers::Consider> = events
             .iter()
             .flat_map(|e| triggers[&e.brand_id].iter().map(move |t| (*e, t)))
-            .filter_map(|(e, t)| Some((e, t, profiles.get(&(e.brand_id.clone(), e.player_id.clone()))?)))
+            .filter_map(|(e, t)| Some((t, e, profiles.get(&(e.brand_id.clone(), e.player_id.clone()))?)))
             .collect();
-        // (Collected first: a lazy iterator of futures held across the await is not provably Send.)
-        let asks: Vec<_> = asks.iter().map(|(e, t, stored)| triggers::consider(core, t, e, stored)).collect();
-        let mut considered = crate::decisions::side_by_side(asks).await.into_iter();
+        let mut considered = triggers::consider_many(core, &asks).await.into_iter();
         for e in &events {
             let player = (e.brand_id.clone(), e.player_id.clone());
             let Some(stored) = profiles.get(&player) else { continue };

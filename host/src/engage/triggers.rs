@@ -13,6 +13,7 @@ use sqlx::Row;
 use super::conditions::{self, Condition, Facts};
 use crate::auth::Principal;
 use crate::core::Core;
+use crate::decisions::{DecisionError, DecisionRequest};
 use crate::defs::{self, DefError, Head, TRIGGERS, Traits, invalid};
 use crate::model::{self as m, Channel, EventType};
 use crate::policy::Priority;
@@ -350,21 +351,35 @@ pub enum RuleVerdict {
 pub async fn ask_rule(
     core: &Core,
     rule: &str,
-    (brand, player): (&str, &str),
+    player: (&str, &str),
     profile: &m::Profile,
     event: Option<&m::Event>,
     now: jiff::Timestamp,
 ) -> anyhow::Result<RuleVerdict> {
-    use crate::decisions::{DecisionError, DecisionRequest, evaluate};
+    let req = rule_request(rule, player, event);
+    let evaluated = crate::decisions::evaluate(core, &req, profile.clone(), now).await;
+    verdict_of(rule, &profile.jurisdiction, evaluated)
+}
+
+/// The decision request of a rule's slot for a player and the event.
+fn rule_request(rule: &str, (brand, player): (&str, &str), event: Option<&m::Event>) -> DecisionRequest {
     let mut req = DecisionRequest::new(brand, player, crate::plugins::World::Segment);
     req.segment = Some(rule.to_string());
     req.event = event.cloned();
-    let evaluated = match evaluate(core, &req, profile.clone(), now).await {
+    req
+}
+
+/// What the rule's decision says of the player (of `jurisdiction`).
+fn verdict_of(
+    rule: &str,
+    jurisdiction: &str,
+    evaluated: Result<crate::decisions::Evaluated, DecisionError>,
+) -> anyhow::Result<RuleVerdict> {
+    let evaluated = match evaluated {
         Ok(e) => e,
         Err(DecisionError::NoBinding { .. }) => {
             return Ok(RuleVerdict::Out(format!(
-                "no rule `{rule}` is bound for jurisdiction {} or the brand default",
-                profile.jurisdiction
+                "no rule `{rule}` is bound for jurisdiction {jurisdiction} or the brand default"
             )));
         }
         Err(e) => return Err(anyhow::Error::new(e)),
@@ -390,38 +405,53 @@ pub async fn ask_rule(
 
 /// What a trigger makes of an event before anything is read or written: it matches, its conditions
 /// hold, and (if it has one) its rule's verdict. A plugin call at most, so a consumer asks for the
-/// events of a batch side by side.
+/// events of a batch together.
 pub struct Considered {
     facts: Facts,
     verdict: Option<RuleVerdict>,
 }
 
-/// None when the event does not concern the trigger: its type, window or age, or a condition.
-pub async fn consider(
-    core: &Core,
-    t: &Active,
-    e: &crate::bus::LoggedEvent,
-    stored: &crate::profiles::StoredProfile,
-) -> anyhow::Result<Option<Considered>> {
+/// A trigger, an event it may take and the player's profile.
+pub type Consider<'a> = (&'a Active, &'a crate::bus::LoggedEvent, &'a crate::profiles::StoredProfile);
+
+/// What each trigger makes of each event, in the order given; None when the event does not concern the
+/// trigger: its type, window or age, or a condition. The rules of the whole list are asked together.
+pub async fn consider_many(core: &Core, items: &[Consider<'_>]) -> Vec<anyhow::Result<Option<Considered>>> {
     let now = core.clock().now();
-    let event = e.event();
-    if !matches(&t.def, &event, now) {
-        return Ok(None);
-    }
-    // The conditions first: they cost no plugin call, and most events fail them.
-    let view = stored.at(&e.brand_id, &e.player_id, now);
-    let facts = Facts::new(Some(&event), &view.profile);
-    if facts.all(&t.def.conditions).is_err() {
-        return Ok(None);
-    }
-    let verdict = match &t.def.rule {
-        Some(rule) => {
-            let player = (e.brand_id.as_str(), e.player_id.as_str());
-            Some(ask_rule(core, rule, player, &view.profile, Some(&event), now).await?)
+    let mut out: Vec<anyhow::Result<Option<Considered>>> = Vec::with_capacity(items.len());
+    let (mut calls, mut called) = (Vec::new(), Vec::new());
+    for (i, (t, e, stored)) in items.iter().enumerate() {
+        let event = e.event();
+        if !matches(&t.def, &event, now) {
+            out.push(Ok(None));
+            continue;
         }
-        None => None,
-    };
-    Ok(Some(Considered { facts, verdict }))
+        // The conditions first: they cost no plugin call, and most events fail them.
+        let view = stored.at(&e.brand_id, &e.player_id, now);
+        let facts = Facts::new(Some(&event), &view.profile);
+        if facts.all(&t.def.conditions).is_err() {
+            out.push(Ok(None));
+            continue;
+        }
+        if let Some(rule) = &t.def.rule {
+            let req = rule_request(rule, (&e.brand_id, &e.player_id), Some(&event));
+            called.push((i, rule, view.profile.jurisdiction.clone()));
+            calls.push((req, view.profile));
+        }
+        out.push(Ok(Some(Considered { facts, verdict: None })));
+    }
+    let evaluated = crate::decisions::evaluate_many(core, calls, now).await;
+    for ((i, rule, jurisdiction), evaluated) in called.into_iter().zip(evaluated) {
+        match verdict_of(rule, &jurisdiction, evaluated) {
+            Ok(verdict) => {
+                if let Ok(Some(c)) = &mut out[i] {
+                    c.verdict = Some(verdict);
+                }
+            }
+            Err(e) => out[i] = Err(e),
+        }
+    }
+    out
 }
 
 /// Runs one trigger on one event in the consumer's transaction: conditions, rule, limits, then the
@@ -433,7 +463,7 @@ pub async fn fire(
     e: &crate::bus::LoggedEvent,
     stored: &crate::profiles::StoredProfile,
 ) -> anyhow::Result<Option<Fire>> {
-    match consider(core, t, e, stored).await? {
+    match consider_many(core, &[(t, e, stored)]).await.pop().expect("one asked")? {
         Some(c) => fire_considered(core, conn, t, e, stored, c).await,
         None => Ok(None),
     }

@@ -67,46 +67,50 @@ impl Handler for SegmentUpdater {
                 open.insert(segment.id.clone(), spans);
             }
         }
-        for e in latest {
-            let of_brand = &segments[&e.brand_id];
+        // Every (player, segment) decided at once, then applied in the players' order.
+        let now = core.clock().now();
+        let (mut asked, mut asks) = (Vec::new(), Vec::new());
+        for e in &latest {
             let Some(stored) = profiles.remove(&(e.brand_id.clone(), e.player_id.clone())) else {
                 continue;
             };
-            let now = core.clock().now();
             let profile = stored.at(&e.brand_id, &e.player_id, now).profile;
+            for segment in &segments[&e.brand_id] {
+                asked.push((*e, segment, profile.jurisdiction.clone()));
+                asks.push((segment, e.player_id.as_str(), profile.clone(), Some(e.event())));
+            }
+        }
+        let decisions = super::decide_many(core, asks, now).await;
+        for ((e, segment, jurisdiction), decision) in asked.into_iter().zip(decisions) {
             let via = format!("event:{}", e.seq);
-            for segment in of_brand {
-                let player = (e.player_id.as_str(), profile.jurisdiction.as_str());
-                match super::decide(core, segment, &e.player_id, profile.clone(), Some(e.event()), now)
+            let player = (e.player_id.as_str(), jurisdiction.as_str());
+            match decision? {
+                Decision::Verdict(verdict, evaluated) => {
+                    let span = open.get(&segment.id).and_then(|spans| spans.get(&e.player_id));
+                    let Some(change) = super::apply(
+                        conn,
+                        segment.target(),
+                        player,
+                        &verdict,
+                        span,
+                        &via,
+                        now.as_millisecond(),
+                    )
                     .await?
-                {
-                    Decision::Verdict(verdict, evaluated) => {
-                        let span = open.get(&segment.id).and_then(|spans| spans.get(&e.player_id));
-                        let Some(change) = super::apply(
-                            conn,
-                            segment.target(),
-                            player,
-                            &verdict,
-                            span,
-                            &via,
-                            now.as_millisecond(),
-                        )
-                        .await?
-                        else {
-                            continue;
-                        };
-                        self.emitted.store(true, Ordering::Relaxed);
-                        if let Some(evaluated) = evaluated {
-                            let recorded = evaluated.record_in(conn).await?;
-                            super::link_decision(conn, change, recorded.seq).await?;
-                        }
+                    else {
+                        continue;
+                    };
+                    self.emitted.store(true, Ordering::Relaxed);
+                    if let Some(evaluated) = evaluated {
+                        let recorded = evaluated.record_in(conn).await?;
+                        super::link_decision(conn, change, recorded.seq).await?;
                     }
-                    Decision::Failed(evaluated) => {
-                        // Membership stays as it was; the failure is on record with its version.
-                        tracing::warn!(segment = %segment.name, player = %e.player_id, seq = e.seq,
-                            "the segment's rule failed; membership unchanged");
-                        evaluated.record_in(conn).await?;
-                    }
+                }
+                Decision::Failed(evaluated) => {
+                    // Membership stays as it was; the failure is on record with its version.
+                    tracing::warn!(segment = %segment.name, player = %e.player_id, seq = e.seq,
+                        "the segment's rule failed; membership unchanged");
+                    evaluated.record_in(conn).await?;
                 }
             }
         }

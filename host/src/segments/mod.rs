@@ -266,32 +266,47 @@ pub enum Decision {
     Failed(crate::decisions::Evaluated),
 }
 
-/// Decides one player's membership in `segment` on their profile at `now`: the host's rule first, then
-/// the rule bound for the segment and the player's jurisdiction (none bound: out), through the decision
-/// service.
-pub async fn decide(
+/// A membership to decide: the segment, the player, their profile and the event that asks.
+pub type Ask<'a> = (&'a Segment, &'a str, m::Profile, Option<m::Event>);
+
+/// Decides players' memberships on their profiles at `now`, in the order asked: the host's rule first,
+/// then the rule bound for the segment and the player's jurisdiction (none bound: out), through the
+/// decision service (the plugin calls of the whole list run together).
+pub async fn decide_many(
     core: &crate::core::Core,
-    segment: &Segment,
-    player: &str,
-    profile: m::Profile,
-    event: Option<m::Event>,
+    asks: Vec<Ask<'_>>,
     now: jiff::Timestamp,
-) -> anyhow::Result<Decision> {
-    use crate::decisions::{DecisionError, DecisionRequest, evaluate};
-    if let Some(reason) = host_rule(segment, &profile) {
-        return Ok(Decision::Verdict(Verdict::host_out(reason), None));
-    }
-    let jurisdiction = profile.jurisdiction.clone();
-    let mut req = DecisionRequest::new(&segment.brand_id, player, crate::plugins::World::Segment);
-    req.segment = Some(segment.name.clone());
-    req.event = event;
-    let evaluated = match evaluate(core, &req, profile, now).await {
-        Ok(e) => e,
-        Err(DecisionError::NoBinding { .. }) => {
-            return Ok(Decision::Verdict(Verdict::host_out(no_rule(&jurisdiction)), None));
+) -> Vec<anyhow::Result<Decision>> {
+    use crate::decisions::{DecisionError, DecisionRequest, evaluate_many};
+    let mut out: Vec<Option<anyhow::Result<Decision>>> = Vec::with_capacity(asks.len());
+    let (mut calls, mut called) = (Vec::new(), Vec::new());
+    for (i, (segment, player, profile, event)) in asks.into_iter().enumerate() {
+        if let Some(reason) = host_rule(segment, &profile) {
+            out.push(Some(Ok(Decision::Verdict(Verdict::host_out(reason), None))));
+            continue;
         }
-        Err(e) => return Err(anyhow::Error::new(e)),
-    };
+        out.push(None);
+        called.push((i, profile.jurisdiction.clone()));
+        let mut req = DecisionRequest::new(&segment.brand_id, player, crate::plugins::World::Segment);
+        req.segment = Some(segment.name.clone());
+        req.event = event;
+        calls.push((req, profile));
+    }
+    let evaluated = evaluate_many(core, calls, now).await;
+    for ((i, jurisdiction), evaluated) in called.into_iter().zip(evaluated) {
+        out[i] = Some(match evaluated {
+            Ok(e) => decision_of(e),
+            Err(DecisionError::NoBinding { .. }) => {
+                Ok(Decision::Verdict(Verdict::host_out(no_rule(&jurisdiction)), None))
+            }
+            Err(e) => Err(anyhow::Error::new(e)),
+        });
+    }
+    out.into_iter().map(|d| d.expect("every ask answered")).collect()
+}
+
+/// What a segment rule's answer makes of the membership.
+fn decision_of(evaluated: crate::decisions::Evaluated) -> anyhow::Result<Decision> {
     let Ok(output) = &evaluated.outcome else { return Ok(Decision::Failed(evaluated)) };
     let m: m::Membership = serde_json::from_value(output.clone())?;
     let verdict = Verdict {

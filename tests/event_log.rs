@@ -221,6 +221,31 @@ async fn shutdown_ends_while_the_consumer_fails(s: &TestServer) {
 
 crate::both!(set_aside, an_event_that_cannot_be_applied_is_set_aside);
 
+/// A consumer that keeps failing (here the triggers': their table is gone) holds back neither the
+/// consumers it follows nor the others.
+async fn a_failing_follower_holds_back_no_leader(s: &TestServer) {
+    let key = s.key(Role::Platform, &["A"]).await;
+    assert_eq!(s.post(&key, "/v1/events", &registered("p_f")).await.0, 202);
+    s.settled().await;
+    sqlx::query("DROP TABLE trigger_versions").execute(&s.db.pool).await.unwrap();
+    let deposit = json!({"event_id": "pay_f", "event_type": "payment.captured", "player_id": "p_f",
+        "brand_id": "A", "occurred_at": "2026-11-21T10:00:00Z",
+        "payload": {"payment_id": "pay_f", "amount_minor": 5000, "currency": "EUR"}});
+    assert_eq!(s.post(&key, "/v1/events", &deposit).await.0, 202);
+    s.settled().await;
+    let (st, p) = s.get(&key, "/v1/players/p_f").await;
+    assert_eq!((st, p["features"]["dep_count_30d"].as_u64()), (200, Some(1)), "{p}");
+    for consumer in ["segments", "bonuses"] {
+        support::eventually(consumer, Duration::from_secs(5), || async {
+            (!pitboss::bus::pending(&s.db, consumer).await.unwrap()).then_some(())
+        })
+        .await;
+    }
+    assert!(pitboss::bus::pending(&s.db, "engage").await.unwrap());
+}
+
+crate::both!(failing_follower, a_failing_follower_holds_back_no_leader);
+
 /// The consumers' reads of the log seek an index to their position instead of scanning the log from
 /// its first event (which, at a million events, cost each consumer 0.1–0.2 s per read). The plans are
 /// checked, not timed: SQLite's must seek the rowid; PostgreSQL's, with sequential scans priced out,

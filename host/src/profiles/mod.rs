@@ -468,6 +468,9 @@ pub struct StoredProfile {
     consent_version: i64,
     /// Every consent version, for the gate (which asks what was in force at send time).
     pub consent_history: Vec<crate::store::consents::ConsentRecord>,
+    /// The log seq of the last event applied to the profile: a profile read with the same one has not
+    /// changed since (a sweep checks it before writing what it decided).
+    pub updated_seq: i64,
 }
 
 /// Loads what is stored for a player; `None` if no event of theirs was applied yet.
@@ -509,15 +512,17 @@ async fn read(
     player: &str,
     activity: bool,
 ) -> anyhow::Result<Option<StoredProfile>> {
-    let Some(row) = sqlx::query("SELECT state FROM profiles WHERE brand_id = $1 AND player_id = $2")
-        .bind(brand)
-        .bind(player)
-        .fetch_optional(&mut *conn)
-        .await?
+    let Some(row) =
+        sqlx::query("SELECT state, updated_seq FROM profiles WHERE brand_id = $1 AND player_id = $2")
+            .bind(brand)
+            .bind(player)
+            .fetch_optional(&mut *conn)
+            .await?
     else {
         return Ok(None);
     };
     let state = serde_json::from_str::<State>(&row.try_get::<String, _>("state")?)?.upgrade();
+    let updated_seq = row.try_get("updated_seq")?;
     let mut days = Vec::new();
     let mut providers = Vec::new();
     let mut categories = Vec::new();
@@ -558,6 +563,7 @@ async fn read(
         birth_date,
         consents,
         consent_version,
+        updated_seq,
         consent_history,
     }))
 }
@@ -585,16 +591,16 @@ pub async fn load_page(
     limit: i64,
 ) -> anyhow::Result<Vec<(String, StoredProfile)>> {
     let mut conn = db.pool.acquire().await?;
-    let rows: Vec<(String, State)> = json_rows(
+    let rows: Vec<(String, i64, State)> = json_rows(
         &mut conn,
-        &format!("player_id, {JSON_STATE}"),
-        "(SELECT player_id, state FROM profiles WHERE brand_id = $1 AND player_id > $2
+        &format!("player_id, updated_seq, {JSON_STATE}"),
+        "(SELECT player_id, updated_seq, state FROM profiles WHERE brand_id = $1 AND player_id > $2
           ORDER BY player_id LIMIT $3) page",
         "player_id",
         |q| q.bind(brand).bind(after).bind(limit),
     )
     .await?;
-    let Some(last) = rows.last().map(|(p, _)| p.clone()) else { return Ok(Vec::new()) };
+    let Some(last) = rows.last().map(|(p, _, _)| p.clone()) else { return Ok(Vec::new()) };
     assemble(&mut conn, key, brand, Players::Range(after, &last), rows).await
 }
 
@@ -608,19 +614,19 @@ pub async fn load_many_in(
 ) -> anyhow::Result<Vec<(String, StoredProfile)>> {
     let which = Players::List(players);
     let from = format!("profiles WHERE brand_id = $1 AND {}", which.condition(2));
-    let columns = format!("player_id, {JSON_STATE}");
+    let columns = format!("player_id, updated_seq, {JSON_STATE}");
     let rows = json_rows(conn, &columns, &from, "player_id", |q| which.bind(q.bind(brand))).await?;
     assemble(conn, key, brand, which, rows).await
 }
 
-/// The stored profiles of `rows` (player_id, state): their days, stakes, birth dates and consents read
+/// The stored profiles of `rows` (player_id, updated_seq, state): their days, stakes, birth dates and consents read
 /// for `which` players at once.
 async fn assemble(
     conn: &mut sqlx::AnyConnection,
     key: &ContactsKey,
     brand: &str,
     which: Players<'_>,
-    rows: Vec<(String, State)>,
+    rows: Vec<(String, i64, State)>,
 ) -> anyhow::Result<Vec<(String, StoredProfile)>> {
     let mut days: HashMap<String, Vec<[i64; 7]>> = HashMap::new();
     type Day = (String, i64, i64, i64, i64, i64, i64, i64);
@@ -648,7 +654,7 @@ async fn assemble(
     let births = contacts::of_players(&mut *conn, key, brand, which, "birth_date").await?;
     let mut consents = crate::store::consents::histories(conn, brand, which).await?;
     let mut out = Vec::with_capacity(rows.len());
-    for (player, state) in rows {
+    for (player, updated_seq, state) in rows {
         if crate::store::erasure::is_pseudonym(&player) {
             continue;
         }
@@ -667,6 +673,7 @@ async fn assemble(
                 consents: c,
                 consent_version,
                 consent_history,
+                updated_seq,
             },
         ));
     }

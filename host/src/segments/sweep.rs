@@ -5,7 +5,7 @@
 //! first. Profiles are read in pages without a lock; each page's changes are written in one short
 //! transaction, with their `segment.*` events. A sweep whose host died is taken up again.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -269,6 +269,8 @@ async fn pages(core: &Core, sweep: &str, segment: &Segment, figures: &mut Figure
 /// A page of the brand's players after `after`, as profiles at the host's time now.
 struct Read {
     profiles: Vec<(String, Arc<m::Profile>)>,
+    /// Each profile's `updated_seq` as read.
+    seqs: Vec<i64>,
     now: jiff::Timestamp,
     /// How long reading it took.
     took_ms: u64,
@@ -278,6 +280,7 @@ async fn read_page(core: &Core, brand: &str, after: &str) -> anyhow::Result<Read
     let t = Instant::now();
     let page = crate::profiles::load_page(&core.db, &core.contacts_key, brand, after, PAGE).await?;
     let now = core.clock().now();
+    let seqs = page.iter().map(|(_, s)| s.updated_seq).collect();
     let profiles = page
         .into_iter()
         .map(|(p, s)| {
@@ -285,7 +288,7 @@ async fn read_page(core: &Core, brand: &str, after: &str) -> anyhow::Result<Read
             (p, Arc::new(v))
         })
         .collect();
-    Ok(Read { profiles, now, took_ms: t.elapsed().as_millis() as u64 })
+    Ok(Read { profiles, seqs, now, took_ms: t.elapsed().as_millis() as u64 })
 }
 
 /// Decides a page that was read and writes what changed, with the sweep's progress.
@@ -307,6 +310,7 @@ async fn decide_and_write(
     let page = Page {
         range,
         profiles: &read.profiles,
+        seqs: &read.seqs,
         verdicts: &verdicts,
         via: &via,
         at: read.now.as_millisecond(),
@@ -340,6 +344,7 @@ async fn decide_and_write(
 struct Page<'a> {
     range: (&'a str, &'a str),
     profiles: &'a [(String, Arc<m::Profile>)],
+    seqs: &'a [i64],
     verdicts: &'a [Option<Verdict>],
     via: &'a str,
     at: i64,
@@ -356,13 +361,15 @@ struct Plan<'a> {
 }
 
 impl<'a> Plan<'a> {
-    fn of(page: &Page<'a>, current: &HashMap<String, (i64, String)>) -> Plan<'a> {
+    /// `moved`: players whose profile changed since the page was read, left as the real-time consumer
+    /// left them (it decided on the newer profile).
+    fn of(page: &Page<'a>, current: &HashMap<String, (i64, String)>, moved: &HashSet<&str>) -> Plan<'a> {
         let mut plan =
             Plan { players: 0, members: 0, enter: Vec::new(), leave: Vec::new(), moves: Vec::new() };
         for ((player, profile), verdict) in page.profiles.iter().zip(page.verdicts) {
             plan.players += 1;
             let open = current.get(player);
-            let Some(verdict) = verdict else {
+            let Some(verdict) = verdict.as_ref().filter(|_| !moved.contains(player.as_str())) else {
                 plan.members += u64::from(open.is_some());
                 continue;
             };
@@ -385,6 +392,31 @@ impl<'a> Plan<'a> {
     }
 }
 
+/// The players of a page whose profile changed since it was read (an event applied, an erasure).
+async fn moved_since<'a>(
+    conn: &mut sqlx::AnyConnection,
+    brand: &str,
+    page: &Page<'a>,
+) -> anyhow::Result<HashSet<&'a str>> {
+    let (after, last) = page.range;
+    let range = crate::store::Players::Range(after, last);
+    let from = format!("profiles WHERE brand_id = $1 AND {}", range.condition(2));
+    let now: HashMap<String, i64> =
+        crate::store::json_rows::<(String, i64)>(conn, "player_id, updated_seq", &from, "player_id", |q| {
+            range.bind(q.bind(brand))
+        })
+        .await?
+        .into_iter()
+        .collect();
+    Ok(page
+        .profiles
+        .iter()
+        .zip(page.seqs)
+        .filter(|((player, _), seq)| now.get(player) != Some(*seq))
+        .map(|((player, _), _)| player.as_str())
+        .collect())
+}
+
 /// Writes what changed in a page, in one transaction with the sweep's progress; whether anything did.
 /// A page that changes nothing takes no write lock, unless the progress written at `progressed` is
 /// `PROGRESS_EVERY` old.
@@ -400,7 +432,8 @@ async fn write_page(
     let range = crate::store::Players::Range(after, last);
     if progressed.elapsed() < PROGRESS_EVERY {
         let mut conn = core.db.pool.acquire().await?;
-        let plan = Plan::of(page, &crate::store::segments::open_spans(&mut conn, &segment.id, range).await?);
+        let spans = crate::store::segments::open_spans(&mut conn, &segment.id, range).await?;
+        let plan = Plan::of(page, &spans, &HashSet::new());
         if plan.changes_nothing() {
             figures.players += plan.players;
             figures.members += plan.members;
@@ -408,7 +441,8 @@ async fn write_page(
         }
     }
     let mut tx = core.db.begin_write().await?;
-    let plan = Plan::of(page, &crate::store::segments::open_spans(&mut tx, &segment.id, range).await?);
+    let spans = crate::store::segments::open_spans(&mut tx, &segment.id, range).await?;
+    let plan = Plan::of(page, &spans, &moved_since(&mut tx, &segment.brand_id, page).await?);
     figures.players += plan.players;
     figures.members += plan.members;
     for (player, jurisdiction, verdict, open) in &plan.moves {

@@ -90,9 +90,10 @@ pub async fn run(
         .into_iter()
         .chain(crate::segments::consumers(&core))
         .chain(crate::engage::consumers(&engage))
-        .chain(crate::offers::consumers(&offers));
-    for consumer in consumers {
-        tasks.spawn(consumer.run(core.bus.clone(), stop_rx.clone()));
+        .chain(crate::offers::consumers(&offers))
+        .collect();
+    for task in crate::bus::start(consumers, &core.bus, &stop_rx) {
+        tasks.spawn(task);
     }
     tasks.spawn(crate::segments::sweep::scheduler(core.clone(), stop_rx.clone()));
     tasks.spawn(crate::engage::scheduler(engage, stop_rx.clone()));

@@ -9,6 +9,13 @@
 //! (tx_id, seq) order: nothing can ever appear below a position it has passed. SQLite has one writer at
 //! a time: there tx_id is 0 and the order is plain seq.
 //!
+//! On SQLite a consumer that follows another one joins its group (profiles → segments → triggers,
+//! bonuses): a group takes a batch of each of its consumers, in order, in one transaction and one turn
+//! of the write lock, each with its own offset and its own read up to its leader's new offset.
+//! Consumers taking their turns one by one spent most of an event's way waiting for the write lock,
+//! four times over; a group fails over to one by one when a batch fails, so that one consumer's failing
+//! event holds back no other. On PostgreSQL consumers run side by side, each in its own transactions.
+//!
 //! An event whose effects cannot be applied (a sum out of range, a payload that no longer reads) is set
 //! aside with its error — listed by the admin API, counted in `/metrics` — and the consumer goes on; a
 //! failure of the system (the database away, a lost race) is retried and never sets anything aside.
@@ -97,7 +104,7 @@ const BATCH: i64 = 256;
 pub struct Consumer {
     pub name: &'static str,
     reads: Reads,
-    start: Start,
+    handler: Box<dyn Stage>,
 }
 
 /// What a consumer reads of the log.
@@ -111,22 +118,39 @@ struct Reads {
     platform_only: bool,
 }
 
-/// Starts a consumer on a bus with what it reads, until the stop signal.
-type Start = Box<dyn FnOnce(Arc<EmbeddedBus>, Reads, watch::Receiver<bool>) -> ConsumerTask + Send>;
-type ConsumerTask = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
+/// A handler behind a pointer, as a consumer keeps it.
+trait Stage: Send + Sync {
+    fn handle<'a>(
+        &'a self,
+        conn: &'a mut sqlx::AnyConnection,
+        events: &'a [LoggedEvent],
+    ) -> futures_util::future::BoxFuture<'a, anyhow::Result<()>>;
+    fn committed(&self, events: &[LoggedEvent]);
+}
+
+impl<H: Handler> Stage for H {
+    fn handle<'a>(
+        &'a self,
+        conn: &'a mut sqlx::AnyConnection,
+        events: &'a [LoggedEvent],
+    ) -> futures_util::future::BoxFuture<'a, anyhow::Result<()>> {
+        Box::pin(Handler::handle(self, conn, events))
+    }
+
+    fn committed(&self, events: &[LoggedEvent]) {
+        Handler::committed(self, events)
+    }
+}
+
+pub type ConsumerTask = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
 
 impl Consumer {
     pub fn new<H: Handler>(name: &'static str, handler: H) -> Consumer {
-        Consumer {
-            name,
-            reads: Reads::default(),
-            start: Box::new(move |bus, reads, stop| {
-                Box::pin(async move { bus.run(name, reads, handler, stop).await })
-            }),
-        }
+        Consumer { name, reads: Reads::default(), handler: Box::new(handler) }
     }
 
-    /// Takes only the events `leader` has applied.
+    /// Takes only the events `leader` has applied; started with its leader (`start`), it joins the
+    /// leader's group.
     pub fn after(mut self, leader: &'static str) -> Consumer {
         self.reads.leader = Some(leader);
         self
@@ -139,11 +163,34 @@ impl Consumer {
         self.reads.platform_only = true;
         self
     }
+}
 
-    /// Runs the consumer on `bus` until `stop` turns true.
-    pub fn run(self, bus: Arc<EmbeddedBus>, stop: watch::Receiver<bool>) -> ConsumerTask {
-        (self.start)(bus, self.reads, stop)
+/// Runs consumers on `bus` until `stop` turns true. On SQLite a consumer that follows another one
+/// listed before it joins that one's group, and a group takes its consumers' batches in one
+/// transaction, in the order listed: an event crosses the profile, the segments, the triggers and the
+/// bonus engine in one turn of the write lock and one commit instead of one each, and a follower never
+/// waits for its leader's batch to be committed and announced. On PostgreSQL, where writers do not
+/// take turns, each consumer runs on its own, side by side with the others.
+pub fn start(
+    consumers: Vec<Consumer>,
+    bus: &Arc<EmbeddedBus>,
+    stop: &watch::Receiver<bool>,
+) -> Vec<ConsumerTask> {
+    let mut groups: Vec<Vec<Consumer>> = Vec::new();
+    for c in consumers {
+        let joins = |g: &&mut Vec<Consumer>| g.iter().any(|o| Some(o.name) == c.reads.leader);
+        match groups.iter_mut().find(joins).filter(|_| bus.db.backend == Backend::Sqlite) {
+            Some(group) => group.push(c),
+            None => groups.push(vec![c]),
+        }
     }
+    groups
+        .into_iter()
+        .map(|group| {
+            let (bus, stop) = (bus.clone(), stop.clone());
+            Box::pin(async move { bus.run(group, stop).await }) as ConsumerTask
+        })
+        .collect()
 }
 
 pub struct EmbeddedBus {
@@ -303,101 +350,117 @@ impl EmbeddedBus {
         })
     }
 
-    /// Applies every event after the consumer's offset, in order, remembering across calls which event
-    /// failed. True when committed events are left that could not be read yet (a transaction older than
-    /// them still runs).
-    async fn drain<H: Handler>(
-        &self,
-        consumer: &str,
-        reads: Reads,
-        handler: &H,
-        progress: &mut Progress,
-    ) -> anyhow::Result<bool> {
+    /// Applies every event after a group's offsets, in order, remembering across calls which event
+    /// failed. A group takes a batch of each of its consumers in one transaction; when a batch fails or
+    /// an event does not read, its consumers go one by one until the failing event is found. True when
+    /// committed events are left that could not be read yet (a transaction older than them still runs).
+    async fn drain(&self, group: &[Consumer], progress: &mut [Progress]) -> anyhow::Result<bool> {
+        if group.len() > 1 && progress.iter().all(|p| p.single_until.is_none()) {
+            match self.drain_together(group).await? {
+                Together::Done(pending) => return Ok(pending),
+                Together::Failed => {}
+            }
+        }
+        // One by one; one that fails holds back none of the others.
+        let (mut pending, mut failed) = (false, None);
+        for (c, progress) in group.iter().zip(progress) {
+            match self.drain_one(c, progress).await {
+                Ok(p) => pending |= p,
+                Err(e) => failed = Some(e.context(c.name)),
+            }
+        }
+        failed.map_or(Ok(pending), Err)
+    }
+
+    /// Whether a consumer has events to take, looked for without the write lock: woken consumers most
+    /// often find nothing new, and on SQLite the lock is the one every writer waits for.
+    async fn has_work(&self, c: &Consumer, horizon: i64) -> anyhow::Result<bool> {
+        let mut conn = self.db.pool.acquire().await?;
+        let ceiling = ceiling(&mut conn, c.reads).await?;
+        let at = offset_of(&mut conn, c.name).await?;
+        Ok(!read_after(&mut conn, at, (horizon, ceiling), 1, false).await?.is_empty())
+    }
+
+    /// One batch of each consumer of a group, in one transaction, until none has work or one fails.
+    async fn drain_together(&self, group: &[Consumer]) -> anyhow::Result<Together> {
         loop {
             let horizon = self.horizon().await?;
-            let ceiling = match reads.leader {
-                Some(leader) => offset_of(&mut *self.db.pool.acquire().await?, leader, "").await?,
-                None => Position { tx: i64::MAX, seq: i64::MAX },
-            };
-            // Looked for without the write lock first: woken consumers most often find nothing new,
-            // and on SQLite the lock is the one every writer waits for.
-            {
-                let mut conn = self.db.pool.acquire().await?;
-                let at = offset_of(&mut conn, consumer, "").await?;
-                if read_after(&mut conn, at, (horizon, ceiling), 1, false).await?.is_empty() {
-                    drop(conn);
-                    return pending(&self.db, consumer).await;
+            let mut work = false;
+            for c in group {
+                if self.has_work(c, horizon).await? {
+                    work = true;
+                    break;
                 }
             }
+            if !work {
+                let mut pending = false;
+                for c in group {
+                    pending |= self::pending(&self.db, c.name).await?;
+                }
+                return Ok(Together::Done(pending));
+            }
             let mut tx = self.db.begin_write().await?;
-            // On PostgreSQL the offset row is locked for the batch (erasure takes the same lock, and a
-            // second host's consumer waits for it).
-            sqlx::query("INSERT INTO consumer_offsets (consumer, position, tx_id) VALUES ($1, 0, 0) ON CONFLICT (consumer) DO NOTHING")
-                .bind(consumer)
-                .execute(&mut *tx)
-                .await?;
-            let lock = if self.db.backend == Backend::Postgres { " FOR UPDATE" } else { "" };
-            let position = offset_of(&mut tx, consumer, lock).await?;
+            lock_offsets(&mut tx, group.iter().map(|c| c.name)).await?;
+            let mut taken = Vec::with_capacity(group.len());
+            for c in group {
+                let position = offset_of(&mut tx, c.name).await?;
+                match self.batch(&mut tx, c, horizon, position, BATCH).await? {
+                    Batch::Handled(events) => taken.push(events),
+                    Batch::Nothing => taken.push(Vec::new()),
+                    Batch::Unreadable(..) | Batch::Failed(..) => {
+                        let _ = tx.rollback().await;
+                        return Ok(Together::Failed);
+                    }
+                }
+            }
+            tx.commit().await?;
+            for (c, events) in group.iter().zip(&taken) {
+                if !events.is_empty() {
+                    c.handler.committed(events);
+                }
+            }
+            self.progress.notify_waiters();
+        }
+    }
+
+    /// Applies every event after one consumer's offset, batch by batch.
+    async fn drain_one(&self, c: &Consumer, progress: &mut Progress) -> anyhow::Result<bool> {
+        loop {
+            let horizon = self.horizon().await?;
+            if !self.has_work(c, horizon).await? {
+                return pending(&self.db, c.name).await;
+            }
+            let mut tx = self.db.begin_write().await?;
+            let position = lock_offsets(&mut tx, [c.name]).await?;
             let single = progress.single_until.is_some_and(|end| position < end);
             if !single {
                 progress.single_until = None;
             }
             let limit = if single { 1 } else { BATCH };
-            let rows = read_after(&mut tx, position, (horizon, ceiling), limit, reads.platform_only).await?;
-            // A read that passed over the host's events and came back short has seen every event up to
-            // the horizon and the ceiling: the offset may move to the last of them.
-            let seen_to = if reads.platform_only && (rows.len() as i64) < limit {
-                let bound = ceiling.min(Position { tx: horizon.saturating_sub(1), seq: i64::MAX });
-                last_before(&mut tx, position, bound).await?
-            } else {
-                None
-            };
-            if rows.is_empty() {
-                let Some(end) = seen_to else {
+            match self.batch(&mut tx, c, horizon, position, limit).await? {
+                Batch::Nothing => {
                     tx.rollback().await?;
-                    return pending(&self.db, consumer).await;
-                };
-                move_offset(&mut tx, consumer, end).await?;
-                tx.commit().await?;
-                self.progress.notify_waiters();
-                continue;
-            }
-            // Events that read, up to the first that does not; one that does not read alone is set aside.
-            let mut events = Vec::with_capacity(rows.len());
-            let mut unreadable = None;
-            for row in rows {
-                match row {
-                    Ok(e) => events.push(e),
-                    Err(bad) => {
-                        unreadable = Some(bad);
-                        break;
-                    }
+                    return pending(&self.db, c.name).await;
                 }
-            }
-            if events.is_empty() {
-                let (tx_id, seq, error) = unreadable.expect("a row that did not read");
-                tracing::error!(consumer, seq, %error, "event set aside");
-                set_aside(&mut tx, consumer, Position { tx: tx_id, seq }, &error).await?;
-                tx.commit().await?;
-                continue;
-            }
-            let last = events.last().expect("non-empty").position();
-            // Past the host's events read over too, unless an event that does not read comes first.
-            let to = if unreadable.is_none() { seen_to.map_or(last, |end| end.max(last)) } else { last };
-            match handler.handle(&mut tx, &events).await {
-                Ok(()) => {
-                    move_offset(&mut tx, consumer, to).await?;
+                Batch::Handled(events) => {
                     tx.commit().await?;
-                    handler.committed(&events);
+                    if !events.is_empty() {
+                        c.handler.committed(&events);
+                    }
                     self.progress.notify_waiters();
                 }
-                Err(e) => {
+                Batch::Unreadable(at, error) => {
+                    tracing::error!(consumer = c.name, seq = at.seq, %error, "event set aside");
+                    set_aside(&mut tx, c.name, at, &error).await?;
+                    tx.commit().await?;
+                }
+                Batch::Failed(last, n, e) => {
                     // The handler's error is the one that matters; a failed rollback closes the
                     // connection anyway.
                     let _ = tx.rollback().await;
-                    if events.len() > 1 {
+                    if n > 1 {
                         // Find the one that fails: one at a time up to the end of this batch.
-                        tracing::warn!(consumer, error = %format!("{e:#}"), "a batch failed; applying its events one by one");
+                        tracing::warn!(consumer = c.name, error = %format!("{e:#}"), "a batch failed; applying its events one by one");
                         progress.single_until = Some(last);
                         continue;
                     }
@@ -408,9 +471,9 @@ impl EmbeddedBus {
                     // Under the offset's lock again, and only if no other host moved it meanwhile: a
                     // second host may have set this event aside and gone on already.
                     let mut tx = self.db.begin_write().await?;
-                    if offset_of(&mut tx, consumer, lock).await? == position {
-                        tracing::error!(consumer, seq = last.seq, %error, "event set aside: its effects cannot be applied");
-                        set_aside(&mut tx, consumer, last, &error).await?;
+                    if lock_offsets(&mut tx, [c.name]).await? == position {
+                        tracing::error!(consumer = c.name, seq = last.seq, %error, "event set aside: its effects cannot be applied");
+                        set_aside(&mut tx, c.name, last, &error).await?;
                         tx.commit().await?;
                     }
                 }
@@ -418,28 +481,75 @@ impl EmbeddedBus {
         }
     }
 
-    /// Runs a consumer until `shutdown` turns true: drains, then waits for a notification (or a second,
-    /// for events written by another process). A failure is retried after a pause; shutdown always ends
-    /// the loop, failing or not. A consumer with a `leader` takes only the events the leader applied,
-    /// and is woken when it commits.
-    async fn run<H: Handler>(
+    /// Reads a consumer's next events after `position` (its offset, locked by the caller) and hands
+    /// them to its handler, in the caller's transaction; the offset moves with their effects.
+    async fn batch(
         &self,
-        consumer: &str,
-        reads: Reads,
-        handler: H,
-        mut shutdown: watch::Receiver<bool>,
-    ) {
-        let mut progress = Progress::default();
+        tx: &mut sqlx::AnyConnection,
+        c: &Consumer,
+        horizon: i64,
+        position: Position,
+        limit: i64,
+    ) -> anyhow::Result<Batch> {
+        let ceiling = ceiling(&mut *tx, c.reads).await?;
+        let rows = read_after(&mut *tx, position, (horizon, ceiling), limit, c.reads.platform_only).await?;
+        // A read that passed over the host's events and came back short has seen every event up to the
+        // horizon and the ceiling: the offset may move to the last of them.
+        let seen_to = if c.reads.platform_only && (rows.len() as i64) < limit {
+            let bound = ceiling.min(Position { tx: horizon.saturating_sub(1), seq: i64::MAX });
+            last_before(&mut *tx, position, bound).await?
+        } else {
+            None
+        };
+        if rows.is_empty() {
+            let Some(end) = seen_to else { return Ok(Batch::Nothing) };
+            move_offset(&mut *tx, c.name, end).await?;
+            return Ok(Batch::Handled(Vec::new()));
+        }
+        // Events that read, up to the first that does not; one that does not read alone is set aside.
+        let mut events = Vec::with_capacity(rows.len());
+        let mut unreadable = None;
+        for row in rows {
+            match row {
+                Ok(e) => events.push(e),
+                Err(bad) => {
+                    unreadable = Some(bad);
+                    break;
+                }
+            }
+        }
+        let Some(last) = events.last().map(LoggedEvent::position) else {
+            let (tx_id, seq, error) = unreadable.expect("a row that did not read");
+            return Ok(Batch::Unreadable(Position { tx: tx_id, seq }, error));
+        };
+        // Past the host's events read over too, unless an event that does not read comes first.
+        let to = if unreadable.is_none() { seen_to.map_or(last, |end| end.max(last)) } else { last };
+        match c.handler.handle(&mut *tx, &events).await {
+            Ok(()) => {
+                move_offset(&mut *tx, c.name, to).await?;
+                Ok(Batch::Handled(events))
+            }
+            Err(e) => Ok(Batch::Failed(last, events.len(), e)),
+        }
+    }
+
+    /// Runs a group of consumers until `shutdown` turns true: drains, then waits for a notification
+    /// (or a second, for events written by another process). A failure is retried after a pause;
+    /// shutdown always ends the loop, failing or not. A group whose first consumer has a `leader` (in
+    /// another group) takes only the events the leader applied, and is woken when it commits.
+    async fn run(&self, group: Vec<Consumer>, mut shutdown: watch::Receiver<bool>) {
+        let mut progress: Vec<Progress> = group.iter().map(|_| Progress::default()).collect();
+        let led = group[0].reads.leader.is_some();
         loop {
             let woken = self.wake.notified();
-            let led = self.progress.notified();
-            tokio::pin!(woken, led);
+            let progressed = self.progress.notified();
+            tokio::pin!(woken, progressed);
             // Registered before draining, so a notification that arrives meanwhile is not lost.
             woken.as_mut().enable();
-            led.as_mut().enable();
-            let pause = match self.drain(consumer, reads, &handler, &mut progress).await {
+            progressed.as_mut().enable();
+            let pause = match self.drain(&group, &mut progress).await {
                 Err(e) => {
-                    tracing::error!(consumer, error = %format!("{e:#}"), "consumer failed; retrying");
+                    tracing::error!(consumer = group[0].name, error = %format!("{e:#}"), "consumer failed; retrying");
                     Some(Duration::from_millis(500))
                 }
                 // Events are committed but an older transaction still runs: look again soon.
@@ -451,7 +561,7 @@ impl EmbeddedBus {
             }
             tokio::select! {
                 _ = woken, if pause.is_none() => {}
-                _ = led, if pause.is_none() && reads.leader.is_some() => {}
+                _ = progressed, if pause.is_none() && led => {}
                 _ = tokio::time::sleep(pause.unwrap_or(Duration::from_secs(1))) => {}
                 _ = shutdown.changed() => {}
             }
@@ -459,9 +569,66 @@ impl EmbeddedBus {
     }
 }
 
-async fn offset_of(conn: &mut sqlx::AnyConnection, consumer: &str, lock: &str) -> anyhow::Result<Position> {
-    let sql = format!("SELECT tx_id, position FROM consumer_offsets WHERE consumer = $1{lock}");
-    Ok(match sqlx::query(sqlx::AssertSqlSafe(sql)).bind(consumer).fetch_optional(conn).await? {
+/// What a batch came to, in the caller's transaction.
+enum Batch {
+    /// Nothing to take.
+    Nothing,
+    /// Handled (or passed over: no events) and the offset moved.
+    Handled(Vec<LoggedEvent>),
+    /// The first event does not read: it is to be set aside.
+    Unreadable(Position, String),
+    /// The handler failed on a batch ending at this position, of this many events.
+    Failed(Position, usize, anyhow::Error),
+}
+
+/// What a group's batches together came to.
+enum Together {
+    /// Nothing left to take; whether committed events wait behind a running transaction.
+    Done(bool),
+    /// A batch failed or an event did not read: its consumers go one by one.
+    Failed,
+}
+
+/// Where a consumer may read up to: its leader's offset.
+async fn ceiling(conn: &mut sqlx::AnyConnection, reads: Reads) -> anyhow::Result<Position> {
+    match reads.leader {
+        Some(leader) => offset_of(conn, leader).await,
+        None => Ok(Position { tx: i64::MAX, seq: i64::MAX }),
+    }
+}
+
+/// Takes the consumers' offsets for the caller's write transaction; the first one's position. On
+/// PostgreSQL their rows are locked, in name order: a second host's consumer waits, and so does an
+/// erasure (it takes every offset's lock, so that a batch in flight cannot write an erased id back).
+async fn lock_offsets<'a>(
+    conn: &mut sqlx::AnyConnection,
+    consumers: impl IntoIterator<Item = &'a str>,
+) -> anyhow::Result<Position> {
+    let names: Vec<&str> = consumers.into_iter().collect();
+    for name in &names {
+        sqlx::query("INSERT INTO consumer_offsets (consumer, position, tx_id) VALUES ($1, 0, 0) ON CONFLICT (consumer) DO NOTHING")
+            .bind(name)
+            .execute(&mut *conn)
+            .await?;
+    }
+    if Backend::of(conn) == Backend::Postgres {
+        let list: Vec<String> = (1..=names.len()).map(|i| format!("${i}")).collect();
+        let sql = format!(
+            "SELECT consumer FROM consumer_offsets WHERE consumer IN ({}) ORDER BY consumer FOR UPDATE",
+            list.join(", ")
+        );
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for name in &names {
+            q = q.bind(*name);
+        }
+        q.fetch_all(&mut *conn).await?;
+    }
+    offset_of(conn, names[0]).await
+}
+
+async fn offset_of(conn: &mut sqlx::AnyConnection, consumer: &str) -> anyhow::Result<Position> {
+    let sql = "SELECT tx_id, position FROM consumer_offsets WHERE consumer = $1";
+    Ok(match sqlx::query(sql).bind(consumer).fetch_optional(conn).await? {
         Some(r) => Position { tx: r.try_get("tx_id")?, seq: r.try_get("position")? },
         None => Position::default(),
     })
@@ -519,7 +686,7 @@ async fn set_aside(
 /// running keeps from being read yet.
 pub async fn pending(db: &Db, consumer: &str) -> anyhow::Result<bool> {
     let mut conn = db.pool.acquire().await?;
-    let at = offset_of(&mut conn, consumer, "").await?;
+    let at = offset_of(&mut conn, consumer).await?;
     let [_, sql, _] = log_reads(db.backend, false);
     let query = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(at.tx).bind(at.seq);
     Ok(query.fetch_optional(&mut *conn).await?.is_some())
@@ -552,7 +719,7 @@ pub async fn caught_up(
     };
     loop {
         let mut conn = db.pool.acquire().await?;
-        if offset_of(&mut conn, consumer, "").await? >= latest {
+        if offset_of(&mut conn, consumer).await? >= latest {
             return Ok(Some(latest));
         }
         drop(conn);

@@ -373,12 +373,13 @@ impl EmbeddedBus {
     }
 
     /// Whether a consumer has events to take, looked for without the write lock: woken consumers most
-    /// often find nothing new, and on SQLite the lock is the one every writer waits for.
-    async fn has_work(&self, c: &Consumer, horizon: i64) -> anyhow::Result<bool> {
+    /// often find nothing new, and on SQLite the lock is the one every writer waits for. With its
+    /// offset.
+    async fn has_work(&self, c: &Consumer, horizon: i64) -> anyhow::Result<(bool, Position)> {
         let mut conn = self.db.pool.acquire().await?;
         let ceiling = ceiling(&mut conn, c.reads).await?;
         let at = offset_of(&mut conn, c.name).await?;
-        Ok(!read_after(&mut conn, at, (horizon, ceiling), 1, false).await?.is_empty())
+        Ok((!read_after(&mut conn, at, (horizon, ceiling), 1, false).await?.is_empty(), at))
     }
 
     /// One batch of each consumer of a group, in one transaction, until none has work or one fails.
@@ -387,7 +388,7 @@ impl EmbeddedBus {
             let horizon = self.horizon().await?;
             let mut work = false;
             for c in group {
-                if self.has_work(c, horizon).await? {
+                if self.has_work(c, horizon).await?.0 {
                     work = true;
                     break;
                 }
@@ -427,7 +428,12 @@ impl EmbeddedBus {
     async fn drain_one(&self, c: &Consumer, progress: &mut Progress) -> anyhow::Result<bool> {
         loop {
             let horizon = self.horizon().await?;
-            if !self.has_work(c, horizon).await? {
+            let (work, at) = self.has_work(c, horizon).await?;
+            if !work {
+                // Past the batch that failed: its group may take batches together again.
+                if progress.single_until.is_some_and(|end| at >= end) {
+                    progress.single_until = None;
+                }
                 return pending(&self.db, c.name).await;
             }
             let mut tx = self.db.begin_write().await?;

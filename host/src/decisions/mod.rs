@@ -207,38 +207,31 @@ pub async fn evaluate_many(
     now: jiff::Timestamp,
 ) -> Vec<Result<Evaluated, DecisionError>> {
     let mut out: Vec<Option<Result<Evaluated, DecisionError>>> = Vec::with_capacity(asks.len());
-    let mut calls = Vec::with_capacity(asks.len());
+    let (mut calls, mut indices) = (Vec::with_capacity(asks.len()), Vec::with_capacity(asks.len()));
     for (i, (req, profile)) in asks.into_iter().enumerate() {
         match Call::new(core, req, profile) {
             Ok(call) => {
-                calls.push((i, call));
+                calls.push(call);
+                indices.push(i);
                 out.push(None);
             }
             Err(e) => out.push(Some(Err(e))),
         }
     }
-    let cores = std::thread::available_parallelism().map_or(1, usize::from);
-    let per_run = calls.len().div_ceil(cores).max(1);
-    let mut runs = Vec::new();
-    while !calls.is_empty() {
-        let run: Vec<(usize, Call)> = calls.drain(..per_run.min(calls.len())).collect();
-        let indices: Vec<usize> = run.iter().map(|(i, _)| *i).collect();
-        let runtime = core.registry.runtime().clone();
-        let task = tokio::task::spawn_blocking(move || {
-            run.into_iter().map(|(_, call)| call.run(&runtime, now)).collect::<Vec<_>>()
-        });
-        runs.push((indices, task));
-    }
-    for (indices, task) in runs {
-        match task.await {
+    let runtime = core.registry.runtime().clone();
+    let run = move |part: Vec<Call>| part.into_iter().map(|c| c.run(&runtime, now)).collect::<Vec<_>>();
+    let mut indices = indices.into_iter();
+    for (len, part) in crate::plugins::across_cores(calls, run).await {
+        let slots = indices.by_ref().take(len);
+        match part {
             Ok(results) => {
-                for (i, r) in indices.into_iter().zip(results) {
+                for (i, r) in slots.zip(results) {
                     out[i] = Some(r);
                 }
             }
             Err(e) => {
                 let why = format!("a plugin run ended: {e}");
-                for i in indices {
+                for i in slots {
                     out[i] = Some(Err(DecisionError::Internal(anyhow::anyhow!(why.clone()))));
                 }
             }

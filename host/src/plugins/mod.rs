@@ -24,6 +24,33 @@ pub use host::{LogEntry, LogLevel};
 pub use limits::Limits;
 pub use runtime::{BATCH_CHUNK, CacheStats, CallOptions, Plugin, Run, Runtime, RuntimeConfig, Usage};
 
+/// Runs `f` over `items` cut into one part per core, in their order, each part on a blocking thread
+/// (plugin calls run to their end, bounded by their own limits): each part's length and what `f` made
+/// of it, or the error of a thread that panicked.
+pub async fn across_cores<T, P, F>(mut items: Vec<T>, f: F) -> Vec<(usize, Result<P, tokio::task::JoinError>)>
+where
+    T: Send + 'static,
+    P: Send + 'static,
+    F: Fn(Vec<T>) -> P + Send + Sync + 'static,
+{
+    let cores = std::thread::available_parallelism().map_or(1, usize::from);
+    let per_part = items.len().div_ceil(cores).max(1);
+    let f = std::sync::Arc::new(f);
+    let mut parts = Vec::new();
+    while !items.is_empty() {
+        // The last part first (where it starts), so that nothing is moved twice; put in order below.
+        let part = items.split_off((items.len() - 1) / per_part * per_part);
+        let f = f.clone();
+        parts.push((part.len(), tokio::task::spawn_blocking(move || f(part))));
+    }
+    parts.reverse();
+    let mut out = Vec::with_capacity(parts.len());
+    for (len, task) in parts {
+        out.push((len, task.await));
+    }
+    out
+}
+
 /// sha256 of a component's bytes: the identity of a plugin version.
 pub type Digest = [u8; 32];
 
@@ -64,5 +91,18 @@ impl World {
 impl std::fmt::Display for World {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.name())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[tokio::test]
+    async fn across_cores_keeps_every_item_in_order() {
+        for n in [0usize, 1, 2, 7, 10, 1001] {
+            let parts = super::across_cores((0..n).collect(), |part: Vec<usize>| part).await;
+            let lens: usize = parts.iter().map(|(len, _)| len).sum();
+            let all: Vec<usize> = parts.into_iter().flat_map(|(_, p)| p.unwrap()).collect();
+            assert_eq!((lens, all), (n, (0..n).collect::<Vec<_>>()));
+        }
     }
 }

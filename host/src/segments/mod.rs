@@ -343,38 +343,29 @@ pub async fn batch(
     profiles: Vec<std::sync::Arc<m::Profile>>,
 ) -> anyhow::Result<(Vec<Result<m::Membership, crate::plugins::PluginError>>, u64)> {
     let (runtime, plugin, opts) = (runtime.clone(), plugin.clone(), opts.clone());
-    // One blocking task whose scoped threads borrow their parts: the profiles are shared with the
-    // caller, never copied (copying and freeing their strings cost a fifth of the evaluation).
-    let decided = tokio::task::spawn_blocking(move || {
-        let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
-        let per_worker = profiles.len().div_ceil(workers).max(1);
-        let decide = |part: &[std::sync::Arc<m::Profile>]| {
-            let run = runtime.segment_batch(&plugin, &opts, part);
-            let mut fuel = run.usage.fuel;
-            let out: Vec<_> = match run.outcome {
-                Ok(ms) => ms.into_iter().map(Ok).collect(),
-                Err(_) => part
-                    .iter()
-                    .map(|p| {
-                        let one = runtime.segment(&plugin, &opts, p.as_ref(), None);
-                        fuel += one.usage.fuel;
-                        one.outcome
-                    })
-                    .collect(),
-            };
-            (out, fuel)
+    // The parts hold the caller's profiles (shared, never copied: copying and freeing their strings
+    // cost a fifth of the evaluation).
+    let decide = move |part: Vec<std::sync::Arc<m::Profile>>| {
+        let run = runtime.segment_batch(&plugin, &opts, &part);
+        let mut fuel = run.usage.fuel;
+        let out: Vec<_> = match run.outcome {
+            Ok(ms) => ms.into_iter().map(Ok).collect(),
+            Err(_) => part
+                .iter()
+                .map(|p| {
+                    let one = runtime.segment(&plugin, &opts, p.as_ref(), None);
+                    fuel += one.usage.fuel;
+                    one.outcome
+                })
+                .collect(),
         };
-        std::thread::scope(|scope| {
-            let parts: Vec<_> =
-                profiles.chunks(per_worker).map(|part| scope.spawn(|| decide(part))).collect();
-            let (mut all, mut fuel) = (Vec::with_capacity(profiles.len()), 0);
-            for part in parts {
-                let (out, f) = part.join().map_err(|_| anyhow::anyhow!("a batch worker panicked"))?;
-                all.extend(out);
-                fuel += f;
-            }
-            anyhow::Ok((all, fuel))
-        })
-    });
-    decided.await?
+        (out, fuel)
+    };
+    let (mut all, mut fuel) = (Vec::with_capacity(profiles.len()), 0);
+    for (_, part) in crate::plugins::across_cores(profiles, decide).await {
+        let (out, f) = part.map_err(|_| anyhow::anyhow!("a batch worker panicked"))?;
+        all.extend(out);
+        fuel += f;
+    }
+    Ok((all, fuel))
 }

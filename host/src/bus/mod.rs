@@ -604,30 +604,26 @@ async fn ceiling(conn: &mut sqlx::AnyConnection, reads: Reads) -> anyhow::Result
 }
 
 /// Takes the consumers' offsets for the caller's write transaction; the first one's position. On
-/// PostgreSQL their rows are locked, in name order: a second host's consumer waits, and so does an
-/// erasure (it takes every offset's lock, so that a batch in flight cannot write an erased id back).
+/// PostgreSQL (where a group is one consumer) its row is locked: a second host's consumer waits, and so
+/// does an erasure (it takes every offset's lock, so that a batch in flight cannot write an erased id
+/// back).
 async fn lock_offsets<'a>(
     conn: &mut sqlx::AnyConnection,
     consumers: impl IntoIterator<Item = &'a str>,
 ) -> anyhow::Result<Position> {
+    // (Collected first: a lazy iterator held across the awaits is not provably Send.)
     let names: Vec<&str> = consumers.into_iter().collect();
     for name in &names {
         sqlx::query("INSERT INTO consumer_offsets (consumer, position, tx_id) VALUES ($1, 0, 0) ON CONFLICT (consumer) DO NOTHING")
             .bind(name)
             .execute(&mut *conn)
             .await?;
-    }
-    if Backend::of(conn) == Backend::Postgres {
-        let list: Vec<String> = (1..=names.len()).map(|i| format!("${i}")).collect();
-        let sql = format!(
-            "SELECT consumer FROM consumer_offsets WHERE consumer IN ({}) ORDER BY consumer FOR UPDATE",
-            list.join(", ")
-        );
-        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
-        for name in &names {
-            q = q.bind(*name);
+        if Backend::of(conn) == Backend::Postgres {
+            sqlx::query("SELECT 1 AS one FROM consumer_offsets WHERE consumer = $1 FOR UPDATE")
+                .bind(name)
+                .fetch_one(&mut *conn)
+                .await?;
         }
-        q.fetch_all(&mut *conn).await?;
     }
     offset_of(conn, names[0]).await
 }

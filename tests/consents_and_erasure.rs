@@ -146,6 +146,11 @@ async fn erasure_leaves_no_personal_data(s: &TestServer) {
     let (st, body) = s.post(&key, "/v1/events", &registered("player_erase_me")).await;
     assert_eq!((st, body["error"]["code"].as_str()), (410, Some("player_erased")), "{body}");
     assert_eq!(s.count("SELECT COUNT(*) FROM events").await, 2);
+    // Behind another player's event in one request: the whole request is refused, at its index.
+    let batch = json!([support::registered("p_new", json!({})), registered("player_erase_me")]);
+    let (st, body) = s.post(&key, "/v1/events", &batch).await;
+    assert_eq!((st, body["error"]["field"].as_str()), (410, Some("[1].player_id")), "{body}");
+    assert_eq!(s.count("SELECT COUNT(*) FROM events").await, 2);
     // A key of another brand cannot erase anything of brand A.
     assert_eq!(s.post(&key, "/v1/events", &registered("p_keep")).await.0, 202);
     let other = s.key(Role::Platform, &["B"]).await;

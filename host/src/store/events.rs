@@ -7,6 +7,8 @@
 //! others). A commit — an fsync — then serves many requests, and writers never queue on the database's
 //! lock. PostgreSQL groups concurrent commits itself: there each request commits on its own connection.
 
+use std::collections::{HashMap, HashSet};
+
 use sqlx::Row;
 use tokio::sync::{mpsc, oneshot};
 
@@ -164,36 +166,45 @@ async fn append_in(
     key: &ContactsKey,
     events: &[ValidEvent],
 ) -> Result<Vec<Stored>, AppendError> {
-    let mut out = Vec::with_capacity(events.len());
     let received = now_ms();
-    let mut checked: Vec<&str> = Vec::new();
-    for (index, e) in events.iter().enumerate() {
-        if !checked.contains(&e.player_id.as_str()) {
-            if super::erasure::is_erased(tx, &e.brand_id, &e.player_id).await? {
-                return Err(AppendError::Erased { index });
-            }
-            checked.push(&e.player_id);
-        }
-        let payload = serde_json::to_string(&e.event.payload).map_err(anyhow::Error::from)?;
-        let inserted = sqlx::query(
+    let erased = erased_among(tx, events).await?;
+    // The rows in a few multi-row statements, in the request's order (the log's seqs follow it); an id
+    // already taken writes nothing and comes back as nothing.
+    let mut inserted: HashMap<String, i64> = HashMap::new();
+    let backend = super::Backend::of(tx);
+    for chunk in events.chunks(super::rows_per_statement(backend, 9)) {
+        let sql = format!(
             "INSERT INTO events (brand_id, event_id, player_id, event_type, occurred_at, received_at, trace_id, payload, body_hash)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
-             ON CONFLICT (brand_id, event_id) DO NOTHING
-             RETURNING seq",
-        )
-        .bind(&e.brand_id)
-        .bind(&e.event.event_id)
-        .bind(&e.player_id)
-        .bind(wire_name(e.event.event_type))
-        .bind(e.event.occurred_at.as_millisecond())
-        .bind(received)
-        .bind(e.trace_id.as_deref())
-        .bind(payload)
-        .bind(&e.body_hash)
-        .fetch_optional(&mut *tx)
-        .await?;
-        if let Some(row) = inserted {
-            let seq: i64 = row.try_get("seq")?;
+             VALUES {} ON CONFLICT (brand_id, event_id) DO NOTHING RETURNING brand_id, event_id, seq",
+            super::values_list(chunk.len(), 9)
+        );
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for e in chunk {
+            let payload = serde_json::to_string(&e.event.payload).map_err(anyhow::Error::from)?;
+            q = q
+                .bind(&e.brand_id)
+                .bind(&e.event.event_id)
+                .bind(&e.player_id)
+                .bind(wire_name(e.event.event_type))
+                .bind(e.event.occurred_at.as_millisecond())
+                .bind(received)
+                .bind(e.trace_id.as_deref())
+                .bind(payload)
+                .bind(&e.body_hash);
+        }
+        for row in q.fetch_all(&mut *tx).await? {
+            let (brand, id): (String, String) = (row.try_get("brand_id")?, row.try_get("event_id")?);
+            inserted.insert(format!("{brand}\u{0}{id}"), row.try_get("seq")?);
+        }
+    }
+    let mut out = Vec::with_capacity(events.len());
+    for (index, e) in events.iter().enumerate() {
+        if erased.contains(&(e.brand_id.as_str(), e.player_id.as_str())) {
+            // The caller rolls the request back.
+            return Err(AppendError::Erased { index });
+        }
+        // Written by this request: by its first event of the id (a second one is a duplicate of it).
+        if let Some(seq) = inserted.remove(&format!("{}\u{0}{}", e.brand_id, e.event.event_id)) {
             let p = &e.personal;
             for (kind, value) in [
                 ("email", p.email.clone()),
@@ -215,12 +226,44 @@ async fn append_in(
             let hash: String = row.try_get("body_hash")?;
             if hash != e.body_hash {
                 // The caller rolls the request back.
-                return Err(AppendError::Conflict { index: out.len(), seq });
+                return Err(AppendError::Conflict { index, seq });
             }
             out.push(Stored::Duplicate { seq });
         }
     }
     Ok(out)
+}
+
+/// The request's erased players (their events are refused), read together brand by brand.
+async fn erased_among<'e>(
+    tx: &mut sqlx::AnyConnection,
+    events: &'e [ValidEvent],
+) -> Result<HashSet<(&'e str, &'e str)>, sqlx::Error> {
+    let mut by_brand: HashMap<&str, HashMap<String, &str>> = HashMap::new();
+    for e in events {
+        let hash = super::erasure::player_hash(&e.brand_id, &e.player_id);
+        by_brand.entry(&e.brand_id).or_default().insert(hash, &e.player_id);
+    }
+    let mut erased = HashSet::new();
+    for (brand, players) in by_brand {
+        let hashes: Vec<&String> = players.keys().collect();
+        for chunk in hashes.chunks(super::SQLITE_PARAMS) {
+            let marks: Vec<String> = (2..=chunk.len() + 1).map(|i| format!("${i}")).collect();
+            let sql = format!(
+                "SELECT player_hash FROM erased_players WHERE brand_id = $1 AND player_hash IN ({})",
+                marks.join(", ")
+            );
+            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(brand);
+            for h in chunk {
+                q = q.bind(h.as_str());
+            }
+            for row in q.fetch_all(&mut *tx).await? {
+                let hash: String = row.try_get("player_hash")?;
+                erased.extend(players.get(&hash).map(|p| (brand, *p)));
+            }
+        }
+    }
+    Ok(erased)
 }
 
 /// Erasure: the player's events move to the pseudonym and lose what may embed their id — client event

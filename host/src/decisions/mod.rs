@@ -104,7 +104,9 @@ pub async fn decide(core: &Core, req: &DecisionRequest) -> Result<Decided, Decis
 pub struct Evaluated {
     req: DecisionRequest,
     pub binding: Arc<ActiveBinding>,
-    input_hash: String,
+    /// The input's profile, hashed into the record only if the decision is recorded: most of a
+    /// consumer's decisions change nothing and are not.
+    profile: m::Profile,
     pub outcome: Result<Value, PluginError>,
     pub usage: Usage,
 }
@@ -130,17 +132,13 @@ fn binding_for(
 struct Call {
     req: DecisionRequest,
     binding: Arc<ActiveBinding>,
-    input_hash: String,
     profile: m::Profile,
 }
 
 impl Call {
     fn new(core: &Core, req: DecisionRequest, profile: m::Profile) -> Result<Call, DecisionError> {
         let binding = binding_for(core, &req, &profile.jurisdiction)?;
-        let input = json!({"world": req.world, "segment": req.segment, "profile": profile, "event": req.event,
-                           "bonuses": req.bonuses, "candidates": req.candidates, "context": req.context});
-        let input_hash = hex::encode(Sha256::digest(input.to_string().as_bytes()));
-        Ok(Call { req, binding, input_hash, profile })
+        Ok(Call { req, binding, profile })
     }
 
     /// Runs the plugin on this thread, to its end (it is bounded by its own limits).
@@ -149,12 +147,12 @@ impl Call {
         runtime: &crate::plugins::Runtime,
         now: jiff::Timestamp,
     ) -> Result<Evaluated, DecisionError> {
-        let Call { req, binding, input_hash, profile } = self;
+        let Call { req, binding, profile } = self;
         let plugin = match &binding.plugin {
             Ok(p) => p.clone(),
             Err(why) => {
                 let outcome = Err(PluginError::Instantiate(format!("integrity check failed: {why}")));
-                return Ok(Evaluated { req, binding, input_hash, outcome, usage: Usage::default() });
+                return Ok(Evaluated { req, binding, profile, outcome, usage: Usage::default() });
             }
         };
         let opts = CallOptions { limits: binding.limits, now, config: binding.config.clone() };
@@ -179,7 +177,7 @@ impl Call {
                 (r.outcome.map(|v| json!(v)), r.usage)
             }
         };
-        Ok(Evaluated { req, binding, input_hash, outcome, usage })
+        Ok(Evaluated { req, binding, profile, outcome, usage })
     }
 }
 
@@ -272,6 +270,14 @@ impl Recorded {
 }
 
 impl Evaluated {
+    /// The sha256 of everything the plugin was given.
+    fn input_hash(&self) -> String {
+        let r = &self.req;
+        let input = json!({"world": r.world, "segment": r.segment, "profile": self.profile, "event": r.event,
+                           "bonuses": r.bonuses, "candidates": r.candidates, "context": r.context});
+        hex::encode(Sha256::digest(input.to_string().as_bytes()))
+    }
+
     /// Records the decision with its basis in the caller's connection (or transaction).
     pub async fn record_in(self, conn: &mut sqlx::AnyConnection) -> anyhow::Result<Recorded> {
         let (output, outcome) = match (&self.outcome, &self.binding.plugin) {
@@ -285,7 +291,7 @@ impl Evaluated {
             world: self.req.world.name(),
             plugin_id: &self.binding.plugin_id,
             binding_id: &self.binding.binding_id,
-            input_hash: &self.input_hash,
+            input_hash: &self.input_hash(),
             output: &output,
             outcome,
             fuel: self.usage.fuel,

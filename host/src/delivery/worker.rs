@@ -54,7 +54,7 @@ impl Worker {
     /// Works until `stop`, then finishes the deliveries in hand. Looks for due deliveries when woken
     /// (something was queued) and on every poll (retries and deferrals coming due); while the last look
     /// filled every free place (more may be due), again once half the places are free: each look is a
-    /// write transaction, and one per freed place made the looks a third of the host's writes.
+    /// write transaction, and one per freed place made the looks a sixth of the host's write time.
     pub async fn run(self: Arc<Self>, mut stop: watch::Receiver<bool>) {
         let settings = &self.ctx.settings.delivery;
         let (queue, waiting) = mpsc::unbounded_channel();

@@ -30,9 +30,9 @@ use crate::model::ConsentRecord;
 use crate::model::{Channel, Product};
 use crate::policy::{Decision, MessageClass, Priority};
 use crate::profiles::ProfileView;
+use crate::store::Db;
 use crate::store::contacts::{self, Contact, ContactsKey};
 use crate::store::deliveries::{self, Delivery, Status};
-use crate::store::{Db, Tx};
 
 pub struct Worker {
     pub db: Db,
@@ -465,28 +465,16 @@ impl Writer {
         };
         let mut results = Vec::with_capacity(writes.len());
         for w in writes {
-            match self.one(&mut tx, w).await {
+            match tx.in_savepoint(async |tx| w.apply(tx, &self.ctx).await).await {
                 Ok(result) => results.push(result),
-                // The savepoint could not be rolled back to: nothing of the transaction holds.
-                Err(e) => return failed(&format!("{e:#}")),
+                // The savepoint failed: nothing of the transaction holds.
+                Err(e) => return failed(&e),
             }
         }
         match tx.commit().await {
             Ok(()) => results,
             Err(e) => failed(&e),
         }
-    }
-
-    /// One write in its savepoint: its result, or an error when the transaction is lost.
-    async fn one(&self, tx: &mut Tx, w: &Write) -> anyhow::Result<anyhow::Result<bool>> {
-        sqlx::query("SAVEPOINT turn").execute(&mut **tx).await?;
-        let result = w.apply(&mut *tx, &self.ctx).await;
-        let end = if result.is_ok() { "RELEASE SAVEPOINT turn" } else { "ROLLBACK TO SAVEPOINT turn" };
-        sqlx::query(end).execute(&mut **tx).await?;
-        if result.is_err() {
-            sqlx::query("RELEASE SAVEPOINT turn").execute(&mut **tx).await?;
-        }
-        Ok(result)
     }
 }
 

@@ -142,18 +142,9 @@ async fn commit_group(
         };
     }
     for (events, _) in group {
-        sqlx::query("SAVEPOINT request").execute(&mut *tx).await?;
-        match append_in(&mut tx, key, events).await {
-            Ok(stored) => {
-                sqlx::query("RELEASE SAVEPOINT request").execute(&mut *tx).await?;
-                results.push(Ok(stored));
-            }
+        match tx.in_savepoint(async |tx| append_in(tx, key, events).await).await? {
             Err(AppendError::Db(e)) => return Err(e),
-            Err(refused) => {
-                sqlx::query("ROLLBACK TO SAVEPOINT request").execute(&mut *tx).await?;
-                sqlx::query("RELEASE SAVEPOINT request").execute(&mut *tx).await?;
-                results.push(Err(refused));
-            }
+            result => results.push(result),
         }
     }
     tx.commit().await?;

@@ -231,6 +231,22 @@ impl Tx {
     pub async fn rollback(self) -> Result<(), sqlx::Error> {
         self.inner.rollback().await
     }
+
+    /// Runs `f` in a savepoint of the transaction: what it wrote stays if it succeeds and is undone
+    /// alone if it fails, the transaction going on (a group commit's items). Err only when the
+    /// savepoint itself fails, and with it the transaction.
+    pub async fn in_savepoint<T, E>(
+        &mut self,
+        f: impl AsyncFnOnce(&mut Tx) -> Result<T, E>,
+    ) -> Result<Result<T, E>, sqlx::Error> {
+        sqlx::query("SAVEPOINT item").execute(&mut **self).await?;
+        let result = f(self).await;
+        if result.is_err() {
+            sqlx::query("ROLLBACK TO SAVEPOINT item").execute(&mut **self).await?;
+        }
+        sqlx::query("RELEASE SAVEPOINT item").execute(&mut **self).await?;
+        Ok(result)
+    }
 }
 
 impl std::ops::Deref for Tx {

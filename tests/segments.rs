@@ -291,6 +291,42 @@ async fn a_rule_per_jurisdiction_and_a_swap(s: &TestServer) {
 }
 both!(a_rule_per_jurisdiction_and_a_swap, a_rule_per_jurisdiction_and_a_swap);
 
+/// Sweeps and impact reports read the population in pages, several at once: every player comes
+/// exactly once, in id order, each page covering the ids after the one before; a page holding only
+/// erased players' pseudonyms (left out) does not end the read.
+async fn a_population_is_read_page_after_page(s: &TestServer) {
+    let ids: Vec<String> = (0..11).map(|i| format!("p_{i:02}")).collect();
+    // Pseudonyms sort before the players: the first page of three holds only them.
+    let erased = (0..3).map(|i| format!("erased_{i}"));
+    for (i, id) in ids.iter().cloned().chain(erased).enumerate() {
+        sqlx::query(
+            "INSERT INTO profiles (brand_id, player_id, state, updated_seq) VALUES ('A', $1, $2, $3)",
+        )
+        .bind(id)
+        .bind(r#"{"jurisdiction": "DE", "time_zone": "Europe/Berlin"}"#)
+        .bind(i as i64)
+        .execute(&s.db.pool)
+        .await
+        .unwrap();
+    }
+    let key = pitboss::store::contacts::ContactsKey::generate().0;
+    let mut pages = pitboss::profiles::Population::read(s.db.clone(), key, "A".into(), 3, |page| {
+        let players: Vec<String> = page.profiles.into_iter().map(|(p, _)| p).collect();
+        (page.after, page.last, players)
+    });
+    let (mut read, mut previous, mut empty) = (Vec::new(), String::new(), 0);
+    while let Some((after, last, players)) = pages.next().await.unwrap() {
+        assert_eq!(after, previous, "pages follow each other");
+        assert!(players.iter().all(|p| *p > after && *p <= last), "{after}..{last}: {players:?}");
+        empty += usize::from(players.is_empty());
+        read.extend(players);
+        previous = last;
+    }
+    assert_eq!(read, ids);
+    assert_eq!(empty, 1, "the page of pseudonyms");
+}
+both!(a_population_is_read_page_after_page, a_population_is_read_page_after_page);
+
 /// The consumer decides a batch's players together; a rule that traps for one of them (NL's) fails
 /// that decision alone: recorded with its outcome, membership unchanged, the others decided.
 async fn a_trap_in_a_batch_fails_alone(s: &TestServer) {

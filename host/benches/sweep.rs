@@ -149,13 +149,13 @@ async fn bench(backend: Backend, name: &str, n: usize) {
 
     // The evaluation alone, over the same profiles in memory.
     let t = Instant::now();
-    let (mut profiles, mut after) = (Vec::with_capacity(n), String::new());
-    loop {
-        let key = pitboss::store::contacts::ContactsKey::generate().0;
-        let page = pitboss::profiles::load_page(&s.db, &key, "A", &after, 4096).await.unwrap();
-        let Some((last, _)) = page.last() else { break };
-        after = last.clone();
-        profiles.extend(page.into_iter().map(|(p, sp)| sp.at("A", &p, support::now()).profile));
+    let key = pitboss::store::contacts::ContactsKey::generate().0;
+    let mut pages = pitboss::profiles::Population::read(s.db.clone(), key, "A".into(), 4096, |page| {
+        page.profiles.into_iter().map(|(p, sp)| sp.at("A", &p, support::now()).profile).collect::<Vec<_>>()
+    });
+    let mut profiles = Vec::with_capacity(n);
+    while let Some(page) = pages.next().await.unwrap() {
+        profiles.extend(page);
     }
     let read = t.elapsed();
     println!(

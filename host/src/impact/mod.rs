@@ -233,6 +233,30 @@ enum Kind {
     Bonuses(u32),
 }
 
+/// The brand's population as profiles at `now`, page by page (read ahead while a page is compared).
+fn profiles_at(
+    core: &Core,
+    brand: &str,
+    now: jiff::Timestamp,
+) -> crate::profiles::Population<Vec<(String, Arc<m::Profile>)>> {
+    let b = brand.to_string();
+    crate::profiles::Population::read(
+        core.db.clone(),
+        core.contacts_key.clone(),
+        brand.to_string(),
+        crate::segments::sweep::PAGE,
+        move |page| {
+            page.profiles
+                .into_iter()
+                .map(|(p, s)| {
+                    let v = s.at(&b, &p, now).profile;
+                    (p, Arc::new(v))
+                })
+                .collect()
+        },
+    )
+}
+
 /// Says the report's host is alive (a report whose host stopped may be asked for again).
 async fn heartbeat(core: &Core, plugin_id: &str) -> anyhow::Result<()> {
     core.db
@@ -325,27 +349,11 @@ async fn segment_report(
     let mut failures_by_code: BTreeMap<String, u64> = BTreeMap::new();
     let (mut fuel, mut memory): (Vec<u64>, Vec<u64>) = (Vec::new(), Vec::new());
     let mut current_versions: BTreeMap<String, Value> = BTreeMap::new();
-    let mut after = String::new();
-    loop {
-        let page = crate::profiles::load_page(
-            &core.db,
-            &core.contacts_key,
-            brand,
-            &after,
-            crate::segments::sweep::PAGE,
-        )
-        .await?;
-        let Some(last) = page.last().map(|(p, _)| p.clone()) else { break };
+    let mut pages = profiles_at(core, brand, now);
+    while let Some(page) = pages.next().await? {
         heartbeat(core, plugin_id).await?;
-        let profiles: Vec<(String, std::sync::Arc<m::Profile>)> = page
-            .into_iter()
-            .map(|(p, s)| {
-                let v = s.at(brand, &p, now).profile;
-                (p, std::sync::Arc::new(v))
-            })
-            .filter(|(_, p)| in_scope(&p.jurisdiction))
-            .collect();
-        after = last;
+        let profiles: Vec<(String, Arc<m::Profile>)> =
+            page.into_iter().filter(|(_, p)| in_scope(&p.jurisdiction)).collect();
         // The host's rule decides both sides alike: those players cannot change.
         let (blocked, decided): (Vec<_>, Vec<_>) =
             profiles.into_iter().partition(|(_, p)| crate::segments::host_rule(segment, p).is_some());

@@ -96,22 +96,11 @@ pub async fn offer_report(core: &Core, plugin_id: &str, brand: &str) -> anyhow::
     let mut failures_by_code: BTreeMap<String, u64> = BTreeMap::new();
     let mut usages = Usages::default();
     let mut current_versions: BTreeMap<String, Value> = BTreeMap::new();
-    let mut after = String::new();
-    loop {
-        let page = crate::profiles::load_page(
-            &core.db,
-            &core.contacts_key,
-            brand,
-            &after,
-            crate::segments::sweep::PAGE,
-        )
-        .await?;
-        let Some(last) = page.last().map(|(p, _)| p.clone()) else { break };
-        after = last;
+    let mut pages = super::profiles_at(core, brand, now);
+    while let Some(page) = pages.next().await? {
         super::heartbeat(core, plugin_id).await?;
         let mut work = Vec::new();
-        for (player, stored) in page {
-            let p = stored.at(brand, &player, now).profile;
+        for (player, p) in page {
             if !in_scope(&p.jurisdiction) {
                 continue;
             }

@@ -580,28 +580,95 @@ fn day_of(r: &sqlx::any::AnyRow) -> Result<[i64; 7], sqlx::Error> {
     ])
 }
 
-/// A page of a brand's players, in player-id order after `after` (erased players' pseudonyms left
-/// out): what population sweeps read, a handful of range queries per page instead of several per
-/// player, without holding any lock.
-pub async fn load_page(
-    db: &Db,
-    key: &ContactsKey,
-    brand: &str,
-    after: &str,
-    limit: i64,
-) -> anyhow::Result<Vec<(String, StoredProfile)>> {
-    let mut conn = db.pool.acquire().await?;
-    let rows: Vec<(String, i64, State)> = json_rows(
-        &mut conn,
-        &format!("player_id, updated_seq, {JSON_STATE}"),
-        "(SELECT player_id, updated_seq, state FROM profiles WHERE brand_id = $1 AND player_id > $2
-          ORDER BY player_id LIMIT $3) page",
-        "player_id",
-        |q| q.bind(brand).bind(after).bind(limit),
+/// Pages of a population read at once, each by its own task on its own connection.
+pub const READ_AHEAD: usize = 2;
+
+/// One page of a brand's population: the players with ids in (`after`, `last`] (erased players'
+/// pseudonyms left out).
+pub struct PopulationPage {
+    pub after: String,
+    pub last: String,
+    pub profiles: Vec<(String, StoredProfile)>,
+    /// How long reading it took (from when its reader started).
+    pub took: std::time::Duration,
+}
+
+/// A brand's whole population, page by page in player-id order, read without any lock: what sweeps
+/// and impact reports go through. A walker finds where each page ends (an index-only read) and hands
+/// the page to a reader task of its own, so [`READ_AHEAD`] pages are read at once — on as many
+/// connections and cores — while the caller works on the one before. Each reader also turns its page
+/// into what the caller needs (`shape`), off the caller's task. Dropping it stops the reading.
+pub struct Population<T> {
+    pages: tokio::sync::mpsc::Receiver<tokio::task::JoinHandle<anyhow::Result<T>>>,
+    walker: tokio::task::JoinHandle<()>,
+}
+
+impl<T: Send + 'static> Population<T> {
+    pub fn read(
+        db: Db,
+        key: ContactsKey,
+        brand: String,
+        size: i64,
+        shape: impl Fn(PopulationPage) -> T + Send + Sync + 'static,
+    ) -> Population<T> {
+        let (pages, receiver) = tokio::sync::mpsc::channel(READ_AHEAD - 1);
+        let shape = Arc::new(shape);
+        let walker = tokio::spawn(async move {
+            let mut after = String::new();
+            loop {
+                let last = match page_end(&db, &brand, &after, size).await {
+                    Ok(Some(last)) => last,
+                    Ok(None) => return,
+                    Err(e) => {
+                        let _ = pages.send(tokio::spawn(async move { Err(e) })).await;
+                        return;
+                    }
+                };
+                let after = std::mem::replace(&mut after, last.clone());
+                let (db, key, brand, shape) = (db.clone(), key.clone(), brand.clone(), shape.clone());
+                let read = tokio::spawn(async move {
+                    let started = std::time::Instant::now();
+                    let which = Players::Range(&after, &last);
+                    let profiles = load_in_many(&mut *db.pool.acquire().await?, &key, &brand, which).await?;
+                    Ok(shape(PopulationPage { after, last, profiles, took: started.elapsed() }))
+                });
+                if pages.send(read).await.is_err() {
+                    return;
+                }
+            }
+        });
+        Population { pages: receiver, walker }
+    }
+
+    /// The next page; `None` after the last.
+    pub async fn next(&mut self) -> anyhow::Result<Option<T>> {
+        match self.pages.recv().await {
+            Some(read) => Ok(Some(read.await??)),
+            None => Ok(None),
+        }
+    }
+}
+
+impl<T> Drop for Population<T> {
+    fn drop(&mut self) {
+        self.walker.abort();
+    }
+}
+
+/// The last player id of the page of `size` after `after` (the brand's last one if fewer are left).
+async fn page_end(db: &Db, brand: &str, after: &str, size: i64) -> anyhow::Result<Option<String>> {
+    let row = sqlx::query(
+        "SELECT COALESCE(
+             (SELECT player_id FROM profiles WHERE brand_id = $1 AND player_id > $2
+              ORDER BY player_id LIMIT 1 OFFSET $3),
+             (SELECT MAX(player_id) FROM profiles WHERE brand_id = $1 AND player_id > $2)) AS last",
     )
+    .bind(brand)
+    .bind(after)
+    .bind(size - 1)
+    .fetch_one(&db.pool)
     .await?;
-    let Some(last) = rows.last().map(|(p, _, _)| p.clone()) else { return Ok(Vec::new()) };
-    assemble(&mut conn, key, brand, Players::Range(after, &last), rows).await
+    Ok(row.try_get("last")?)
 }
 
 /// `load_in` for many players at once, in a handful of queries (a bus consumer's batch): those with a
@@ -612,7 +679,16 @@ pub async fn load_many_in(
     brand: &str,
     players: &[String],
 ) -> anyhow::Result<Vec<(String, StoredProfile)>> {
-    let which = Players::List(players);
+    load_in_many(conn, key, brand, Players::List(players)).await
+}
+
+/// The stored profiles of `which` players (those with a profile), in a handful of queries.
+async fn load_in_many(
+    conn: &mut sqlx::AnyConnection,
+    key: &ContactsKey,
+    brand: &str,
+    which: Players<'_>,
+) -> anyhow::Result<Vec<(String, StoredProfile)>> {
     let from = format!("profiles WHERE brand_id = $1 AND {}", which.condition(2));
     let columns = format!("player_id, updated_seq, {JSON_STATE}");
     let rows = json_rows(conn, &columns, &from, "player_id", |q| which.bind(q.bind(brand))).await?;

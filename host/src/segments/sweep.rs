@@ -249,46 +249,49 @@ pub async fn run(core: &Core, sweep: &str, segment: &Segment) -> Result<Figures,
 }
 
 async fn pages(core: &Core, sweep: &str, segment: &Segment, figures: &mut Figures) -> anyhow::Result<()> {
-    let brand = segment.brand_id.as_str();
-    let (mut after, mut page) = (String::new(), read_page(core, brand, "").await?);
+    let (brand, clock) = (segment.brand_id.clone(), core.clock().clone());
+    // Pages are read ahead, by other tasks, while this one decides and writes the page before.
+    let mut pages = crate::profiles::Population::read(
+        core.db.clone(),
+        core.contacts_key.clone(),
+        segment.brand_id.clone(),
+        PAGE,
+        move |page| Read::of(page, &brand, clock.now()),
+    );
     let mut progressed = Instant::now();
-    // Each page is decided and written while the next one is read: the read is the longest part, and
-    // it holds no lock.
-    while let Some(last) = page.profiles.last().map(|(p, _)| p.clone()) {
-        figures.read_ms += page.took_ms;
-        let (next, done) = tokio::join!(
-            read_page(core, brand, &last),
-            decide_and_write(core, sweep, segment, &page, (&after, &last), figures, &mut progressed)
-        );
-        done?;
-        (after, page) = (last, next?);
+    while let Some(page) = pages.next().await? {
+        figures.read_ms += page.took.as_millis() as u64;
+        decide_and_write(core, sweep, segment, &page, figures, &mut progressed).await?;
     }
     Ok(())
 }
 
-/// A page of the brand's players after `after`, as profiles at the host's time now.
+/// A page of the brand's players, as profiles at the host's time when it was read.
 struct Read {
+    /// Player ids in (after, last].
+    range: (String, String),
     profiles: Vec<(String, Arc<m::Profile>)>,
     /// Each profile's `updated_seq` as read.
     seqs: Vec<i64>,
     now: jiff::Timestamp,
-    /// How long reading it took.
-    took_ms: u64,
+    /// How long reading it took, and making its profiles.
+    took: Duration,
 }
 
-async fn read_page(core: &Core, brand: &str, after: &str) -> anyhow::Result<Read> {
-    let t = Instant::now();
-    let page = crate::profiles::load_page(&core.db, &core.contacts_key, brand, after, PAGE).await?;
-    let now = core.clock().now();
-    let seqs = page.iter().map(|(_, s)| s.updated_seq).collect();
-    let profiles = page
-        .into_iter()
-        .map(|(p, s)| {
-            let v = s.at(brand, &p, now).profile;
-            (p, Arc::new(v))
-        })
-        .collect();
-    Ok(Read { profiles, seqs, now, took_ms: t.elapsed().as_millis() as u64 })
+impl Read {
+    fn of(page: crate::profiles::PopulationPage, brand: &str, now: jiff::Timestamp) -> Read {
+        let started = Instant::now();
+        let seqs = page.profiles.iter().map(|(_, s)| s.updated_seq).collect();
+        let profiles = page
+            .profiles
+            .into_iter()
+            .map(|(p, s)| {
+                let v = s.at(brand, &p, now).profile;
+                (p, Arc::new(v))
+            })
+            .collect();
+        Read { range: (page.after, page.last), profiles, seqs, now, took: page.took + started.elapsed() }
+    }
 }
 
 /// Decides a page that was read and writes what changed, with the sweep's progress.
@@ -297,7 +300,6 @@ async fn decide_and_write(
     sweep: &str,
     segment: &Segment,
     read: &Read,
-    range: (&str, &str),
     figures: &mut Figures,
     progressed: &mut Instant,
 ) -> anyhow::Result<()> {
@@ -308,7 +310,7 @@ async fn decide_and_write(
     let t = Instant::now();
     let via = format!("sweep:{sweep}");
     let page = Page {
-        range,
+        range: (&read.range.0, &read.range.1),
         profiles: &read.profiles,
         seqs: &read.seqs,
         verdicts: &verdicts,

@@ -1,6 +1,6 @@
 //! `cargo bench -p pitboss --bench sweep`: segments over a whole synthetic population, on SQLite and on
 //! PostgreSQL. Per backend: the whole sweep through the host (read the profiles in pages + evaluate with
-//! the batch form + write what changed, with its `segment.*` events) — a first sweep in which half the
+//! the batch form + write what changed, with its `segment.*` events) — a first sweep in which a third of the
 //! players enter, then a second in which nothing changes — and the process's peak RSS; then the
 //! evaluation alone over the same profiles held in memory: the native Rust rule as the baseline, the
 //! reference `dormant-depositor` and `churn-risk` plugins in Rust and in Python (Python on a slice: it
@@ -151,7 +151,7 @@ async fn bench(backend: Backend, name: &str, n: usize) {
         "{:<34} {:>9} {:>12} {:>9} {:>9} {:>9} {:>9} {:>11}",
         "", "wall s", "profiles/s", "read s", "eval s", "write s", "entered", "+ events s"
     );
-    for label in ["first sweep (half the players enter)", "second sweep (nothing changes)"] {
+    for label in ["first sweep (a third of them enter)", "second sweep (nothing changes)"] {
         let (wall, f) = sweep(&s, &operator, &segment).await;
         let secs = |k: &str| f[k].as_f64().unwrap_or(0.0) / 1e3;
         let events = consumers_done(&s).await;

@@ -581,7 +581,7 @@ fn day_of(r: &sqlx::any::AnyRow) -> Result<[i64; 7], sqlx::Error> {
 }
 
 /// Pages of a population read at once, each by its own task on its own connection.
-pub const READ_AHEAD: usize = 2;
+const READ_AHEAD: usize = 2;
 
 /// One page of a brand's population: the players with ids in (`after`, `last`] (erased players'
 /// pseudonyms left out).
@@ -595,7 +595,7 @@ pub struct PopulationPage {
 
 /// A brand's whole population, page by page in player-id order, read without any lock: what sweeps
 /// and impact reports go through. A walker finds where each page ends (an index-only read) and hands
-/// the page to a reader task of its own, so [`READ_AHEAD`] pages are read at once — on as many
+/// the page to a reader task of its own, so `READ_AHEAD` pages are read at once — on as many
 /// connections and cores — while the caller works on the one before. Each reader also turns its page
 /// into what the caller needs (`shape`), off the caller's task. Dropping it stops the reading.
 pub struct Population<T> {
@@ -629,7 +629,7 @@ impl<T: Send + 'static> Population<T> {
                 let read = tokio::spawn(async move {
                     let started = std::time::Instant::now();
                     let which = Players::Range(&after, &last);
-                    let profiles = load_in_many(&mut *db.pool.acquire().await?, &key, &brand, which).await?;
+                    let profiles = load_players(&mut *db.pool.acquire().await?, &key, &brand, which).await?;
                     Ok(shape(PopulationPage { after, last, profiles, took: started.elapsed() }))
                 });
                 if pages.send(read).await.is_err() {
@@ -679,11 +679,11 @@ pub async fn load_many_in(
     brand: &str,
     players: &[String],
 ) -> anyhow::Result<Vec<(String, StoredProfile)>> {
-    load_in_many(conn, key, brand, Players::List(players)).await
+    load_players(conn, key, brand, Players::List(players)).await
 }
 
 /// The stored profiles of `which` players (those with a profile), in a handful of queries.
-async fn load_in_many(
+async fn load_players(
     conn: &mut sqlx::AnyConnection,
     key: &ContactsKey,
     brand: &str,

@@ -272,24 +272,29 @@ pub async fn put(
     audit::record(&mut tx, actor, "template.put", template_id, &[brand.to_string()], detail).await?;
     tx.commit().await?;
     let mut conn = db.pool.acquire().await?;
-    Ok(Ok(get_exact(&mut conn, brand, template_id, locale).await?.expect("just written")))
+    Ok(Ok(first_of(&mut conn, brand, template_id, &[locale.to_string()]).await?.expect("just written")))
 }
 
-async fn get_exact(
+/// The template in the first of `locales` it exists in, found in one query.
+async fn first_of(
     conn: &mut sqlx::AnyConnection,
     brand: &str,
     template_id: &str,
-    locale: &str,
+    locales: &[String],
 ) -> anyhow::Result<Option<Template>> {
-    let row = sqlx::query(sqlx::AssertSqlSafe(format!(
-        "SELECT {COLUMNS} FROM templates WHERE brand_id = $1 AND template_id = $2 AND locale = $3"
-    )))
-    .bind(brand)
-    .bind(template_id)
-    .bind(locale)
-    .fetch_optional(conn)
-    .await?;
-    row.as_ref().map(row_to_template).transpose()
+    let marks: Vec<String> = (0..locales.len()).map(|i| format!("${}", i + 3)).collect();
+    let sql = format!(
+        "SELECT {COLUMNS} FROM templates WHERE brand_id = $1 AND template_id = $2 AND locale IN ({})",
+        marks.join(", ")
+    );
+    let mut query = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(brand).bind(template_id);
+    for locale in locales {
+        query = query.bind(locale);
+    }
+    let mut found: Vec<Template> =
+        query.fetch_all(conn).await?.iter().map(row_to_template).collect::<Result<_, _>>()?;
+    found.sort_by_key(|t| locales.iter().position(|l| *l == t.locale));
+    Ok(found.into_iter().next())
 }
 
 /// Every locale of every template of a brand.
@@ -344,21 +349,18 @@ pub async fn render(
     if let Err(e) = check_personalization(vars) {
         return Ok(Err(e));
     }
-    for candidate in fallbacks(locale) {
-        if let Some(t) = get_exact(conn, brand, template_id, &candidate).await? {
-            let rendered = (|| {
-                Ok(Rendered {
-                    template_id: t.template_id.clone(),
-                    locale: t.locale.clone(),
-                    topic: t.topic,
-                    subject: t.subject.as_deref().map(|s| fill(s, vars, "subject")).transpose()?,
-                    body: fill(&t.body, vars, "body")?,
-                })
-            })();
-            return Ok(rendered);
-        }
-    }
-    Ok(Err(TemplateError::NotFound(template_id.to_string())))
+    let Some(t) = first_of(conn, brand, template_id, &fallbacks(locale)).await? else {
+        return Ok(Err(TemplateError::NotFound(template_id.to_string())));
+    };
+    Ok((|| {
+        Ok(Rendered {
+            subject: t.subject.as_deref().map(|s| fill(s, vars, "subject")).transpose()?,
+            body: fill(&t.body, vars, "body")?,
+            template_id: t.template_id,
+            locale: t.locale,
+            topic: t.topic,
+        })
+    })())
 }
 
 #[cfg(test)]

@@ -169,17 +169,16 @@ pub async fn enqueue_in(
     };
     let (decision, now) = gate(conn, ctx, m, profile, consents, None).await?;
     let g = gated(&decision, now);
-    if !deliveries::insert(conn, &new, &g, now.as_millisecond()).await? {
+    // As written: once committed, a worker may take it at once.
+    let Some(written) = deliveries::insert(conn, &new, &g, now.as_millisecond()).await? else {
         // The key was taken meanwhile (it waited for that writer to commit): what it stands for.
         return existing_in(conn, m.brand, content.idempotency_key, content.request_hash)
             .await?
             .ok_or_else(|| anyhow::anyhow!("a conflicting delivery vanished"));
-    }
+    };
     let at = now.as_millisecond();
     deliveries::event(conn, new.delivery_id, at, g.status.as_str(), decision_detail(&decision, "request"))
         .await?;
-    // As written: once committed, a worker may take it at once.
-    let written = deliveries::get(conn, new.delivery_id).await?.expect("just written");
     Ok(Enqueued::New(written))
 }
 

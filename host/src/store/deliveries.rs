@@ -291,20 +291,21 @@ pub struct NewDelivery<'a> {
     pub caused_at: Option<i64>,
 }
 
-/// Writes a new delivery; false (nothing written) if its idempotency key is taken.
+/// Writes a new delivery and answers it as written; None (nothing written) if its idempotency key is
+/// taken.
 pub async fn insert(
     conn: &mut sqlx::AnyConnection,
     d: &NewDelivery<'_>,
     gate: &Gated,
     now: i64,
-) -> Result<bool, sqlx::Error> {
-    let inserted = sqlx::query(
+) -> anyhow::Result<Option<Delivery>> {
+    let inserted = sqlx::query(sqlx::AssertSqlSafe(format!(
         "INSERT INTO deliveries (delivery_id, brand_id, player_id, idempotency_key, request_hash, channel,
              template_id, locale, class, product, bonus_offer, priority, campaign_id, frequency_policy, subject,
              body, status, reasons, basis, counted_at, attempts, next_attempt_at, created_at, updated_at, caused_at)
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, 0, $21, $22, $22, $23)
-         ON CONFLICT (brand_id, idempotency_key) DO NOTHING",
-    )
+         ON CONFLICT (brand_id, idempotency_key) DO NOTHING RETURNING {COLUMNS}"
+    )))
     .bind(d.delivery_id)
     .bind(d.brand)
     .bind(d.player)
@@ -328,9 +329,9 @@ pub async fn insert(
     .bind(gate.next_attempt_at)
     .bind(now)
     .bind(d.caused_at)
-    .execute(&mut *conn)
+    .fetch_optional(&mut *conn)
     .await?;
-    Ok(inserted.rows_affected() == 1)
+    inserted.as_ref().map(row_to_delivery).transpose()
 }
 
 /// What the gate made of a delivery, as stored.

@@ -107,7 +107,16 @@ impl Handler for Consumer {
             .flat_map(|e| triggers[&e.brand_id].iter().map(move |t| (*e, t)))
             .filter_map(|(e, t)| Some((t, e, profiles.get(&(e.brand_id.clone(), e.player_id.clone()))?)))
             .collect();
-        let mut considered = triggers::consider_many(core, &asks).await.into_iter();
+        let considered = triggers::consider_many(core, &asks).await;
+        // Those a replay or another host took already, asked once for the batch.
+        let candidates: Vec<_> = asks
+            .iter()
+            .zip(&considered)
+            .filter(|(_, c)| matches!(c, Ok(Some(_))))
+            .map(|((t, e, _), _)| (*t, *e))
+            .collect();
+        let mut taken = triggers::taken(conn, &candidates).await?;
+        let mut considered = considered.into_iter();
         for e in &events {
             let player = (e.brand_id.clone(), e.player_id.clone());
             let Some(stored) = profiles.get(&player) else { continue };
@@ -119,6 +128,9 @@ impl Handler for Consumer {
             }
             for t in &triggers[&e.brand_id] {
                 let Some(c) = considered.next().expect("one per trigger and event")? else { continue };
+                if !taken.insert((t.id.clone(), e.event_id.clone())) {
+                    continue;
+                }
                 if let Some(f) = triggers::fire_considered(core, conn, t, e, stored, c).await? {
                     if f.run_id.is_some() {
                         in_journeys.insert(player.clone());

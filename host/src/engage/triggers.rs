@@ -4,7 +4,7 @@
 //! event; at most one fire per (trigger, event), with a per-player cooldown, a dedup window and an
 //! active time window. Every fire is stored with the decision, delivery or journey run behind it.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -463,13 +463,52 @@ pub async fn fire(
     e: &crate::bus::LoggedEvent,
     stored: &crate::profiles::StoredProfile,
 ) -> anyhow::Result<Option<Fire>> {
+    if !taken(conn, &[(t, e)]).await?.is_empty() {
+        return Ok(None);
+    }
     match consider_many(core, &[(t, e, stored)]).await.pop().expect("one asked")? {
         Some(c) => fire_considered(core, conn, t, e, stored, c).await,
         None => Ok(None),
     }
 }
 
-/// `fire` once the trigger considered the event.
+/// Which of these (trigger, event) pairs the trigger took already, as (trigger id, event id): a
+/// replay or a second host finds their rows. One query for a consumer's batch.
+pub async fn taken(
+    conn: &mut sqlx::AnyConnection,
+    pairs: &[(&Active, &crate::bus::LoggedEvent)],
+) -> anyhow::Result<HashSet<(String, String)>> {
+    if pairs.is_empty() {
+        return Ok(HashSet::new());
+    }
+    let triggers: BTreeSet<&str> = pairs.iter().map(|(t, _)| t.id.as_str()).collect();
+    let events: BTreeSet<&str> = pairs.iter().map(|(_, e)| e.event_id.as_str()).collect();
+    let marks =
+        |from: usize, n: usize| (from..from + n).map(|i| format!("${i}")).collect::<Vec<_>>().join(", ");
+    let sql = format!(
+        "SELECT trigger_id, event_id FROM trigger_fires WHERE trigger_id IN ({}) AND event_id IN ({})",
+        marks(1, triggers.len()),
+        marks(1 + triggers.len(), events.len())
+    );
+    let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+    for id in triggers.iter().chain(&events) {
+        query = query.bind(*id);
+    }
+    let rows = query.fetch_all(conn).await?;
+    let wanted: HashSet<(&str, &str)> =
+        pairs.iter().map(|(t, e)| (t.id.as_str(), e.event_id.as_str())).collect();
+    let mut out = HashSet::new();
+    for r in rows {
+        let pair: (String, String) = (r.try_get("trigger_id")?, r.try_get("event_id")?);
+        if wanted.contains(&(pair.0.as_str(), pair.1.as_str())) {
+            out.insert(pair);
+        }
+    }
+    Ok(out)
+}
+
+/// `fire` once the trigger considered the event, and the caller found that it did not take the event
+/// already (`taken`).
 pub async fn fire_considered(
     core: &Core,
     conn: &mut sqlx::AnyConnection,
@@ -479,15 +518,6 @@ pub async fn fire_considered(
     Considered { facts, verdict }: Considered,
 ) -> anyhow::Result<Option<Fire>> {
     if matches!(verdict, Some(RuleVerdict::Out(_))) {
-        return Ok(None);
-    }
-    // Once per (trigger, event): a replay or a second host finds the row.
-    let seen = sqlx::query("SELECT 1 AS one FROM trigger_fires WHERE trigger_id = $1 AND event_id = $2")
-        .bind(&t.id)
-        .bind(&e.event_id)
-        .fetch_optional(&mut *conn)
-        .await?;
-    if seen.is_some() {
         return Ok(None);
     }
     let now = core.clock().now();

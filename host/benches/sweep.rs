@@ -7,7 +7,8 @@
 //! is two orders of magnitude slower), each in profiles/s with its ratio to native.
 //!
 //! `PITBOSS_BENCH_PLAYERS` sets the population (default 1,000,000); `PITBOSS_BENCH_EVALUATE_ONLY=1` runs
-//! only the evaluation, over synthetic profiles made in memory (no database); PostgreSQL comes from
+//! only the evaluation, over synthetic profiles made in memory (no database);
+//! `PITBOSS_BENCH_BACKEND=sqlite|postgres` runs one database only. PostgreSQL comes from
 //! `PITBOSS_TEST_POSTGRES` (default: the local server) and is skipped if absent.
 
 #[path = "../../tests/support/mod.rs"]
@@ -257,7 +258,11 @@ fn main() {
             println!("evaluation alone, {n} synthetic profiles in memory:");
             return evaluation(&synthetic(n)).await;
         }
-        bench(Backend::Sqlite, "SQLite", n).await;
-        bench(Backend::Postgres, "PostgreSQL", n).await;
+        let only = std::env::var("PITBOSS_BENCH_BACKEND").unwrap_or_default();
+        for (backend, name) in [(Backend::Sqlite, "SQLite"), (Backend::Postgres, "PostgreSQL")] {
+            if only.is_empty() || format!("{backend:?}").eq_ignore_ascii_case(&only) {
+                bench(backend, name, n).await;
+            }
+        }
     });
 }

@@ -282,10 +282,9 @@ async fn first_of(
     template_id: &str,
     locales: &[String],
 ) -> anyhow::Result<Option<Template>> {
-    let marks: Vec<String> = (0..locales.len()).map(|i| format!("${}", i + 3)).collect();
     let sql = format!(
         "SELECT {COLUMNS} FROM templates WHERE brand_id = $1 AND template_id = $2 AND locale IN ({})",
-        marks.join(", ")
+        crate::store::marks(3, locales.len())
     );
     let mut query = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(brand).bind(template_id);
     for locale in locales {

@@ -483,8 +483,7 @@ pub async fn taken(
     }
     let triggers: BTreeSet<&str> = pairs.iter().map(|(t, _)| t.id.as_str()).collect();
     let events: BTreeSet<&str> = pairs.iter().map(|(_, e)| e.event_id.as_str()).collect();
-    let marks =
-        |from: usize, n: usize| (from..from + n).map(|i| format!("${i}")).collect::<Vec<_>>().join(", ");
+    let marks = crate::store::marks;
     let sql = format!(
         "SELECT trigger_id, event_id FROM trigger_fires WHERE trigger_id IN ({}) AND event_id IN ({})",
         marks(1, triggers.len()),

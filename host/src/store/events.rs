@@ -239,10 +239,9 @@ async fn erased_among<'e>(
     for (brand, players) in by_brand {
         let hashes: Vec<&String> = players.keys().collect();
         for chunk in hashes.chunks(super::SQLITE_PARAMS) {
-            let marks: Vec<String> = (2..=chunk.len() + 1).map(|i| format!("${i}")).collect();
             let sql = format!(
                 "SELECT player_hash FROM erased_players WHERE brand_id = $1 AND player_hash IN ({})",
-                marks.join(", ")
+                super::marks(2, chunk.len())
             );
             let mut q = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(brand);
             for h in chunk {

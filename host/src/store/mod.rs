@@ -274,10 +274,7 @@ impl Players<'_> {
     pub fn condition(&self, first: usize) -> String {
         match self {
             Players::Range(..) => format!("player_id > ${first} AND player_id <= ${}", first + 1),
-            Players::List(ids) => {
-                let marks: Vec<String> = (0..ids.len().max(1)).map(|i| format!("${}", first + i)).collect();
-                format!("player_id IN ({})", marks.join(", "))
-            }
+            Players::List(ids) => format!("player_id IN ({})", marks(first, ids.len().max(1))),
         }
     }
 
@@ -313,6 +310,11 @@ pub fn rows_per_statement(backend: Backend, params: usize) -> usize {
 
 /// The parameters a multi-row statement carries on SQLite (see [`rows_per_statement`]).
 pub const SQLITE_PARAMS: usize = 96;
+
+/// `n` parameters numbered from `$first`, comma-separated: an `IN (…)` list.
+pub fn marks(first: usize, n: usize) -> String {
+    (first..first + n).map(|i| format!("${i}")).collect::<Vec<_>>().join(", ")
+}
 
 /// The `VALUES` list of a multi-row statement: `rows` tuples of `cols` parameters, numbered from `$1`.
 pub fn values_list(rows: usize, cols: usize) -> String {

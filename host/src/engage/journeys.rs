@@ -765,7 +765,7 @@ pub async fn in_one_of(
     let which = crate::store::Players::List(players);
     let sql = format!(
         "SELECT DISTINCT player_id FROM journey_runs WHERE brand_id = $1 AND state = 'active' AND {}",
-        which.condition(2)
+        which.condition(Backend::of(conn), 2)
     );
     let rows = which.bind(sqlx::query(sqlx::AssertSqlSafe(sql)).bind(brand)).fetch_all(conn).await?;
     rows.iter().map(|r| Ok(r.try_get("player_id")?)).collect()

@@ -193,7 +193,7 @@ pub async fn live_of_players(
     let sql = format!(
         "SELECT {COLUMNS} FROM {FROM} WHERE b.brand_id = $1 AND b.state IN ('issued', 'active', 'locked') AND b.{}
          ORDER BY b.created_at, b.bonus_id",
-        which.condition(2)
+        which.condition(crate::store::Backend::of(conn), 2)
     );
     let rows = which.bind(sqlx::query(sqlx::AssertSqlSafe(sql)).bind(brand)).fetch_all(conn).await?;
     let mut out: std::collections::HashMap<String, Vec<Bonus>> = Default::default();

@@ -305,18 +305,16 @@ async fn read_states<'a>(
     }
     let mut states = HashMap::new();
     for (brand, ids) in by_brand {
-        for chunk in ids.chunks(rows_per_statement(Backend::of(conn), 1)) {
-            let which = Players::List(chunk);
-            let sql = format!(
-                "SELECT player_id, state FROM profiles WHERE brand_id = $1 AND {}",
-                which.condition(2)
-            );
-            let rows =
-                which.bind(sqlx::query(sqlx::AssertSqlSafe(sql)).bind(brand)).fetch_all(&mut *conn).await?;
-            for r in rows {
-                let state = serde_json::from_str::<State>(&r.try_get::<String, _>("state")?)?.upgrade();
-                states.insert((brand.to_string(), r.try_get("player_id")?), state);
-            }
+        let which = Players::List(&ids);
+        let sql = format!(
+            "SELECT player_id, state FROM profiles WHERE brand_id = $1 AND {}",
+            which.condition(Backend::of(conn), 2)
+        );
+        let rows =
+            which.bind(sqlx::query(sqlx::AssertSqlSafe(sql)).bind(brand)).fetch_all(&mut *conn).await?;
+        for r in rows {
+            let state = serde_json::from_str::<State>(&r.try_get::<String, _>("state")?)?.upgrade();
+            states.insert((brand.to_string(), r.try_get("player_id")?), state);
         }
     }
     Ok(states)
@@ -689,7 +687,7 @@ async fn load_players(
     brand: &str,
     which: Players<'_>,
 ) -> anyhow::Result<Vec<(String, StoredProfile)>> {
-    let from = format!("profiles WHERE brand_id = $1 AND {}", which.condition(2));
+    let from = format!("profiles WHERE brand_id = $1 AND {}", which.condition(Backend::of(conn), 2));
     let columns = format!("player_id, updated_seq, {JSON_STATE}");
     let rows = json_rows(conn, &columns, &from, "player_id", |q| which.bind(q.bind(brand))).await?;
     assemble(conn, key, brand, which, rows).await
@@ -707,7 +705,7 @@ async fn assemble(
     let mut days: HashMap<String, Vec<[i64; 7]>> = HashMap::new();
     type Day = (String, i64, i64, i64, i64, i64, i64, i64);
     let columns = "player_id, day, deposits, deposit_sum, stakes, wins, bets, sessions";
-    let from = format!("player_days WHERE brand_id = $1 AND {}", which.condition(2));
+    let from = format!("player_days WHERE brand_id = $1 AND {}", which.condition(Backend::of(conn), 2));
     for (player, day, deposits, deposit_sum, stakes, wins, bets, sessions) in
         json_rows::<Day>(conn, columns, &from, "player_id, day", |q| which.bind(q.bind(brand))).await?
     {
@@ -716,7 +714,7 @@ async fn assemble(
     // By player: (providers, categories), each (name, stake sum).
     type Stakes = (Vec<(String, i64)>, Vec<(String, i64)>);
     let mut stakes: HashMap<String, Stakes> = HashMap::new();
-    let from = format!("player_stakes WHERE brand_id = $1 AND {}", which.condition(2));
+    let from = format!("player_stakes WHERE brand_id = $1 AND {}", which.condition(Backend::of(conn), 2));
     type Stake = (String, String, String, i64);
     for (player, kind, name, sum) in
         json_rows::<Stake>(conn, "player_id, kind, name, stake_sum", &from, "player_id, kind, name", |q| {

@@ -402,7 +402,8 @@ async fn moved_since<'a>(
 ) -> anyhow::Result<HashSet<&'a str>> {
     let (after, last) = page.range;
     let range = crate::store::Players::Range(after, last);
-    let from = format!("profiles WHERE brand_id = $1 AND {}", range.condition(2));
+    let from =
+        format!("profiles WHERE brand_id = $1 AND {}", range.condition(crate::store::Backend::of(conn), 2));
     let now: HashMap<String, i64> =
         crate::store::json_rows::<(String, i64)>(conn, "player_id, updated_seq", &from, "player_id", |q| {
             range.bind(q.bind(brand))

@@ -116,7 +116,7 @@ pub async fn histories(
 ) -> anyhow::Result<std::collections::HashMap<String, Vec<ConsentRecord>>> {
     type Row = (String, i64, String, String, i64, String, i64);
     let columns = "player_id, version, scope, name, granted, source, recorded_at";
-    let from = format!("consents WHERE brand_id = $1 AND {}", which.condition(2));
+    let from = format!("consents WHERE brand_id = $1 AND {}", which.condition(super::Backend::of(conn), 2));
     let order = "player_id, version, scope, name";
     let mut out: std::collections::HashMap<String, Vec<ConsentRecord>> = Default::default();
     for (player, version, scope, name, granted, source, recorded_at) in

@@ -191,7 +191,7 @@ pub async fn of_players(
     let sql = format!(
         "SELECT player_id, nonce, ciphertext FROM contacts
          WHERE brand_id = $1 AND kind = $2 AND invalid_since IS NULL AND {}",
-        which.condition(3)
+        which.condition(super::Backend::of(conn), 3)
     );
     let rows =
         which.bind(sqlx::query(sqlx::AssertSqlSafe(sql)).bind(brand).bind(kind)).fetch_all(conn).await?;

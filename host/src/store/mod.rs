@@ -270,28 +270,32 @@ pub enum Players<'a> {
 }
 
 impl Players<'_> {
-    /// The condition on `player_id`, its parameters numbered from `$first`.
-    pub fn condition(&self, first: usize) -> String {
-        match self {
-            Players::Range(..) => format!("player_id > ${first} AND player_id <= ${}", first + 1),
-            Players::List(ids) => format!("player_id IN ({})", marks(first, ids.len().max(1))),
+    /// The condition on `player_id`, its parameters numbered from `$first`. A list is one parameter,
+    /// the ids as a JSON array: the statement's text does not change with the list's length, so each
+    /// connection prepares it once (a list of `$n` was a new statement for every length, parsed again
+    /// and planned again), SQLite binds one parameter instead of hundreds, and PostgreSQL's plan —
+    /// the ids, then an index seek for each — holds for any length and any size of table (with a list
+    /// of 200 `$n` it scanned a brand of 10k players' consents whole).
+    pub fn condition(&self, backend: Backend, first: usize) -> String {
+        match (self, backend) {
+            (Players::Range(..), _) => format!("player_id > ${first} AND player_id <= ${}", first + 1),
+            (Players::List(_), Backend::Postgres) => {
+                format!("player_id IN (SELECT json_array_elements_text(${first}::json))")
+            }
+            (Players::List(_), Backend::Sqlite) => {
+                format!("player_id IN (SELECT value FROM json_each(${first}))")
+            }
         }
     }
 
     /// Binds the condition's parameters, in order.
     pub fn bind<'q>(
         &self,
-        mut q: sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments>,
+        q: sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments>,
     ) -> sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments> {
         match self {
             Players::Range(after, last) => q.bind(after.to_string()).bind(last.to_string()),
-            Players::List([]) => q.bind(String::new()),
-            Players::List(ids) => {
-                for id in ids.iter() {
-                    q = q.bind(id.clone());
-                }
-                q
-            }
+            Players::List(ids) => q.bind(serde_json::Value::from(ids.to_vec()).to_string()),
         }
     }
 }

@@ -142,8 +142,10 @@ pub async fn open_spans(
     segment: &str,
     players: Players<'_>,
 ) -> anyhow::Result<HashMap<String, (i64, String)>> {
-    let from =
-        format!("segment_members WHERE segment_id = $1 AND left_at IS NULL AND {}", players.condition(2));
+    let from = format!(
+        "segment_members WHERE segment_id = $1 AND left_at IS NULL AND {}",
+        players.condition(super::Backend::of(conn), 2)
+    );
     let rows: Vec<(String, i64, String)> =
         super::json_rows(conn, "player_id, id, jurisdiction", &from, "player_id", |q| {
             players.bind(q.bind(segment))

@@ -273,14 +273,15 @@ impl Players<'_> {
     /// The condition on `player_id`, its parameters numbered from `$first`. A list is one parameter,
     /// the ids as a JSON array: the statement's text does not change with the list's length, so each
     /// connection prepares it once (a list of `$n` was a new statement for every length, parsed again
-    /// and planned again), SQLite binds one parameter instead of hundreds, and PostgreSQL's plan —
-    /// the ids, then an index seek for each — holds for any length and any size of table (with a list
-    /// of 200 `$n` it scanned a brand of 10k players' consents whole).
+    /// and planned again) and SQLite binds one parameter instead of hundreds. On PostgreSQL the ids
+    /// are an array (`= ANY`), which the planner takes for a few values: an index scan for any length
+    /// and any size of table (with 200 `$n`, or `IN (SELECT …)`, it planned a sequential scan of a
+    /// 10k-player brand's 30k consents: 11–14 ms against 3.6 ms).
     pub fn condition(&self, backend: Backend, first: usize) -> String {
         match (self, backend) {
             (Players::Range(..), _) => format!("player_id > ${first} AND player_id <= ${}", first + 1),
             (Players::List(_), Backend::Postgres) => {
-                format!("player_id IN (SELECT json_array_elements_text(${first}::json))")
+                format!("player_id = ANY (ARRAY(SELECT json_array_elements_text(${first}::json)))")
             }
             (Players::List(_), Backend::Sqlite) => {
                 format!("player_id IN (SELECT value FROM json_each(${first}))")

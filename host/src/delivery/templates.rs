@@ -9,7 +9,7 @@ use sqlx::Row;
 
 use crate::audit;
 use crate::auth::Principal;
-use crate::store::{Db, now_ms};
+use crate::store::{Backend, Db, now_ms};
 
 /// Most bytes of a template's body, and of its subject.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
@@ -283,15 +283,17 @@ async fn first_of(
     locales: &[String],
 ) -> anyhow::Result<Option<Template>> {
     let sql = format!(
-        "SELECT {COLUMNS} FROM templates WHERE brand_id = $1 AND template_id = $2 AND locale IN ({})",
-        crate::store::marks(3, locales.len())
+        "SELECT {COLUMNS} FROM templates WHERE brand_id = $1 AND template_id = $2 AND {}",
+        crate::store::one_of(Backend::of(conn), "locale", 3)
     );
-    let mut query = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(brand).bind(template_id);
-    for locale in locales {
-        query = query.bind(locale);
-    }
-    let mut found: Vec<Template> =
-        query.fetch_all(conn).await?.iter().map(row_to_template).collect::<Result<_, _>>()?;
+    let query = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(brand).bind(template_id);
+    let mut found: Vec<Template> = query
+        .bind(crate::store::json_list(locales))
+        .fetch_all(conn)
+        .await?
+        .iter()
+        .map(row_to_template)
+        .collect::<Result<_, _>>()?;
     found.sort_by_key(|t| locales.iter().position(|l| *l == t.locale));
     Ok(found.into_iter().next())
 }

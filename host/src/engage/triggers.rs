@@ -483,16 +483,15 @@ pub async fn taken(
     }
     let triggers: BTreeSet<&str> = pairs.iter().map(|(t, _)| t.id.as_str()).collect();
     let events: BTreeSet<&str> = pairs.iter().map(|(_, e)| e.event_id.as_str()).collect();
-    let marks = crate::store::marks;
+    let backend = crate::store::Backend::of(conn);
     let sql = format!(
-        "SELECT trigger_id, event_id FROM trigger_fires WHERE trigger_id IN ({}) AND event_id IN ({})",
-        marks(1, triggers.len()),
-        marks(1 + triggers.len(), events.len())
+        "SELECT trigger_id, event_id FROM trigger_fires WHERE {} AND {}",
+        crate::store::one_of(backend, "trigger_id", 1),
+        crate::store::one_of(backend, "event_id", 2)
     );
-    let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
-    for id in triggers.iter().chain(&events) {
-        query = query.bind(*id);
-    }
+    let query = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(crate::store::json_list(triggers))
+        .bind(crate::store::json_list(events));
     let rows = query.fetch_all(conn).await?;
     let wanted: HashSet<(&str, &str)> =
         pairs.iter().map(|(t, e)| (t.id.as_str(), e.event_id.as_str())).collect();

@@ -237,20 +237,14 @@ async fn erased_among<'e>(
     }
     let mut erased = HashSet::new();
     for (brand, players) in by_brand {
-        let hashes: Vec<&String> = players.keys().collect();
-        for chunk in hashes.chunks(super::SQLITE_PARAMS) {
-            let sql = format!(
-                "SELECT player_hash FROM erased_players WHERE brand_id = $1 AND player_hash IN ({})",
-                super::marks(2, chunk.len())
-            );
-            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(brand);
-            for h in chunk {
-                q = q.bind(h.as_str());
-            }
-            for row in q.fetch_all(&mut *tx).await? {
-                let hash: String = row.try_get("player_hash")?;
-                erased.extend(players.get(&hash).map(|p| (brand, *p)));
-            }
+        let sql = format!(
+            "SELECT player_hash FROM erased_players WHERE brand_id = $1 AND {}",
+            super::one_of(super::Backend::of(tx), "player_hash", 2)
+        );
+        let q = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(brand).bind(super::json_list(players.keys()));
+        for row in q.fetch_all(&mut *tx).await? {
+            let hash: String = row.try_get("player_hash")?;
+            erased.extend(players.get(&hash).map(|p| (brand, *p)));
         }
     }
     Ok(erased)

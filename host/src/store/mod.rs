@@ -270,22 +270,12 @@ pub enum Players<'a> {
 }
 
 impl Players<'_> {
-    /// The condition on `player_id`, its parameters numbered from `$first`. A list is one parameter,
-    /// the ids as a JSON array: the statement's text does not change with the list's length, so each
-    /// connection prepares it once (a list of `$n` was a new statement for every length, parsed again
-    /// and planned again) and SQLite binds one parameter instead of hundreds. On PostgreSQL the ids
-    /// are an array (`= ANY`), which the planner takes for a few values: an index scan for any length
-    /// and any size of table (with 200 `$n`, or `IN (SELECT …)`, it planned a sequential scan of a
-    /// 10k-player brand's 30k consents: 11–14 ms against 3.6 ms).
+    /// The condition on `player_id`, its parameters numbered from `$first` (a list is one: see
+    /// [`one_of`]).
     pub fn condition(&self, backend: Backend, first: usize) -> String {
-        match (self, backend) {
-            (Players::Range(..), _) => format!("player_id > ${first} AND player_id <= ${}", first + 1),
-            (Players::List(_), Backend::Postgres) => {
-                format!("player_id = ANY (ARRAY(SELECT json_array_elements_text(${first}::json)))")
-            }
-            (Players::List(_), Backend::Sqlite) => {
-                format!("player_id IN (SELECT value FROM json_each(${first}))")
-            }
+        match self {
+            Players::Range(..) => format!("player_id > ${first} AND player_id <= ${}", first + 1),
+            Players::List(_) => one_of(backend, "player_id", first),
         }
     }
 
@@ -296,7 +286,7 @@ impl Players<'_> {
     ) -> sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments> {
         match self {
             Players::Range(after, last) => q.bind(after.to_string()).bind(last.to_string()),
-            Players::List(ids) => q.bind(serde_json::Value::from(ids.to_vec()).to_string()),
+            Players::List(ids) => q.bind(json_list(ids.iter())),
         }
     }
 }
@@ -316,9 +306,26 @@ pub fn rows_per_statement(backend: Backend, params: usize) -> usize {
 /// The parameters a multi-row statement carries on SQLite (see [`rows_per_statement`]).
 pub const SQLITE_PARAMS: usize = 96;
 
-/// `n` parameters numbered from `$first`, comma-separated: an `IN (…)` list.
-pub fn marks(first: usize, n: usize) -> String {
-    (first..first + n).map(|i| format!("${i}")).collect::<Vec<_>>().join(", ")
+/// `column` is one of the values of the parameter `$param`, a JSON array of texts ([`json_list`]).
+/// One parameter whatever the list's length: the statement's text does not change with it, so each
+/// connection prepares it once (a list of `$n` was a new statement for every length, parsed and
+/// planned again), and SQLite binds one parameter instead of hundreds. On PostgreSQL the values are an
+/// array (`= ANY`), which the planner takes for a few values: an index scan for any length and any
+/// size of table (with 200 `$n`, or `IN (SELECT …)`, it planned a sequential scan of a 10k-player
+/// brand's 30k consents: 11–14 ms against 3.6 ms).
+pub fn one_of(backend: Backend, column: &str, param: usize) -> String {
+    match backend {
+        Backend::Postgres => {
+            format!("{column} = ANY (ARRAY(SELECT json_array_elements_text(${param}::json)))")
+        }
+        Backend::Sqlite => format!("{column} IN (SELECT value FROM json_each(${param}))"),
+    }
+}
+
+/// The values of a [`one_of`] condition, as its parameter.
+pub fn json_list<S: AsRef<str>>(values: impl IntoIterator<Item = S>) -> String {
+    let values: Vec<serde_json::Value> = values.into_iter().map(|v| v.as_ref().into()).collect();
+    serde_json::Value::Array(values).to_string()
 }
 
 /// The `VALUES` list of a multi-row statement: `rows` tuples of `cols` parameters, numbered from `$1`.

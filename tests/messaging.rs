@@ -631,6 +631,62 @@ async fn an_email_in_doubt_is_never_sent_twice(s: Backend) {
     r.s.stop().await;
 }
 
+async fn provider_calls_at_once_stay_within_concurrency(s: Backend) {
+    // Two calls at once: the worker keeps more deliveries in hand, but the provider never sees a third.
+    let Some(r) = rig(s, &format!("{FAST}\nconcurrency = 2")).await else { return };
+    for i in 0..4 {
+        r.player(&format!("p_calls_{i}"), "GB", "Europe/London").await;
+    }
+    r.template("tpl_calls", "transactional", "Code for {{first_name}}").await;
+    r.push[0].set_behaviour(Behaviour::AcceptThenHang(Duration::from_millis(300)));
+    let mut ids = Vec::new();
+    for i in 0..12 {
+        let body = json!({"channel": "push", "player_id": format!("p_calls_{}", i % 4), "template_id": "tpl_calls",
+                          "personalization": {"first_name": "Jo"}});
+        let (st, q) = r.send(&format!("calls_{i}"), &body).await;
+        assert_eq!(st, 202, "{q}");
+        ids.push(q["delivery_id"].as_str().unwrap().to_string());
+    }
+    for id in &ids {
+        r.wait_status(id, "SENT").await;
+    }
+    assert_eq!(r.push[0].accepted().len(), 12);
+    assert_eq!(r.push[0].most_at_once(), 2, "as many calls at once as `concurrency`, never more");
+    r.s.stop().await;
+}
+
+async fn a_turn_that_cannot_call_within_its_lease_gives_it_back(s: Backend) {
+    // One call at a time, each taking 1.5 s; the lease (5 s) leaves 1 s beyond an attempt (two push
+    // providers × 2 s): the delivery that waits for the call gives its lease back rather than call late.
+    let Some(r) = rig(s, &format!("{FAST}\nconcurrency = 1")).await else { return };
+    r.player("p_lease", "GB", "Europe/London").await;
+    r.template("tpl_lease", "transactional", "Code for {{first_name}}").await;
+    r.push[0].set_behaviour(Behaviour::AcceptThenHang(Duration::from_millis(1500)));
+    let mut ids = Vec::new();
+    for i in 0..2 {
+        let body = json!({"channel": "push", "player_id": "p_lease", "template_id": "tpl_lease",
+                          "personalization": {"first_name": "Jo"}});
+        let (st, q) = r.send(&format!("lease_{i}"), &body).await;
+        assert_eq!(st, 202, "{q}");
+        ids.push(q["delivery_id"].as_str().unwrap().to_string());
+    }
+    let mut gave_back = 0;
+    for id in &ids {
+        let d = r.wait_status(id, "SENT").await;
+        assert_eq!(d["attempts"], 1, "giving the lease back uses no attempt: {d}");
+        gave_back += d["history"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|h| h["detail"]["waiting"].as_str().is_some_and(|w| w.contains("lease")))
+            .count();
+    }
+    assert!(gave_back >= 1, "the second waited past its lease's margin and gave it back");
+    assert_eq!(r.push[0].accepted().len(), 2);
+    assert_eq!(r.push[0].most_at_once(), 1);
+    r.s.stop().await;
+}
+
 async fn two_hosts_send_each_message_once(s: Backend) {
     let Some(r) = rig(s, FAST).await else { return };
     let (second, stop, task) = r.s.second_host().await;
@@ -682,4 +738,6 @@ on_both!(
     a_crash_mid_call_sends_once,
     an_email_in_doubt_is_never_sent_twice,
     two_hosts_send_each_message_once,
+    provider_calls_at_once_stay_within_concurrency,
+    a_turn_that_cannot_call_within_its_lease_gives_it_back,
 );

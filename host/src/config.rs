@@ -170,7 +170,8 @@ pub struct DeliverySettings {
     pub lease_ms: u64,
     /// How often idle workers look for due deliveries (a send wakes them at once).
     pub poll_ms: u64,
-    /// Deliveries handled at once per host.
+    /// Provider calls at once per host. A worker keeps up to four times as many deliveries in hand: a
+    /// turn spends most of its time waiting for its claim and its writes, not at the provider.
     pub concurrency: usize,
 }
 
@@ -203,6 +204,12 @@ impl Settings {
         )
     }
 
+    /// The longest a delivery attempt can take: every provider of the channel with the most timing out.
+    pub fn longest_attempt_ms(&self) -> u64 {
+        let most = self.providers.push.len().max(self.providers.sms.len()).max(1) as u64;
+        self.delivery.provider_timeout_ms.saturating_mul(most)
+    }
+
     pub fn load(path: &Path) -> anyhow::Result<Settings> {
         let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
         Settings::from_toml(&text).with_context(|| format!("in {}", path.display()))
@@ -219,12 +226,11 @@ impl Settings {
         let d = &self.delivery;
         anyhow::ensure!(d.max_attempts >= 1, "delivery.max_attempts must be at least 1");
         anyhow::ensure!(d.concurrency >= 1, "delivery.concurrency must be at least 1");
-        let most = self.providers.push.len().max(self.providers.sms.len()).max(1) as u64;
         anyhow::ensure!(
-            d.lease_ms > d.provider_timeout_ms * most,
+            d.lease_ms > self.longest_attempt_ms(),
             "delivery.lease_ms ({}) must exceed provider_timeout_ms × providers of a channel ({})",
             d.lease_ms,
-            d.provider_timeout_ms * most
+            self.longest_attempt_ms()
         );
         let mut names = std::collections::BTreeSet::new();
         for p in self.providers.push.iter().chain(&self.providers.sms) {

@@ -7,6 +7,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -56,6 +57,9 @@ struct Shared {
     // One lock for all of it, so that "is this key known?" and "remember this key" cannot be
     // interleaved by two concurrent calls carrying the same key.
     state: Mutex<Inner>,
+    /// Calls being answered now, and the most there were at once.
+    in_flight: AtomicUsize,
+    most_at_once: AtomicUsize,
 }
 
 struct Inner {
@@ -81,6 +85,8 @@ impl ProviderServer {
                 message_ids: HashMap::new(),
                 next_message_id: 0,
             }),
+            in_flight: AtomicUsize::new(0),
+            most_at_once: AtomicUsize::new(0),
         });
         let app = Router::new().route("/send", post(send)).with_state(shared.clone());
         let server = tokio::spawn(async move {
@@ -91,6 +97,11 @@ impl ProviderServer {
 
     pub fn set_behaviour(&self, b: Behaviour) {
         self.shared.state.lock().unwrap().behaviour = b;
+    }
+
+    /// The most calls this provider was answering at once.
+    pub fn most_at_once(&self) -> usize {
+        self.shared.most_at_once.load(Ordering::SeqCst)
     }
 
     /// Every call received, in order, whatever the answer.
@@ -146,7 +157,25 @@ impl Drop for ProviderServer {
     }
 }
 
+/// Counts a call in flight while it lives.
+struct InFlight<'a>(&'a Shared);
+
+impl<'a> InFlight<'a> {
+    fn new(shared: &'a Shared) -> Self {
+        let now = shared.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+        shared.most_at_once.fetch_max(now, Ordering::SeqCst);
+        InFlight(shared)
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
 async fn send(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Bytes) -> Response {
+    let _counted = InFlight::new(&shared);
     let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).map(str::to_string);
     let idempotency_key = header("Idempotency-Key");
     let timestamp = header("X-Pitboss-Timestamp");

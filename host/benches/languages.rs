@@ -66,10 +66,14 @@ fn main() {
             })
             .collect();
         let run = rt.segment(&plugin, &opts, &profile, None);
-        // The batch form: one instance for a chunk of 1024 profiles.
+        // The batch form: one instance for a chunk of 1024 profiles, with the fuel of its decisions (the
+        // world's limits, but a deadline a loaded machine cannot trip).
         let population: Vec<_> = (0..4096).map(|i| support::profile(&format!("p_{i}"))).collect();
         let batch_opts = CallOptions {
-            limits: pitboss::plugins::Limits { fuel: pitboss::plugins::Limits::CEILING.fuel, ..opts.limits },
+            limits: pitboss::plugins::Limits {
+                deadline_ms: pitboss::plugins::Limits::CEILING.deadline_ms,
+                ..opts.limits
+            },
             ..opts.clone()
         };
         let batch = median(

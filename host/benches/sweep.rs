@@ -207,7 +207,7 @@ async fn evaluation(profiles: &[m::Profile]) {
         .unwrap(),
     );
     let opts = CallOptions::new(World::Segment, support::now());
-    let python_slice = profiles.len().min(5_000);
+    let python_slice = profiles.len().min(100_000);
     // Shared as a sweep shares a page's profiles with the evaluation (made before the clock starts).
     let profiles: Vec<std::sync::Arc<m::Profile>> =
         profiles.iter().cloned().map(std::sync::Arc::new).collect();

@@ -48,12 +48,12 @@ fn javascript_offer_scorer_decides_like_the_rust_one() {
 }
 
 #[test]
-fn python_batch_form_takes_a_chunk_with_the_world_limits() {
-    // The world's limits of one decision (but a deadline a loaded machine cannot trip): a chunk of
-    // profiles has the fuel of as many decisions, so it is decided in one call, not one by one.
+fn python_batch_form_takes_a_chunk_in_one_call() {
+    // The world's fuel of one decision, and 5 ms: a chunk of profiles has the fuel and the time of as
+    // many decisions, so it is decided in one call, not one by one.
     let rt = support::cached_runtime();
     let p = rt.load(&support::guest("python", "dormant-depositor")).unwrap();
-    let limits = Limits { deadline_ms: Limits::CEILING.deadline_ms, ..Limits::default_for(World::Segment) };
+    let limits = Limits { deadline_ms: 5, ..Limits::default_for(World::Segment) };
     let opts = CallOptions { limits, ..CallOptions::new(World::Segment, support::now()) };
     let population: Vec<_> =
         (0..pitboss::plugins::BATCH_CHUNK + 10).map(|i| support::profile(&format!("p_{i}"))).collect();
@@ -61,6 +61,10 @@ fn python_batch_form_takes_a_chunk_with_the_world_limits() {
     let batch = run.outcome.unwrap_or_else(|e| panic!("the batch form: {e}"));
     assert_eq!((batch.len(), run.usage.instances), (population.len(), 2), "two chunks, two calls");
     assert!(run.usage.fuel > limits.fuel, "the whole chunk needed more than one decision's fuel");
+    assert!(run.usage.duration_ns > 5_000_000, "and more than one decision's time");
+    // Single decisions, with a deadline a loaded machine cannot trip.
+    let limits = Limits { deadline_ms: Limits::CEILING.deadline_ms, ..limits };
+    let opts = CallOptions { limits, ..opts };
     for (profile, m) in population.iter().zip(&batch).step_by(97) {
         let one = rt.segment(&p, &opts, profile, None).outcome.unwrap();
         assert_eq!((one.member, &one.reason), (m.member, &m.reason), "{}", profile.player_id);

@@ -66,21 +66,13 @@ fn main() {
             })
             .collect();
         let run = rt.segment(&plugin, &opts, &profile, None);
-        // The batch form: one instance for a chunk of 1024 profiles, with the fuel of its decisions (the
-        // world's limits, but a deadline a loaded machine cannot trip).
+        // The batch form: one instance for a chunk of 1024 profiles, with the fuel and time of its decisions.
         let population: Vec<_> = (0..4096).map(|i| support::profile(&format!("p_{i}"))).collect();
-        let batch_opts = CallOptions {
-            limits: pitboss::plugins::Limits {
-                deadline_ms: pitboss::plugins::Limits::CEILING.deadline_ms,
-                ..opts.limits
-            },
-            ..opts.clone()
-        };
         let batch = median(
             (0..3)
                 .map(|_| {
                     let t = Instant::now();
-                    rt.segment_batch(&plugin, &batch_opts, &population).outcome.unwrap();
+                    rt.segment_batch(&plugin, &opts, &population).outcome.unwrap();
                     t.elapsed() / population.len() as u32
                 })
                 .collect(),

@@ -302,10 +302,11 @@ impl Runtime {
     }
 
     /// Segment world, batch form: one membership per profile, in order. The population is cut into
-    /// chunks of `BATCH_CHUNK`, each evaluated in a fresh instance under `opts.limits`, except its fuel:
-    /// a chunk of n profiles is n decisions and may burn n decisions' fuel (up to the ceiling). With one
-    /// decision's fuel a chunk of a Python rule ran out every time and was decided again one profile at
-    /// a time, some fifty times slower.
+    /// chunks of `BATCH_CHUNK`, each evaluated in a fresh instance under `opts.limits`, except its fuel
+    /// and deadline: a chunk of n profiles is n decisions and has n decisions' fuel and time (up to the
+    /// ceilings). With one decision's fuel a chunk of a Python rule ran out every time and was decided
+    /// again one profile at a time, some fifty times slower; one of JavaScript takes most of one
+    /// decision's deadline.
     pub fn segment_batch<P: std::borrow::Borrow<m::Profile>>(
         &self,
         plugin: &Plugin,
@@ -324,8 +325,13 @@ impl Runtime {
             let input: Vec<convert::ProfileRef> =
                 chunk.iter().map(|p| convert::profile_ref(p.borrow())).collect();
             let size = input.wire_size();
-            let fuel = opts.limits.fuel.saturating_mul(chunk.len() as u64);
-            let chunk_opts = CallOptions { limits: Limits { fuel, ..opts.limits }, ..opts.clone() };
+            let n = chunk.len() as u64;
+            let limits = Limits {
+                fuel: opts.limits.fuel.saturating_mul(n),
+                deadline_ms: opts.limits.deadline_ms.saturating_mul(n),
+                ..opts.limits
+            };
+            let chunk_opts = CallOptions { limits, ..opts.clone() };
             let run = self
                 .execute(&chunk_opts, size, async |store| {
                     // Called through its export rather than the generated binding, which would take

@@ -394,19 +394,18 @@ impl EmbeddedBus {
                 }
             }
             if !work {
-                let mut pending = false;
-                for c in group {
-                    pending |= self::pending(&self.db, c.name).await?;
-                }
-                return Ok(Together::Done(pending));
+                return Ok(Together::Done(self.any_pending(group).await?));
             }
             let mut tx = self.db.begin_write().await?;
-            lock_offsets(&mut tx, group.iter().map(|c| c.name)).await?;
+            let positions = lock_offsets(&mut tx, group.iter().map(|c| c.name)).await?;
             let mut taken = Vec::with_capacity(group.len());
-            for c in group {
-                let position = offset_of(&mut tx, c.name).await?;
+            let mut drained = true;
+            for (c, position) in group.iter().zip(positions) {
                 match self.batch(&mut tx, c, horizon, position, BATCH).await? {
-                    Batch::Handled(events) => taken.push(events),
+                    Batch::Handled(events, all) => {
+                        drained &= all;
+                        taken.push(events);
+                    }
                     Batch::Nothing => taken.push(Vec::new()),
                     Batch::Unreadable(..) | Batch::Failed(..) => {
                         let _ = tx.rollback().await;
@@ -421,7 +420,20 @@ impl EmbeddedBus {
                 }
             }
             self.progress.notify_waiters();
+            if drained {
+                return Ok(Together::Done(self.any_pending(group).await?));
+            }
         }
+    }
+
+    /// Whether committed events wait beyond any of `group`'s offsets.
+    async fn any_pending(&self, group: &[Consumer]) -> anyhow::Result<bool> {
+        for c in group {
+            if self::pending(&self.db, c.name).await? {
+                return Ok(true);
+            }
+        }
+        Ok(false)
     }
 
     /// Applies every event after one consumer's offset, batch by batch.
@@ -437,7 +449,7 @@ impl EmbeddedBus {
                 return pending(&self.db, c.name).await;
             }
             let mut tx = self.db.begin_write().await?;
-            let position = lock_offsets(&mut tx, [c.name]).await?;
+            let position = lock_offsets(&mut tx, [c.name]).await?[0];
             let single = progress.single_until.is_some_and(|end| position < end);
             if !single {
                 progress.single_until = None;
@@ -448,12 +460,15 @@ impl EmbeddedBus {
                     tx.rollback().await?;
                     return pending(&self.db, c.name).await;
                 }
-                Batch::Handled(events) => {
+                Batch::Handled(events, drained) => {
                     tx.commit().await?;
                     if !events.is_empty() {
                         c.handler.committed(&events);
                     }
                     self.progress.notify_waiters();
+                    if drained {
+                        return pending(&self.db, c.name).await;
+                    }
                 }
                 Batch::Unreadable(at, error) => {
                     tracing::error!(consumer = c.name, seq = at.seq, %error, "event set aside");
@@ -477,7 +492,7 @@ impl EmbeddedBus {
                     // Under the offset's lock again, and only if no other host moved it meanwhile: a
                     // second host may have set this event aside and gone on already.
                     let mut tx = self.db.begin_write().await?;
-                    if lock_offsets(&mut tx, [c.name]).await? == position {
+                    if lock_offsets(&mut tx, [c.name]).await?[0] == position {
                         tracing::error!(consumer = c.name, seq = last.seq, %error, "event set aside: its effects cannot be applied");
                         set_aside(&mut tx, c.name, last, &error).await?;
                         tx.commit().await?;
@@ -510,7 +525,7 @@ impl EmbeddedBus {
         if rows.is_empty() {
             let Some(end) = seen_to else { return Ok(Batch::Nothing) };
             move_offset(&mut *tx, c.name, end).await?;
-            return Ok(Batch::Handled(Vec::new()));
+            return Ok(Batch::Handled(Vec::new(), true));
         }
         // Events that read, up to the first that does not; one that does not read alone is set aside.
         let mut events = Vec::with_capacity(rows.len());
@@ -530,10 +545,11 @@ impl EmbeddedBus {
         };
         // Past the host's events read over too, unless an event that does not read comes first.
         let to = if unreadable.is_none() { seen_to.map_or(last, |end| end.max(last)) } else { last };
+        let drained = unreadable.is_none() && (events.len() as i64) < limit;
         match c.handler.handle(&mut *tx, &events).await {
             Ok(()) => {
                 move_offset(&mut *tx, c.name, to).await?;
-                Ok(Batch::Handled(events))
+                Ok(Batch::Handled(events, drained))
             }
             Err(e) => Ok(Batch::Failed(last, events.len(), e)),
         }
@@ -553,22 +569,25 @@ impl EmbeddedBus {
             // Registered before draining, so a notification that arrives meanwhile is not lost.
             woken.as_mut().enable();
             progressed.as_mut().enable();
-            let pause = match self.drain(&group, &mut progress).await {
+            // How long to wait, and whether a notification ends the wait sooner.
+            let (pause, listen) = match self.drain(&group, &mut progress).await {
                 Err(e) => {
                     tracing::error!(consumer = group[0].name, error = %format!("{e:#}"), "consumer failed; retrying");
-                    Some(Duration::from_millis(500))
+                    (Duration::from_millis(500), false)
                 }
-                // Events are committed but an older transaction still runs: look again soon.
-                Ok(true) => Some(Duration::from_millis(10)),
-                Ok(false) => None,
+                // Events are committed but not all can be read: an older transaction still runs, or
+                // they were committed while the last batch was taken (that writer's notification
+                // ends the wait).
+                Ok(true) => (Duration::from_millis(10), true),
+                Ok(false) => (Duration::from_secs(1), true),
             };
             if *shutdown.borrow() {
                 return;
             }
             tokio::select! {
-                _ = woken, if pause.is_none() => {}
-                _ = progressed, if pause.is_none() && led => {}
-                _ = tokio::time::sleep(pause.unwrap_or(Duration::from_secs(1))) => {}
+                _ = woken, if listen => {}
+                _ = progressed, if listen && led => {}
+                _ = tokio::time::sleep(pause) => {}
                 _ = shutdown.changed() => {}
             }
         }
@@ -579,8 +598,10 @@ impl EmbeddedBus {
 enum Batch {
     /// Nothing to take.
     Nothing,
-    /// Handled (or passed over: no events) and the offset moved.
-    Handled(Vec<LoggedEvent>),
+    /// Handled (or passed over: no events) and the offset moved; whether that was every event it
+    /// could read (it read fewer than it could take), so that looking again finds only what was
+    /// committed since, which wakes the consumer anyway.
+    Handled(Vec<LoggedEvent>, bool),
     /// The first event does not read: it is to be set aside.
     Unreadable(Position, String),
     /// The handler failed on a batch ending at this position, of this many events.
@@ -603,29 +624,28 @@ async fn ceiling(conn: &mut sqlx::AnyConnection, reads: Reads) -> anyhow::Result
     }
 }
 
-/// Takes the consumers' offsets for the caller's write transaction; the first one's position. On
-/// PostgreSQL (where a group is one consumer) its row is locked: a second host's consumer waits, and so
-/// does an erasure (it takes every offset's lock, so that a batch in flight cannot write an erased id
-/// back).
+/// Takes the consumers' offsets for the caller's write transaction; their positions, in order. Each
+/// row is written (created if missing), which locks it: on PostgreSQL a second host's consumer waits,
+/// and so does an erasure (it takes every offset's lock, so that a batch in flight cannot write an
+/// erased id back). A position returned is the row's latest, read after any wait.
 async fn lock_offsets<'a>(
     conn: &mut sqlx::AnyConnection,
     consumers: impl IntoIterator<Item = &'a str>,
-) -> anyhow::Result<Position> {
+) -> anyhow::Result<Vec<Position>> {
     // (Collected first: a lazy iterator held across the awaits is not provably Send.)
     let names: Vec<&str> = consumers.into_iter().collect();
+    let mut positions = Vec::with_capacity(names.len());
     for name in &names {
-        sqlx::query("INSERT INTO consumer_offsets (consumer, position, tx_id) VALUES ($1, 0, 0) ON CONFLICT (consumer) DO NOTHING")
-            .bind(name)
-            .execute(&mut *conn)
-            .await?;
-        if Backend::of(conn) == Backend::Postgres {
-            sqlx::query("SELECT 1 AS one FROM consumer_offsets WHERE consumer = $1 FOR UPDATE")
-                .bind(name)
-                .fetch_one(&mut *conn)
-                .await?;
-        }
+        let row = sqlx::query(
+            "INSERT INTO consumer_offsets (consumer, position, tx_id) VALUES ($1, 0, 0)
+             ON CONFLICT (consumer) DO UPDATE SET consumer = excluded.consumer RETURNING tx_id, position",
+        )
+        .bind(name)
+        .fetch_one(&mut *conn)
+        .await?;
+        positions.push(Position { tx: row.try_get("tx_id")?, seq: row.try_get("position")? });
     }
-    offset_of(conn, names[0]).await
+    Ok(positions)
 }
 
 async fn offset_of(conn: &mut sqlx::AnyConnection, consumer: &str) -> anyhow::Result<Position> {

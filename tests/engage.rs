@@ -147,6 +147,20 @@ async fn payment_failed_prompt(b: Backend) {
     let (st, stats) = r.s.get(&r.marketing, &format!("/admin/triggers/{trigger}/stats")).await;
     assert_eq!(st, 200, "{stats}");
     assert_eq!((stats["fired"].as_i64(), stats["deduplicated"].as_i64()), (Some(1), Some(1)), "{stats}");
+
+    // Two failures of another payment in one request, so in one batch of the trigger consumer: the
+    // second is deduplicated by the first, fired in the same transaction.
+    let twice = json!([failed("pf5", "3ds_failed", "pay_4"), failed("pf6", "avs_failed", "pay_4")]);
+    let (st, v) = r.s.post(&r.platform, "/v1/events", &twice).await;
+    assert_eq!(st, 202, "{v}");
+    engaged(&r).await;
+    let f = fires(&r, "p_pay").await;
+    let outcome = |id: &str| f.iter().find(|f| f["event_id"] == id).map(|f| f["outcome"].clone());
+    assert_eq!(
+        (outcome("pf5"), outcome("pf6")),
+        (Some(json!("fired")), Some(json!("deduplicated"))),
+        "{f:?}"
+    );
     r.s.stop().await;
 }
 

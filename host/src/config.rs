@@ -226,11 +226,11 @@ impl Settings {
         let d = &self.delivery;
         anyhow::ensure!(d.max_attempts >= 1, "delivery.max_attempts must be at least 1");
         anyhow::ensure!(d.concurrency >= 1, "delivery.concurrency must be at least 1");
+        let attempt = self.longest_attempt_ms();
         anyhow::ensure!(
-            d.lease_ms > self.longest_attempt_ms(),
-            "delivery.lease_ms ({}) must exceed provider_timeout_ms × providers of a channel ({})",
-            d.lease_ms,
-            self.longest_attempt_ms()
+            d.lease_ms > attempt,
+            "delivery.lease_ms ({}) must exceed provider_timeout_ms × providers of a channel ({attempt})",
+            d.lease_ms
         );
         let mut names = std::collections::BTreeSet::new();
         for p in self.providers.push.iter().chain(&self.providers.sms) {

@@ -31,6 +31,9 @@ const STALE_MS: i64 = 60_000;
 /// that changes memberships.
 const PROGRESS_EVERY: Duration = Duration::from_secs(1);
 
+/// The first failures a sweep's figures keep (all are counted).
+const MAX_FAILURES: usize = 10;
+
 /// What a sweep did, as it goes.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Figures {
@@ -49,6 +52,24 @@ pub struct Figures {
     pub read_ms: u64,
     pub evaluate_ms: u64,
     pub write_ms: u64,
+}
+
+impl Figures {
+    /// Adds the figures of a part of the sweep counted apart (a page decided while another was written).
+    fn add(&mut self, part: Figures) {
+        self.players += part.players;
+        self.members += part.members;
+        self.entered += part.entered;
+        self.left += part.left;
+        self.host_out += part.host_out;
+        self.failed += part.failed;
+        let room = MAX_FAILURES.saturating_sub(self.failures.len());
+        self.failures.extend(part.failures.into_iter().take(room));
+        self.fuel += part.fuel;
+        self.read_ms += part.read_ms;
+        self.evaluate_ms += part.evaluate_ms;
+        self.write_ms += part.write_ms;
+    }
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -250,7 +271,8 @@ pub async fn run(core: &Core, sweep: &str, segment: &Segment) -> Result<Figures,
 
 async fn pages(core: &Core, sweep: &str, segment: &Segment, figures: &mut Figures) -> anyhow::Result<()> {
     let (brand, clock) = (segment.brand_id.clone(), core.clock().clone());
-    // Pages are read ahead, by other tasks, while this one decides and writes the page before.
+    // Pages are read ahead, by other tasks; each is decided while the one before is written, so the
+    // evaluation on the cores and the write in the database overlap.
     let mut pages = crate::profiles::Population::read(
         core.db.clone(),
         core.contacts_key.clone(),
@@ -259,11 +281,31 @@ async fn pages(core: &Core, sweep: &str, segment: &Segment, figures: &mut Figure
         move |page| Read::of(page, &brand, clock.now()),
     );
     let mut progressed = Instant::now();
-    while let Some(page) = pages.next().await? {
-        figures.read_ms += page.took.as_millis() as u64;
-        decide_and_write(core, sweep, segment, &page, figures, &mut progressed).await?;
+    let mut decided: Option<(Read, Vec<Option<Verdict>>)> = None;
+    loop {
+        let mut next_figures = Figures::default();
+        let decide_next = async {
+            let Some(page) = pages.next().await? else { return anyhow::Ok(None) };
+            next_figures.read_ms += page.took.as_millis() as u64;
+            let verdicts = decide(core, segment, &page, &mut next_figures).await?;
+            Ok(Some((page, verdicts)))
+        };
+        let write_last = async {
+            match &decided {
+                Some((page, verdicts)) => {
+                    write(core, sweep, segment, page, verdicts, figures, &mut progressed).await
+                }
+                None => Ok(()),
+            }
+        };
+        let (next, written) = tokio::join!(decide_next, write_last);
+        written?;
+        figures.add(next_figures);
+        match next? {
+            Some(next) => decided = Some(next),
+            None => return Ok(()),
+        }
     }
-    Ok(())
 }
 
 /// A page of the brand's players, as profiles at the host's time when it was read.
@@ -294,26 +336,49 @@ impl Read {
     }
 }
 
-/// Decides a page that was read and writes what changed, with the sweep's progress.
-async fn decide_and_write(
+/// A verdict per profile of a page (`None`: the rule failed for that player, counted in `figures`).
+async fn decide(
+    core: &Core,
+    segment: &Segment,
+    read: &Read,
+    figures: &mut Figures,
+) -> anyhow::Result<Vec<Option<Verdict>>> {
+    let t = Instant::now();
+    let (bound, fuel) = decide_bound(core, segment, &read.profiles, read.now).await?;
+    figures.fuel += fuel;
+    let mut verdicts = Vec::with_capacity(bound.len());
+    for ((player, _), b) in read.profiles.iter().zip(bound) {
+        figures.host_out += u64::from(b.binding.is_none());
+        verdicts.push(match b.outcome {
+            Ok(v) => Some(v),
+            Err((_, why)) => {
+                let rule = b.binding.map(|b| format!("{} {}", b.name, b.version)).unwrap_or_default();
+                fail(figures, format!("{rule} for {player}: {why}"));
+                None
+            }
+        });
+    }
+    figures.evaluate_ms += t.elapsed().as_millis() as u64;
+    Ok(verdicts)
+}
+
+/// Writes what a decided page changed, with the sweep's progress.
+async fn write(
     core: &Core,
     sweep: &str,
     segment: &Segment,
     read: &Read,
+    verdicts: &[Option<Verdict>],
     figures: &mut Figures,
     progressed: &mut Instant,
 ) -> anyhow::Result<()> {
-    let t = Instant::now();
-    let verdicts = decide_page(core, segment, &read.profiles, read.now, figures).await?;
-    figures.evaluate_ms += t.elapsed().as_millis() as u64;
-
     let t = Instant::now();
     let via = format!("sweep:{sweep}");
     let page = Page {
         range: (&read.range.0, &read.range.1),
         profiles: &read.profiles,
         seqs: &read.seqs,
-        verdicts: &verdicts,
+        verdicts,
         via: &via,
         at: read.now.as_millisecond(),
     };
@@ -548,34 +613,9 @@ pub async fn decide_bound(
     Ok((bound.into_iter().map(|b| b.expect("every profile decided")).collect(), fuel))
 }
 
-/// A verdict per profile (`None`: the rule failed for that player, counted in the figures).
-async fn decide_page(
-    core: &Core,
-    segment: &Segment,
-    profiles: &[(String, Arc<m::Profile>)],
-    now: jiff::Timestamp,
-    figures: &mut Figures,
-) -> anyhow::Result<Vec<Option<Verdict>>> {
-    let (bound, fuel) = decide_bound(core, segment, profiles, now).await?;
-    figures.fuel += fuel;
-    let mut verdicts = Vec::with_capacity(bound.len());
-    for ((player, _), b) in profiles.iter().zip(bound) {
-        figures.host_out += u64::from(b.binding.is_none());
-        verdicts.push(match b.outcome {
-            Ok(v) => Some(v),
-            Err((_, why)) => {
-                let rule = b.binding.map(|b| format!("{} {}", b.name, b.version)).unwrap_or_default();
-                fail(figures, format!("{rule} for {player}: {why}"));
-                None
-            }
-        });
-    }
-    Ok(verdicts)
-}
-
 fn fail(figures: &mut Figures, why: String) {
     figures.failed += 1;
-    if figures.failures.len() < 10 {
+    if figures.failures.len() < MAX_FAILURES {
         figures.failures.push(why);
     }
 }

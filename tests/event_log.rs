@@ -221,6 +221,51 @@ async fn shutdown_ends_while_the_consumer_fails(s: &TestServer) {
 
 crate::both!(set_aside, an_event_that_cannot_be_applied_is_set_aside);
 
+/// An event in the log that no longer reads (its payload or type written by hand, or by a version
+/// that wrote another shape) is set aside on its own, with why; the player's other events still go
+/// through.
+async fn an_event_that_does_not_read_is_set_aside(s: &TestServer) {
+    let key = s.key(Role::Platform, &["A"]).await;
+    let admin = s.key(Role::Admin, &["A"]).await;
+    assert_eq!(s.post(&key, "/v1/events", &registered("p_b")).await.0, 202);
+    s.settled().await;
+    let deposit = |id: &str| {
+        json!({"event_id": id, "event_type": "payment.captured", "player_id": "p_b", "brand_id": "A",
+               "occurred_at": "2026-11-21T10:00:00Z",
+               "payload": {"payment_id": id, "amount_minor": 5000, "currency": "EUR"}})
+    };
+    assert_eq!(s.post(&key, "/v1/events", &deposit("pay_b1")).await.0, 202);
+    sqlx::query(
+        "INSERT INTO events (brand_id, event_id, player_id, event_type, occurred_at, received_at, payload, body_hash)
+         VALUES ('A', 'bad_payload', 'p_b', 'payment.captured', 0, 0, '{\"amount_minor\": \"lots\"', 'x'),
+                ('A', 'bad_type', 'p_b', 'payment.teleported', 0, 0, '{}', 'x')",
+    )
+    .execute(&s.db.pool)
+    .await
+    .unwrap();
+    assert_eq!(s.post(&key, "/v1/events", &deposit("pay_b2")).await.0, 202);
+    s.settled().await;
+
+    let (st, b) = s.get(&key, "/v1/players/p_b").await;
+    assert_eq!((st, b["features"]["dep_count_30d"].as_u64()), (200, Some(2)), "{b}");
+    let (st, list) = s.get(&admin, "/admin/set-aside-events").await;
+    assert_eq!(st, 200, "{list}");
+    let profiles: Vec<(&str, &str)> = list["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["consumer"] == "profiles")
+        .map(|e| (e["event_id"].as_str().unwrap(), e["error"].as_str().unwrap()))
+        .collect();
+    assert_eq!(profiles.len(), 2, "{list}");
+    for (id, error) in profiles {
+        assert!(["bad_payload", "bad_type"].contains(&id), "{list}");
+        assert!(error.contains("does not read"), "{list}");
+    }
+}
+
+crate::both!(unreadable, an_event_that_does_not_read_is_set_aside);
+
 /// A consumer that keeps failing (here the triggers': their table is gone) holds back neither the
 /// consumers it follows nor the others.
 async fn a_failing_follower_holds_back_no_leader(s: &TestServer) {

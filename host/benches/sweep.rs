@@ -1,7 +1,8 @@
 //! `cargo bench -p pitboss --bench sweep`: segments over a whole synthetic population, on SQLite and on
 //! PostgreSQL. Per backend: the whole sweep through the host (read the profiles in pages + evaluate with
 //! the batch form + write what changed, with its `segment.*` events) — a first sweep in which a third of the
-//! players enter, then a second in which nothing changes — and the process's peak RSS; then the
+//! players enter, a second in which nothing changes, and a third after those members deposited, in which
+//! they all leave — and the process's peak RSS; then the
 //! evaluation alone over the same profiles held in memory: the native Rust rule as the baseline, the
 //! reference `dormant-depositor` and `churn-risk` plugins in Rust and in Python (Python on a slice: it
 //! is two orders of magnitude slower), each in profiles/s with its ratio to native.
@@ -78,6 +79,24 @@ async fn seed(s: &TestServer, n: usize) {
     tx.commit().await.unwrap();
 }
 
+/// Every player with e-mail consent (every second one) deposits today, written straight into the
+/// profile tables as `seed` writes: the dormant depositors all leave at the next sweep.
+async fn deposit_today(s: &TestServer, n: usize) {
+    let today = support::now().as_millisecond() / DAY_MS;
+    let mut tx = s.db.pool.begin().await.unwrap();
+    for start in (0..n).step_by(1000) {
+        let rows: Vec<String> = (start..(start + 1000).min(n))
+            .filter(|i| i % 2 == 0)
+            .map(|i| format!("('A', 'p_{i:08}', {today}, 1, 2500, 0, 0, 0, 0)"))
+            .collect();
+        if !rows.is_empty() {
+            let sql = format!("INSERT INTO player_days VALUES {} ON CONFLICT DO NOTHING", rows.join(","));
+            sqlx::query(sqlx::AssertSqlSafe(sql)).execute(&mut *tx).await.unwrap();
+        }
+    }
+    tx.commit().await.unwrap();
+}
+
 /// The native baseline: `dormant-depositor`'s rule in Rust.
 fn native_dormant(p: &m::Profile) -> bool {
     p.jurisdiction == "DE"
@@ -149,21 +168,29 @@ async fn bench(backend: Backend, name: &str, n: usize) {
 
     println!("\n{name}, whole sweep through the host (read + evaluate + write), {n} players:");
     println!(
-        "{:<34} {:>9} {:>12} {:>9} {:>9} {:>9} {:>9} {:>11}",
-        "", "wall s", "profiles/s", "read s", "eval s", "write s", "entered", "+ events s"
+        "{:<34} {:>9} {:>12} {:>9} {:>9} {:>9} {:>9} {:>9} {:>11}",
+        "", "wall s", "profiles/s", "read s", "eval s", "write s", "entered", "left", "+ events s"
     );
-    for label in ["first sweep (a third of them enter)", "second sweep (nothing changes)"] {
+    for label in [
+        "first sweep (a third of them enter)",
+        "second sweep (nothing changes)",
+        "third sweep (the members leave)",
+    ] {
+        if label.starts_with("third") {
+            deposit_today(&s, n).await;
+        }
         let (wall, f) = sweep(&s, &operator, &segment).await;
         let secs = |k: &str| f[k].as_f64().unwrap_or(0.0) / 1e3;
         let events = consumers_done(&s).await;
         println!(
-            "{label:<34} {:>9.2} {:>12.0} {:>9.2} {:>9.2} {:>9.2} {:>9} {:>11.2}",
+            "{label:<34} {:>9.2} {:>12.0} {:>9.2} {:>9.2} {:>9.2} {:>9} {:>9} {:>11.2}",
             wall.as_secs_f64(),
             rate(n, wall),
             secs("read_ms"),
             secs("evaluate_ms"),
             secs("write_ms"),
-            f["entered"],
+            f["entered"].as_u64().unwrap_or(0),
+            f["left"].as_u64().unwrap_or(0),
             events.as_secs_f64()
         );
     }

@@ -215,71 +215,81 @@ pub async fn apply_many(
             json_array_rows(backend, 5)
         );
         let rows = serde_json::to_string(&rows)?;
-        let query = |sql: String| {
+        // A player it passes over has an open span by another writer.
+        let written = "segment_id = $1 AND brand_id = $2 AND entered_at = $3 AND via = $4 AND left_at IS NULL
+             AND player_id IN (SELECT j.value ->> 0 FROM json_each($5) AS j)";
+        let opened = written_spans(conn, &insert, written, |sql| {
             sqlx::query(sqlx::AssertSqlSafe(sql))
                 .bind(segment.id)
                 .bind(segment.brand_id)
                 .bind(at)
                 .bind(via)
-                .bind(rows)
-        };
-        // The spans it opened (a player it passed over has an open span by another writer), as one
-        // value: a `RETURNING` row costs more through sqlx than inserting it (a sweep's page of 1,400
-        // entries spent 14 ms on SQLite with them, 10 ms without).
-        let opened: Vec<(i64, String)> = match backend {
-            super::Backend::Postgres => {
-                let sql = format!(
-                    "WITH opened AS ({insert} RETURNING id, player_id)
-                     SELECT COALESCE(json_agg(json_build_array(id, player_id)), '[]')::text FROM opened"
-                );
-                serde_json::from_str(&query(sql).fetch_one(&mut *conn).await?.try_get::<String, _>(0)?)?
-            }
-            super::Backend::Sqlite => {
-                // No `INSERT` inside `WITH` here; with one writer at a time, the players' open spans
-                // of this writer at this time are the ones it opened.
-                query(insert).execute(&mut *conn).await?;
-                let players: Vec<String> = enter.iter().map(|(p, _, _)| p.to_string()).collect();
-                let which = super::Players::List(&players);
-                let from = format!(
-                    "segment_members WHERE segment_id = $1 AND left_at IS NULL AND via = $2 AND entered_at = $3 AND {}",
-                    which.condition(backend, 4)
-                );
-                super::json_rows(conn, "id, player_id", &from, "player_id", |q| {
-                    which.bind(q.bind(segment.id).bind(via).bind(at))
-                })
-                .await?
-            }
-        };
+                .bind(&rows)
+        })
+        .await?;
         let verdicts: HashMap<&str, &Verdict> = enter.iter().map(|(p, _, v)| (*p, *v)).collect();
         for (span, player) in opened {
             let verdict = verdicts.get(player.as_str()).copied().expect("a player entered");
             changes.push((Change::Entered, span, player, verdict));
         }
     }
-    for chunk in leave.chunks(super::rows_per_statement(backend, 2)) {
-        let values: Vec<String> =
-            (0..chunk.len()).map(|k| format!("(${}, ${})", 3 + 2 * k, 4 + 2 * k)).collect();
-        let sql = format!(
-            "WITH v (id, reason) AS (VALUES {})
-             UPDATE segment_members SET left_at = $1, left_via = $2, left_reason = v.reason FROM v
-             WHERE segment_members.id = v.id AND segment_members.left_at IS NULL
-             RETURNING segment_members.id AS id, segment_members.player_id AS player_id",
-            values.join(", ")
+    if !leave.is_empty() {
+        // Every exit in one statement, its rows one JSON parameter: [span, reason].
+        let rows: Vec<serde_json::Value> =
+            leave.iter().map(|(span, v)| serde_json::json!([span, v.reason])).collect();
+        let rows = serde_json::to_string(&rows)?;
+        let update = format!(
+            "UPDATE segment_members SET left_at = $1, left_via = $2, left_reason = j.value ->> 1 FROM {}
+             WHERE segment_members.id = CAST(j.value ->> 0 AS BIGINT) AND segment_members.left_at IS NULL",
+            json_array_rows(backend, 3)
         );
-        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(at).bind(via);
-        for (span, v) in chunk {
-            q = q.bind(*span).bind(v.reason.as_deref());
-        }
-        for r in q.fetch_all(&mut *conn).await? {
-            let span: i64 = r.try_get("id")?;
-            let verdict = chunk.iter().find(|(s, _)| *s == span).map(|(_, v)| *v).expect("a span closed");
-            changes.push((Change::Left, span, r.try_get("player_id")?, verdict));
+        let written =
+            "left_at = $1 AND left_via = $2 AND id IN (SELECT j.value ->> 0 FROM json_each($3) AS j)";
+        let closed = written_spans(conn, &update, written, |sql| {
+            sqlx::query(sqlx::AssertSqlSafe(sql)).bind(at).bind(via).bind(&rows)
+        })
+        .await?;
+        let verdicts: HashMap<i64, &Verdict> = leave.iter().map(|(span, v)| (*span, *v)).collect();
+        for (span, player) in closed {
+            let verdict = verdicts.get(&span).copied().expect("a span closed");
+            changes.push((Change::Left, span, player, verdict));
         }
     }
     let logged: Vec<(Change, i64, &str, &Verdict)> =
         changes.iter().map(|(c, s, p, v)| (*c, *s, p.as_str(), *v)).collect();
     log_changes(conn, segment, &logged, via, at).await?;
     Ok(changes.into_iter().map(|(c, s, p, _)| (c, s, p)).collect())
+}
+
+/// Runs `write`, an `INSERT` into or `UPDATE` of `segment_members`, and answers the (span, player) of
+/// the rows it wrote, read as one value: a `RETURNING` row costs more through sqlx than writing it (a
+/// sweep's page of 1,400 entries spent 14 ms on SQLite with them, 10 ms without). PostgreSQL returns
+/// them from a `WITH` around the statement; SQLite, which takes no `INSERT` or `UPDATE` inside `WITH`,
+/// reads back the rows that match `written` (a condition on the same parameters that, with one writer
+/// at a time, only the rows it wrote meet). `query` makes a statement with the parameters bound.
+async fn written_spans<'q>(
+    conn: &mut sqlx::AnyConnection,
+    write: &str,
+    written: &str,
+    query: impl Fn(String) -> sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments>,
+) -> anyhow::Result<Vec<(i64, String)>> {
+    let json: String = match super::Backend::of(conn) {
+        super::Backend::Postgres => {
+            let sql = format!(
+                "WITH written AS ({write} RETURNING segment_members.id AS id, segment_members.player_id AS player_id)
+                 SELECT COALESCE(json_agg(json_build_array(id, player_id) ORDER BY id), '[]')::text FROM written"
+            );
+            query(sql).fetch_one(&mut *conn).await?.try_get(0)?
+        }
+        super::Backend::Sqlite => {
+            query(write.to_string()).execute(&mut *conn).await?;
+            let sql = format!(
+                "SELECT json_group_array(json_array(id, player_id) ORDER BY id) FROM segment_members WHERE {written}"
+            );
+            query(sql).fetch_one(&mut *conn).await?.try_get(0)?
+        }
+    };
+    Ok(serde_json::from_str(&json)?)
 }
 
 /// Writes `segment.entered` / `segment.left` for changes made, to the log (one statement).

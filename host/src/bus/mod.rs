@@ -440,13 +440,18 @@ impl EmbeddedBus {
     async fn drain_one(&self, c: &Consumer, progress: &mut Progress) -> anyhow::Result<bool> {
         loop {
             let horizon = self.horizon().await?;
-            let (work, at) = self.has_work(c, horizon).await?;
-            if !work {
-                // Past the batch that failed: its group may take batches together again.
-                if progress.single_until.is_some_and(|end| at >= end) {
-                    progress.single_until = None;
+            // On SQLite, where every writer queues for one lock, a consumer looks for work before it
+            // queues; on PostgreSQL, where each statement is a round trip, the batch's own read finds
+            // out (and says so with `Batch::Nothing`).
+            if self.db.backend == Backend::Sqlite {
+                let (work, at) = self.has_work(c, horizon).await?;
+                if !work {
+                    // Past the batch that failed: its group may take batches together again.
+                    if progress.single_until.is_some_and(|end| at >= end) {
+                        progress.single_until = None;
+                    }
+                    return pending(&self.db, c.name).await;
                 }
-                return pending(&self.db, c.name).await;
             }
             let mut tx = self.db.begin_write().await?;
             let position = lock_offsets(&mut tx, [c.name]).await?[0];

@@ -11,7 +11,8 @@
 //!
 //! On SQLite a consumer that follows another one joins its group (profiles → segments → triggers,
 //! bonuses): a group takes a batch of each of its consumers, in order, in one transaction and one turn
-//! of the write lock, each with its own offset and its own read up to its leader's new offset.
+//! of the write lock, each with its own offset and up to its leader's new offset; the consumers at the
+//! same offset (all of them, once caught up) share one read of the log.
 //! Consumers taking their turns one by one spent most of an event's way waiting for the write lock,
 //! four times over; a group fails over to one by one when a batch fails, so that one consumer's failing
 //! event holds back no other. On PostgreSQL consumers run side by side, each in its own transactions.
@@ -213,6 +214,52 @@ struct Progress {
     single_until: Option<Position>,
 }
 
+/// An event as read from the log, or where one that does not read lies, with the error.
+type LogRow = Result<LoggedEvent, (Position, String)>;
+
+/// A consumer's share of what was read of the log: its events in order, up to the first event of its
+/// range that does not read; where its offset may move (the last event it took or passed over);
+/// whether that was every event it could take.
+struct Share {
+    events: Vec<LoggedEvent>,
+    unreadable: Option<(Position, String)>,
+    to: Option<Position>,
+    drained: bool,
+}
+
+impl Share {
+    /// Of `rows`, every row of the consumer's range in log order: those `takes` wants are its events.
+    /// `complete`: no event of its range lies beyond them.
+    fn of(rows: impl Iterator<Item = LogRow>, takes: impl Fn(&LoggedEvent) -> bool, complete: bool) -> Share {
+        let mut share = Share { events: Vec::new(), unreadable: None, to: None, drained: complete };
+        for row in rows {
+            match row {
+                Ok(e) => {
+                    share.to = Some(e.position());
+                    if takes(&e) {
+                        share.events.push(e);
+                    }
+                }
+                Err(bad) => {
+                    share.unreadable = Some(bad);
+                    share.drained = false;
+                    break;
+                }
+            }
+        }
+        share
+    }
+
+    /// Also past the host's events a filtered read passed over, up to `seen` (unless an event of its
+    /// range does not read).
+    fn past(mut self, seen: Option<Position>) -> Share {
+        if self.unreadable.is_none() {
+            self.to = self.to.max(seen);
+        }
+        self
+    }
+}
+
 /// Reads the log after `after`, up to `horizon` (exclusive, on tx) and `ceiling` (inclusive); only
 /// the platform's events if `platform_only`.
 async fn read_after(
@@ -221,7 +268,7 @@ async fn read_after(
     (horizon, ceiling): (i64, Position),
     limit: i64,
     platform_only: bool,
-) -> anyhow::Result<Vec<Result<LoggedEvent, (i64, i64, String)>>> {
+) -> anyhow::Result<Vec<LogRow>> {
     let [sql, _, _] = log_reads(Backend::of(conn), platform_only);
     let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
         .bind(after.tx)
@@ -237,7 +284,7 @@ async fn read_after(
         .map(|row| {
             logged_of(row).map_err(|e| {
                 let (tx, seq) = (row.try_get("tx_id").unwrap_or(0), row.try_get("seq").unwrap_or(0));
-                (tx, seq, format!("the stored event does not read: {e:#}"))
+                (Position { tx, seq }, format!("the stored event does not read: {e:#}"))
             })
         })
         .collect())
@@ -382,28 +429,84 @@ impl EmbeddedBus {
         Ok((!read_after(&mut conn, at, (horizon, ceiling), 1, false).await?.is_empty(), at))
     }
 
+    /// Whether any of a group's consumers has events to take, looked for without the write lock, from
+    /// one read of every offset: a consumer behind its leader in the group has, and one that leads has
+    /// if an event lies after its offset (up to its own leader's, outside the group). Otherwise the
+    /// group's lowest offset (a consumer's offset is always an event's position).
+    async fn group_work(&self, group: &[Consumer], horizon: i64) -> anyhow::Result<Result<(), Position>> {
+        let mut conn = self.db.pool.acquire().await?;
+        let offsets = all_offsets(&mut conn).await?;
+        let at = |name: &str| offsets.get(name).copied().unwrap_or_default();
+        let mut lowest = Position { tx: i64::MAX, seq: i64::MAX };
+        for c in group {
+            lowest = lowest.min(at(c.name));
+            let ceiling = match c.reads.leader {
+                Some(leader) if group.iter().any(|o| o.name == leader) => {
+                    if at(c.name) < at(leader) {
+                        return Ok(Ok(()));
+                    }
+                    continue;
+                }
+                Some(leader) => at(leader),
+                None => Position { tx: i64::MAX, seq: i64::MAX },
+            };
+            if !read_after(&mut conn, at(c.name), (horizon, ceiling), 1, false).await?.is_empty() {
+                return Ok(Ok(()));
+            }
+        }
+        Ok(Err(lowest))
+    }
+
     /// One batch of each consumer of a group, in one transaction, until none has work or one fails.
+    /// The log is read once for the consumers at the group's lowest offset (all of them, once they
+    /// have caught up with each other), each taking its share up to its leader's new offset; one
+    /// elsewhere reads its own.
     async fn drain_together(&self, group: &[Consumer]) -> anyhow::Result<Together> {
         loop {
             let horizon = self.horizon().await?;
-            let mut work = false;
-            for c in group {
-                if self.has_work(c, horizon).await?.0 {
-                    work = true;
-                    break;
-                }
-            }
-            if !work {
-                return Ok(Together::Done(self.any_pending(group).await?));
+            if let Err(lowest) = self.group_work(group, horizon).await? {
+                return Ok(Together::Done(pending_after(&self.db, lowest).await?));
             }
             let mut tx = self.db.begin_write().await?;
             let positions = lock_offsets(&mut tx, group.iter().map(|c| c.name)).await?;
+            let lowest = positions.iter().copied().min().unwrap_or_default();
+            let everything = Position { tx: i64::MAX, seq: i64::MAX };
+            let read = read_after(&mut tx, lowest, (horizon, everything), BATCH, false).await?;
+            let end = match read.last() {
+                Some(Ok(e)) => e.position(),
+                Some(Err((at, _))) => *at,
+                None => lowest,
+            };
+            let short = (read.len() as i64) < BATCH;
+            let mut moved = positions.clone();
             let mut taken = Vec::with_capacity(group.len());
             let mut drained = true;
-            for (c, position) in group.iter().zip(positions) {
-                match self.batch(&mut tx, c, horizon, position, BATCH).await? {
-                    Batch::Handled(events, all) => {
+            for (i, c) in group.iter().enumerate() {
+                let ceiling = match c.reads.leader {
+                    Some(leader) => match group.iter().position(|o| o.name == leader) {
+                        Some(j) => moved[j],
+                        None => offset_of(&mut tx, leader).await?,
+                    },
+                    None => everything,
+                };
+                let batch = if positions[i] == lowest {
+                    let range = read.iter().filter(|row| {
+                        let at = match row {
+                            Ok(e) => e.position(),
+                            Err((at, _)) => *at,
+                        };
+                        at > lowest && at <= ceiling
+                    });
+                    let platform_only = c.reads.platform_only;
+                    let takes = |e: &LoggedEvent| !(platform_only && e.event_type.emitted_by_host());
+                    self.apply(&mut tx, c, Share::of(range.cloned(), takes, short || end >= ceiling)).await?
+                } else {
+                    self.batch(&mut tx, c, (horizon, ceiling), positions[i], BATCH).await?
+                };
+                match batch {
+                    Batch::Handled { events, drained: all, to } => {
                         drained &= all;
+                        moved[i] = to;
                         taken.push(events);
                     }
                     Batch::Nothing => taken.push(Vec::new()),
@@ -421,19 +524,10 @@ impl EmbeddedBus {
             }
             self.progress.notify_waiters();
             if drained {
-                return Ok(Together::Done(self.any_pending(group).await?));
+                let lowest = moved.iter().copied().min().unwrap_or_default();
+                return Ok(Together::Done(pending_after(&self.db, lowest).await?));
             }
         }
-    }
-
-    /// Whether committed events wait beyond any of `group`'s offsets.
-    async fn any_pending(&self, group: &[Consumer]) -> anyhow::Result<bool> {
-        for c in group {
-            if self::pending(&self.db, c.name).await? {
-                return Ok(true);
-            }
-        }
-        Ok(false)
     }
 
     /// Applies every event after one consumer's offset, batch by batch.
@@ -460,12 +554,13 @@ impl EmbeddedBus {
                 progress.single_until = None;
             }
             let limit = if single { 1 } else { BATCH };
-            match self.batch(&mut tx, c, horizon, position, limit).await? {
+            let ceiling = ceiling(&mut tx, c.reads).await?;
+            match self.batch(&mut tx, c, (horizon, ceiling), position, limit).await? {
                 Batch::Nothing => {
                     tx.rollback().await?;
                     return pending(&self.db, c.name).await;
                 }
-                Batch::Handled(events, drained) => {
+                Batch::Handled { events, drained, .. } => {
                     tx.commit().await?;
                     if !events.is_empty() {
                         c.handler.committed(&events);
@@ -507,17 +602,16 @@ impl EmbeddedBus {
         }
     }
 
-    /// Reads a consumer's next events after `position` (its offset, locked by the caller) and hands
-    /// them to its handler, in the caller's transaction; the offset moves with their effects.
+    /// One batch of a consumer in the caller's transaction: its own read of the log after `position`,
+    /// up to `ceiling`, then its handler.
     async fn batch(
         &self,
         tx: &mut sqlx::AnyConnection,
         c: &Consumer,
-        horizon: i64,
+        (horizon, ceiling): (i64, Position),
         position: Position,
         limit: i64,
     ) -> anyhow::Result<Batch> {
-        let ceiling = ceiling(&mut *tx, c.reads).await?;
         let rows = read_after(&mut *tx, position, (horizon, ceiling), limit, c.reads.platform_only).await?;
         // A read that passed over the host's events and came back short has seen every event up to the
         // horizon and the ceiling: the offset may move to the last of them.
@@ -527,36 +621,28 @@ impl EmbeddedBus {
         } else {
             None
         };
-        if rows.is_empty() {
-            let Some(end) = seen_to else { return Ok(Batch::Nothing) };
-            move_offset(&mut *tx, c.name, end).await?;
-            return Ok(Batch::Handled(Vec::new(), true));
-        }
-        // Events that read, up to the first that does not; one that does not read alone is set aside.
-        let mut events = Vec::with_capacity(rows.len());
-        let mut unreadable = None;
-        for row in rows {
-            match row {
-                Ok(e) => events.push(e),
-                Err(bad) => {
-                    unreadable = Some(bad);
-                    break;
-                }
+        let short = (rows.len() as i64) < limit;
+        let share = Share::of(rows.into_iter(), |_| true, short);
+        self.apply(tx, c, share.past(seen_to)).await
+    }
+
+    /// Hands a consumer its share of the log and moves its offset, in the caller's transaction.
+    async fn apply(&self, tx: &mut sqlx::AnyConnection, c: &Consumer, share: Share) -> anyhow::Result<Batch> {
+        let Some(last) = share.events.last().map(LoggedEvent::position) else {
+            if let Some((at, error)) = share.unreadable {
+                return Ok(Batch::Unreadable(at, error));
             }
-        }
-        let Some(last) = events.last().map(LoggedEvent::position) else {
-            let (tx_id, seq, error) = unreadable.expect("a row that did not read");
-            return Ok(Batch::Unreadable(Position { tx: tx_id, seq }, error));
+            let Some(to) = share.to else { return Ok(Batch::Nothing) };
+            move_offset(&mut *tx, c.name, to).await?;
+            return Ok(Batch::Handled { events: Vec::new(), drained: true, to });
         };
-        // Past the host's events read over too, unless an event that does not read comes first.
-        let to = if unreadable.is_none() { seen_to.map_or(last, |end| end.max(last)) } else { last };
-        let drained = unreadable.is_none() && (events.len() as i64) < limit;
-        match c.handler.handle(&mut *tx, &events).await {
+        match c.handler.handle(&mut *tx, &share.events).await {
             Ok(()) => {
+                let to = share.to.unwrap_or(last);
                 move_offset(&mut *tx, c.name, to).await?;
-                Ok(Batch::Handled(events, drained))
+                Ok(Batch::Handled { events: share.events, drained: share.drained, to })
             }
-            Err(e) => Ok(Batch::Failed(last, events.len(), e)),
+            Err(e) => Ok(Batch::Failed(last, share.events.len(), e)),
         }
     }
 
@@ -603,10 +689,10 @@ impl EmbeddedBus {
 enum Batch {
     /// Nothing to take.
     Nothing,
-    /// Handled (or passed over: no events) and the offset moved; whether that was every event it
-    /// could read (it read fewer than it could take), so that looking again finds only what was
+    /// Handled (or passed over: no events) and the offset moved `to`; whether that was every event
+    /// it could read (it read fewer than it could take), so that looking again finds only what was
     /// committed since, which wakes the consumer anyway.
-    Handled(Vec<LoggedEvent>, bool),
+    Handled { events: Vec<LoggedEvent>, drained: bool, to: Position },
     /// The first event does not read: it is to be set aside.
     Unreadable(Position, String),
     /// The handler failed on a batch ending at this position, of this many events.
@@ -637,20 +723,39 @@ async fn lock_offsets<'a>(
     conn: &mut sqlx::AnyConnection,
     consumers: impl IntoIterator<Item = &'a str>,
 ) -> anyhow::Result<Vec<Position>> {
-    // (Collected first: a lazy iterator held across the awaits is not provably Send.)
+    // (Collected first: a lazy iterator held across the await is not provably Send.)
     let names: Vec<&str> = consumers.into_iter().collect();
-    let mut positions = Vec::with_capacity(names.len());
+    let rows: Vec<String> = (0..names.len()).map(|i| format!("(${}, 0, 0)", i + 1)).collect();
+    let sql = format!(
+        "INSERT INTO consumer_offsets (consumer, position, tx_id) VALUES {}
+         ON CONFLICT (consumer) DO UPDATE SET consumer = excluded.consumer RETURNING consumer, tx_id, position",
+        rows.join(", ")
+    );
+    let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
     for name in &names {
-        let row = sqlx::query(
-            "INSERT INTO consumer_offsets (consumer, position, tx_id) VALUES ($1, 0, 0)
-             ON CONFLICT (consumer) DO UPDATE SET consumer = excluded.consumer RETURNING tx_id, position",
-        )
-        .bind(name)
-        .fetch_one(&mut *conn)
-        .await?;
-        positions.push(Position { tx: row.try_get("tx_id")?, seq: row.try_get("position")? });
+        query = query.bind(*name);
     }
-    Ok(positions)
+    let mut locked = std::collections::HashMap::new();
+    for row in query.fetch_all(&mut *conn).await? {
+        let at = Position { tx: row.try_get("tx_id")?, seq: row.try_get("position")? };
+        locked.insert(row.try_get::<String, _>("consumer")?, at);
+    }
+    names
+        .iter()
+        .map(|n| locked.get(*n).copied().ok_or_else(|| anyhow::anyhow!("offset of {n} not locked")))
+        .collect()
+}
+
+/// Every consumer's offset (a handful of rows).
+async fn all_offsets(
+    conn: &mut sqlx::AnyConnection,
+) -> anyhow::Result<std::collections::HashMap<String, Position>> {
+    let rows = sqlx::query("SELECT consumer, tx_id, position FROM consumer_offsets").fetch_all(conn).await?;
+    rows.iter()
+        .map(|r| {
+            Ok((r.try_get("consumer")?, Position { tx: r.try_get("tx_id")?, seq: r.try_get("position")? }))
+        })
+        .collect()
 }
 
 async fn offset_of(conn: &mut sqlx::AnyConnection, consumer: &str) -> anyhow::Result<Position> {
@@ -712,11 +817,15 @@ async fn set_aside(
 /// Whether committed events beyond the consumer's offset exist, including those a transaction still
 /// running keeps from being read yet.
 pub async fn pending(db: &Db, consumer: &str) -> anyhow::Result<bool> {
-    let mut conn = db.pool.acquire().await?;
-    let at = offset_of(&mut conn, consumer).await?;
+    let at = offset_of(&mut *db.pool.acquire().await?, consumer).await?;
+    pending_after(db, at).await
+}
+
+/// Whether committed events lie after `at`.
+async fn pending_after(db: &Db, at: Position) -> anyhow::Result<bool> {
     let [_, sql, _] = log_reads(db.backend, false);
     let query = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(at.tx).bind(at.seq);
-    Ok(query.fetch_optional(&mut *conn).await?.is_some())
+    Ok(query.fetch_optional(&db.pool).await?.is_some())
 }
 
 /// Waits until `consumer` has applied (or set aside) every event of the player committed so far, calling

@@ -132,7 +132,10 @@ impl TestServer {
 
     /// A server with a config file's settings (brands, relay, providers, policies).
     pub async fn start_with(backend: Backend, settings: Settings) -> Option<TestServer> {
-        let _ = tracing_subscriber::fmt().with_test_writer().with_env_filter("pitboss=info").try_init();
+        let _ = tracing_subscriber::fmt()
+            .with_test_writer()
+            .with_env_filter(std::env::var("PITBOSS_LOG").unwrap_or("pitboss=info".into()))
+            .try_init();
         let test_db = TestDb::new(backend).await?;
         let db = Db::open(&test_db.url).await.expect("open test database");
         let (contacts_key, _) = ContactsKey::generate();

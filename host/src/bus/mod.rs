@@ -86,14 +86,35 @@ pub struct Unapplicable(pub String);
 
 /// A consumer: applies a batch of events, in log order, in the transaction the offset moves in.
 pub trait Handler: Send + Sync + 'static {
+    /// `passed`: what the consumers before this one in the transaction read and pass on.
     fn handle(
         &self,
         conn: &mut sqlx::AnyConnection,
         events: &[LoggedEvent],
+        passed: &mut Passed,
     ) -> impl std::future::Future<Output = anyhow::Result<()>> + Send;
 
     /// Called after a committed batch, with the events it held (cache invalidation and such).
     fn committed(&self, _events: &[LoggedEvent]) {}
+}
+
+/// What consumers pass on to those after them in the same transaction (a SQLite group's): values read
+/// there, one of each type, so that a later consumer need not read them again. It lives as long as the
+/// transaction; a consumer that changes what such a value was read from takes it out first.
+#[derive(Default)]
+pub struct Passed(std::collections::HashMap<std::any::TypeId, Box<dyn std::any::Any + Send>>);
+
+impl Passed {
+    /// The value of type `T` passed on so far (empty at first).
+    pub fn get<T: Default + Send + 'static>(&mut self) -> &mut T {
+        let value = self.0.entry(std::any::TypeId::of::<T>()).or_insert_with(|| Box::new(T::default()));
+        value.downcast_mut().expect("kept under its own type")
+    }
+
+    /// Takes out the value of type `T`: what it was read from is about to change.
+    pub fn forget<T: 'static>(&mut self) {
+        self.0.remove(&std::any::TypeId::of::<T>());
+    }
 }
 
 /// Events read per transaction.
@@ -125,6 +146,7 @@ trait Stage: Send + Sync {
         &'a self,
         conn: &'a mut sqlx::AnyConnection,
         events: &'a [LoggedEvent],
+        passed: &'a mut Passed,
     ) -> futures_util::future::BoxFuture<'a, anyhow::Result<()>>;
     fn committed(&self, events: &[LoggedEvent]);
 }
@@ -134,8 +156,9 @@ impl<H: Handler> Stage for H {
         &'a self,
         conn: &'a mut sqlx::AnyConnection,
         events: &'a [LoggedEvent],
+        passed: &'a mut Passed,
     ) -> futures_util::future::BoxFuture<'a, anyhow::Result<()>> {
-        Box::pin(Handler::handle(self, conn, events))
+        Box::pin(Handler::handle(self, conn, events, passed))
     }
 
     fn committed(&self, events: &[LoggedEvent]) {
@@ -479,6 +502,7 @@ impl EmbeddedBus {
             };
             let short = (read.len() as i64) < BATCH;
             let mut moved = positions.clone();
+            let mut passed = Passed::default();
             let mut taken = Vec::with_capacity(group.len());
             let mut drained = true;
             for (i, c) in group.iter().enumerate() {
@@ -499,9 +523,10 @@ impl EmbeddedBus {
                     });
                     let platform_only = c.reads.platform_only;
                     let takes = |e: &LoggedEvent| !(platform_only && e.event_type.emitted_by_host());
-                    self.apply(&mut tx, c, Share::of(range.cloned(), takes, short || end >= ceiling)).await?
+                    let share = Share::of(range.cloned(), takes, short || end >= ceiling);
+                    self.apply(&mut tx, c, share, &mut passed).await?
                 } else {
-                    self.batch(&mut tx, c, (horizon, ceiling), positions[i], BATCH).await?
+                    self.batch(&mut tx, c, (horizon, ceiling), positions[i], BATCH, &mut passed).await?
                 };
                 match batch {
                     Batch::Handled { events, drained: all, to } => {
@@ -555,7 +580,7 @@ impl EmbeddedBus {
             }
             let limit = if single { 1 } else { BATCH };
             let ceiling = ceiling(&mut tx, c.reads).await?;
-            match self.batch(&mut tx, c, (horizon, ceiling), position, limit).await? {
+            match self.batch(&mut tx, c, (horizon, ceiling), position, limit, &mut Passed::default()).await? {
                 Batch::Nothing => {
                     tx.rollback().await?;
                     return pending(&self.db, c.name).await;
@@ -611,6 +636,7 @@ impl EmbeddedBus {
         (horizon, ceiling): (i64, Position),
         position: Position,
         limit: i64,
+        passed: &mut Passed,
     ) -> anyhow::Result<Batch> {
         let rows = read_after(&mut *tx, position, (horizon, ceiling), limit, c.reads.platform_only).await?;
         // A read that passed over the host's events and came back short has seen every event up to the
@@ -623,11 +649,17 @@ impl EmbeddedBus {
         };
         let short = (rows.len() as i64) < limit;
         let share = Share::of(rows.into_iter(), |_| true, short);
-        self.apply(tx, c, share.past(seen_to)).await
+        self.apply(tx, c, share.past(seen_to), passed).await
     }
 
     /// Hands a consumer its share of the log and moves its offset, in the caller's transaction.
-    async fn apply(&self, tx: &mut sqlx::AnyConnection, c: &Consumer, share: Share) -> anyhow::Result<Batch> {
+    async fn apply(
+        &self,
+        tx: &mut sqlx::AnyConnection,
+        c: &Consumer,
+        share: Share,
+        passed: &mut Passed,
+    ) -> anyhow::Result<Batch> {
         let Some(last) = share.events.last().map(LoggedEvent::position) else {
             if let Some((at, error)) = share.unreadable {
                 return Ok(Batch::Unreadable(at, error));
@@ -636,7 +668,7 @@ impl EmbeddedBus {
             move_offset(&mut *tx, c.name, to).await?;
             return Ok(Batch::Handled { events: Vec::new(), drained: true, to });
         };
-        match c.handler.handle(&mut *tx, &share.events).await {
+        match c.handler.handle(&mut *tx, &share.events, passed).await {
             Ok(()) => {
                 let to = share.to.unwrap_or(last);
                 move_offset(&mut *tx, c.name, to).await?;

@@ -57,7 +57,12 @@ struct Consumer {
 }
 
 impl Handler for Consumer {
-    async fn handle(&self, conn: &mut sqlx::AnyConnection, events: &[LoggedEvent]) -> anyhow::Result<()> {
+    async fn handle(
+        &self,
+        conn: &mut sqlx::AnyConnection,
+        events: &[LoggedEvent],
+        passed: &mut crate::bus::Passed,
+    ) -> anyhow::Result<()> {
         let core = &self.engage.core;
         self.fires.lock().expect("fires").clear();
         let mut triggers: HashMap<String, Vec<triggers::Active>> = HashMap::new();
@@ -96,7 +101,8 @@ impl Handler for Consumer {
             if needed.is_empty() {
                 continue;
             }
-            let read = crate::profiles::load_many_in(conn, &core.contacts_key, brand, &needed).await?;
+            let read =
+                crate::profiles::load_many_in(conn, &core.contacts_key, brand, &needed, passed).await?;
             profiles.extend(read.into_iter().map(|(p, stored)| ((brand.to_string(), p), stored)));
             in_journeys.extend(in_flight.into_iter().map(|p| (brand.to_string(), p)));
         }
@@ -105,7 +111,7 @@ impl Handler for Consumer {
         let asks: Vec<triggers::Consider> = events
             .iter()
             .flat_map(|e| triggers[&e.brand_id].iter().map(move |t| (*e, t)))
-            .filter_map(|(e, t)| Some((t, e, profiles.get(&(e.brand_id.clone(), e.player_id.clone()))?)))
+            .filter_map(|(e, t)| Some((t, e, &**profiles.get(&(e.brand_id.clone(), e.player_id.clone()))?)))
             .collect();
         let considered = triggers::consider_many(core, &asks).await;
         // Those a replay or another host took already, asked once for the batch.

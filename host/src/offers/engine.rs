@@ -68,7 +68,12 @@ fn concerns(t: EventType) -> bool {
 }
 
 impl Handler for Engine {
-    async fn handle(&self, conn: &mut sqlx::AnyConnection, events: &[LoggedEvent]) -> anyhow::Result<()> {
+    async fn handle(
+        &self,
+        conn: &mut sqlx::AnyConnection,
+        events: &[LoggedEvent],
+        passed: &mut crate::bus::Passed,
+    ) -> anyhow::Result<()> {
         self.counted.lock().expect("counted").clear();
         let concerned: Vec<&LoggedEvent> = events
             .iter()
@@ -80,7 +85,7 @@ impl Handler for Engine {
             wanted.entry(&e.brand_id).or_default().push(e.player_id.clone());
         }
         let mut live: HashMap<(String, String), Vec<Bonus>> = HashMap::new();
-        let mut profiles: HashMap<(String, String), StoredProfile> = HashMap::new();
+        let mut profiles: HashMap<(String, String), std::sync::Arc<StoredProfile>> = HashMap::new();
         for (brand, mut players) in wanted {
             players.sort();
             players.dedup();
@@ -89,7 +94,8 @@ impl Handler for Engine {
                 continue;
             }
             let holders: Vec<String> = found.keys().cloned().collect();
-            let read = crate::profiles::load_many_in(conn, &self.core.contacts_key, brand, &holders).await?;
+            let read =
+                crate::profiles::load_many_in(conn, &self.core.contacts_key, brand, &holders, passed).await?;
             profiles.extend(read.into_iter().map(|(p, stored)| ((brand.to_string(), p), stored)));
             live.extend(found.into_iter().map(|(p, v)| ((brand.to_string(), p), v)));
         }
@@ -108,7 +114,7 @@ impl Handler for Engine {
             let Some(bonuses) = live.get_mut(&key).filter(|v| v.iter().any(|b| b.state.live())) else {
                 continue;
             };
-            self.apply(conn, e, bonuses, profiles.get(&key)).await?;
+            self.apply(conn, e, bonuses, profiles.get(&key).map(|p| &**p)).await?;
             self.moved.store(true, Ordering::Relaxed);
         }
         Ok(())

@@ -197,7 +197,13 @@ impl Handler for ProfileUpdater {
     /// Applies a batch player by player: the batch's states are read in one query per brand, each
     /// player's events applied in memory (their day and stake sums added up first), and every row
     /// written back in a few multi-row statements — fewer round trips, a shorter write lock.
-    async fn handle(&self, conn: &mut sqlx::AnyConnection, events: &[LoggedEvent]) -> anyhow::Result<()> {
+    async fn handle(
+        &self,
+        conn: &mut sqlx::AnyConnection,
+        events: &[LoggedEvent],
+        passed: &mut crate::bus::Passed,
+    ) -> anyhow::Result<()> {
+        passed.forget::<ReadInTx>();
         // By player, in the log's order (the consumer takes the platform's events only).
         let mut players: Vec<((&str, &str), Vec<&LoggedEvent>)> = Vec::new();
         let mut index: HashMap<(&str, &str), usize> = HashMap::new();
@@ -670,15 +676,38 @@ async fn page_end(db: &Db, brand: &str, after: &str, size: i64) -> anyhow::Resul
 }
 
 /// `load_in` for many players at once, in a handful of queries (a bus consumer's batch): those with a
-/// profile, in no particular order.
+/// profile, in no particular order. A profile a consumer before this one read in the same transaction
+/// is passed on (`passed`) instead of read again; those read here are passed on in turn.
 pub async fn load_many_in(
     conn: &mut sqlx::AnyConnection,
     key: &ContactsKey,
     brand: &str,
     players: &[String],
-) -> anyhow::Result<Vec<(String, StoredProfile)>> {
-    load_players(conn, key, brand, Players::List(players)).await
+    passed: &mut crate::bus::Passed,
+) -> anyhow::Result<Vec<(String, Arc<StoredProfile>)>> {
+    let read: &mut ReadInTx = passed.get();
+    let mut out = Vec::with_capacity(players.len());
+    let mut missing = Vec::new();
+    for p in players {
+        match read.0.get(&(brand.to_string(), p.clone())) {
+            Some(stored) => out.push((p.clone(), stored.clone())),
+            None => missing.push(p.clone()),
+        }
+    }
+    if !missing.is_empty() {
+        for (p, stored) in load_players(conn, key, brand, Players::List(&missing)).await? {
+            let stored = Arc::new(stored);
+            read.0.insert((brand.to_string(), p.clone()), stored.clone());
+            out.push((p, stored));
+        }
+    }
+    Ok(out)
 }
+
+/// The profiles read in a consumer's transaction, by (brand, player), passed on to the consumers after
+/// it; the profile consumer, which changes them, takes them out first.
+#[derive(Default)]
+struct ReadInTx(HashMap<(String, String), Arc<StoredProfile>>);
 
 /// The stored profiles of `which` players (those with a profile), in a handful of queries.
 async fn load_players(

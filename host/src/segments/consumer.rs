@@ -24,7 +24,12 @@ impl SegmentUpdater {
 }
 
 impl Handler for SegmentUpdater {
-    async fn handle(&self, conn: &mut sqlx::AnyConnection, events: &[LoggedEvent]) -> anyhow::Result<()> {
+    async fn handle(
+        &self,
+        conn: &mut sqlx::AnyConnection,
+        events: &[LoggedEvent],
+        passed: &mut crate::bus::Passed,
+    ) -> anyhow::Result<()> {
         // Each player once, with their latest event of the batch (the profile already has them all).
         let mut latest: Vec<&LoggedEvent> = Vec::new();
         for e in events {
@@ -47,7 +52,8 @@ impl Handler for SegmentUpdater {
                 let players: Vec<String> =
                     latest.iter().filter(|l| l.brand_id == e.brand_id).map(|l| l.player_id.clone()).collect();
                 let read =
-                    crate::profiles::load_many_in(conn, &core.contacts_key, &e.brand_id, &players).await?;
+                    crate::profiles::load_many_in(conn, &core.contacts_key, &e.brand_id, &players, passed)
+                        .await?;
                 profiles.extend(read.into_iter().map(|(p, stored)| ((e.brand_id.clone(), p), stored)));
             }
             segments.insert(e.brand_id.clone(), of_brand);

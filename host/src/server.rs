@@ -82,14 +82,15 @@ pub async fn run(
             }
         });
     }
-    // The capabilities built on the core: their bus consumers and background jobs.
+    // The capabilities built on the core: their bus consumers (on SQLite, a group's transaction takes
+    // them in this order: the triggers' decisions first) and background jobs.
     let engage = crate::engage::Engage::new(core.clone());
     let offers = crate::offers::Offers::new(core.clone());
     let consumers = core
         .consumers()
         .into_iter()
-        .chain(crate::segments::consumers(&core))
         .chain(crate::engage::consumers(&engage))
+        .chain(crate::segments::consumers(&core))
         .chain(crate::offers::consumers(&offers))
         .collect();
     for task in crate::bus::start(consumers, &core.bus, &stop_rx) {

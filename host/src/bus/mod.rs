@@ -9,8 +9,8 @@
 //! (tx_id, seq) order: nothing can ever appear below a position it has passed. SQLite has one writer at
 //! a time: there tx_id is 0 and the order is plain seq.
 //!
-//! On SQLite a consumer that follows another one joins its group (profiles → segments → triggers,
-//! bonuses): a group takes a batch of each of its consumers, in order, in one transaction and one turn
+//! On SQLite a consumer that follows another one joins its group (profiles, then the triggers, the
+//! segments and the bonuses, which follow it): a group takes a batch of each of its consumers, in order, in one transaction and one turn
 //! of the write lock, each with its own offset and up to its leader's new offset; the consumers at the
 //! same offset (all of them, once caught up) share one read of the log.
 //! Consumers taking their turns one by one spent most of an event's way waiting for the write lock,
@@ -191,7 +191,7 @@ impl Consumer {
 
 /// Runs consumers on `bus` until `stop` turns true. On SQLite a consumer that follows another one
 /// listed before it joins that one's group, and a group takes its consumers' batches in one
-/// transaction, in the order listed: an event crosses the profile, the segments, the triggers and the
+/// transaction, in the order listed: an event crosses the profile, the triggers, the segments and the
 /// bonus engine in one turn of the write lock and one commit instead of one each, and a follower never
 /// waits for its leader's batch to be committed and announced. On PostgreSQL, where writers do not
 /// take turns, each consumer runs on its own, side by side with the others.

@@ -2,8 +2,11 @@
 //! fires a trigger, which sends a template or enters the player in a journey; every contact goes
 //! through the one send service and its gate.
 //!
-//! The `engage` bus consumer follows the segments consumer (so it sees profiles with the event applied
-//! and the `segment.*` events it wrote). For each event, in each player's order, it moves the player's
+//! The `engage` bus consumer follows the profile consumer, so it sees profiles with the event applied;
+//! the `segment.*` events the segments consumer writes come to it in the log, like any other. It does
+//! not wait for the segments consumer: a trigger asks a segment's rule itself, and on SQLite it runs
+//! before that consumer in their group's transaction, so that a decision does not wait for every
+//! segment of the batch's players to be decided again. For each event, in each player's order, it moves the player's
 //! journey runs (exits, waits for events) and runs the brand's active triggers; fires, runs, steps and
 //! sends are written in the transaction that moves its offset, and a send's idempotency key comes from
 //! (trigger version, event id): a restart, a replay of the log or a second host never sends twice. The
@@ -41,11 +44,11 @@ impl Engage {
     }
 }
 
-/// The capability's bus consumer: it follows the segments consumer.
+/// The capability's bus consumer: it follows the profile consumer.
 pub fn consumers(engage: &Arc<Engage>) -> Vec<crate::bus::Consumer> {
     let handler =
         Consumer { engage: engage.clone(), moved: AtomicBool::new(false), fires: Default::default() };
-    vec![crate::bus::Consumer::new(CONSUMER, handler).after(crate::segments::CONSUMER)]
+    vec![crate::bus::Consumer::new(CONSUMER, handler).after(crate::profiles::CONSUMER)]
 }
 
 struct Consumer {

@@ -666,7 +666,7 @@ impl EmbeddedBus {
             }
             let Some(to) = share.to else { return Ok(Batch::Nothing) };
             move_offset(&mut *tx, c.name, to).await?;
-            return Ok(Batch::Handled { events: Vec::new(), drained: true, to });
+            return Ok(Batch::Handled { events: Vec::new(), drained: share.drained, to });
         };
         match c.handler.handle(&mut *tx, &share.events, passed).await {
             Ok(()) => {

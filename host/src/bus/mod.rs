@@ -10,9 +10,10 @@
 //! a time: there tx_id is 0 and the order is plain seq.
 //!
 //! On SQLite a consumer that follows another one joins its group (profiles, then the triggers, the
-//! segments and the bonuses, which follow it): a group takes a batch of each of its consumers, in order, in one transaction and one turn
-//! of the write lock, each with its own offset and up to its leader's new offset; the consumers at the
-//! same offset (all of them, once caught up) share one read of the log.
+//! segments and the bonuses, which follow it): a group takes a batch of each of its consumers, in
+//! order, in one transaction and one turn of the write lock, each with its own offset and up to its
+//! leader's new offset; the consumers at the same offset (all of them, once caught up) share one read
+//! of the log.
 //! Consumers taking their turns one by one spent most of an event's way waiting for the write lock,
 //! four times over; a group fails over to one by one when a batch fails, so that one consumer's failing
 //! event holds back no other. On PostgreSQL consumers run side by side, each in its own transactions.

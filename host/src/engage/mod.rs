@@ -6,11 +6,11 @@
 //! the `segment.*` events the segments consumer writes come to it in the log, like any other. It does
 //! not wait for the segments consumer: a trigger asks a segment's rule itself, and on SQLite it runs
 //! before that consumer in their group's transaction, so that a decision does not wait for every
-//! segment of the batch's players to be decided again. For each event, in each player's order, it moves the player's
-//! journey runs (exits, waits for events) and runs the brand's active triggers; fires, runs, steps and
-//! sends are written in the transaction that moves its offset, and a send's idempotency key comes from
-//! (trigger version, event id): a restart, a replay of the log or a second host never sends twice. The
-//! journey scheduler runs due steps (`journeys::run_due`).
+//! segment of the batch's players to be decided again. For each event, in each player's order, it
+//! moves the player's journey runs (exits, waits for events) and runs the brand's active triggers;
+//! fires, runs, steps and sends are written in the transaction that moves its offset, and a send's
+//! idempotency key comes from (trigger version, event id): a restart, a replay of the log or a second
+//! host never sends twice. The journey scheduler runs due steps (`journeys::run_due`).
 //!
 //! This module owns the tables `triggers`, `trigger_versions`, `trigger_fires`, `journeys`,
 //! `journey_versions`, `journey_runs` and `journey_steps`.

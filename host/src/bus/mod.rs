@@ -63,6 +63,11 @@ pub struct LoggedEvent {
     pub payload: EventPayload,
 }
 
+impl Position {
+    /// Past every event: the ceiling of a consumer that follows no other.
+    const END: Position = Position { tx: i64::MAX, seq: i64::MAX };
+}
+
 impl LoggedEvent {
     pub fn position(&self) -> Position {
         Position { tx: self.tx, seq: self.seq }
@@ -461,7 +466,7 @@ impl EmbeddedBus {
         let mut conn = self.db.pool.acquire().await?;
         let offsets = all_offsets(&mut conn).await?;
         let at = |name: &str| offsets.get(name).copied().unwrap_or_default();
-        let mut lowest = Position { tx: i64::MAX, seq: i64::MAX };
+        let mut lowest = Position::END;
         for c in group {
             lowest = lowest.min(at(c.name));
             let ceiling = match c.reads.leader {
@@ -472,7 +477,7 @@ impl EmbeddedBus {
                     continue;
                 }
                 Some(leader) => at(leader),
-                None => Position { tx: i64::MAX, seq: i64::MAX },
+                None => Position::END,
             };
             if !read_after(&mut conn, at(c.name), (horizon, ceiling), 1, false).await?.is_empty() {
                 return Ok(Ok(()));
@@ -494,8 +499,7 @@ impl EmbeddedBus {
             let mut tx = self.db.begin_write().await?;
             let positions = lock_offsets(&mut tx, group.iter().map(|c| c.name)).await?;
             let lowest = positions.iter().copied().min().unwrap_or_default();
-            let everything = Position { tx: i64::MAX, seq: i64::MAX };
-            let read = read_after(&mut tx, lowest, (horizon, everything), BATCH, false).await?;
+            let read = read_after(&mut tx, lowest, (horizon, Position::END), BATCH, false).await?;
             let end = match read.last() {
                 Some(Ok(e)) => e.position(),
                 Some(Err((at, _))) => *at,
@@ -512,7 +516,7 @@ impl EmbeddedBus {
                         Some(j) => moved[j],
                         None => offset_of(&mut tx, leader).await?,
                     },
-                    None => everything,
+                    None => Position::END,
                 };
                 let batch = if positions[i] == lowest {
                     let range = read.iter().filter(|row| {
@@ -744,7 +748,7 @@ enum Together {
 async fn ceiling(conn: &mut sqlx::AnyConnection, reads: Reads) -> anyhow::Result<Position> {
     match reads.leader {
         Some(leader) => offset_of(conn, leader).await,
-        None => Ok(Position { tx: i64::MAX, seq: i64::MAX }),
+        None => Ok(Position::END),
     }
 }
 

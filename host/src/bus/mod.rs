@@ -246,6 +246,14 @@ struct Progress {
 /// An event as read from the log, or where one that does not read lies, with the error.
 type LogRow = Result<LoggedEvent, (Position, String)>;
 
+/// Where a row of the log lies, whether it reads or not.
+fn row_position(row: &LogRow) -> Position {
+    match row {
+        Ok(e) => e.position(),
+        Err((at, _)) => *at,
+    }
+}
+
 /// A consumer's share of what was read of the log: its events in order, up to the first event of its
 /// range that does not read; where its offset may move (the last event it took or passed over);
 /// whether that was every event it could take.
@@ -500,11 +508,7 @@ impl EmbeddedBus {
             let positions = lock_offsets(&mut tx, group.iter().map(|c| c.name)).await?;
             let lowest = positions.iter().copied().min().unwrap_or_default();
             let read = read_after(&mut tx, lowest, (horizon, Position::END), BATCH, false).await?;
-            let end = match read.last() {
-                Some(Ok(e)) => e.position(),
-                Some(Err((at, _))) => *at,
-                None => lowest,
-            };
+            let end = read.last().map_or(lowest, row_position);
             let short = (read.len() as i64) < BATCH;
             let mut moved = positions.clone();
             let mut passed = Passed::default();
@@ -520,10 +524,7 @@ impl EmbeddedBus {
                 };
                 let batch = if positions[i] == lowest {
                     let range = read.iter().filter(|row| {
-                        let at = match row {
-                            Ok(e) => e.position(),
-                            Err((at, _)) => *at,
-                        };
+                        let at = row_position(row);
                         at > lowest && at <= ceiling
                     });
                     let platform_only = c.reads.platform_only;

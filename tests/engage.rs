@@ -559,11 +559,65 @@ async fn an_exit_event_in_the_entering_batch_ends_the_run(b: Backend) {
     r.s.stop().await;
 }
 
+/// More runs due at once than the scheduler takes in one transaction, and two hosts on the database:
+/// each run takes each of its steps once, whichever host took it — one e-mail per player.
+async fn a_crowd_due_at_once_is_stepped_once_by_two_hosts(b: Backend) {
+    let Some(r) = rig(b, FAST).await else { return };
+    let template = json!({"topic": "casino", "subject": "A nudge", "body": "Have a look at what is new."});
+    let (st, v) = r.s.put(&r.marketing, "/admin/templates/nudge/default", &template).await;
+    assert_eq!(st, 200, "{v}");
+    let journey = json!({"name": "nudge", "start": "w", "nodes": {
+        "w": {"type": "wait", "minutes": 60, "next": "m"},
+        "m": {"type": "send", "message": {"template_id": "nudge", "channel": "email"}, "next": "x"},
+        "x": {"type": "exit", "reason": "nudged"}}});
+    entered_on_a_failed_payment(&r, journey).await;
+    let players: Vec<String> = (0..50).map(|i| format!("p_crowd{i:02}")).collect();
+    for p in &players {
+        r.player(p, "GB", "Europe/London").await;
+    }
+    let failed: Vec<Value> = players
+        .iter()
+        .map(|p| {
+            let payload = json!({"payment_id": format!("{p}_pay"), "amount_minor": 100, "currency": "GBP", "reason_code": "x"});
+            event(&r, &format!("{p}_pf"), "payment.failed", p, payload)
+        })
+        .collect();
+    post(&r, json!(failed)).await;
+    support::eventually("every player waiting", Duration::from_secs(30), || async {
+        let waiting =
+            r.s.count("SELECT COUNT(*) FROM journey_runs WHERE node = 'm' AND state = 'active'").await;
+        (waiting == players.len() as i64).then_some(())
+    })
+    .await;
+
+    let (_base, stop2, task2) = r.s.second_host().await;
+    r.s.clock.advance(jiff::SignedDuration::from_mins(61));
+    support::eventually("every run done", Duration::from_secs(60), || async {
+        let done = r.s.count("SELECT COUNT(*) FROM journey_runs WHERE state = 'completed'").await;
+        (done == players.len() as i64).then_some(())
+    })
+    .await;
+    support::eventually("every e-mail at the relay", Duration::from_secs(30), || async {
+        (r.smtp.messages().len() >= players.len()).then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    for p in &players {
+        assert_eq!(mails_to(&r, &format!("{p}@example.com")).len(), 1, "{p}: one e-mail, whatever the hosts");
+    }
+    assert_eq!(r.s.count("SELECT COUNT(*) FROM journey_steps WHERE kind = 'send'").await, 50);
+    assert_eq!(r.s.count("SELECT COUNT(*) FROM journey_steps WHERE kind = 'exit'").await, 50);
+    let _ = stop2.send(());
+    let _ = task2.await;
+    r.s.stop().await;
+}
+
 crate::on_both!(
     an_exit_event_in_the_entering_batch_ends_the_run,
     payment_failed_prompt,
     big_loss_cashback,
     churn_winback,
     definitions_are_checked,
-    a_wait_follows_the_players_time_zone
+    a_wait_follows_the_players_time_zone,
+    a_crowd_due_at_once_is_stepped_once_by_two_hosts
 );

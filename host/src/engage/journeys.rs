@@ -10,7 +10,7 @@
 //! consumer moves runs on events: a wait's event, an exit event, and an RG block or self-exclusion,
 //! which ends every run of the player at once.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
@@ -496,7 +496,7 @@ async fn advance(
         Next::End { state, reason } => {
             sqlx::query(
                 "UPDATE journey_runs SET state = $3, step = step + 1, due_at = NULL, waiting_for = NULL,
-                     updated_at = $5, ended_at = $5, exit_reason = $4, lease_until = NULL
+                     updated_at = $5, ended_at = $5, exit_reason = $4
                  WHERE id = $1 AND step = $2 AND state = 'active'",
             )
             .bind(&run.id)
@@ -651,107 +651,159 @@ pub(super) async fn take(
     Ok((rec, next))
 }
 
-/// How long a host holds a run it took (wall clock): a host that died lets go after this.
-const LEASE_MS: i64 = 60_000;
 /// Steps one run may take in one go (waits end a go; `check` prevents loops that never wait).
 const MAX_STEPS: usize = 2 * MAX_NODES;
+/// Runs taken in one transaction.
+const TOGETHER: usize = 16;
+/// A run whose step failed is tried again this much later.
+const RETRY_MS: i64 = 60_000;
 
-/// Runs every due step of every journey that is not paused; the number of steps taken.
-pub async fn run_due(core: &Core) -> anyhow::Result<usize> {
+/// Takes the due steps of up to `TOGETHER` runs of journeys that are not paused, each run until it
+/// waits or ends, in one transaction: their players' profiles read together first, each run in a
+/// savepoint of its own (one that fails is undone alone and tried again after `RETRY_MS`). Whether
+/// more runs may be due. Of several hosts, each run goes to one: on PostgreSQL a host passes by the
+/// runs another has locked (`SKIP LOCKED`), on SQLite hosts take the write lock in turn; either way a
+/// step is written only if the run is still where it was read, so none is taken twice.
+pub async fn run_due(core: &Core) -> anyhow::Result<bool> {
     let now = core.clock().now_ms();
-    let wall = crate::store::now_ms();
-    let rows = sqlx::query(
-        "SELECT r.id FROM journey_runs r JOIN journeys j ON j.id = r.journey_id
+    let due: Vec<(String, String, String)> = sqlx::query(
+        "SELECT r.id, r.brand_id, r.player_id FROM journey_runs r JOIN journeys j ON j.id = r.journey_id
          WHERE r.state = 'active' AND r.due_at <= $1 AND j.paused = 0
-           AND (r.lease_until IS NULL OR r.lease_until < $2)
-         ORDER BY r.due_at LIMIT 200",
+         ORDER BY r.due_at LIMIT $2",
     )
     .bind(now)
-    .bind(wall)
+    .bind(TOGETHER as i64)
     .fetch_all(&core.db.pool)
-    .await?;
-    let mut steps = 0;
-    for r in rows {
-        let id: String = r.try_get("id")?;
-        // The lease: one host takes the run; the others pass it by.
-        let mut tx = core.db.begin_write().await?;
-        let took = sqlx::query(
-            "UPDATE journey_runs SET lease_until = $2 WHERE id = $1 AND state = 'active'
-             AND (lease_until IS NULL OR lease_until < $3)",
-        )
-        .bind(&id)
-        .bind(wall + LEASE_MS)
-        .bind(wall)
-        .execute(&mut *tx)
-        .await?;
-        tx.commit().await?;
-        if took.rows_affected() != 1 {
-            continue;
-        }
-        match run_one(core, &id).await {
-            Ok(n) => steps += n,
-            // This run waits for its lease to run out and is tried again; the others go on.
+    .await?
+    .iter()
+    .map(|r| Ok((r.try_get("id")?, r.try_get("brand_id")?, r.try_get("player_id")?)))
+    .collect::<anyhow::Result<_>>()?;
+    if due.is_empty() {
+        return Ok(false);
+    }
+    let mut players: BTreeMap<&str, Vec<String>> = BTreeMap::new();
+    for (_, brand, player) in &due {
+        players.entry(brand).or_default().push(player.clone());
+    }
+    let mut profiles = HashMap::new();
+    let mut conn = core.db.pool.acquire().await?;
+    for (brand, players) in players {
+        let mut passed = crate::bus::Passed::default();
+        let read = crate::profiles::load_many_in(&mut conn, &core.contacts_key, brand, &players, &mut passed)
+            .await?;
+        profiles.extend(read.into_iter().map(|(player, stored)| ((brand, player), stored)));
+    }
+    drop(conn);
+    let mut tx = core.db.begin_write().await?;
+    let backend = tx.backend();
+    let skip_locked = if backend == Backend::Postgres { " FOR UPDATE SKIP LOCKED" } else { "" };
+    let sql = format!(
+        "SELECT id FROM journey_runs WHERE {} AND state = 'active' AND due_at <= $2{skip_locked}",
+        crate::store::one_of(backend, "id", 1)
+    );
+    let ids = crate::store::json_list(due.iter().map(|(id, ..)| id.as_str()));
+    let mine: std::collections::HashSet<String> = sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
+        .bind(ids)
+        .bind(now)
+        .fetch_all(&mut *tx)
+        .await?
+        .into_iter()
+        .collect();
+    let mut journeys = Journeys::default();
+    let mut steps = Vec::new();
+    for (id, brand, player) in due.iter().filter(|(id, ..)| mine.contains(id)) {
+        let went = match profiles.get(&(brand.as_str(), player.clone())) {
+            Some(stored) => tx.in_savepoint(async |tx| go(core, tx, id, stored, &mut journeys).await).await?,
+            None => Err(anyhow::anyhow!("the player has no profile")),
+        };
+        match went {
+            Ok(taken) => steps.extend(taken),
             Err(e) => {
-                tracing::error!(run = %id, error = %format!("{e:#}"), "a journey step failed");
-                continue;
+                tracing::error!(run = %id, error = %format!("{e:#}"), "a journey step failed; tried again later");
+                sqlx::query("UPDATE journey_runs SET due_at = $2 WHERE id = $1 AND state = 'active'")
+                    .bind(id)
+                    .bind(now + RETRY_MS)
+                    .execute(&mut *tx)
+                    .await?;
             }
         }
-        let mut tx = core.db.begin_write().await?;
-        sqlx::query("UPDATE journey_runs SET lease_until = NULL WHERE id = $1")
-            .bind(&id)
-            .execute(&mut *tx)
-            .await?;
-        tx.commit().await?;
     }
-    Ok(steps)
+    tx.commit().await?;
+    for (kind, status) in &steps {
+        core.delivery.metrics.journey_step(kind, status.as_deref().unwrap_or("-"));
+    }
+    if !steps.is_empty() {
+        core.delivery.wake.notify_one();
+    }
+    Ok(due.len() == TOGETHER)
 }
 
-/// Takes a run's due steps one transaction each, until it waits or ends.
-async fn run_one(core: &Core, id: &str) -> anyhow::Result<usize> {
-    let mut taken = 0;
-    let mut defs: BTreeMap<(String, i64), Arc<JourneyDef>> = BTreeMap::new();
+/// What a transaction of the scheduler read of journeys, read once: versions do not change, and a
+/// pause takes effect from the scheduler's next transaction.
+#[derive(Default)]
+struct Journeys {
+    versions: BTreeMap<(String, i64), Arc<JourneyDef>>,
+    paused: HashMap<String, bool>,
+}
+
+impl Journeys {
+    async fn paused(&mut self, conn: &mut sqlx::AnyConnection, journey: &str) -> anyhow::Result<bool> {
+        if let Some(p) = self.paused.get(journey) {
+            return Ok(*p);
+        }
+        let p = is_paused(conn, journey).await?;
+        self.paused.insert(journey.to_string(), p);
+        Ok(p)
+    }
+
+    async fn version(
+        &mut self,
+        conn: &mut sqlx::AnyConnection,
+        run: &Run,
+    ) -> anyhow::Result<Arc<JourneyDef>> {
+        let key = (run.journey_id.clone(), run.version);
+        if !self.versions.contains_key(&key) {
+            self.versions
+                .insert(key.clone(), Arc::new(definition(conn, &run.journey_id, run.version).await?));
+        }
+        Ok(self.versions[&key].clone())
+    }
+}
+
+/// Takes a run's due steps in the caller's transaction, until it waits or ends: each step's (kind,
+/// status), counted once committed.
+async fn go(
+    core: &Core,
+    conn: &mut sqlx::AnyConnection,
+    id: &str,
+    stored: &crate::profiles::StoredProfile,
+    journeys: &mut Journeys,
+) -> anyhow::Result<Vec<(&'static str, Option<String>)>> {
+    let mut taken = Vec::new();
     for _ in 0..MAX_STEPS {
-        let mut conn = core.db.pool.acquire().await?;
-        let Some(run) = get_run(&mut conn, id, "").await? else { return Ok(taken) };
-        drop(conn);
-        let Some(stored) =
-            crate::profiles::load(&core.db, &core.contacts_key, &run.brand_id, &run.player_id).await?
-        else {
-            return Ok(taken);
-        };
-        let mut tx = core.db.begin_write().await?;
-        let lock = if tx.backend() == Backend::Postgres { " FOR UPDATE" } else { "" };
-        // Read again under the lock: the consumer or another host may have moved it.
-        let Some(run) = get_run(&mut tx, id, lock).await? else { return Ok(taken) };
+        let Some(run) = get_run(conn, id).await? else { break };
         let now = core.clock().now_ms();
         if run.state != "active"
             || run.due_at.is_none_or(|d| d > now)
-            || is_paused(&mut tx, &run.journey_id).await?
+            || journeys.paused(conn, &run.journey_id).await?
         {
-            return Ok(taken);
+            break;
         }
-        let key = (run.journey_id.clone(), run.version);
-        if !defs.contains_key(&key) {
-            defs.insert(key.clone(), Arc::new(definition(&mut tx, &run.journey_id, run.version).await?));
+        let def = journeys.version(conn, &run).await?;
+        let (rec, next) = take(core, conn, &run, &def, stored).await?;
+        if !advance(conn, &run, &run.node, &rec, &next, now).await? {
+            break;
         }
-        let def = defs[&key].clone();
-        let (rec, next) = take(core, &mut tx, &run, &def, &stored).await?;
-        if !advance(&mut tx, &run, &run.node, &rec, &next, now).await? {
-            return Ok(taken);
-        }
-        tx.commit().await?;
-        taken += 1;
-        core.delivery.metrics.journey_step(rec.kind, rec.status.as_deref().unwrap_or("-"));
-        core.delivery.wake.notify_one();
+        taken.push((rec.kind, rec.status));
         if matches!(next, Next::End { .. }) {
-            return Ok(taken);
+            break;
         }
     }
     Ok(taken)
 }
 
-async fn get_run(conn: &mut sqlx::AnyConnection, id: &str, lock: &str) -> anyhow::Result<Option<Run>> {
-    let sql = format!("SELECT {RUN_COLUMNS} FROM journey_runs WHERE id = $1{lock}");
+async fn get_run(conn: &mut sqlx::AnyConnection, id: &str) -> anyhow::Result<Option<Run>> {
+    let sql = format!("SELECT {RUN_COLUMNS} FROM journey_runs WHERE id = $1");
     let row = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(id).fetch_optional(conn).await?;
     row.as_ref().map(run_of).transpose()
 }

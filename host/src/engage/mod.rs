@@ -164,17 +164,22 @@ impl Handler for Consumer {
     }
 }
 
-/// Runs due journey steps until `stop`: when woken, and every second (for waits coming due).
+/// Runs due journey steps until `stop`: while more are due, when woken, and every second (for waits
+/// coming due).
 pub async fn scheduler(engage: Arc<Engage>, mut stop: watch::Receiver<bool>) {
     loop {
         let woken = engage.wake.notified();
         tokio::pin!(woken);
         woken.as_mut().enable();
-        if let Err(e) = journeys::run_due(&engage.core).await {
+        let more = journeys::run_due(&engage.core).await.unwrap_or_else(|e| {
             tracing::error!(error = %format!("{e:#}"), "journey steps");
-        }
+            false
+        });
         if *stop.borrow() {
             return;
+        }
+        if more {
+            continue;
         }
         tokio::select! {
             _ = woken => {}

@@ -698,8 +698,10 @@ pub async fn run_due(core: &Core) -> anyhow::Result<bool> {
     let backend = tx.backend();
     let skip_locked = if backend == Backend::Postgres { " FOR UPDATE SKIP LOCKED" } else { "" };
     let sql = format!(
-        "SELECT id FROM journey_runs WHERE {} AND state = 'active' AND due_at <= $2{skip_locked}",
-        crate::store::one_of(backend, "id", 1)
+        "SELECT id FROM journey_runs WHERE {} AND {} = 'active' AND {} <= $2{skip_locked}",
+        crate::store::one_of(backend, "id", 1),
+        crate::store::unindexed(backend, "state"),
+        crate::store::unindexed(backend, "due_at"),
     );
     let ids = crate::store::json_list(due.iter().map(|(id, ..)| id.as_str()));
     let mine: std::collections::HashSet<String> = sqlx::query_scalar(sqlx::AssertSqlSafe(sql))

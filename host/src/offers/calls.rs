@@ -17,7 +17,6 @@ use tokio::sync::{Notify, watch};
 
 use super::ledger::{self, Bonus, Move, State};
 use crate::core::Core;
-use crate::store::Backend;
 
 /// Writes the call `kind` about the bonus, once (its key is its id).
 pub async fn queue_in(conn: &mut sqlx::AnyConnection, b: &Bonus, kind: &str, at: i64) -> anyhow::Result<()> {
@@ -97,21 +96,16 @@ struct Call {
 }
 
 async fn claim_due(core: &Core, now: i64, lease_until: i64) -> anyhow::Result<Vec<Call>> {
-    const DUE: &str =
-        "((status = 'queued' AND next_attempt_at <= $1) OR (status = 'sending' AND lease_until <= $1))";
-    let skip_locked = if core.db.backend == Backend::Postgres { "FOR UPDATE SKIP LOCKED" } else { "" };
+    const OUTBOX: crate::store::Outbox = crate::store::Outbox {
+        table: "platform_calls",
+        key: "call_id",
+        due: &["queued"],
+        also_set: ", attempts = attempts + 1",
+    };
     // In a write transaction, so that on SQLite the claim takes its turn with the process's writers.
     let mut tx = core.db.begin_write().await?;
-    let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
-        "UPDATE platform_calls SET status = 'sending', lease_until = $2, attempts = attempts + 1
-         WHERE {DUE} AND call_id IN
-             (SELECT call_id FROM platform_calls WHERE {DUE} ORDER BY next_attempt_at LIMIT 16 {skip_locked})
-         RETURNING call_id, bonus_id, kind, body, attempts"
-    )))
-    .bind(now)
-    .bind(lease_until)
-    .fetch_all(&mut *tx)
-    .await?;
+    let returning = "call_id, bonus_id, kind, body, attempts";
+    let rows = OUTBOX.claim(&mut tx, returning, (now, lease_until), 16).await?;
     tx.commit().await?;
     rows.iter()
         .map(|r| {

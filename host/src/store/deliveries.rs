@@ -7,7 +7,7 @@ use serde::Serialize;
 use serde_json::Value;
 use sqlx::Row;
 
-use super::{Backend, Db};
+use super::Db;
 
 /// Where a delivery stands; lower case in the database, upper case in the API.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
@@ -516,27 +516,14 @@ pub async fn history(db: &Db, delivery_id: &str) -> anyhow::Result<Vec<HistoryLi
         .collect()
 }
 
-/// Claims, in one statement, up to `limit` deliveries a worker may take now — due ones, and ones whose
-/// worker's lease ran out — until `lease_until`. Of several hosts racing, each row goes to one: the
-/// condition is checked again on the row as it is when locked (and PostgreSQL skips rows another host
-/// is claiming).
+/// Claims up to `limit` deliveries a worker may take now — due ones, and ones whose worker's lease
+/// ran out — until `lease_until` (`Outbox::claim`).
 pub async fn claim_due(db: &Db, now: i64, lease_until: i64, limit: i64) -> anyhow::Result<Vec<Delivery>> {
-    const DUE: &str = "((status IN ('queued', 'deferred') AND next_attempt_at <= $1)
-        OR (status = 'sending' AND lease_until <= $1))";
-    let skip_locked = if db.backend == Backend::Postgres { "FOR UPDATE SKIP LOCKED" } else { "" };
+    const OUTBOX: super::Outbox =
+        super::Outbox { table: "deliveries", key: "delivery_id", due: &["deferred", "queued"], also_set: "" };
     // In a write transaction, so that on SQLite the claim takes its turn with the process's writers.
     let mut tx = db.begin_write().await?;
-    let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
-        "UPDATE deliveries SET status = 'sending', lease_until = $2
-         WHERE {DUE} AND delivery_id IN
-             (SELECT delivery_id FROM deliveries WHERE {DUE} ORDER BY next_attempt_at LIMIT $3 {skip_locked})
-         RETURNING {COLUMNS}"
-    )))
-    .bind(now)
-    .bind(lease_until)
-    .bind(limit)
-    .fetch_all(&mut *tx)
-    .await?;
+    let rows = OUTBOX.claim(&mut tx, COLUMNS, (now, lease_until), limit).await?;
     tx.commit().await?;
     rows.iter().map(row_to_delivery).collect()
 }

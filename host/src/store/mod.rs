@@ -262,6 +262,56 @@ impl std::ops::DerefMut for Tx {
     }
 }
 
+/// An outbox a worker claims rows of: its table, key column, the statuses a row is due in (with
+/// `next_attempt_at`), and what a claim sets besides `status = 'sending'` and `lease_until`. The table
+/// has an index on (status, next_attempt_at).
+pub struct Outbox {
+    pub table: &'static str,
+    pub key: &'static str,
+    pub due: &'static [&'static str],
+    pub also_set: &'static str,
+}
+
+impl Outbox {
+    /// Claims, in the caller's write transaction, up to `limit` rows a worker may take now until
+    /// `lease_until`: those whose worker's lease ran out, then those due in each status, oldest first;
+    /// the rows as `returning` names them. One statement per status, each an index range read that
+    /// stops at `limit`: one statement for all of them sorted every due row of a backlog to take a few
+    /// (18 ms on SQLite and 53 ms on PostgreSQL with 90k queued, inside the write lock). Of several
+    /// hosts racing, each row goes to one: the condition is checked again on the row as it is when
+    /// locked (and PostgreSQL skips rows another host is claiming).
+    pub async fn claim(
+        &self,
+        tx: &mut sqlx::AnyConnection,
+        returning: &str,
+        (now, lease_until): (i64, i64),
+        limit: i64,
+    ) -> Result<Vec<sqlx::any::AnyRow>, sqlx::Error> {
+        let skip_locked = if Backend::of(tx) == Backend::Postgres { "FOR UPDATE SKIP LOCKED" } else { "" };
+        let Outbox { table, key, also_set, .. } = self;
+        let status = unindexed(Backend::of(tx), "status");
+        let due = self.due.iter().map(|s| (format!("= '{s}'"), "next_attempt_at"));
+        let mut rows = Vec::new();
+        for (is, time) in std::iter::once(("= 'sending'".to_string(), "lease_until")).chain(due) {
+            let room = limit - rows.len() as i64;
+            if room <= 0 {
+                break;
+            }
+            // The rows picked are looked up by key, then checked again.
+            let sql = format!(
+                "UPDATE {table} SET status = 'sending', lease_until = $2{also_set}
+                 WHERE {key} IN (SELECT {key} FROM {table} WHERE status {is} AND {time} <= $1
+                                 ORDER BY next_attempt_at LIMIT $3 {skip_locked})
+                   AND {status} {is} AND {time} <= $1
+                 RETURNING {returning}"
+            );
+            let query = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(now).bind(lease_until).bind(room);
+            rows.extend(query.fetch_all(&mut *tx).await?);
+        }
+        Ok(rows)
+    }
+}
+
 /// Which players of a brand a read of many takes: the ids in (after, last], or a list.
 #[derive(Debug, Clone, Copy)]
 pub enum Players<'a> {

@@ -659,61 +659,48 @@ const TOGETHER: usize = 16;
 const RETRY_MS: i64 = 60_000;
 
 /// Takes the due steps of up to `TOGETHER` runs of journeys that are not paused, each run until it
-/// waits or ends, in one transaction: their players' profiles read together first, each run in a
+/// waits or ends, in one transaction: their players' profiles read together in it, each run in a
 /// savepoint of its own (one that fails is undone alone and tried again after `RETRY_MS`). Whether
 /// more runs may be due. Of several hosts, each run goes to one: on PostgreSQL a host passes by the
 /// runs another has locked (`SKIP LOCKED`), on SQLite hosts take the write lock in turn; either way a
 /// step is written only if the run is still where it was read, so none is taken twice.
 pub async fn run_due(core: &Core) -> anyhow::Result<bool> {
+    const DUE: &str = "FROM journey_runs r JOIN journeys j ON j.id = r.journey_id
+         WHERE r.state = 'active' AND r.due_at <= $1 AND j.paused = 0";
     let now = core.clock().now_ms();
-    let due: Vec<(String, String, String)> = sqlx::query(
-        "SELECT r.id, r.brand_id, r.player_id FROM journey_runs r JOIN journeys j ON j.id = r.journey_id
-         WHERE r.state = 'active' AND r.due_at <= $1 AND j.paused = 0
-         ORDER BY r.due_at LIMIT $2",
-    )
-    .bind(now)
-    .bind(TOGETHER as i64)
-    .fetch_all(&core.db.pool)
-    .await?
-    .iter()
-    .map(|r| Ok((r.try_get("id")?, r.try_get("brand_id")?, r.try_get("player_id")?)))
-    .collect::<anyhow::Result<_>>()?;
-    if due.is_empty() {
+    // Looked for first without the write lock: the scheduler is woken by every batch that fires.
+    let any = sqlx::query(sqlx::AssertSqlSafe(format!("SELECT r.id {DUE} LIMIT 1")))
+        .bind(now)
+        .fetch_optional(&core.db.pool)
+        .await?;
+    if any.is_none() {
         return Ok(false);
     }
+    let mut tx = core.db.begin_write().await?;
+    let skip_locked = if tx.backend() == Backend::Postgres { " FOR UPDATE OF r SKIP LOCKED" } else { "" };
+    let sql = format!("SELECT r.id, r.brand_id, r.player_id {DUE} ORDER BY r.due_at LIMIT $2{skip_locked}");
+    let due: Vec<(String, String, String)> = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(now)
+        .bind(TOGETHER as i64)
+        .fetch_all(&mut *tx)
+        .await?
+        .iter()
+        .map(|r| Ok((r.try_get("id")?, r.try_get("brand_id")?, r.try_get("player_id")?)))
+        .collect::<anyhow::Result<_>>()?;
     let mut players: BTreeMap<&str, Vec<String>> = BTreeMap::new();
     for (_, brand, player) in &due {
         players.entry(brand).or_default().push(player.clone());
     }
     let mut profiles = HashMap::new();
-    let mut conn = core.db.pool.acquire().await?;
+    let mut passed = crate::bus::Passed::default();
     for (brand, players) in players {
-        let mut passed = crate::bus::Passed::default();
-        let read = crate::profiles::load_many_in(&mut conn, &core.contacts_key, brand, &players, &mut passed)
-            .await?;
+        let read =
+            crate::profiles::load_many_in(&mut tx, &core.contacts_key, brand, &players, &mut passed).await?;
         profiles.extend(read.into_iter().map(|(player, stored)| ((brand, player), stored)));
     }
-    drop(conn);
-    let mut tx = core.db.begin_write().await?;
-    let backend = tx.backend();
-    let skip_locked = if backend == Backend::Postgres { " FOR UPDATE SKIP LOCKED" } else { "" };
-    let sql = format!(
-        "SELECT id FROM journey_runs WHERE {} AND {} = 'active' AND {} <= $2{skip_locked}",
-        crate::store::one_of(backend, "id", 1),
-        crate::store::unindexed(backend, "state"),
-        crate::store::unindexed(backend, "due_at"),
-    );
-    let ids = crate::store::json_list(due.iter().map(|(id, ..)| id.as_str()));
-    let mine: std::collections::HashSet<String> = sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
-        .bind(ids)
-        .bind(now)
-        .fetch_all(&mut *tx)
-        .await?
-        .into_iter()
-        .collect();
     let mut journeys = Journeys::default();
     let mut steps = Vec::new();
-    for (id, brand, player) in due.iter().filter(|(id, ..)| mine.contains(id)) {
+    for (id, brand, player) in &due {
         let went = match profiles.get(&(brand.as_str(), player.clone())) {
             Some(stored) => tx.in_savepoint(async |tx| go(core, tx, id, stored, &mut journeys).await).await?,
             None => Err(anyhow::anyhow!("the player has no profile")),

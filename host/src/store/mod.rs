@@ -372,10 +372,10 @@ pub fn one_of(backend: Backend, column: &str, param: usize) -> String {
     }
 }
 
-/// `column` in a condition beside a list of keys ([`one_of`]), hidden from SQLite's planner: without
-/// statistics it prefers a range of the column's index to the keys' lookups, and the range may hold
-/// a backlog of thousands of rows (a journey's due runs, a queue of deliveries: 20–30 ms a statement
-/// with 100k). SQLite's unary `+` keeps the index out; PostgreSQL's planner has statistics.
+/// `column` in a condition beside keys to look up (a list, a subquery's), hidden from SQLite's
+/// planner: without statistics it prefers a range of the column's index to the keys' lookups, and the
+/// range may hold a backlog (a queue of deliveries: 29 ms a statement with 90k). SQLite's unary `+`
+/// keeps the index out; PostgreSQL's planner has statistics.
 pub fn unindexed(backend: Backend, column: &str) -> String {
     match backend {
         Backend::Postgres => column.to_string(),

@@ -287,12 +287,13 @@ impl Outbox {
         (now, lease_until): (i64, i64),
         limit: i64,
     ) -> Result<Vec<sqlx::any::AnyRow>, sqlx::Error> {
-        let skip_locked = if Backend::of(tx) == Backend::Postgres { "FOR UPDATE SKIP LOCKED" } else { "" };
+        let backend = Backend::of(tx);
+        let skip_locked = if backend == Backend::Postgres { "FOR UPDATE SKIP LOCKED" } else { "" };
         let Outbox { table, key, also_set, .. } = self;
-        let status = unindexed(Backend::of(tx), "status");
-        let due = self.due.iter().map(|s| (format!("= '{s}'"), "next_attempt_at"));
+        let status = unindexed(backend, "status");
+        let due = self.due.iter().map(|s| (*s, "next_attempt_at"));
         let mut rows = Vec::new();
-        for (is, time) in std::iter::once(("= 'sending'".to_string(), "lease_until")).chain(due) {
+        for (is, time) in std::iter::once(("sending", "lease_until")).chain(due) {
             let room = limit - rows.len() as i64;
             if room <= 0 {
                 break;
@@ -300,9 +301,9 @@ impl Outbox {
             // The rows picked are looked up by key, then checked again.
             let sql = format!(
                 "UPDATE {table} SET status = 'sending', lease_until = $2{also_set}
-                 WHERE {key} IN (SELECT {key} FROM {table} WHERE status {is} AND {time} <= $1
+                 WHERE {key} IN (SELECT {key} FROM {table} WHERE status = '{is}' AND {time} <= $1
                                  ORDER BY next_attempt_at LIMIT $3 {skip_locked})
-                   AND {status} {is} AND {time} <= $1
+                   AND {status} = '{is}' AND {time} <= $1
                  RETURNING {returning}"
             );
             let query = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(now).bind(lease_until).bind(room);
